@@ -1,0 +1,360 @@
+"""Loaders for a user's own images: ``image-folder`` (one sub-folder per class) and ``csv``
+(a table of ``path,label``).
+
+``image-folder`` args: ``path``; ``image_size`` (an int for square images, ``[height, width]`` or
+``"HxW"``; default: the most common size in the folder); ``mode`` (``"L"``, ``"RGB"`` or ``"auto"``,
+the default: RGB when any image is in colour, else L). Class names are the sorted names of the
+sub-folders (hidden folders skipped); images are found recursively inside each class folder.
+
+``csv`` args: ``path`` (the .csv) plus the same ``image_size`` and ``mode``. The csv needs a header
+with the columns ``path`` and ``label`` (more columns are ignored, except ``split``, kept as
+:attr:`dsim.ImageSet.split`). A label is an integer class index or a class name (then the class
+names are the sorted distinct labels); relative paths are relative to the csv's folder.
+
+Images are read with PIL (PNG, JPEG, BMP, TIFF). An image counts as "colour" when its channels
+differ somewhere (an RGB file of a grey X-ray is grey). Images of another size are resized with
+PIL's bilinear filter. 16-bit grey images are scaled to 0..255 (divided by 257). Output is uint8
+``(N,H,W,1)`` for L and ``(N,H,W,3)`` for RGB. Every error is a one-line :class:`dsim.DatasetError`
+naming the folder, csv (with its line number) or image file at fault. A single class loads
+without comment; deciding whether it is usable is the caller's business.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+import dsim
+from dsim import DataMissingError, DatasetError, DatasetLoader, ImageSet
+
+__all__ = ["ImageFolderLoader", "CsvLoader", "IMAGE_EXTENSIONS", "read_images", "parse_image_size"]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+_MODES = {"l": "L", "grey": "L", "gray": "L", "rgb": "RGB", "auto": "auto", "": "auto"}
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
+
+
+# --------------------------------------------------------------------------- options
+def parse_image_size(value: Any, where: str) -> tuple[int, int] | None:
+    """``image_size`` arg as (height, width): an int, ``[h, w]`` or ``"HxW"``; None = automatic."""
+    if value is None or value == "" or value == "auto":
+        return None
+    try:
+        if isinstance(value, str):
+            parts = value.lower().replace("×", "x").split("x")
+            hw = [int(p) for p in parts]
+        elif isinstance(value, (int, np.integer)):
+            hw = [int(value)]
+        else:
+            hw = [int(v) for v in value]
+        if len(hw) == 1:
+            hw = hw * 2
+        if len(hw) != 2 or min(hw) < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: image_size must be an int, [height, width] or 'HxW', got {value!r}") from None
+    return hw[0], hw[1]
+
+
+def parse_mode(value: Any, where: str) -> str:
+    mode = _MODES.get(str(value if value is not None else "auto").strip().lower())
+    if mode is None:
+        raise DatasetError(f"{where}: mode must be 'L', 'RGB' or 'auto', got {value!r}")
+    return mode
+
+
+# --------------------------------------------------------------------------- reading images
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """Image files under ``folder`` (recursively, hidden entries skipped), sorted per folder."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    subdirs = []
+    for e in entries:
+        if _hidden(e.name):
+            continue
+        if e.is_dir():
+            subdirs.append(Path(e.path))
+        elif e.is_file() and _is_image(Path(e.name)):
+            yield Path(e.path)
+    for d in subdirs:
+        yield from _walk_images(d)
+
+
+def _open(path: Path, where: str):
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise DatasetError(f"{where}: image file {path} not found") from None
+    except Exception as exc:
+        raise DatasetError(f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _to_array(im, path: Path, where: str, size_wh: tuple[int, int] | None) -> np.ndarray:
+    """Decode one opened PIL image to uint8 (H,W) grey or (H,W,3) colour, resized to ``size_wh``."""
+    from PIL import Image
+
+    original = im
+    try:
+        im.load()
+        if im.mode in _GREY_MODES:
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                a = np.asarray(im, dtype=np.float64)
+                hi = a.max() if a.size else 0
+                if im.mode.startswith("I;16") or 255 < hi <= 65535:
+                    a = a / 257.0
+                elif hi > 65535:
+                    lo = a.min()
+                    a = (a - lo) / max(hi - lo, 1e-12) * 255.0
+                im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+            else:
+                im = im.convert("L")
+        else:
+            im = im.convert("RGB")
+        if size_wh is not None and im.size != size_wh:
+            im = im.resize(size_wh, Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+    except DatasetError:
+        raise
+    except Exception as exc:
+        raise DatasetError(f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})") from None
+    finally:
+        original.close()
+
+
+def read_images(
+    files: Sequence[Path],
+    where: Sequence[str],
+    *,
+    image_size: tuple[int, int] | None = None,
+    mode: str = "auto",
+) -> np.ndarray:
+    """Read ``files`` into one uint8 ``(N,H,W,C)`` array; ``where[i]`` names file i in errors."""
+    from PIL import Image
+
+    if image_size is None:  # first pass: headers only, for the most common size
+        sizes = Counter()
+        for f, w in zip(files, where):
+            im = _open(f, w)
+            sizes[im.size] += 1
+            im.close()
+        size_wh = sizes.most_common(1)[0][0] if sizes else None
+    else:
+        size_wh = (image_size[1], image_size[0])
+    arrays, colour = [], False
+    for f, w in zip(files, where):
+        a = _to_array(_open(f, w), f, w, size_wh)
+        if a.ndim == 3 and not colour:
+            if (a[..., 0] != a[..., 1]).any() or (a[..., 0] != a[..., 2]).any():
+                colour = True
+        arrays.append(a)
+    if mode == "auto":
+        mode = "RGB" if colour else "L"
+    out = []
+    for a in arrays:
+        if mode == "L":
+            if a.ndim == 3:
+                a = np.asarray(Image.fromarray(a, mode="RGB").convert("L"))
+            out.append(a[..., None])
+        else:
+            out.append(np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a)
+    if not out:
+        return np.zeros((0, 1, 1, 1), np.uint8)
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------- image folder
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(
+        (Path(e.path) for e in os.scandir(root) if e.is_dir() and not _hidden(e.name)),
+        key=lambda p: p.name,
+    )
+
+
+class ImageFolderLoader(DatasetLoader):
+    name = "image-folder"
+    description = "a folder with one sub-folder of images (PNG/JPEG/BMP/TIFF) per class"
+
+    def claims(self, path: Path) -> Mapping[str, Any] | None:
+        path = Path(path)
+        if not path.is_dir():
+            return None
+        try:
+            for d in _class_dirs(path):
+                if next(_walk_images(d), None) is not None:
+                    return {"path": str(path.resolve())}
+        except OSError:
+            return None
+        return None
+
+    def missing(self, args: Mapping[str, Any], name: str) -> str | None:
+        if not args.get("path"):
+            return f"dataset {name!r}: image-folder loader needs a 'path' argument"
+        p = Path(str(args["path"])).expanduser()
+        if not p.exists():
+            return f"{p}: no such folder"
+        return None
+
+    def load(self, args: Mapping[str, Any], name: str) -> ImageSet:
+        if not args.get("path"):
+            raise DatasetError(f"dataset {name!r}: image-folder loader needs a 'path' argument")
+        root = Path(str(args["path"])).expanduser()
+        if not root.exists():
+            raise DataMissingError(f"{root}: no such folder")
+        if not root.is_dir():
+            raise DatasetError(f"{root}: not a folder (image-folder expects one sub-folder per class)")
+        size = parse_image_size(args.get("image_size"), str(root))
+        mode = parse_mode(args.get("mode"), str(root))
+        classes = _class_dirs(root)
+        if not classes:
+            raise DatasetError(f"{root}: no class sub-folders (expected one sub-folder of images per class)")
+        files: list[Path] = []
+        labels: list[int] = []
+        for i, d in enumerate(classes):
+            found = list(_walk_images(d))
+            if not found:
+                raise DatasetError(
+                    f"{d}: class folder {d.name!r} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            files += found
+            labels += [i] * len(found)
+        images = read_images(files, [str(f) for f in files], image_size=size, mode=mode)
+        return ImageSet(
+            name=name,
+            images=images,
+            labels=np.asarray(labels, dtype=np.int64),
+            class_names=tuple(d.name for d in classes),
+            source=str(root),
+        )
+
+
+# --------------------------------------------------------------------------- csv
+class CsvLoader(DatasetLoader):
+    name = "csv"
+    description = "a .csv with a header and columns path,label (label: class index or name)"
+
+    def claims(self, path: Path) -> Mapping[str, Any] | None:
+        path = Path(path)
+        if path.is_file() and path.suffix.lower() == ".csv":
+            return {"path": str(path.resolve())}
+        return None
+
+    def missing(self, args: Mapping[str, Any], name: str) -> str | None:
+        if not args.get("path"):
+            return f"dataset {name!r}: csv loader needs a 'path' argument"
+        p = Path(str(args["path"])).expanduser()
+        if not p.is_file():
+            return f"{p}: no such file"
+        return None
+
+    def _rows(self, path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.reader(f)
+                header = next(reader, None)
+                rows = []
+                if header is None:
+                    return [], []
+                header = [h.strip().lower() for h in header]
+                for row in reader:
+                    if not any(cell.strip() for cell in row):
+                        continue  # blank line
+                    rows.append((reader.line_num, dict(zip(header, (c.strip() for c in row)))))
+                return header, rows
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}: not a UTF-8 text file ({_one_line(exc)})") from None
+        except csv.Error as exc:
+            raise DatasetError(f"{path}: not a valid csv ({_one_line(exc)})") from None
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {_one_line(exc)})") from None
+
+    def load(self, args: Mapping[str, Any], name: str) -> ImageSet:
+        if not args.get("path"):
+            raise DatasetError(f"dataset {name!r}: csv loader needs a 'path' argument")
+        path = Path(str(args["path"])).expanduser()
+        if not path.is_file():
+            raise DataMissingError(f"{path}: no such file")
+        size = parse_image_size(args.get("image_size"), str(path))
+        mode = parse_mode(args.get("mode"), str(path))
+        header, rows = self._rows(path)
+        if not header:
+            raise DatasetError(f"{path}: empty csv (expected a header path,label and one row per image)")
+        for col in ("path", "label"):
+            if col not in header:
+                raise DatasetError(
+                    f"{path}: missing column {col!r} (header: {', '.join(header)}; expected path,label)"
+                )
+        if not rows:
+            raise DatasetError(f"{path}: empty csv (a header but no rows)")
+        base = path.parent
+        files, where, raw_labels, splits = [], [], [], []
+        for line, row in rows:
+            at = f"{path} line {line}"
+            cell, lab = row.get("path", ""), row.get("label", "")
+            if not cell:
+                raise DatasetError(f"{at}: empty path")
+            if not lab:
+                raise DatasetError(f"{at}: empty label")
+            f = Path(cell).expanduser()
+            if not f.is_absolute():
+                f = base / f
+            if not f.is_file():
+                raise DatasetError(f"{at}: image file {cell} not found ({f})")
+            files.append(f)
+            where.append(at)
+            raw_labels.append(lab)
+            splits.append(row.get("split", ""))
+        ints = []
+        for lab in raw_labels:
+            try:
+                ints.append(int(lab))
+            except ValueError:
+                ints = None
+                break
+        if ints is not None:
+            bad = next((i for i, v in enumerate(ints) if v < 0), None)
+            if bad is not None:
+                raise DatasetError(f"{where[bad]}: label {ints[bad]} is negative (labels are class indices >= 0 or names)")
+            labels = np.asarray(ints, dtype=np.int64)
+            class_names: tuple[str, ...] = ()
+        else:
+            names, inv = np.unique(np.asarray(raw_labels, dtype=str), return_inverse=True)
+            labels = inv.astype(np.int64).reshape(-1)
+            class_names = tuple(str(n) for n in names)
+        images = read_images(files, where, image_size=size, mode=mode)
+        split = None
+        if "split" in header and all(splits):
+            split = np.asarray(splits, dtype=str)
+        return ImageSet(
+            name=name,
+            images=images,
+            labels=labels,
+            class_names=class_names,
+            split=split,
+            source=str(path),
+        )
+
+
+@dsim.hookimpl
+def dsim_register_loaders():
+    return [ImageFolderLoader(), CsvLoader()]

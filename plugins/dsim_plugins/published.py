@@ -1,0 +1,42 @@
+"""Prior knowledge: the results released with "Cats, not CAT scans" (van den Brandt et al.).
+
+Provides the measured transfer AUCs (``dsim_known_results``) and the paper's per-fold Task2Vec
+distances (``dsim_known_measure_values``, measure ``task2vec``). The CSVs ship inside this plugin
+(``published_data/``, with a README citing the paper and the released commit).
+"""
+
+from __future__ import annotations
+
+import csv
+from importlib import resources
+
+import dsim
+
+ORIGIN = "published:cats-scans"
+
+
+def _rows(name: str):
+    text = (resources.files("dsim_plugins") / "published_data" / name).read_text()
+    return list(csv.DictReader(text.splitlines()))
+
+
+@dsim.hookimpl
+def dsim_known_results():
+    return [
+        dsim.TransferResult(
+            source=r["source"], target=r["target"], fold=int(r["fold"]), auc=float(r["auc"]),
+            origin=ORIGIN, setup="cats-scans:resnet50",
+        )
+        for r in _rows("cats_scans_transfer_auc.csv")
+    ]
+
+
+@dsim.hookimpl
+def dsim_known_measure_values():
+    return [
+        dsim.MeasureValue(
+            measure="task2vec", source=r["source"], target=r["target"],
+            value=float(r["task2vec_distance"]), fold=int(r["fold"]), origin=ORIGIN,
+        )
+        for r in _rows("cats_scans_task2vec_distance.csv")
+    ]

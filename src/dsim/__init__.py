@@ -1,0 +1,82 @@
+"""dsim: which source dataset, or pretrained checkpoint, should a small medical-image dataset
+transfer from?
+
+Public API (everything a plugin or a user script may import)::
+
+    import dsim
+    ranking = dsim.rank("chest")                  # -> dsim.Ranking
+    data = dsim.load_dataset("pneumoniamnist")    # -> dsim.ImageSet
+    card = dsim.get_registry().get("chest")       # -> dsim.DatasetCard
+
+Names are imported lazily so that ``import dsim`` (and ``dsim --help``) stays fast: torch and
+timm are only imported by the code that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # records
+    "DatasetCard": "dsim.records",
+    "ImageSet": "dsim.records",
+    "Representation": "dsim.records",
+    "Ranking": "dsim.records",
+    "RankingRow": "dsim.records",
+    "TransferResult": "dsim.records",
+    "MeasureValue": "dsim.records",
+    "RunSpec": "dsim.records",
+    "RunResult": "dsim.records",
+    "EXPERT_FEATURES": "dsim.records",
+    "stable_hash": "dsim.records",
+    # plugin interfaces and hooks
+    "hookimpl": "dsim.hookspecs",
+    "Context": "dsim.interfaces",
+    "DatasetLoader": "dsim.interfaces",
+    "BackboneFactory": "dsim.interfaces",
+    "Measure": "dsim.interfaces",
+    "Strategy": "dsim.interfaces",
+    "Predictor": "dsim.interfaces",
+    "Candidate": "dsim.interfaces",
+    "FoldData": "dsim.interfaces",
+    # errors
+    "DsimError": "dsim.errors",
+    "UnknownNameError": "dsim.errors",
+    "DatasetError": "dsim.errors",
+    "DataMissingError": "dsim.errors",
+    "PluginError": "dsim.errors",
+    "WeightsMissingError": "dsim.errors",
+    # functions
+    "rank": "dsim.api",
+    "measure": "dsim.api",
+    "list_measures": "dsim.api",
+    "create_backbone": "dsim.api",
+    "known_results": "dsim.api",
+    "known_measure_values": "dsim.api",
+    "get_predictor": "dsim.api",
+    "load_dataset": "dsim.data",
+    "find_data_file": "dsim.data",
+    "data_dirs": "dsim.data",
+    "get_registry": "dsim.registry",
+    "Cache": "dsim.cache",
+    "representation_of": "dsim.measures",
+    "transferability": "dsim.metrics",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dsim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,176 @@
+"""``dsim rank``, ``dsim measure``, ``dsim datasets``, ``dsim plugins``."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from . import app
+from ._util import Progress, console, parse_options, print_json, split_list
+
+
+@app.command()
+def rank(
+    target: str = typer.Option(..., "--target", "-t", help="Target dataset: a registered name (see `dsim datasets`) or a path to your own data (folder with one sub-folder per class, .csv of path,label, or .npz)."),
+    sources: Optional[str] = typer.Option(None, "--sources", "-s", help="Comma-separated candidate sources (default: every source with data here, published results or known measure values)."),
+    measures: Optional[str] = typer.Option(None, "--measures", "-m", help="Comma-separated measures (default: every measure that can run; see `dsim plugins`)."),
+    top: Optional[int] = typer.Option(None, "--top", "-k", help="Show only the K best sources."),
+    predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor plugin (default: rank aggregation)."),
+    probe: Optional[str] = typer.Option(None, "--probe", help="Probe network for image measures such as task2vec (any timm name; default resnet18)."),
+    probe_weights: Optional[str] = typer.Option(None, "--probe-weights", help="Probe weights: 'imagenet' (local cache only), 'random' (seeded random init, explicit) or a checkpoint file."),
+    max_samples: int = typer.Option(1000, "--max-samples", help="Images per dataset that image measures look at (seeded stratified subsample)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for subsampling and random probes."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="key=value passed to measure plugins (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
+) -> None:
+    """Rank candidate sources for a target dataset, best first.
+
+    Numbers from real fine-tuning (published results shipped with dsim, or your own `dsim validate`
+    runs) are marked [green]measured[/green]; the rest are [yellow]predicted[/yellow] from the
+    similarity measures. Example: `dsim rank --target chest`.
+    """
+    import dsim
+
+    opts = parse_options(option)
+    if probe:
+        opts["probe"] = probe
+    if probe_weights:
+        opts["probe_weights"] = probe_weights
+    with Progress(enabled=not as_json) as progress:
+        ranking = dsim.rank(
+            target, sources=split_list(sources), measures=split_list(measures), predictor=predictor,
+            top=top, seed=seed, max_samples=max_samples, options=opts, progress=progress,
+        )
+    if as_json:
+        print_json(ranking.to_dict())
+        return
+    _print_ranking(ranking)
+
+
+def _fmt(x, digits=2):
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _print_ranking(ranking) -> None:
+    from rich.table import Table
+
+    con = console()
+    measures = list(ranking.measures)
+    on_t = ranking.score_unit.startswith("transferability")
+    title = f"Sources for target [bold]{ranking.target}[/bold]"
+    if ranking.target_auc is not None:
+        title += f" (target-only AUC {ranking.target_auc:.3f})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("source")
+    table.add_column("T (%)" if on_t else "score", justify="right")
+    table.add_column("±", justify="right")
+    table.add_column("status")
+    table.add_column("AUC", justify="right")
+    for m in measures:
+        table.add_column(m, justify="right")
+    for r in ranking.rows:
+        status = "[green]measured[/green]" if r.status == "measured" else "[yellow]predicted[/yellow]"
+        cells = [str(r.rank), r.source, _fmt(r.score), _fmt(r.uncertainty), status, _fmt(r.measured_auc, 3)]
+        cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in measures]
+        table.add_row(*cells)
+    con.print(table)
+    con.print(f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} over {', '.join(measures) or 'no measure'}")
+    for n in ranking.notes:
+        con.print(f"[dim]note: {n}[/dim]")
+    for s in ranking.skipped:
+        what = " / ".join(x for x in (s.get("source"), s.get("measure")) if x)
+        con.print(f"[dim]skipped {what}: {s['reason']}[/dim]")
+
+
+@app.command()
+def measure(
+    source: str = typer.Option(..., "--source", "-s", help="Source dataset name or path."),
+    target: str = typer.Option(..., "--target", "-t", help="Target dataset name or path."),
+    measure_name: str = typer.Option(..., "--measure", "-m", help="Measure name (see `dsim plugins`)."),
+    max_samples: int = typer.Option(1000, "--max-samples", help="Images per dataset (seeded stratified subsample)."),
+    seed: int = typer.Option(0, "--seed"),
+    probe: Optional[str] = typer.Option(None, "--probe", help="Probe network for image measures (timm name)."),
+    probe_weights: Optional[str] = typer.Option(None, "--probe-weights", help="'imagenet', 'random' or a checkpoint file."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="key=value passed to the measure (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Compute one measure for one (source, target) pair: the value, its config and timings."""
+    import dsim
+
+    opts = parse_options(option)
+    if probe:
+        opts["probe"] = probe
+    if probe_weights:
+        opts["probe_weights"] = probe_weights
+    with Progress(enabled=not as_json) as progress:
+        out = dsim.measure(source, target, measure_name, seed=seed, max_samples=max_samples,
+                           options=opts, progress=progress)
+    if as_json:
+        print_json(out)
+        return
+    con = console()
+    con.print(f"{out['measure']} ({out['kind']}) {out['source']} -> {out['target']}: [bold]{out['value']:.6g}[/bold]")
+    con.print(f"config: {out['config']}")
+    con.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in out["timings"].items()))
+    if out["contributions"]:
+        con.print(f"contributions: {out['contributions']}")
+
+
+@app.command()
+def datasets(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    local: bool = typer.Option(False, "--local", help="Only datasets whose images are available here."),
+) -> None:
+    """List the dataset registry: names, aliases, facts, and whether the images are here."""
+    from dsim.data import data_missing
+    from dsim.registry import get_registry
+
+    cards = list(get_registry())
+    rows = []
+    for c in cards:
+        missing = data_missing(c) if c.loader else "card facts only"
+        if local and missing:
+            continue
+        rows.append((c, missing))
+    if as_json:
+        print_json([{**c.to_dict(), "data_available": m is None, "data_missing": m} for c, m in rows])
+        return
+    from rich.table import Table
+
+    table = Table(title="dsim dataset registry", title_justify="left")
+    for col in ("name", "aliases", "origin", "modality", "ch", "classes", "images", "data here"):
+        table.add_column(col)
+    for c, m in rows:
+        table.add_row(
+            c.name, ", ".join(c.aliases), c.origin, c.modality, str(c.channels or ""),
+            str(c.num_classes or ""), f"{c.size:,}" if c.size else "",
+            "[green]yes[/green]" if m is None else "[dim]no[/dim]",
+        )
+    console().print(table)
+
+
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List every plugin, the package it comes from and what it provides; broken plugins are
+    listed with their error."""
+    from dsim.plugins import plugin_report
+
+    report = plugin_report()
+    if as_json:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title="dsim plugins", title_justify="left")
+    for col in ("plugin", "package", "provides", "events"):
+        table.add_column(col)
+    for r in report:
+        provides = "; ".join(
+            f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in r["provides"].items()
+        )
+        if r["error"]:
+            provides = f"[red]error: {r['error']}[/red]"
+        table.add_row(r["plugin"], r["package"], provides, ", ".join(r["events"]))
+    console().print(table)

@@ -1,0 +1,65 @@
+"""dsim's exceptions. Each carries a one-line message that names the dataset, file, field or
+plugin at fault; the CLI prints it as ``error: <message>`` and exits non-zero, without a
+traceback (set ``DSIM_DEBUG=1`` to see one)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+__all__ = [
+    "DsimError",
+    "UnknownNameError",
+    "DatasetError",
+    "DataMissingError",
+    "PluginError",
+    "WeightsMissingError",
+    "closest",
+]
+
+
+class DsimError(Exception):
+    """Base class: an error the user can act on, with a one-line message."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:  # keep it on one line
+        return " ".join(str(self.args[0] if self.args else "").split())
+
+
+class UnknownNameError(DsimError, KeyError):
+    """An unknown dataset, measure, strategy, backbone or predictor name."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        self.kind, self.name = kind, name
+        self.suggestions = closest(name, known)
+        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown {kind} {name!r}{hint} (list them with `dsim {_lister(kind)}`)")
+
+
+def _lister(kind: str) -> str:
+    return {"dataset": "datasets"}.get(kind, "plugins")
+
+
+class DatasetError(DsimError):
+    """A dataset file or folder that cannot be read: corrupt, mis-shaped, empty."""
+
+
+class DataMissingError(DatasetError):
+    """The data of a known dataset is not available on this machine."""
+
+
+class PluginError(DsimError):
+    """A plugin failed to import or raised."""
+
+
+class WeightsMissingError(DsimError):
+    """Pretrained weights are neither cached nor reachable."""
+
+
+def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    known = list(dict.fromkeys(known))
+    lowered = {k.lower(): k for k in known}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    subs = [k for lk, k in lowered.items() if name.lower() in lk and lowered[lk] not in hits]
+    return [lowered[h] for h in hits] + subs[: max(0, n - len(hits))]

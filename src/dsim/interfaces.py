@@ -1,0 +1,289 @@
+"""The base classes a plugin implements: dataset loaders, backbones, measures, strategies and
+predictors. A plugin returns instances (or, for predictors, classes) of these from the hooks in
+:mod:`dsim.hookspecs`. Everything here is part of dsim's public API (``from dsim import Measure``).
+
+The classes are deliberately small: a name, a one-line description, and one or two methods.
+Heavy libraries (torch, timm, POT) are imported inside the methods, never at module import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from .records import (
+    DatasetCard,
+    ImageSet,
+    MeasureValue,
+    Ranking,
+    Representation,
+    RunSpec,
+    TransferResult,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cache import Cache
+
+__all__ = [
+    "Context",
+    "DatasetLoader",
+    "BackboneFactory",
+    "Measure",
+    "Strategy",
+    "Predictor",
+    "Candidate",
+    "FoldData",
+]
+
+ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
+
+
+def _no_progress(description: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class Context:
+    """What the core hands to plugin code: seed, device, the representation cache, a progress
+    callback and free-form options from the CLI/API (e.g. ``probe``, ``max_samples``).
+
+    A plugin reads options with ``ctx.option("probe", "resnet18")`` so that unknown options are
+    harmless and defaults live next to the code that uses them.
+    """
+
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    cache: "Cache | None" = None
+    progress: ProgressFn = _no_progress
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        value = self.options.get(name)
+        return default if value is None else value
+
+    def torch_device(self):
+        """The torch device to use: CUDA when present and ``device == "auto"``."""
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def with_options(self, **options: Any) -> "Context":
+        return dataclasses.replace(self, options={**self.options, **options})
+
+
+class DatasetLoader:
+    """Turns a card's ``loader_args`` (or a path the user gave) into an :class:`ImageSet`.
+
+    Example (a loader for a folder of ``.npy`` files)::
+
+        class NpyLoader(DatasetLoader):
+            name = "npy"
+            description = "one .npy array of images plus labels.npy"
+
+            def claims(self, path):
+                return {"dir": str(path)} if (path / "labels.npy").exists() else None
+
+            def load(self, args, name):
+                d = Path(args["dir"])
+                return ImageSet(name, np.load(d / "images.npy"), np.load(d / "labels.npy"))
+    """
+
+    name: str = ""
+    description: str = ""
+
+    def claims(self, path: Path) -> Mapping[str, Any] | None:
+        """Loader args if this loader can read the user-given ``path``, else None."""
+        return None
+
+    def missing(self, args: Mapping[str, Any], name: str) -> str | None:
+        """Why the data is not available locally (one line saying how to supply it), or None."""
+        return None
+
+    def load(self, args: Mapping[str, Any], name: str) -> ImageSet:
+        """Read the images. Raise :class:`dsim.DatasetError` naming the file and the problem."""
+        raise NotImplementedError
+
+
+class BackboneFactory:
+    """Creates networks by name, as ``timm.create_model`` does.
+
+    ``weights`` is ``"imagenet"`` (pretrained weights from a local cache or the network, never a
+    silent download in offline mode), ``"random"`` (seeded random init, an explicit choice) or a
+    path to a checkpoint file. ``num_classes=0`` returns a feature extractor.
+    """
+
+    name: str = ""
+    description: str = ""
+
+    def handles(self, model_name: str) -> bool:
+        return False
+
+    def list_models(self, pattern: str = "*") -> list[str]:
+        return []
+
+    def create(
+        self,
+        model_name: str,
+        *,
+        weights: str = "imagenet",
+        num_classes: int = 0,
+        in_chans: int = 3,
+        seed: int = 0,
+    ):
+        raise NotImplementedError
+
+
+class Measure:
+    """A similarity (distance) or transferability score between a source and a target.
+
+    A measure computes one :class:`Representation` per dataset (cached by the core, keyed by the
+    data fingerprint and :meth:`config`) and compares two of them. ``kind`` says how to read the
+    number: ``"distance"`` (lower = more similar, expected to transfer better) or ``"score"``
+    (higher = expected to transfer better). ``needs`` says what it needs: ``"card"`` (card facts
+    only), ``"images"`` (both datasets' images) or ``"source-model"`` (a network trained on the
+    source plus the target's images; such a measure overrides :meth:`pair`).
+
+    Example (mean-intensity difference)::
+
+        class MeanIntensity(Measure):
+            name = "mean-intensity"
+            description = "difference of mean pixel intensity"
+
+            def represent(self, data, ctx):
+                m = float(data.images.mean())
+                return self.representation(data, ctx, meta={"mean": m})
+
+            def compare(self, source, target, ctx):
+                return abs(source.meta["mean"] - target.meta["mean"])
+    """
+
+    name: str = ""
+    description: str = ""
+    kind: str = "distance"  # "distance" | "score"
+    needs: str = "images"  # "card" | "images" | "source-model"
+
+    def config(self, ctx: Context) -> dict[str, Any]:
+        """Everything that changes the numbers (probe, sizes, seeds...): part of the cache key."""
+        return {}
+
+    def applicable(self, card: DatasetCard) -> str | None:
+        """Why this measure cannot describe ``card`` (one line), or None when it can. The core
+        already checks that images are available for ``needs == "images"``."""
+        return None
+
+    def fingerprints(self, ctx: Context) -> dict[str, str]:
+        """Content hashes of anything besides the data the numbers depend on (e.g. the probe
+        network's weights). Part of the cache key."""
+        return {}
+
+    def represent(self, data: ImageSet | DatasetCard, ctx: Context) -> Representation:
+        """Compute this measure's representation of one dataset; build the record with
+        :meth:`representation` so its key matches what the cache looks up."""
+        raise NotImplementedError
+
+    def compare(self, source: Representation, target: Representation, ctx: Context) -> float:
+        raise NotImplementedError
+
+    def contributions(
+        self, source: Representation, target: Representation, ctx: Context
+    ) -> Mapping[str, float]:
+        """Optional break-down of the value (e.g. which expert features differ)."""
+        return {}
+
+    def pair(self, source: Any, target: Any, ctx: Context) -> float:
+        """Value for one pair. The default represents both (through the cache) and compares."""
+        from .measures import representation_of
+
+        return self.compare(
+            representation_of(self, source, ctx), representation_of(self, target, ctx), ctx
+        )
+
+    # helper for implementations
+    def representation(
+        self,
+        data: ImageSet | DatasetCard,
+        ctx: Context,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        arrays: Mapping[str, Any] | None = None,
+    ) -> Representation:
+        from .measures import data_fingerprint
+
+        fps = {"data": data_fingerprint(data), **self.fingerprints(ctx)}
+        cfg = self.config(ctx)
+        return Representation(
+            measure=self.name,
+            dataset=data.name,
+            key=Representation.make_key(self.name, cfg, fps),
+            config=cfg,
+            fingerprints=fps,
+            meta=dict(meta or {}),
+            arrays=dict(arrays or {}),
+        )
+
+
+@dataclass
+class FoldData:
+    """The target data of one cross-validation fold, plus the source the run transfers from."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    source_checkpoint: str | None = None  # path of the source-pretrained checkpoint, if any
+
+
+class Strategy:
+    """A transfer strategy: given a (possibly source-pretrained) backbone and one fold of the
+    target, train and return metrics on the test fold (``auc``, ``accuracy``, ``kappa``...).
+    """
+
+    name: str = ""
+    description: str = ""
+    uses_source: bool = True  # False for from-scratch baselines and classical pipelines
+
+    def run(self, spec: RunSpec, data: FoldData, ctx: Context) -> Mapping[str, float]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate source for a target, with every measure value dsim could get for the pair."""
+
+    source: DatasetCard
+    values: Mapping[str, float] = field(default_factory=dict)  # measure name -> value
+    origins: Mapping[str, str] = field(default_factory=dict)  # measure name -> "computed"/"published"
+    contributions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+class Predictor:
+    """Ranks candidate sources for a target; an estimator in the scikit-learn sense.
+
+    Parameters go to ``__init__``; :meth:`fit` learns from measured results only (no hidden global
+    state) and returns ``self``; :meth:`rank` returns a :class:`Ranking`. ``measure_kinds`` maps
+    each measure name to ``"distance"`` or ``"score"``.
+    """
+
+    name: str = ""
+    description: str = ""
+
+    def fit(
+        self,
+        results: Sequence[TransferResult],
+        values: Sequence[MeasureValue],
+        cards: Mapping[str, DatasetCard],
+        measure_kinds: Mapping[str, str],
+    ) -> "Predictor":
+        return self
+
+    def rank(
+        self,
+        target: DatasetCard,
+        candidates: Sequence[Candidate],
+        history: Sequence[TransferResult],
+        measure_kinds: Mapping[str, str],
+    ) -> Ranking:
+        raise NotImplementedError

@@ -1,0 +1,418 @@
+"""The records that cross dsim's boundaries: small, typed, serialisable dataclasses.
+
+Every record converts to and from plain JSON-able dicts (``to_dict`` / ``from_dict``) so that it
+can be cached, stored in the results store, printed with ``--json`` or shipped to a Ray worker.
+Only :class:`ImageSet` carries arrays; it is never serialised as JSON, but it has a content
+fingerprint that every cache key is built from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "EXPERT_FEATURES",
+    "DatasetCard",
+    "ImageSet",
+    "Representation",
+    "RankingRow",
+    "Ranking",
+    "TransferResult",
+    "MeasureValue",
+    "RunSpec",
+    "RunResult",
+    "stable_hash",
+]
+
+#: The six expert properties of "Cats, not CAT scans" (van den Brandt et al.), in the paper's order.
+EXPERT_FEATURES: tuple[str, ...] = (
+    "origin",  # natural / medical
+    "colour",  # grey / colour
+    "content",  # objects / textures
+    "subject",  # type of object or texture
+    "diversity",  # low / high
+    "classes",  # few / many
+)
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of a JSON-able object, independent of dict order. Used for every cache key."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=_json_default))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class DatasetCard(_Record):
+    """Facts about one dataset, as printed in the papers or declared by a plugin.
+
+    ``loader`` names a dataset loader plugin and ``loader_args`` are passed to it; a card without a
+    loader (e.g. ImageNet) can still be ranked by card-only measures (expert features) and by
+    published results. ``expert`` maps each of :data:`EXPERT_FEATURES` to a categorical value.
+    """
+
+    name: str
+    title: str = ""
+    aliases: tuple[str, ...] = ()
+    origin: str = ""  # "medical" | "natural"
+    modality: str = ""
+    channels: int | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] = ()
+    size: int | None = None  # number of images
+    image_size: str = ""  # as printed, e.g. "96x96" or "72x72 to 2916x2583"
+    expert: Mapping[str, str] = field(default_factory=dict)
+    loader: str | None = None
+    loader_args: Mapping[str, Any] = field(default_factory=dict)
+    licence: str = ""
+    checksum: str | None = None  # sha256 of the canonical local file, when there is one
+    derived_from: str | None = None  # e.g. pneumoniamnist derives from chest
+    papers: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    provider: str = "registry.yaml"  # which plugin contributed the card
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetCard":
+        d = dict(d)
+        for key in ("aliases", "class_names", "papers", "notes"):
+            if key in d and d[key] is not None:
+                v = d[key]
+                d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+        for key in ("expert", "loader_args"):
+            if d.get(key) is None:
+                d[key] = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"dataset card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass
+class ImageSet:
+    """Images and labels of one dataset, in memory.
+
+    ``images`` is ``(N, H, W, C)`` (uint8 0..255 or float), ``labels`` is ``(N,)`` of ints in
+    ``0..num_classes-1``. ``split`` optionally holds the original split of each image
+    ("train"/"val"/"test"). Subsampling and splitting are seeded and stratified.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...] = ()
+    split: np.ndarray | None = None
+    source: str = ""  # file or folder the images came from (for error messages)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        imgs, labels = self.images, np.asarray(self.labels)
+        where = f"{self.name}" + (f" ({self.source})" if self.source else "")
+        if imgs.ndim == 3:
+            imgs = imgs[..., None]
+        if imgs.ndim != 4:
+            raise ValueError(f"{where}: images must be (N,H,W,C) or (N,H,W), got shape {imgs.shape}")
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise ValueError(f"{where}: labels must be (N,) or (N,1), got shape {labels.shape}")
+        if len(labels) != len(imgs):
+            raise ValueError(f"{where}: {len(imgs)} images but {len(labels)} labels")
+        if len(labels) and (not np.issubdtype(labels.dtype, np.integer)):
+            if np.all(np.mod(labels, 1) == 0):
+                labels = labels.astype(np.int64)
+            else:
+                raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+        if len(labels) and labels.min() < 0:
+            raise ValueError(f"{where}: labels must be >= 0, found {labels.min()}")
+        self.images, self.labels = imgs, labels.astype(np.int64)
+        if not self.class_names:
+            k = int(labels.max()) + 1 if len(labels) else 0
+            self.class_names = tuple(str(i) for i in range(k))
+        else:
+            self.class_names = tuple(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def fingerprint(self) -> str:
+        """Content hash of the pixels, labels and class names (not of any file name)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(str((self.images.shape, str(self.images.dtype))).encode())
+            h.update(np.ascontiguousarray(self.images).tobytes())
+            h.update(np.ascontiguousarray(self.labels).tobytes())
+            h.update("\x00".join(self.class_names).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def take(self, index: Sequence[int] | np.ndarray, name: str | None = None) -> "ImageSet":
+        idx = np.asarray(index, dtype=np.int64)
+        return ImageSet(
+            name=name or self.name,
+            images=self.images[idx],
+            labels=self.labels[idx],
+            class_names=self.class_names,
+            split=None if self.split is None else self.split[idx],
+            source=self.source,
+        )
+
+    def subsample(self, n: int | None, seed: int = 0) -> "ImageSet":
+        """A stratified, seeded subsample of at most ``n`` images (class proportions kept)."""
+        if n is None or n >= len(self):
+            return self
+        idx = stratified_indices(self.labels, n, seed)
+        return self.take(idx, name=self.name)
+
+    def per_class(self, n_per_class: int, seed: int = 0) -> "ImageSet":
+        """At most ``n_per_class`` images of each class, seeded."""
+        rng = np.random.default_rng(seed)
+        keep = []
+        for c in np.unique(self.labels):
+            members = np.flatnonzero(self.labels == c)
+            if len(members) > n_per_class:
+                members = rng.choice(members, n_per_class, replace=False)
+            keep.append(np.sort(members))
+        return self.take(np.sort(np.concatenate(keep)) if keep else [], name=self.name)
+
+    def kfold(self, k: int = 5, seed: int = 0, val_fraction: float = 0.1):
+        """Yield ``(train, val, test)`` index arrays of stratified k-fold CV (cats-scans: 80/10/10).
+
+        The test fold is 1/k of the data; ``val_fraction`` of the whole set is carved,
+        stratified, from the remaining training part.
+        """
+        from sklearn.model_selection import StratifiedKFold, train_test_split
+
+        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        for fold, (rest, test) in enumerate(skf.split(np.zeros(len(self)), self.labels)):
+            n_val = max(int(round(val_fraction * len(self))), self.num_classes)
+            counts = np.bincount(self.labels[rest])
+            strat = self.labels[rest] if counts[counts > 0].min() >= 2 else None
+            train, val = train_test_split(
+                rest, test_size=n_val, random_state=seed + fold, stratify=strat
+            )
+            yield np.sort(train), np.sort(val), np.sort(test)
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Seeded stratified choice of ``n`` indices: every class keeps its share (at least one)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts / counts.sum() * n
+    take = np.maximum(1, np.floor(share)).astype(int)
+    take = np.minimum(take, counts)
+    # hand out what rounding left over, largest remainders first
+    left = n - take.sum()
+    order = np.argsort(-(share - np.floor(share)))
+    for i in order:
+        if left <= 0:
+            break
+        if take[i] < counts[i]:
+            take[i] += 1
+            left -= 1
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+@dataclass(frozen=True)
+class Representation(_Record):
+    """What a measure computed for one dataset (or one source/target pair).
+
+    ``key`` is the content hash of everything it depends on: the measure's name and config and the
+    fingerprints of the data (and probe weights) it was computed from. ``arrays`` holds the
+    numbers (kept out of JSON; saved as .npz by the cache), ``meta`` small JSON-able facts.
+    """
+
+    measure: str
+    dataset: str
+    key: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "arrays"}
+        d["arrays"] = {k: list(np.shape(v)) for k, v in self.arrays.items()}
+        return json.loads(json.dumps(d, default=_json_default))
+
+    @staticmethod
+    def make_key(measure: str, config: Mapping[str, Any], fingerprints: Mapping[str, str]) -> str:
+        return stable_hash({"measure": measure, "config": config, "fingerprints": fingerprints})
+
+
+@dataclass(frozen=True)
+class RankingRow(_Record):
+    """One candidate source in a :class:`Ranking`.
+
+    ``score`` is the (measured or predicted) transferability of the source to the target, in
+    percent, T = (AUC(S->T) - AUC(T)) / AUC(T) x 100, when the predictor can put it on that scale,
+    else a unitless score where higher is better. ``status`` is ``"measured"`` when the score comes
+    from real fine-tuning results (published or run by ``dsim validate``), ``"predicted"``
+    otherwise. ``contributions`` holds, per measure or feature, the raw value and its share in the
+    prediction.
+    """
+
+    source: str
+    score: float
+    status: str  # "measured" | "predicted"
+    uncertainty: float | None = None
+    rank: int = 0
+    measured_auc: float | None = None
+    n_measured: int = 0
+    contributions: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ranking(_Record):
+    """Sources ranked for one target, best first, with what was skipped and why."""
+
+    target: str
+    rows: tuple[RankingRow, ...]
+    predictor: str
+    measures: tuple[str, ...] = ()
+    score_unit: str = "transferability %"
+    skipped: tuple[Mapping[str, str], ...] = ()  # {"source"|"measure": name, "reason": ...}
+    notes: tuple[str, ...] = ()
+    target_auc: float | None = None  # AUC(T) of the target-only baseline, when known
+
+    @property
+    def sources(self) -> list[str]:
+        return [r.source for r in self.rows]
+
+    def top(self, k: int) -> "Ranking":
+        return dataclasses.replace(self, rows=self.rows[:k])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["rows"] = [r.to_dict() for r in self.rows]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Ranking":
+        d = dict(d)
+        d["rows"] = tuple(RankingRow.from_dict(r) for r in d.get("rows", ()))
+        d["measures"] = tuple(d.get("measures", ()))
+        d["skipped"] = tuple(d.get("skipped", ()))
+        d["notes"] = tuple(d.get("notes", ()))
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+@dataclass(frozen=True)
+class TransferResult(_Record):
+    """One measured fine-tuning result: AUC of ``source`` -> ``target`` on one test fold.
+
+    ``source == target`` is the target-only (from-scratch) baseline AUC(T). ``origin`` says where
+    the number comes from ("published:cats-scans" or "dsim validate").
+    """
+
+    source: str
+    target: str
+    fold: int
+    auc: float
+    origin: str = ""
+    setup: str = "default"  # groups results measured under one protocol (backbone, size, ...)
+    accuracy: float | None = None
+    kappa: float | None = None
+
+
+@dataclass(frozen=True)
+class MeasureValue(_Record):
+    """A measure's value for one (source, target) pair that is known without computing it, e.g.
+    the Task2Vec distances released with "Cats, not CAT scans" (one row per fold)."""
+
+    measure: str
+    source: str
+    target: str
+    value: float
+    fold: int | None = None
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec(_Record):
+    """One fine-tuning run: everything its result depends on."""
+
+    source: str
+    target: str
+    backbone: str
+    strategy: str
+    fold: int
+    seed: int = 0
+    folds: int = 5
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return stable_hash(self.to_dict())
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}->{self.target} [{self.strategy}, {self.backbone}, fold {self.fold}]"
+
+
+@dataclass(frozen=True)
+class RunResult(_Record):
+    """What a finished run measured."""
+
+    spec: RunSpec
+    metrics: Mapping[str, float]
+    timings: Mapping[str, float] = field(default_factory=dict)
+    checkpoint: str | None = None  # content hash of the source checkpoint used
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
+        d = dict(d)
+        d["spec"] = RunSpec.from_dict(d["spec"])
+        d["notes"] = tuple(d.get("notes", ()))
+        return cls(**d)

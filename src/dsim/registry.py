@@ -1,0 +1,133 @@
+"""The dataset registry: cards from ``registry.yaml`` plus the cards plugins register.
+
+Names resolve case-insensitively through aliases (``chest`` -> the Kermany chest X-ray set); an
+unknown name raises :class:`dsim.UnknownNameError` with the closest matches. A path to a folder,
+``.npz`` or ``.csv`` resolves to a card made for the user's own data, read by the loader plugin
+that claims it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from .errors import DatasetError, DsimError, UnknownNameError
+from .plugins import collect, on_reset
+from .records import DatasetCard
+
+__all__ = ["Registry", "get_registry", "registry_path"]
+
+
+def registry_path() -> Path:
+    """The registry.yaml shipped inside the package (the repo's top-level registry.yaml links here)."""
+    return Path(str(resources.files("dsim") / "registry.yaml"))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-.]+", "", name.strip().lower())
+
+
+def load_registry_yaml(path: Path) -> list[DatasetCard]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DsimError(f"{path}: dataset registry not found") from None
+    except yaml.YAMLError as exc:
+        raise DsimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    cards = []
+    for i, entry in enumerate((doc or {}).get("datasets", [])):
+        try:
+            cards.append(DatasetCard.from_dict(entry))
+        except (TypeError, ValueError) as exc:
+            raise DsimError(f"{path}: dataset entry #{i + 1} ({entry.get('name', '?')}): {exc}") from None
+    return cards
+
+
+class Registry:
+    """All dataset cards by name, with alias resolution."""
+
+    def __init__(self, cards: Iterable[DatasetCard]):
+        self.cards: dict[str, DatasetCard] = {}
+        self._alias: dict[str, str] = {}
+        for card in cards:
+            self.add(card)
+
+    def add(self, card: DatasetCard) -> None:
+        if card.name in self.cards:  # registry.yaml wins over later plugins with the same name
+            return
+        self.cards[card.name] = card
+        for n in card.all_names:
+            self._alias.setdefault(_norm(n), card.name)
+
+    def __contains__(self, name: str) -> bool:
+        return _norm(name) in self._alias
+
+    def __iter__(self):
+        return iter(self.cards.values())
+
+    def __len__(self) -> int:
+        return len(self.cards)
+
+    def names(self) -> list[str]:
+        return [n for c in self.cards.values() for n in c.all_names]
+
+    def get(self, name: str) -> DatasetCard:
+        key = _norm(name)
+        if key not in self._alias:
+            raise UnknownNameError("dataset", name, self.names())
+        return self.cards[self._alias[key]]
+
+    def resolve(self, name_or_path: str) -> DatasetCard:
+        """A card for a registered name, or a card for the user's own data at a path."""
+        if name_or_path in self:
+            return self.get(name_or_path)
+        p = Path(name_or_path).expanduser()
+        looks_like_path = p.exists() or "/" in name_or_path or p.suffix.lower() in (".npz", ".csv")
+        if not looks_like_path:
+            raise UnknownNameError("dataset", name_or_path, self.names())
+        if not p.exists():
+            raise DatasetError(f"{name_or_path}: no such file or folder")
+        return card_for_path(p)
+
+
+def card_for_path(p: Path) -> DatasetCard:
+    from .plugins import collect as _collect
+
+    for plugin, loader in _collect("dsim_register_loaders"):
+        try:
+            args = loader.claims(p)
+        except Exception as exc:
+            raise DsimError(f"loader {loader.name!r} (plugin {plugin!r}) raised on {p}: {exc}") from None
+        if args is not None:
+            name = p.stem if p.is_file() else p.name
+            return DatasetCard(
+                name=name or str(p),
+                title=f"user data at {p}",
+                origin="",
+                loader=loader.name,
+                loader_args=dict(args),
+                provider="user path",
+            )
+    raise DatasetError(
+        f"{p}: no dataset loader can read it (expected a folder with one sub-folder per class, "
+        "a .csv of path,label or a .npz of images and labels)"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    cards = load_registry_yaml(registry_path())
+    reg = Registry(cards)
+    for plugin, card in collect("dsim_register_cards"):
+        if isinstance(card, dict):
+            card = DatasetCard.from_dict({**card, "provider": plugin})
+        reg.add(card)
+    return reg
+
+
+on_reset(get_registry.cache_clear)
