@@ -5,6 +5,10 @@
 ``"HxW"``; default: the most common size in the folder); ``mode`` (``"L"``, ``"RGB"`` or ``"auto"``,
 the default: RGB when any image is in colour, else L). Class names are the sorted names of the
 sub-folders (hidden folders skipped); images are found recursively inside each class folder.
+A folder whose sub-folders are all split names (train/val/test, also training/valid/validation/
+testing) each holding class folders, e.g. ``chest_xray/train/NORMAL``, is read as
+``<split>/<class>``: the classes are the union of the class folders and each image keeps its
+split in :attr:`dsim.ImageSet.split`.
 
 ``csv`` args: ``path`` (the .csv) plus the same ``image_size`` and ``mode``. The csv needs a header
 with the columns ``path`` and ``label`` (more columns are ignored, except ``split``, kept as
@@ -36,6 +40,11 @@ __all__ = ["ImageFolderLoader", "CsvLoader", "IMAGE_EXTENSIONS", "read_images", 
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 _MODES = {"l": "L", "grey": "L", "gray": "L", "rgb": "RGB", "auto": "auto", "": "auto"}
+SPLIT_ORDER = ("train", "val", "test")
+_SPLIT_NAMES = {
+    "train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
 
 
@@ -225,25 +234,35 @@ class ImageFolderLoader(DatasetLoader):
             raise DatasetError(f"{root}: not a folder (image-folder expects one sub-folder per class)")
         size = parse_image_size(args.get("image_size"), str(root))
         mode = parse_mode(args.get("mode"), str(root))
-        classes = _class_dirs(root)
-        if not classes:
+        top = _class_dirs(root)
+        if not top:
             raise DatasetError(f"{root}: no class sub-folders (expected one sub-folder of images per class)")
+        # root/<split>/<class>/... (e.g. Kermany's chest_xray/train/NORMAL): keep the split
+        if all(d.name.lower() in _SPLIT_NAMES for d in top) and all(_class_dirs(d) for d in top):
+            top.sort(key=lambda d: SPLIT_ORDER.index(_SPLIT_NAMES[d.name.lower()]))
+            groups = [(_SPLIT_NAMES[sd.name.lower()], c) for sd in top for c in _class_dirs(sd)]
+        else:
+            groups = [(None, c) for c in top]
+        class_names = sorted({c.name for _, c in groups})
         files: list[Path] = []
         labels: list[int] = []
-        for i, d in enumerate(classes):
+        splits: list[str] = []
+        for split, d in groups:
             found = list(_walk_images(d))
             if not found:
                 raise DatasetError(
                     f"{d}: class folder {d.name!r} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
                 )
             files += found
-            labels += [i] * len(found)
+            labels += [class_names.index(d.name)] * len(found)
+            splits += [split or ""] * len(found)
         images = read_images(files, [str(f) for f in files], image_size=size, mode=mode)
         return ImageSet(
             name=name,
             images=images,
             labels=np.asarray(labels, dtype=np.int64),
-            class_names=tuple(d.name for d in classes),
+            class_names=tuple(class_names),
+            split=np.asarray(splits, dtype=str) if groups[0][0] is not None else None,
             source=str(root),
         )
 

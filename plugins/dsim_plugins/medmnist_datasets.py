@@ -17,6 +17,7 @@ Class names come from ``medmnist.INFO[flag]["label"]``. Only 2-D, single-label s
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
@@ -40,22 +41,24 @@ _TIMEOUT_S = 60.0
 
 @lru_cache(maxsize=1)
 def _all_info() -> Mapping[str, Mapping[str, Any]]:
-    """``medmnist.INFO``, read from ``medmnist/info.py`` without importing the package itself
-    (``import medmnist`` imports torch, seconds on a CPU machine). {} when medmnist is missing."""
+    """``medmnist.INFO``, read as a literal from ``medmnist/info.py`` without importing the package
+    (``import medmnist`` imports torch, seconds on a CPU machine, and creates ~/.medmnist).
+    Falls back to ``import medmnist``; {} when medmnist is not installed."""
     try:
         spec = importlib.util.find_spec("medmnist")
     except (ImportError, ValueError):
         spec = None
     if spec is not None and spec.submodule_search_locations:
         info_py = Path(list(spec.submodule_search_locations)[0]) / "info.py"
-        if info_py.exists():
-            try:
-                s = importlib.util.spec_from_file_location("_dsim_medmnist_info", info_py)
-                mod = importlib.util.module_from_spec(s)
-                s.loader.exec_module(mod)  # type: ignore[union-attr]
-                return dict(mod.INFO)
-            except Exception:
-                pass
+        try:
+            tree = ast.parse(info_py.read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "INFO" for t in node.targets
+                ):
+                    return dict(ast.literal_eval(node.value))
+        except (OSError, SyntaxError, ValueError):
+            pass
     try:
         import medmnist  # fallback: the official way
 

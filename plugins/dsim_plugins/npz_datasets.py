@@ -172,6 +172,8 @@ def _single_keys(keys: Sequence[str]) -> tuple[str | None, str | None]:
 
 def _open(path: Path):
     try:
+        if path.stat().st_size == 0:
+            raise DatasetError(f"{path}: empty file, not an .npz archive")
         z = np.load(path, allow_pickle=False)
     except zipfile.BadZipFile as exc:
         raise DatasetError(f"{path}: not a valid .npz archive (corrupt zip: {exc})") from None
