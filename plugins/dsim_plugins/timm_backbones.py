@@ -50,7 +50,7 @@ def _cached_pretrained_file(model_name: str) -> str | None:
             for fname in ("model.safetensors", "pytorch_model.bin", cfg.get("hf_hub_filename")):
                 if not fname:
                     continue
-                p = try_to_load_from_cache(hub_id, fname)
+                p = try_to_load_from_cache(hub_id, fname, cache_dir=os.environ.get("HF_HUB_CACHE"))
                 if isinstance(p, str) and os.path.exists(p):
                     return p
         except Exception:

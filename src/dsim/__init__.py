@@ -64,6 +64,10 @@ _EXPORTS = {
     "Cache": "dsim.cache",
     "representation_of": "dsim.measures",
     "transferability": "dsim.metrics",
+    "auc_weighted_ovr": "dsim.metrics",
+    "to_tensor": "dsim.tensors",
+    "extract_features": "dsim.tensors",
+    "notify": "dsim.plugins",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -124,6 +124,9 @@ def candidate_sources(
             why = "no data here, no results or known values for this target"
         if why is None:
             chosen.append(card)
+    # sources known only from results (e.g. a user's dataset validated earlier): a bare card
+    for name in sorted((with_results | with_values) - {c.name for c in reg} - family):
+        chosen.append(DatasetCard(name=name, title="known from results only", provider="results"))
     return chosen, skipped
 
 
@@ -189,6 +192,18 @@ def rank(
     skipped: list[dict[str, str]] = []
 
     target_missing = data_missing(tcard)
+    target_data: ImageSet | None = None
+    loaded: dict[str, ImageSet] = {}
+
+    def images_of(card: DatasetCard) -> ImageSet:
+        if card.name not in loaded:
+            loaded[card.name] = load_dataset(card, max_samples=max_samples, seed=seed)
+        return loaded[card.name]
+
+    if target_missing is None:  # read the target first: bad input fails before any work
+        target_data = images_of(tcard)
+        if target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
+            raise DsimError(f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one")
     if sources is not None:
         cands = [reg.resolve(s) for s in _resolve_names(sources) or []]
         family = _family(tcard)
@@ -216,14 +231,6 @@ def rank(
     for (s, m), xs in acc.items():
         vals.put(s, m, sum(xs) / len(xs), "published")
 
-    target_data: ImageSet | None = None
-    loaded: dict[str, ImageSet] = {}
-
-    def images_of(card: DatasetCard) -> ImageSet:
-        if card.name not in loaded:
-            loaded[card.name] = load_dataset(card, max_samples=max_samples, seed=seed)
-        return loaded[card.name]
-
     for m in use:
         todo = [c for c in cands if m.name not in vals.values.get(c.name, {})]
         if not todo:
@@ -236,10 +243,6 @@ def rank(
             if target_missing is not None:
                 skipped.append({"measure": m.name, "reason": f"target {tcard.name!r} images not available: {target_missing}"})
                 continue
-            try:
-                target_data = target_data or images_of(tcard)
-            except DsimError:
-                raise
         why_t = _applicable(m, tcard)
         if why_t:
             skipped.append({"measure": m.name, "reason": f"target {tcard.name!r}: {why_t}"})

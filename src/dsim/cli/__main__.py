@@ -1,0 +1,5 @@
+import sys
+
+from dsim.cli import main
+
+sys.exit(main())
