@@ -23,11 +23,12 @@ def rank(
     seed: int = typer.Option(0, "--seed", help="Seed for subsampling and random probes."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="key=value passed to measure plugins (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print one CSV row per source (rank, source, score, uncertainty, status, AUC, one column per measure)."),
 ) -> None:
     """Rank candidate sources for a target dataset, best first.
 
     Numbers from real fine-tuning (published results shipped with dsim, or your own `dsim validate`
-    runs) are marked [green]measured[/green]; the rest are [yellow]predicted[/yellow] from the
+    runs) are marked **measured**; the rest are **predicted** from the
     similarity measures. Example: `dsim rank --target chest`.
     """
     import dsim
@@ -37,7 +38,7 @@ def rank(
         opts["probe"] = probe
     if probe_weights:
         opts["probe_weights"] = probe_weights
-    with Progress(enabled=not as_json) as progress:
+    with Progress(enabled=not (as_json or as_csv)) as progress:
         ranking = dsim.rank(
             target, sources=split_list(sources), measures=split_list(measures), predictor=predictor,
             top=top, seed=seed, max_samples=max_samples, options=opts, progress=progress,
@@ -45,7 +46,23 @@ def rank(
     if as_json:
         print_json(ranking.to_dict())
         return
+    if as_csv:
+        _print_csv(ranking)
+        return
     _print_ranking(ranking)
+
+
+def _print_csv(ranking) -> None:
+    import csv
+    import sys
+
+    w = csv.writer(sys.stdout)
+    measures = list(ranking.measures)
+    w.writerow(["rank", "source", "score", "uncertainty", "status", "measured_auc", *measures])
+    for r in ranking.rows:
+        w.writerow([r.rank, r.source, r.score, "" if r.uncertainty is None else r.uncertainty, r.status,
+                    "" if r.measured_auc is None else r.measured_auc,
+                    *[(r.contributions.get(m) or {}).get("value", "") for m in measures]])
 
 
 def _fmt(x, digits=2):
