@@ -26,6 +26,8 @@ def data_file(name: str) -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _session_cache(tmp_path_factory):
     os.environ["DSIM_CACHE_DIR"] = str(tmp_path_factory.mktemp("dsim-cache"))
+    # no fitted predictor from the user's data dir may change what tests rank
+    os.environ["DSIM_PREDICTOR_DIR"] = str(tmp_path_factory.mktemp("dsim-predictors"))
     yield
 
 

@@ -1,7 +1,9 @@
 """Prior knowledge: the results released with "Cats, not CAT scans" (van den Brandt et al.).
 
-Provides the measured transfer AUCs (``dsim_known_results``) and the paper's per-fold Task2Vec
-distances (``dsim_known_measure_values``, measure ``task2vec``). The CSVs ship inside this plugin
+Provides the measured transfer AUCs (``dsim_known_results``), the paper's per-fold Task2Vec
+distances (``dsim_known_measure_values``, measure ``task2vec``) and the paper's expert-feature
+Hamming distances (measure ``expert``; the majority vote of five observers, which can differ from
+a distance recomputed from dsim's cards). The CSVs ship inside this plugin
 (``published_data/``, with a README citing the paper and the released commit).
 """
 
@@ -39,4 +41,11 @@ def dsim_known_measure_values():
             value=float(r["task2vec_distance"]), fold=int(r["fold"]), origin=ORIGIN,
         )
         for r in _rows("cats_scans_task2vec_distance.csv")
+    ] + [
+        dsim.MeasureValue(
+            measure="expert", source=r["source"], target=r["target"],
+            value=float(r["expert_hamming_distance"]), fold=None, origin=ORIGIN,
+        )
+        for r in _rows("cats_scans_expert_distance.csv")
+        if r["source"] != r["target"]
     ]

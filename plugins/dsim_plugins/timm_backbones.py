@@ -130,9 +130,9 @@ class TimmBackbones(dsim.BackboneFactory):
                 if path is None:
                     raise dsim.WeightsMissingError(
                         f"no ImageNet weights for timm model {model_name!r} in the local cache; "
-                        f"supply a checkpoint file with --weights /path/to/{model_name}.pth, allow a "
-                        "download with DSIM_ALLOW_DOWNLOAD=1 (needs network), or choose --weights "
-                        "random for a seeded random-init network"
+                        f"pass a checkpoint file as the weights (e.g. --probe-weights or --weights "
+                        f"/path/to/{model_name}.pth), allow a download with DSIM_ALLOW_DOWNLOAD=1 "
+                        "(needs network), or choose the weights 'random' for a seeded random-init network"
                     )
             else:
                 path = str(Path(weights).expanduser())

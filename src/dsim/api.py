@@ -222,11 +222,11 @@ def rank(
 
     use = [all_measures[m] for m in (wanted or all_measures)]
     vals = _Values()
-    # known values (published) first, averaged over folds
-    family = _family(tcard)
+    # known values (published) first, averaged over folds; only for this very target (a derived
+    # dataset such as pneumoniamnist does not inherit the values measured on its parent)
     acc: dict[tuple[str, str], list[float]] = {}
     for v in known_vals:
-        if v.target in family and v.measure in {m.name for m in use}:
+        if v.target == tcard.name and v.measure in {m.name for m in use}:
             acc.setdefault((v.source, v.measure), []).append(v.value)
     for (s, m), xs in acc.items():
         vals.put(s, m, sum(xs) / len(xs), "published")
@@ -289,7 +289,7 @@ def rank(
                   contributions=vals.contributions.get(c.name, {}))
         for c in cands
     ]
-    pred = _predictor(predictor)
+    pred, pred_note = _predictor(predictor)
     kinds = {m.name: m.kind for m in all_measures.values()}
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)
@@ -297,8 +297,8 @@ def rank(
         if c.name not in ranked and not any(s.get("source") == c.name and "measure" not in s for s in skipped):
             skipped.append({"source": c.name, "reason": "no measure could describe it and no measured result"})
     notes = list(ranking.notes)
-    if predictor is None:
-        notes.append(f"predictor: {pred.name} (no fitted predictor given)")
+    if pred_note:
+        notes.append(pred_note)
     import dataclasses
 
     ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
@@ -330,10 +330,32 @@ def _contributions(m: Measure, s_obj, t_obj, ctx: Context) -> dict[str, float]:
         return {}
 
 
-def _predictor(predictor: str | Predictor | None) -> Predictor:
+def _predictor(predictor: str | Predictor | None) -> tuple[Predictor, str | None]:
+    """The predictor to rank with, and a note saying which one and why. With none named, the
+    fitted predictor saved by ``dsim predictor fit`` is used when there is one; otherwise (or when
+    it cannot be loaded) rank aggregation, and the note says so."""
     if isinstance(predictor, Predictor):
-        return predictor
-    return get_predictor(predictor or "rank-aggregation")
+        return predictor, None
+    if predictor:
+        return get_predictor(predictor), None
+    from .predictors import fitted_info, load_fitted
+
+    try:
+        fitted = load_fitted()
+    except DsimError as exc:
+        return get_predictor("rank-aggregation"), f"predictor: rank-aggregation (fitted predictor not usable: {exc})"
+    if fitted is None:
+        return get_predictor("rank-aggregation"), (
+            "predictor: rank-aggregation (no fitted predictor; `dsim predictor fit` learns one from the results store)")
+    doc = getattr(fitted, "fitted_from", None) or fitted_info() or {}
+    info = doc.get("trained_on", {})
+    note = (f"predictor: fitted {fitted.name} ({doc.get('path', '?')}), trained on {info.get('n_results', '?')} "
+            f"results for targets {', '.join(info.get('targets', [])) or '?'}")
+    from .predictors import results_fingerprint
+
+    if info.get("results") and info["results"] != results_fingerprint(known_results()):
+        note += "; the results store has changed since (run `dsim predictor fit` to refresh)"
+    return fitted, note
 
 
 def measure(
