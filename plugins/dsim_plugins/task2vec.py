@@ -1,0 +1,411 @@
+"""Task2Vec (Achille et al. 2019, "Task2Vec: Task Embedding for Meta-Learning").
+
+A task (dataset) is embedded as the diagonal of the Fisher information of a probe network's
+filters, estimated the way awslabs/aws-cv-task2vec's ``montecarlo`` method does:
+
+1. *Feature caching* (one pass, ``torch.inference_mode``, sequential batches): the probe's body
+   up to layer ``skip_layers`` is run once over the images; its output (the input of layer
+   ``skip_layers``) and the pooled features (the input of the classifier) are kept.
+2. *Classifier fit*: a fresh linear head (one output per class present) is fitted on the cached
+   pooled features with Adam (lr 4e-4, weight decay 1e-4, 10 epochs of ``fisher_samples``
+   class-balanced draws in batches of 64), as the reference's ``_fit_classifier``.
+3. *Monte-Carlo Fisher*: ``fisher_samples`` class-balanced draws (with replacement) of the
+   cached layer-``skip_layers`` inputs, in batches of 64; per batch the network from layer
+   ``skip_layers`` on is run, labels are *sampled from the probe's own predictive distribution*
+   ``y ~ softmax(f(x))``, and the squared gradient of the batch-mean cross-entropy w.r.t. every
+   conv/BN weight is accumulated, then averaged over batches (exactly the reference's
+   ``p.grad2_acc += p.grad ** 2``; it is the squared *batch* gradient, not a per-sample one).
+4. *Embedding*: for every module with a ``weight`` after layer ``skip_layers`` (convolutions and
+   batch norms, not the classifier), the Fisher averaged over each filter, concatenated in
+   module order (the reference's ``extract_embedding``).
+
+Batch norm runs in *train* mode (batch statistics) throughout, as in the reference (which calls
+``model.train()``); running statistics are not updated. With ``task2vec_bn="eval"`` the stored
+statistics are used instead (meaningful for ImageNet probes).
+
+Differences from the reference, all about speed, none about the numbers: images are
+preprocessed in batches (no per-sample transforms or DataLoader workers), the caching pass runs
+without autograd, and only the gradients of the embedded weights are requested
+(``torch.autograd.grad``), not the classifier's. Labels are canonicalised (renumbered by first
+appearance) so that renaming the classes gives the bit-identical embedding.
+
+Distances (``task2vec_distance``):
+
+* ``symmetric`` (default; the paper's and the reference's ``cosine``):
+  ``d(a, b) = cos_dist(Fa / (Fa + Fb + 1e-8), Fb / (Fa + Fb + 1e-8))``.
+* ``asymmetric``: ``d(s -> t) = d_sym(s, t) - alpha * d_sym(s, trivial)`` with ``alpha = 0.15``
+  (paper) and the trivial embedding of the reference's ``get_trivial_embedding_from`` (every
+  filter at the prior; for the Monte-Carlo method, whose scale is 1, ``F = 1``).
+
+``task2vec_protocol="cats-scans"`` (van den Brandt et al.): the dataset is embedded on
+``task2vec_subsets`` (100) seeded random subsets of ``task2vec_subset_fraction`` (1 %) of its
+images (at least ``task2vec_subset_min``); the distance is the mean symmetric distance over
+``task2vec_pairs`` (5) random (source subset, target subset) pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+import dsim
+
+#: the reference's ResNet layer list (models.py), mapped to timm's ResNet module names; the
+#: reference's ``skip_layers`` indexes this list (6 = start at layer3).
+_RESNET_LAYERS = (
+    "conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4", "global_pool",
+    None,  # the reference's flatten; timm's global_pool already flattens
+    "fc",
+)
+
+DEFAULTS: dict[str, Any] = {
+    "probe": "resnet18",
+    "probe_weights": "imagenet",
+    "image_size": 64,
+    "task2vec_skip_layers": 6,
+    "task2vec_fisher_samples": 2000,
+    "task2vec_batch_size": 64,
+    "task2vec_epochs": 10,
+    "task2vec_lr": 4e-4,
+    "task2vec_weight_decay": 1e-4,
+    "task2vec_bn": "train",
+    "task2vec_distance": "symmetric",
+    "task2vec_alpha": 0.15,
+    "task2vec_protocol": "single",
+    "task2vec_subsets": 100,
+    "task2vec_subset_fraction": 0.01,
+    "task2vec_subset_min": 100,
+    "task2vec_pairs": 5,
+}
+
+
+class Task2VecError(dsim.DsimError):
+    """A Task2Vec option that cannot work: stops the whole measure (``measure_wide``)."""
+
+    measure_wide = True
+
+
+def _opts(ctx) -> dict[str, Any]:
+    return {k: ctx.option(k, v) for k, v in DEFAULTS.items()}
+
+
+def canonical_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0..K-1 in order of first appearance (renaming classes changes nothing)."""
+    labels = np.asarray(labels)
+    _, first = np.unique(labels, return_index=True)
+    order = labels[np.sort(first)]
+    lut = {int(c): i for i, c in enumerate(order)}
+    return np.array([lut[int(c)] for c in labels], dtype=np.int64) if len(labels) else labels.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# the probe, split at ``skip_layers``
+# --------------------------------------------------------------------------------------------
+
+class _Probe:
+    """A probe network as the reference sees it: an ordered list of layers ending in the
+    classifier, so that a forward pass can start from any layer."""
+
+    def __init__(self, model, skip: int):
+        import torch.nn as nn
+
+        self.model = model
+        if all(hasattr(model, n) for n in ("layer1", "layer4", "fc", "global_pool")):
+            self.layers = [getattr(model, n) if n else nn.Identity() for n in _RESNET_LAYERS]
+        else:
+            if skip != 0:
+                raise Task2VecError(
+                    f"task2vec_skip_layers={skip} is only defined for ResNet probes; use 0 with "
+                    f"probe {type(model).__name__}"
+                )
+            self.layers = [_Body(model), model.get_classifier()]
+        if not 0 <= skip < len(self.layers) - 1:
+            raise Task2VecError(
+                f"task2vec_skip_layers={skip} out of range 0..{len(self.layers) - 2} for this probe"
+            )
+        self.skip = skip
+        self.classifier = self.layers[-1]
+        tail = self.layers[skip:-1]
+        tail_modules = {id(m) for layer in tail for m in layer.modules()}
+        self.names, self.weights = [], []
+        for name, mod in model.named_modules():
+            if mod is self.classifier or id(mod) not in tail_modules:
+                continue
+            w = getattr(mod, "weight", None)
+            if isinstance(w, nn.Parameter):
+                self.names.append(name)
+                self.weights.append(w)
+
+    def forward_from(self, x, start: int, stop: int | None = None):
+        for layer in self.layers[start:stop]:
+            x = layer(x)
+        return x
+
+
+class _Body:
+    """Generic timm model: pooled features (``forward_head(pre_logits=True)``)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def modules(self):
+        return (m for m in self.model.modules() if m is not self.model.get_classifier())
+
+
+def _set_bn(model, mode: str) -> None:
+    """``train``: batch statistics, running statistics left untouched; ``eval``: stored ones."""
+    import torch.nn as nn
+
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if mode == "train":
+                m.train()
+                m.track_running_stats = False  # use batch stats, never update the buffers
+            else:
+                m.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# the embedding
+# --------------------------------------------------------------------------------------------
+
+def task2vec_embedding(images: np.ndarray, labels: np.ndarray, model, *, opts: dict[str, Any],
+                       seed: int = 0, device=None, progress=None) -> dict[str, Any]:
+    """Diagonal Monte-Carlo Fisher embedding of one task (see the module docstring).
+
+    ``model`` is a probe whose classifier has one output per class in ``labels`` (it is
+    re-fitted here). Returns ``{"hessian": (D,) float64, "names": [...], "sizes": [...],
+    "train_error": float}``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    progress = progress or (lambda *a: None)
+    device = device or torch.device("cpu")
+    opts = {**DEFAULTS, **opts}
+    labels = canonical_labels(labels)
+    n = len(labels)
+    k = int(labels.max()) + 1 if n else 0
+    if n < 2 or k < 2:
+        raise dsim.DsimError(f"task2vec needs at least two images of two classes, got {n} images of {k} class(es)")
+    size = int(opts["image_size"])
+    bs = int(opts["task2vec_batch_size"])
+    skip = int(opts["task2vec_skip_layers"])
+    n_draws = int(opts["task2vec_fisher_samples"])
+    if n_draws < bs:
+        raise Task2VecError(f"task2vec_fisher_samples={n_draws} is smaller than one batch ({bs})")
+    model = model.to(device)
+    probe = _Probe(model, skip)
+    _set_bn(model, str(opts["task2vec_bn"]))
+    if str(opts["task2vec_bn"]) not in ("train", "eval"):
+        raise Task2VecError(f"task2vec_bn={opts['task2vec_bn']!r}: use 'train' or 'eval'")
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def inputs(idx):
+        return dsim.to_tensor(images[idx], size=size, channels=3).to(device)
+
+    # 1. cache the body's features once (sequential batches, no autograd)
+    cached, pooled = [], []
+    n_fc = len(probe.layers) - 1
+    with torch.inference_mode():
+        for start in range(0, n, bs):
+            idx = np.arange(start, min(n, start + bs))
+            h = inputs(idx)
+            h_skip = probe.forward_from(h, 0, skip) if skip else None
+            if skip:
+                cached.append(h_skip)
+            pooled.append(probe.forward_from(h_skip if skip else h, skip, n_fc))
+            progress("task2vec: features", int(idx[-1]) + 1, n)
+    pooled_t = torch.cat(pooled).clone()
+    cached_t = torch.cat(cached).clone() if skip else None
+    y_all = torch.from_numpy(labels).to(device)
+
+    # class-balanced draws, as the reference's WeightedRandomSampler
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    w = 1.0 / counts[labels] / k
+    weights = torch.as_tensor(w / w.sum(), dtype=torch.double)
+    n_batches = n_draws // bs  # drop_last
+
+    def draws():
+        return torch.multinomial(weights, n_batches * bs, replacement=True, generator=gen).view(n_batches, bs)
+
+    # 2. fit the classifier on the cached pooled features
+    clf = probe.classifier
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in clf.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(clf.parameters(), lr=float(opts["task2vec_lr"]),
+                           weight_decay=float(opts["task2vec_weight_decay"]))
+    epochs = int(opts["task2vec_epochs"])
+    for epoch in range(epochs):
+        for b in draws():
+            b = b.to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(clf(pooled_t[b]), y_all[b])
+            loss.backward()
+            opt.step()
+        progress("task2vec: classifier", epoch + 1, epochs)
+    with torch.no_grad():
+        train_error = float((clf(pooled_t).argmax(1) != y_all).float().mean())
+    for p in clf.parameters():
+        p.requires_grad_(False)
+
+    # 3. Monte-Carlo Fisher of the weights after layer ``skip``
+    params = probe.weights
+    for p in params:
+        p.requires_grad_(True)
+    acc = [torch.zeros_like(p) for p in params]  # float32, as the reference
+    order = draws()
+    for i, b in enumerate(order):
+        x = cached_t[b.to(device)] if skip else inputs(b.numpy())
+        out = probe.forward_from(x, skip)
+        with torch.no_grad():
+            probs = F.softmax(out.float(), dim=-1).cpu()
+            y = torch.multinomial(probs, 1, generator=gen).view(-1).to(device)
+        loss = F.cross_entropy(out, y)
+        grads = torch.autograd.grad(loss, params)
+        for a, g in zip(acc, grads):
+            a.addcmul_(g, g)
+        if i % 10 == 0 or i == n_batches - 1:
+            progress("task2vec: fisher", i + 1, n_batches)
+    for p in params:
+        p.requires_grad_(False)
+    hess, sizes = [], []
+    for a in acc:
+        a = (a / n_batches).reshape(a.shape[0], -1).mean(dim=1)
+        hess.append(a.double().cpu().numpy())
+        sizes.append(int(a.shape[0]))
+    return {"hessian": np.concatenate(hess), "names": list(probe.names), "sizes": sizes,
+            "train_error": train_error}
+
+
+def symmetric_distance(h0: np.ndarray, h1: np.ndarray) -> float:
+    """Achille et al.'s symmetric Task2Vec distance (the reference's ``cosine``)."""
+    h0, h1 = np.asarray(h0, np.float64), np.asarray(h1, np.float64)
+    s = h0 + h1 + 1e-8
+    a, b = h0 / s, h1 / s
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(1.0 - np.dot(a, b) / den) if den > 0 else 0.0
+
+
+def asymmetric_distance(hs: np.ndarray, ht: np.ndarray, alpha: float = 0.15) -> float:
+    """``d_sym(s, t) - alpha * d_sym(s, trivial)``, trivial = every filter at the prior (F = 1)."""
+    return symmetric_distance(hs, ht) - alpha * symmetric_distance(hs, np.ones_like(hs))
+
+
+# --------------------------------------------------------------------------------------------
+# the measure
+# --------------------------------------------------------------------------------------------
+
+class Task2Vec(dsim.Measure):
+    name = "task2vec"
+    description = ("Task2Vec: cosine distance of diagonal Monte-Carlo Fisher embeddings of a probe "
+                   "network (Achille et al. 2019)")
+    kind = "distance"
+    needs = "images"
+
+    def config(self, ctx):
+        o = _opts(ctx)
+        cfg = {k: o[k] for k in ("probe", "image_size", "task2vec_skip_layers",
+                                 "task2vec_fisher_samples", "task2vec_batch_size", "task2vec_epochs",
+                                 "task2vec_lr", "task2vec_weight_decay", "task2vec_bn",
+                                 "task2vec_protocol")}
+        if o["task2vec_protocol"] == "cats-scans":
+            cfg.update({k: o[k] for k in ("task2vec_subsets", "task2vec_subset_fraction",
+                                          "task2vec_subset_min")})
+        cfg["max_samples"] = ctx.option("max_samples")
+        cfg["seed"] = ctx.seed
+        cfg["method"] = "montecarlo"
+        cfg["version"] = 1
+        return cfg
+
+    def fingerprints(self, ctx):
+        return {"probe": self._weights_id(ctx)}
+
+    def _weights_id(self, ctx) -> str:
+        # the probe's weights id does not depend on the head size: build a 2-class probe once
+        key = (ctx.option("probe", DEFAULTS["probe"]), str(ctx.option("probe_weights", DEFAULTS["probe_weights"])), ctx.seed)
+        cache = self.__dict__.setdefault("_wid", {})
+        if key not in cache:
+            cache[key] = self._probe(ctx, 2).dsim_weights_id
+        return cache[key]
+
+    def _probe(self, ctx, num_classes: int):
+        o = _opts(ctx)
+        return dsim.create_backbone(o["probe"], weights=str(o["probe_weights"]),
+                                    num_classes=num_classes, in_chans=3, seed=ctx.seed)
+
+    def _embed(self, data: dsim.ImageSet, ctx, seed: int, desc: str = "") -> dict[str, Any]:
+        import torch
+
+        k = len(np.unique(data.labels))
+        model = self._probe(ctx, max(k, 2))
+        prog = (lambda d, i, t: ctx.progress(f"{d}{desc}", i, t))
+        return task2vec_embedding(data.images, data.labels, model, opts=_opts(ctx), seed=seed,
+                                  device=ctx.torch_device(), progress=prog)
+
+    def represent(self, data, ctx):
+        import torch
+
+        if not isinstance(data, dsim.ImageSet):
+            raise dsim.DsimError(f"task2vec needs images of {getattr(data, 'name', data)!r}")
+        o = _opts(ctx)
+        max_samples = ctx.option("max_samples")
+        if max_samples and len(data) > int(max_samples):
+            data = data.subsample(int(max_samples), seed=ctx.seed)
+        if len(np.unique(data.labels)) < 2:
+            raise dsim.DsimError(f"task2vec: dataset {data.name!r} has fewer than two classes")
+        protocol = o["task2vec_protocol"]
+        with torch.random.fork_rng(devices=[]):
+            if protocol == "single":
+                e = self._embed(data, ctx, ctx.seed)
+                arrays = {"hessian": e["hessian"]}
+                meta = {"names": e["names"], "sizes": e["sizes"], "train_error": e["train_error"],
+                        "n": len(data)}
+            elif protocol == "cats-scans":
+                n_sub = int(o["task2vec_subsets"])
+                m = max(int(o["task2vec_subset_min"]), int(math.ceil(float(o["task2vec_subset_fraction"]) * len(data))))
+                m = min(m, len(data))
+                hs, errs = [], []
+                for i in range(n_sub):
+                    sub = data.subsample(m, seed=ctx.seed * 1000003 + i) if m < len(data) else data
+                    e = self._embed(sub, ctx, ctx.seed + i, desc=f" (subset {i + 1}/{n_sub})")
+                    hs.append(e["hessian"])
+                    errs.append(e["train_error"])
+                arrays = {"hessian": np.mean(hs, axis=0), "hessians": np.stack(hs)}
+                meta = {"names": e["names"], "sizes": e["sizes"], "train_error": float(np.mean(errs)),
+                        "n": len(data), "subset_size": m}
+            else:
+                raise Task2VecError(f"task2vec_protocol={protocol!r}: use 'single' or 'cats-scans'")
+        return self.representation(data if len(data) else data, ctx, meta=meta, arrays=arrays)
+
+    def compare(self, source, target, ctx):
+        o = _opts(ctx)
+        kind = o["task2vec_distance"]
+        if kind not in ("symmetric", "asymmetric"):
+            raise Task2VecError(f"task2vec_distance={kind!r}: use 'symmetric' or 'asymmetric'")
+        if o["task2vec_protocol"] == "cats-scans" and "hessians" in source.arrays:
+            hs, ht = source.arrays["hessians"], target.arrays["hessians"]
+            rng = np.random.default_rng([int(ctx.seed), int(source.key[:8], 16), int(target.key[:8], 16)])
+            pairs = [(rng.integers(len(hs)), rng.integers(len(ht))) for _ in range(int(o["task2vec_pairs"]))]
+            vals = [self._dist(hs[i], ht[j], kind, o) for i, j in pairs]
+            return float(np.mean(vals))
+        return self._dist(source.arrays["hessian"], target.arrays["hessian"], kind, o)
+
+    @staticmethod
+    def _dist(a, b, kind, o) -> float:
+        if kind == "symmetric":
+            return symmetric_distance(a, b)
+        return asymmetric_distance(a, b, float(o["task2vec_alpha"]))
+
+
+@dsim.hookimpl
+def dsim_register_measures():
+    return [Task2Vec()]

@@ -1,0 +1,149 @@
+"""OTDD: closed forms and invariances (Alvarez-Melis & Fusi 2020; microsoft/otdd)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+import dsim
+from conftest import data_file
+from dsim_plugins.otdd import (
+    OTDD,
+    OTDDExact,
+    bures_wasserstein,
+    class_stats,
+    cov_factor,
+    exact_label_costs,
+    gaussian_w2,
+    otdd_value,
+)
+
+
+def _ctx(**opts):
+    return dsim.Context(seed=0, device="cpu", cache=None, options={"otdd_max_samples": 300, **opts})
+
+
+@pytest.fixture(scope="module")
+def breast():
+    return dsim.load_dataset(str(data_file("breastmnist.npz")), max_samples=200, seed=0)
+
+
+@pytest.fixture(scope="module")
+def usps():
+    return dsim.load_dataset(str(data_file("usps_16x16.npz")), max_samples=250, seed=0)
+
+
+def _spd(rng, d):
+    A = rng.normal(size=(d, d))
+    return A @ A.T + 0.1 * np.eye(d)
+
+
+def test_bures_wasserstein_of_known_gaussians_equals_the_formula():
+    rng = np.random.default_rng(0)
+    d = 6
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    S1, S2 = _spd(rng, d), _spd(rng, d)
+    got = gaussian_w2(mu1[None], [np.linalg.cholesky(S1)], mu2[None], [np.linalg.cholesky(S2)])[0, 0]
+    assert got == pytest.approx(bures_wasserstein(mu1, S1, mu2, S2), rel=1e-9)
+    # commuting (diagonal) covariances: |mu1 - mu2|^2 + sum (sqrt a - sqrt b)^2
+    a, b = rng.uniform(0.5, 2, d), rng.uniform(0.5, 2, d)
+    closed = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    got = gaussian_w2(mu1[None], [np.diag(np.sqrt(a))], mu2[None], [np.diag(np.sqrt(b))])[0, 0]
+    assert got == pytest.approx(closed, rel=1e-12)
+
+
+def test_covariance_factors_reproduce_the_unbiased_covariance():
+    rng = np.random.default_rng(1)
+    for n, d in ((5, 12), (40, 6)):  # fewer samples than dimensions, and more
+        X = rng.normal(size=(n, d))
+        L = cov_factor(X)
+        np.testing.assert_allclose(L @ L.T, np.cov(X, rowvar=False), atol=1e-10)
+    X = rng.normal(size=(30, 4))
+    y = np.repeat([0, 1, 2], 10)
+    st = class_stats(X, y)
+    S1 = np.cov(X[y == 1], rowvar=False)
+    got = gaussian_w2(st["means"][:1], [st["factors"][0]], st["means"][1:2], [st["factors"][1]])[0, 0]
+    assert got == pytest.approx(bures_wasserstein(X[y == 0].mean(0), np.cov(X[y == 0], rowvar=False),
+                                                  X[y == 1].mean(0), S1), rel=1e-8)
+
+
+def test_exact_label_costs_are_assignment_costs():
+    rng = np.random.default_rng(2)
+    X1, X2 = rng.normal(size=(12, 3)), rng.normal(size=(12, 3)) + 1
+    y1, y2 = np.repeat([0, 1], 6), np.repeat([0, 1], 6)
+    W = exact_label_costs(X1, y1, X2, y2, p=2)
+    for i in range(2):
+        for j in range(2):
+            C = ((X1[y1 == i][:, None] - X2[y2 == j][None]) ** 2).sum(-1)
+            r, c = linear_sum_assignment(C)  # equal sizes, uniform weights: OT = assignment
+            assert W[i, j] == pytest.approx(C[r, c].mean(), rel=1e-9)
+
+
+def test_full_otdd_equals_a_brute_force_assignment():
+    rng = np.random.default_rng(3)
+    X1, X2 = rng.normal(size=(10, 4)), rng.normal(size=(10, 4)) * 1.5
+    y1, y2 = np.array([0] * 5 + [1] * 5), np.array([0] * 4 + [1] * 6)
+    o = {"otdd_p": 2, "otdd_lambda_x": 1.0, "otdd_lambda_y": 0.5, "otdd_inner": "exact",
+         "otdd_outer": "exact", "otdd_entreg": 0.1, "otdd_debiased": True}
+    W = exact_label_costs(X1, y1, X2, y2)
+    C = (((X1[:, None] - X2[None]) ** 2).sum(-1) + 0.5 * W[y1][:, y2]) / 2
+    r, c = linear_sum_assignment(C)
+    got = otdd_value({"X": X1, "y": y1}, {"X": X2, "y": y2}, o)
+    assert got == pytest.approx(C[r, c].mean(), rel=1e-9)
+
+
+@pytest.mark.parametrize("measure", [OTDD(), OTDDExact()], ids=["gaussian", "exact"])
+def test_self_zero_symmetric_and_label_permutation_invariant(measure, breast, usps):
+    ctx = _ctx()
+    rb, ru = measure.represent(breast, ctx), measure.represent(usps, ctx)
+    assert measure.compare(rb, rb, ctx) == pytest.approx(0.0, abs=1e-7)
+    d = measure.compare(rb, ru, ctx)
+    assert d > 1.0  # ultrasound vs digits: far apart
+    assert measure.compare(ru, rb, ctx) == pytest.approx(d, rel=1e-9)
+    perm = np.random.default_rng(0).permutation(10)
+    renamed = dsim.ImageSet("usps-renamed", usps.images, perm[usps.labels])
+    assert measure.compare(rb, measure.represent(renamed, ctx), ctx) == pytest.approx(d, rel=1e-9)
+
+
+def test_gaussian_and_exact_agree_on_real_data_and_closer_sets_are_closer(breast, usps):
+    pneu = dsim.load_dataset(str(data_file("pneumoniamnist.npz")), max_samples=200, seed=0)
+    ctx = _ctx()
+    vals = {}
+    for m in (OTDD(), OTDDExact()):
+        rb, ru, rp = (m.represent(x, ctx) for x in (breast, usps, pneu))
+        vals[m.name] = (m.compare(rb, rp, ctx), m.compare(rb, ru, ctx), m.compare(rp, ru, ctx))
+    for a, b in zip(vals["otdd"], vals["otdd-exact"]):
+        assert a == pytest.approx(b, rel=0.25)  # different inner costs, same scale
+    assert np.argsort(vals["otdd"]).tolist() == np.argsort(vals["otdd-exact"]).tolist()
+
+
+def test_sinkhorn_outer_is_debiased_and_close_to_exact(breast, usps):
+    m = OTDD()
+    ctx = _ctx(otdd_outer="sinkhorn", otdd_entreg=0.01)
+    rb, ru = m.represent(breast, ctx), m.represent(usps, ctx)
+    assert m.compare(rb, rb, ctx) == pytest.approx(0.0, abs=1e-6)
+    exact = m.compare(rb, ru, _ctx())
+    assert m.compare(rb, ru, ctx) == pytest.approx(exact, rel=0.05)
+
+
+def test_subsampling_per_class_is_seeded_and_bounded(usps):
+    m = OTDD()
+    r1 = m.represent(usps, _ctx(otdd_max_samples=100))
+    r2 = m.represent(usps, _ctx(otdd_max_samples=100))
+    assert len(r1.arrays["y"]) == 100 and np.array_equal(r1.arrays["X"], r2.arrays["X"])
+    assert set(np.unique(r1.arrays["y"])) == set(range(10))  # every class keeps its share
+
+
+def test_options_are_checked_and_pair_values_are_cached(breast, usps, tmp_path):
+    with pytest.raises(dsim.DsimError, match="otdd_inner"):
+        OTDD().config(_ctx(otdd_inner="sliced"))
+    with pytest.raises(dsim.DsimError, match="otdd_p=2"):
+        OTDD().config(_ctx(otdd_p=1))
+    cache = dsim.Cache(tmp_path)
+    ctx = dsim.Context(seed=0, cache=cache, options={"otdd_max_samples": 300})
+    v1 = OTDD().pair(breast, usps, ctx)
+    hits = cache.hits
+    v2 = OTDD().pair(breast, usps, ctx)
+    assert v1 == v2 and cache.hits == hits + 2  # both representations from the cache ...
+    assert any((tmp_path / "values").rglob("*.json"))  # ... and the OT value too

@@ -1,0 +1,132 @@
+"""Task2Vec: fidelity to the definition (Achille et al. 2019; awslabs/aws-cv-task2vec montecarlo)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cosine
+
+import dsim
+from conftest import data_file
+from dsim_plugins.task2vec import (
+    Task2Vec,
+    asymmetric_distance,
+    canonical_labels,
+    symmetric_distance,
+    task2vec_embedding,
+)
+
+#: small and fast: 32 px, Fisher from layer3 on, two Fisher batches, one classifier epoch
+FAST = {"probe_weights": "random", "image_size": 32, "task2vec_fisher_samples": 128,
+        "task2vec_epochs": 1, "max_samples": 96}
+
+
+def _npz(name: str, n: int, seed: int = 0) -> dsim.ImageSet:
+    return dsim.load_dataset(str(data_file(name)), max_samples=n, seed=seed)
+
+
+def _ctx(**opts) -> dsim.Context:
+    return dsim.Context(seed=0, device="cpu", cache=None, options={**FAST, **opts})
+
+
+@pytest.fixture(scope="module")
+def breast():
+    return _npz("breastmnist.npz", 96)
+
+
+@pytest.fixture(scope="module")
+def breast_rep(breast):
+    return Task2Vec().represent(breast, _ctx())
+
+
+def test_embedding_bit_for_bit_repeatable_and_self_distance_zero(breast, breast_rep):
+    again = Task2Vec().represent(breast, _ctx())
+    h = breast_rep.arrays["hessian"]
+    assert h.shape == again.arrays["hessian"].shape and h.size > 1000
+    assert np.array_equal(h, again.arrays["hessian"])  # bit for bit, fresh probe and fresh RNG
+    assert np.all(h >= 0) and h.max() > 0
+    m = Task2Vec()
+    assert m.compare(breast_rep, breast_rep, _ctx()) == pytest.approx(0.0, abs=1e-12)
+    # a different seed draws other Monte-Carlo labels: not bit-identical, but close
+    other = m.represent(breast, dsim.Context(seed=1, device="cpu", options=FAST))
+    assert not np.array_equal(h, other.arrays["hessian"])
+
+
+def test_label_renaming_gives_the_same_embedding(breast, breast_rep):
+    perm = np.array([1, 0])
+    renamed = dsim.ImageSet("renamed", breast.images, perm[breast.labels], class_names=("b", "a"))
+    rep = Task2Vec().represent(renamed, _ctx())
+    assert np.array_equal(rep.arrays["hessian"], breast_rep.arrays["hessian"])
+    assert canonical_labels(np.array([5, 2, 5, 7, 2])).tolist() == [0, 1, 0, 2, 1]
+
+
+def test_cached_features_give_the_full_network_fisher_of_the_last_blocks(breast):
+    """Fisher from layer3 on cached layer2 outputs == the full-network Fisher's layer3/layer4
+    part (eval-mode BN makes the caching exact; same seed, same draws, same MC labels)."""
+    opts = {**FAST, "image_size": 32, "task2vec_bn": "eval"}
+    data = breast.take(np.arange(64))
+    mk = lambda: dsim.create_backbone("resnet18", weights="random", num_classes=2, seed=0)  # noqa: E731
+    full = task2vec_embedding(data.images, data.labels, mk(), opts={**opts, "task2vec_skip_layers": 0}, seed=3)
+    tail = task2vec_embedding(data.images, data.labels, mk(), opts={**opts, "task2vec_skip_layers": 6}, seed=3)
+    start = full["names"].index(tail["names"][0])
+    assert full["names"][start:] == tail["names"]
+    off = sum(full["sizes"][:start])
+    np.testing.assert_allclose(full["hessian"][off:], tail["hessian"], rtol=1e-4, atol=1e-12)
+    assert full["hessian"][:off].max() > 0  # the earlier layers are embedded too
+
+
+def test_distances_match_the_published_formulas():
+    rng = np.random.default_rng(0)
+    a, b = rng.gamma(1.0, 1e-3, 500), rng.gamma(1.0, 1e-3, 500)
+    ref = cosine(a / (a + b + 1e-8), b / (a + b + 1e-8))
+    assert symmetric_distance(a, b) == pytest.approx(ref, rel=1e-12)
+    assert symmetric_distance(a, b) == pytest.approx(symmetric_distance(b, a), rel=1e-12)
+    triv = np.ones_like(a)
+    expected = ref - 0.15 * cosine(a / (a + triv + 1e-8), triv / (a + triv + 1e-8))
+    assert asymmetric_distance(a, b, 0.15) == pytest.approx(expected, rel=1e-12)
+    assert asymmetric_distance(a, b) != pytest.approx(asymmetric_distance(b, a))
+
+
+def test_asymmetric_option_and_bad_option(breast_rep):
+    m = Task2Vec()
+    sym = m.compare(breast_rep, breast_rep, _ctx())
+    asym = m.compare(breast_rep, breast_rep, _ctx(task2vec_distance="asymmetric"))
+    assert asym < sym  # minus alpha times the (positive) distance to the trivial embedding
+    with pytest.raises(dsim.DsimError, match="task2vec_distance"):
+        m.compare(breast_rep, breast_rep, _ctx(task2vec_distance="kl"))
+
+
+@pytest.mark.slow
+def test_different_tasks_are_farther_than_two_samples_of_one(breast):
+    pneu = _npz("pneumoniamnist.npz", 96)
+    m, ctx = Task2Vec(), _ctx(task2vec_fisher_samples=640)
+    full = _npz("breastmnist.npz", 400)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(full))
+    a1, a2 = full.take(np.sort(idx[:96])), full.take(np.sort(idx[96:192]))
+    ra1, ra2, rp = (m.represent(d, ctx) for d in (a1, a2, pneu))
+    assert m.compare(ra1, ra2, ctx) < m.compare(ra1, rp, ctx)
+
+
+def test_fingerprint_holds_the_probe_weights_and_imagenet_without_weights_skips():
+    m = Task2Vec()
+    f0 = m.fingerprints(_ctx())
+    f1 = m.fingerprints(dsim.Context(seed=1, options=FAST))
+    assert f0["probe"] != f1["probe"]  # another random init is another probe
+    probe = dsim.create_backbone("resnet18", weights="random", num_classes=2, seed=0)
+    assert f0["probe"] == probe.dsim_weights_id
+    with pytest.raises(dsim.WeightsMissingError):
+        m.fingerprints(_ctx(probe_weights="imagenet", probe="resnet10t"))
+
+
+def test_cats_scans_protocol_averages_random_subset_pairs(breast):
+    m = Task2Vec()
+    ctx = _ctx(task2vec_protocol="cats-scans", task2vec_subsets=2, task2vec_subset_min=40,
+               task2vec_pairs=5)
+    ra = m.represent(breast, ctx)
+    rb = m.represent(_npz("pneumoniamnist.npz", 96), ctx)
+    assert ra.arrays["hessians"].shape[0] == 2 and ra.meta["subset_size"] == 40
+    d = m.compare(ra, rb, ctx)
+    every = [symmetric_distance(x, y) for x in ra.arrays["hessians"] for y in rb.arrays["hessians"]]
+    assert min(every) - 1e-12 <= d <= max(every) + 1e-12
+    assert d == m.compare(ra, rb, ctx)  # the pairs are drawn with a seed
