@@ -68,6 +68,13 @@ _EXPORTS = {
     "to_tensor": "dsim.tensors",
     "extract_features": "dsim.tensors",
     "notify": "dsim.plugins",
+    # validation: training engine, results store, validate/pretrain
+    "TrainConfig": "dsim.training",
+    "train_and_evaluate": "dsim.training",
+    "ResultsStore": "dsim.store",
+    "validate": "dsim.validation",
+    "pretrain": "dsim.validation",
+    "ValidationReport": "dsim.validation",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -29,6 +29,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "dsim.cli.core",
     "dsim.cli.predictor",
+    "dsim.cli.validate",
 ]
 
 

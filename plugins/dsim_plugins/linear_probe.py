@@ -1,0 +1,107 @@
+"""Frozen features + a linear classifier from scikit-learn (Fok: "FE", feature extraction with a
+one-vs-rest linear SVM):
+
+* ``linear-probe`` — standardised penultimate features, L2 logistic regression (C by 3-fold CV
+  on the training split, class-balanced);
+* ``linear-svm`` — the same features, one-vs-rest linear SVM (``LinearSVC``, class-balanced);
+  AUC from the softmax of its decision values.
+
+Features come from the source checkpoint (``dsim pretrain``) in ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import dsim
+
+
+def _features(spec, data, ctx):
+    cfg = dsim.TrainConfig.from_mapping(spec.hyperparameters)
+    if data.source_checkpoint is None:
+        raise dsim.DsimError(f"{spec.label}: no source checkpoint was given to strategy {spec.strategy!r}")
+    body = dsim.create_backbone(spec.backbone, weights=data.source_checkpoint, num_classes=0,
+                                in_chans=cfg.channels, seed=spec.seed)
+    dev = ctx.torch_device()
+    out = []
+    for part in (data.train, data.val, data.test):
+        out.append(dsim.extract_features(body, part.images, size=cfg.image_size, channels=cfg.channels,
+                                         device=dev, batch_size=256))
+    return out
+
+
+def _metrics(spec, data, scores):
+    from dsim.training import classification_metrics, is_ordinal
+
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:  # binary decision values
+        scores = np.stack([-scores, scores], axis=1)
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs = e / e.sum(axis=1, keepdims=True)
+    ordinal = bool(spec.hyperparameters.get("ordinal", is_ordinal(data.train.class_names)))
+    return classification_metrics(data.test.labels, probs, ordinal=ordinal)
+
+
+def _full_probs(clf, x, k):
+    """predict_proba over all k classes (a class absent from training gets 0)."""
+    p = clf.predict_proba(x)
+    out = np.zeros((len(x), k))
+    out[:, clf.classes_] = p
+    return out
+
+
+class LinearProbe(dsim.Strategy):
+    name = "linear-probe"
+    description = "frozen source features + logistic regression (C by CV), scikit-learn"
+    uses_source = True
+
+    def run(self, spec, data, ctx):
+        from sklearn.linear_model import LogisticRegressionCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        ftr, fva, fte = _features(spec, data, ctx)
+        x = np.concatenate([ftr, fva])
+        y = np.concatenate([data.train.labels, data.val.labels])
+        cv = int(min(3, np.bincount(y)[np.bincount(y) > 0].min()))
+        clf = make_pipeline(StandardScaler(), LogisticRegressionCV(
+            Cs=[0.001, 0.01, 0.1, 1.0], cv=max(2, cv), class_weight="balanced", max_iter=2000,
+            random_state=spec.seed))
+        clf.fit(x, y)
+        k = data.train.num_classes
+        probs = _full_probs(clf, fte, k)
+        from dsim.training import classification_metrics, is_ordinal
+
+        return classification_metrics(data.test.labels, probs,
+                                      ordinal=bool(spec.hyperparameters.get("ordinal", is_ordinal(data.train.class_names))))
+
+
+class LinearSVM(dsim.Strategy):
+    name = "linear-svm"
+    description = "frozen source features + one-vs-rest linear SVM (Fok's FE), scikit-learn"
+    uses_source = True
+
+    def run(self, spec, data, ctx):
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+
+        ftr, fva, fte = _features(spec, data, ctx)
+        x = np.concatenate([ftr, fva])
+        y = np.concatenate([data.train.labels, data.val.labels])
+        clf = make_pipeline(StandardScaler(), LinearSVC(C=float(spec.hyperparameters.get("svm_c", 0.01)),
+                                                        class_weight="balanced", max_iter=5000,
+                                                        random_state=spec.seed))
+        clf.fit(x, y)
+        scores = clf.decision_function(fte)
+        k = data.train.num_classes
+        if scores.ndim == 2 and scores.shape[1] != k:
+            full = np.full((len(fte), k), -1e3)
+            full[:, clf.classes_] = scores
+            scores = full
+        return _metrics(spec, data, scores)
+
+
+@dsim.hookimpl
+def dsim_register_strategies():
+    return [LinearProbe(), LinearSVM()]

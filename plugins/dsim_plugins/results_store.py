@@ -1,0 +1,24 @@
+"""The results store as prior knowledge: ``dsim_known_results`` from ``dsim validate``'s store.
+
+Design: the validate *driver* writes every finished fold to the store itself (one writer, also
+when runs execute on Ray workers; written before the run-finished event fires, so a tracker
+plugin that raises cannot lose a result). This plugin only reads: it hands the stored results to
+``dsim rank``, which then marks the validated sources *measured* (and the predictor can learn
+from them). Rows imported from the published table are left to the ``published`` plugin, so
+nothing is counted twice. A store that does not exist yet yields nothing (and is not created).
+"""
+
+from __future__ import annotations
+
+import dsim
+
+
+@dsim.hookimpl
+def dsim_known_results():
+    from dsim.store import ResultsStore, default_store_path
+
+    path = default_store_path()
+    if not path.exists():
+        return []
+    with ResultsStore(path) as store:
+        return store.transfer_results(include_imported=False)

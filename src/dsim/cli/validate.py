@@ -1,0 +1,277 @@
+"""``dsim validate``, ``dsim pretrain``, ``dsim results``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import List, Optional
+
+import typer
+
+from . import app
+from ._util import console, parse_options, print_json, split_list
+
+
+class _RunProgress:
+    """Two rich bars on stderr: overall runs (with ETA) and the epochs of the run in flight."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self._p = None
+        self._overall = None
+        self._run = None
+
+    def _start(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                           console=console(stderr=True), transient=True)
+        self._p.start()
+        self._overall = self._p.add_task("runs", total=1)
+        self._run = self._p.add_task("run", total=1, visible=False)
+
+    def overall(self, desc: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._p is None:
+            self._start()
+        self._p.update(self._overall, description=f"all runs", completed=done, total=max(total, 1))
+
+    def run(self, desc: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._p is None:
+            self._start()
+        if done <= 1:
+            self._p.reset(self._run, total=max(total, 1), visible=True)
+        from rich.markup import escape
+
+        self._p.update(self._run, description=escape(desc[:70]), completed=done, total=max(total, 1))
+
+    def event(self, kind: str, message: str) -> None:
+        from rich.markup import escape
+
+        message = escape(message)
+        con = console(stderr=True)
+        if kind == "error":
+            con.print(f"[red]failed[/red] {message}", highlight=False)
+        elif kind == "warning":
+            con.print(f"[yellow]warning[/yellow] {message}", highlight=False)
+        elif kind == "info":
+            con.print(f"[dim]{message}[/dim]", highlight=False)
+        elif kind == "done" and not self.enabled:
+            con.print(f"[dim]done {message}[/dim]", highlight=False)
+
+    def close(self):
+        if self._p is not None:
+            self._p.stop()
+
+
+def _hp(pairs: Optional[List[str]]) -> dict:
+    return parse_options(pairs)
+
+
+@app.command()
+def validate(
+    target: str = typer.Option(..., "--target", "-t", help="Target dataset: a registered name or a path to your data (folder, .csv, .npz)."),
+    top: int = typer.Option(3, "--top", "-k", help="Validate the K best-ranked sources that can be trained here (ignored with --sources)."),
+    sources: Optional[str] = typer.Option(None, "--sources", "-s", help="Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of several, 'imagenet', or checkpoint files (.pt/.pth)."),
+    strategy: str = typer.Option("finetune", "--strategy", help="Transfer strategy (comma-separated for several): finetune, gradual-unfreeze, feature-extractor, linear-probe, linear-svm, moment-init, domain-ri, domain-in, all-ri, all-in, radiomics (`dsim plugins` lists them)."),
+    backbone: str = typer.Option("smallcnn", "--backbone", "-b", help="Network: smallcnn (CPU-scale, 28 px) or any timm model (resnet18, resnet50, densenet121 ...)."),
+    folds: int = typer.Option(5, "--folds", help="Stratified k-fold cross-validation (80/10/10 train/val/test for k=5, as cats-scans)."),
+    train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Data-size curve: training images per run, e.g. 50,100,200,500,1000,2000 (Romero et al.)."),
+    image_size: int = typer.Option(28, "--image-size", help="Input size in pixels for pretraining and fine-tuning."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum fine-tuning epochs (early stopping on validation loss decides; default 30)."),
+    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs", help="Maximum source pretraining epochs (default 30)."),
+    target_max: Optional[int] = typer.Option(None, "--target-max", help="Use at most this many target images (seeded, stratified)."),
+    source_max: Optional[int] = typer.Option(None, "--source-max", help="Pretrain on at most this many images per source."),
+    executor: str = typer.Option("local", "--executor", help="local (sequential, GPU when present) or ray (pip install 'dsim[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for splits, initialisation and subsampling."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
+    hp: Optional[List[str]] = typer.Option(None, "--hp", help="Fine-tuning hyper-parameter key=value (lr, batch_size, patience, weight_decay, augment, ordinal ...); repeatable."),
+    store: Optional[str] = typer.Option(None, "--store", help="Results store file (default $DSIM_RESULTS or the user data dir)."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of AUC per source with error bars."),
+    measures: Optional[str] = typer.Option(None, "--measures", "-m", help="Measures for the ranking that predictions come from (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check a ranking with real transfer runs.
+
+    Ranks the sources of TARGET (or takes --sources), pretrains each source once (cached by
+    content; see `dsim pretrain`), fine-tunes on the target with k-fold cross-validation, and
+    reports measured AUC, accuracy, Cohen's kappa and transferability
+    T = (AUC(S->T) - AUC(T)) / AUC(T) x 100 against a from-scratch baseline, next to the predicted
+    score, with the Spearman correlation between them.
+
+    Every finished fold is written to the results store at once: run the same command again
+    after an interruption and it resumes, recomputing nothing that finished. A failing run is
+    reported with its reason and the others go on.
+
+    Example: `dsim validate --target pneumoniamnist --sources cifar10-sample,usps --folds 3`
+    """
+    from dsim.validation import validate as _validate
+
+    hyper = _hp(hp)
+    hyper["image_size"] = image_size
+    if epochs is not None:
+        hyper["epochs"] = epochs
+    php = {"image_size": image_size}
+    if pretrain_epochs is not None:
+        php["epochs"] = pretrain_epochs
+    ro = {"measures": split_list(measures)} if measures else {}
+    rp = _RunProgress(enabled=not as_json)
+    try:
+        report = _validate(
+            target, top=top, sources=split_list(sources), strategy=strategy, backbone=backbone, folds=folds,
+            train_sizes=train_sizes, executor=executor, address=address, seed=seed, hyperparameters=hyper,
+            pretrain_hyperparameters=php, target_max=target_max, source_max=source_max, store=store,
+            device=device, rank_options=ro, progress=rp.overall, run_progress=rp.run, on_event=rp.event,
+        )
+    finally:
+        rp.close()
+    if plot:
+        from dsim.validation import plot_report
+
+        plot_report(report, plot)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print_report(report, plot)
+    if report.failures and report.runs_done == 0 and report.runs_skipped == 0:
+        raise typer.Exit(1)
+
+
+def _f(x, d=3):
+    return "" if x is None else f"{x:.{d}f}"
+
+
+def _print_report(report, plot) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    title = f"dsim validate: target [bold]{report.target}[/bold] ({report.setup})"
+    if report.baseline_auc is not None:
+        title += f", from-scratch AUC {report.baseline_auc:.3f}"
+    t = Table(title=title, title_justify="left")
+    for c in ("source", "strategy", "n", "folds", "AUC", "±", "acc", "kappa", "T (%)", "± T", "predicted", "pred. #"):
+        t.add_column(c, justify="left" if c in ("source", "strategy") else "right")
+    for r in report.rows:
+        t.add_row(escape(r.source), r.strategy, str(r.train_size or "all"), f"{r.folds}" + (f" [red]({r.failed} failed)[/red]" if r.failed else ""),
+                  _f(r.auc), _f(r.auc_std), _f(r.accuracy), _f(r.kappa), _f(r.transferability, 1),
+                  _f(r.transferability_std, 1), _f(r.predicted, 2), str(r.predicted_rank or ""))
+    con.print(t)
+    rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
+    con.print(f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources; "
+              f"runs: {report.runs_done} done, {report.runs_skipped} from the store, {len(report.failures)} failed "
+              f"({report.seconds:.0f}s); store: {report.store}")
+    for n in report.notes:
+        con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
+    for f in report.failures:
+        con.print(f"[red]failed[/red] {escape(f['error'])}", highlight=False)
+    if plot:
+        con.print(f"plot: {plot}")
+
+
+@app.command()
+def pretrain(
+    source: str = typer.Option(..., "--source", "-s", help="Source dataset name, 'a+b' for the union of several, or a path."),
+    backbone: str = typer.Option("smallcnn", "--backbone", "-b", help="smallcnn or any timm model name."),
+    init: str = typer.Option("random", "--init", help="Start from 'random' (seeded) or 'imagenet' weights (local cache; says how to supply them when absent)."),
+    image_size: int = typer.Option(28, "--image-size"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (early stopping on a 10% hold-out; default 30)."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="At most this many source images (seeded, stratified)."),
+    hp: Optional[List[str]] = typer.Option(None, "--hp", help="Hyper-parameter key=value (lr, batch_size, patience ...); repeatable."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="Train again even when the checkpoint is cached."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checkpoint path and its metadata as JSON."),
+) -> None:
+    """Pretrain a backbone on a source dataset and cache the checkpoint.
+
+    The checkpoint is keyed by content: the source's data fingerprint, the backbone, the init and
+    every hyper-parameter. Running the command again prints the cached file at once; `dsim
+    validate` reuses it. Prints the checkpoint path (use it as a source: --sources path.pt).
+    """
+    import json as _json
+
+    from dsim.validation import pretrain as _pretrain
+
+    hyper = _hp(hp)
+    hyper["image_size"] = image_size
+    if epochs is not None:
+        hyper["epochs"] = epochs
+    rp = _RunProgress(enabled=not as_json)
+    t0 = time.perf_counter()
+    try:
+        path = _pretrain(source, backbone, init=init, hyperparameters=hyper, max_samples=max_samples, seed=seed,
+                         device=device, progress=rp.run, force=force)
+    finally:
+        rp.close()
+    meta_path = path.with_suffix(".json")
+    meta = _json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if as_json:
+        print_json({"checkpoint": str(path), **meta})
+        return
+    val = meta.get("val") or {}
+    con = console()
+    con.print(f"checkpoint: {path}", highlight=False)
+    if meta:
+        con.print(f"{meta.get('source')} on {meta.get('backbone')} ({meta.get('images')} images, {meta.get('num_classes')} classes): "
+                  f"{meta.get('epochs_run')} epochs, best {meta.get('best_epoch')}, hold-out accuracy {_f(val.get('accuracy'))}, "
+                  f"AUC {_f(val.get('auc'))}; {time.perf_counter() - t0:.1f}s this call", highlight=False)
+
+
+@app.command()
+def results(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Only results for this target."),
+    source: Optional[str] = typer.Option(None, "--source", "-s", help="Only results from this source."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Only this strategy."),
+    as_csv: bool = typer.Option(False, "--csv", help="Export CSV (one row per fold) to stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Export JSON (one object per fold) to stdout."),
+    import_published: bool = typer.Option(False, "--import-published", help="First import the published cats-scans results into the store."),
+    failures: bool = typer.Option(False, "--failures", help="List the runs that failed and why."),
+    store: Optional[str] = typer.Option(None, "--store", help="Results store file (default $DSIM_RESULTS or the user data dir)."),
+) -> None:
+    """List or export the results store: one row per finished fold of every `dsim validate` run
+    (and imported published results), with AUC, accuracy, kappa and the run's setup."""
+    from dsim.store import ResultsStore
+
+    with ResultsStore(store) as st:
+        if import_published:
+            n = st.import_published()
+            console(stderr=True).print(f"imported {n} published results into {st.path}")
+        if failures:
+            rows = st.failures()
+            if as_json:
+                print_json(rows)
+            else:
+                for r in rows:
+                    console().print(f"{r['label']}: {r['error']}", highlight=False)
+            return
+        rows = st.rows(target=target, source=source, strategy=strategy)
+        path = st.path
+    cols = ["source", "target", "strategy", "backbone", "fold", "seed", "setup", "auc", "accuracy", "kappa", "origin", "key"]
+    if as_json:
+        print_json([{**{c: r[c] for c in cols}, "metrics": r["metrics"], "timings": r["timings"]} for r in rows])
+        return
+    if as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r[c] for c in cols])
+        return
+    from rich.table import Table
+
+    t = Table(title=f"results store {path} ({len(rows)} rows)", title_justify="left")
+    for c in ("source", "target", "strategy", "fold", "seed", "setup", "AUC", "acc", "kappa", "origin"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["source"], r["target"], r["strategy"], str(r["fold"]), str(r["seed"]), r["setup"],
+                  _f(r["auc"]), _f(r["accuracy"]), _f(r["kappa"]), r["origin"])
+    console().print(t)

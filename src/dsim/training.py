@@ -1,0 +1,469 @@
+"""dsim's training and evaluation engine: the one train loop every deep strategy uses.
+
+* :class:`TrainConfig` holds the hyper-parameters (they enter every run's content key);
+* :func:`build_classifier` puts a linear head on a backbone from any backbone plugin
+  (``dsim.create_backbone``) and splits it into layer groups for discriminative learning rates;
+* :func:`fit` trains with early stopping on the validation loss (the best epoch's weights are kept),
+  class weights against imbalance, optional one-cycle schedule, discriminative learning rates and
+  gradual unfreezing (Romero et al.), light augmentation (flips and shifts);
+* :func:`predict_proba` evaluates under ``torch.inference_mode``;
+* :func:`classification_metrics` gives AUC (one-vs-rest, weighted by class prior, as cats-scans),
+  accuracy and Cohen's kappa (quadratic for ordinal grades).
+
+Speed: the images of a fold are turned into one tensor once (they are small), pinned in memory and
+copied with ``non_blocking`` on CUDA; on CUDA the step runs under AMP (bfloat16 where supported,
+else float16 with a gradient scaler) and in ``channels_last``. A DataLoader with workers is not
+used for in-memory folds: measured, it only adds overhead at this scale (benchmarks/train_loop.py).
+
+Faults: a non-finite loss stops the run with a :class:`TrainingError` naming it; a CUDA
+out-of-memory batch restarts the fit with half the batch size and says so in the result's notes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DsimError
+from .records import ImageSet
+
+__all__ = [
+    "TrainConfig",
+    "TrainingError",
+    "FitResult",
+    "build_classifier",
+    "layer_groups",
+    "fit",
+    "predict_proba",
+    "classification_metrics",
+    "is_ordinal",
+    "prepare",
+    "train_and_evaluate",
+]
+
+
+class TrainingError(DsimError):
+    """A run that cannot train: NaN loss, out of memory even at batch size 1, bad fold."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training (pretraining or fine-tuning). All enter the run key."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "plateau"  # "constant" | "plateau" (x0.5 on a val-loss plateau) | "one-cycle"
+    patience: int = 6  # early stopping: epochs without a better val loss
+    min_epochs: int = 3
+    class_weights: bool = True
+    augment: bool = True
+    image_size: int = 28
+    channels: int = 3
+    label_smoothing: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any] | None) -> "TrainConfig":
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in dict(d or {}).items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = float("inf")
+    epochs_run: int = 0
+    batch_size: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def is_ordinal(class_names: Sequence[str]) -> bool:
+    """Graded targets (diabetic retinopathy levels, grades): quadratic kappa applies."""
+    words = " ".join(class_names).lower()
+    return len(class_names) > 2 and any(w in words for w in ("grade", "level", "npdr", "stage", "no dr"))
+
+
+def classification_metrics(labels, probs, *, ordinal: bool = False) -> dict[str, float]:
+    """AUC (weighted one-vs-rest), accuracy and Cohen's kappa (quadratic when ``ordinal``)."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score
+
+    from .metrics import auc_weighted_ovr
+
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = probs.argmax(axis=1)
+    return {
+        "auc": auc_weighted_ovr(labels, probs),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "kappa": float(cohen_kappa_score(labels, pred, weights="quadratic" if ordinal else None)),
+    }
+
+
+# ------------------------------------------------------------------------------------ models
+def _classifier_cls():
+    import torch.nn as nn
+
+    class Classifier(nn.Module):
+        """A backbone (feature extractor, ``num_classes=0``) with a linear head."""
+
+        def __init__(self, body, num_features: int, num_classes: int):
+            super().__init__()
+            self.body = body
+            self.head = nn.Linear(num_features, num_classes)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    return Classifier
+
+
+def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans: int = 3, seed: int = 0):
+    """``backbone`` from the backbone plugins with ``weights`` ("random", "imagenet" or a
+    checkpoint path) and a seeded linear head of ``num_classes`` outputs."""
+    import torch
+
+    from .api import create_backbone
+
+    body = create_backbone(backbone, weights=weights, num_classes=0, in_chans=in_chans, seed=seed)
+    nf = int(getattr(body, "num_features", 0) or 0)
+    if not nf:
+        with torch.no_grad():
+            nf = int(body.eval()(torch.zeros(1, in_chans, 32, 32)).shape[1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 7919)
+        model = _classifier_cls()(body, nf, num_classes)
+    model.dsim_weights_id = getattr(body, "dsim_weights_id", None)
+    return model
+
+
+def layer_groups(model, n: int = 3) -> list[list]:
+    """Split the body's parameters into ``n`` consecutive groups (input side first); the head
+    joins the last group. For discriminative learning rates and gradual unfreezing."""
+    body = list(model.body.parameters())
+    head = list(model.head.parameters())
+    chunks = np.array_split(np.arange(len(body)), n) if body else [np.arange(0)]
+    groups = [[body[i] for i in c] for c in chunks]
+    groups[-1] = groups[-1] + head
+    return [g for g in groups if g]
+
+
+# ------------------------------------------------------------------------------------ data
+def prepare(data: ImageSet, cfg: TrainConfig):
+    """ImageSet -> (float tensor N,C,S,S, long tensor N), preprocessed once."""
+    import torch
+
+    from .tensors import to_tensor
+
+    x = to_tensor(data.images, size=cfg.image_size, channels=cfg.channels)
+    y = torch.from_numpy(np.asarray(data.labels, dtype=np.int64))
+    return x, y
+
+
+def _augment(x, gen):
+    """Random horizontal flips and shifts of up to 1/8 of the side (zero padding), batched."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    pad = max(1, h // 8)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return xp[:, :, dy:dy + h, dx:dx + w]
+
+
+def _forward(model, xb):
+    """One forward pass (a seam for tests that simulate an out-of-memory batch)."""
+    return model(xb)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def _device(device) -> Any:
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _class_weights(y, num_classes: int):
+    import torch
+
+    counts = torch.bincount(y, minlength=num_classes).double()
+    present = counts > 0
+    w = torch.ones(num_classes, dtype=torch.float64)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return w.float()
+
+
+# ------------------------------------------------------------------------------------ training
+def fit(
+    model,
+    train: ImageSet,
+    val: ImageSet,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    device=None,
+    label: str = "run",
+    groups: Sequence[Sequence] | None = None,
+    lr_mults: Sequence[float] | None = None,
+    unfreeze_at: Sequence[float | None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    tensors: tuple | None = None,
+) -> FitResult:
+    """Train ``model`` (a classifier with ``num_classes`` outputs) in place and keep the weights
+    of the epoch with the lowest validation loss.
+
+    ``groups``/``lr_mults``: parameter groups and their learning-rate multipliers (discriminative
+    LRs). ``unfreeze_at``: per group, the fraction of all iterations after which it becomes
+    trainable (0 = from the start, None = never: frozen feature extractor).
+    ``tensors``: pre-made ``(xtr, ytr, xva, yva)`` (benchmarks; skips preprocessing).
+    """
+    result = FitResult()
+    batch = int(cfg.batch_size)
+    init_state = copy.deepcopy(model.state_dict())
+    while True:
+        try:
+            return _fit_once(model, train, val, cfg, batch, seed=seed, device=device, label=label,
+                             groups=groups, lr_mults=lr_mults, unfreeze_at=unfreeze_at,
+                             progress=progress, tensors=tensors, result=result)
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if batch <= 1:
+                raise TrainingError(f"{label}: out of memory even with batch size 1") from None
+            note = f"{label}: batch of {batch} ran out of memory; retrying with batch size {batch // 2}"
+            import sys
+
+            print(f"warning: {note}", file=sys.stderr)
+            result.notes.append(note)
+            batch //= 2
+            model.load_state_dict(init_state)
+            result.history.clear()
+
+
+def _fit_once(model, train, val, cfg, batch, *, seed, device, label, groups, lr_mults, unfreeze_at,
+              progress, tensors, result: FitResult) -> FitResult:
+    import torch
+    import torch.nn.functional as F
+
+    t0 = time.perf_counter()
+    dev = _device(device)
+    cuda = dev.type == "cuda"
+    num_classes = int(model.head.out_features) if hasattr(model, "head") else None
+    if tensors is None:
+        xtr, ytr = prepare(train, cfg)
+        xva, yva = prepare(val, cfg)
+    else:
+        xtr, ytr, xva, yva = tensors
+    if num_classes is None:
+        num_classes = int(max(ytr.max(), yva.max())) + 1
+    if len(ytr) == 0:
+        raise TrainingError(f"{label}: empty training set")
+    if cuda:
+        xtr, ytr, xva, yva = (t.pin_memory() for t in (xtr, ytr, xva, yva))
+    memfmt = torch.channels_last if cuda else torch.contiguous_format
+    model.to(dev, memory_format=memfmt)
+    amp_dtype = None
+    if cuda:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    weight = _class_weights(ytr, num_classes).to(dev) if cfg.class_weights else None
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+
+    if groups is None:
+        groups = [[p for p in model.parameters()]]
+    mults = list(lr_mults or [1.0] * len(groups))
+    unfreeze = list(unfreeze_at if unfreeze_at is not None else [0.0] * len(groups))
+    param_groups = [{"params": list(g), "lr": cfg.lr * m} for g, m in zip(groups, mults)]
+    opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(ytr) / batch))
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = None
+    if cfg.schedule == "one-cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[pg["lr"] for pg in param_groups], total_steps=total_steps, pct_start=0.3,
+            div_factor=25.0, final_div_factor=1000.0, anneal_strategy="cos",
+        )
+    elif cfg.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 2))
+
+    state: list = [None]
+
+    def set_trainable(step: int) -> None:
+        frac = step / max(1, total_steps)
+        flags = tuple(u is not None and frac >= u for u in unfreeze)
+        if flags == state[0]:
+            return  # only touch the parameters when a group freezes or thaws
+        state[0] = flags
+        for g, on in zip(groups, flags):
+            for p in g:
+                p.requires_grad_(on)
+
+    best_state, best_loss, bad = None, float("inf"), 0
+    step = 0
+    result.history.clear()
+    result.batch_size = batch
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(ytr), generator=gen)
+        tot, n_seen = 0.0, 0
+        for i in range(0, len(ytr), batch):
+            idx = perm[i:i + batch]
+            if len(idx) < 2 and len(ytr) > 2:  # batch norm cannot train on one image
+                continue
+            set_trainable(step)
+            xb = xtr[idx]
+            if cfg.augment:
+                xb = _augment(xb, gen)
+            xb = xb.to(dev, non_blocking=True, memory_format=memfmt)
+            yb = ytr[idx].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = _forward(model, xb)
+                loss = F.cross_entropy(out.float(), yb, weight=weight, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{label}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(learning rate {opt.param_groups[-1]['lr']:.2g}); lower the learning rate"
+                )
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            if cfg.schedule == "one-cycle" and step < total_steps - 1:
+                sched.step()
+            step += 1
+            tot += loss.detach() * len(idx)  # summed on device: no host sync per step
+            n_seen += len(idx)
+        val_loss = _val_loss(model, xva, yva, dev, memfmt, amp_dtype, weight, batch)
+        result.history.append({"epoch": epoch + 1, "train_loss": float(tot) / max(1, n_seen), "val_loss": val_loss})
+        if cfg.schedule == "plateau":
+            sched.step(val_loss)
+        if progress is not None:
+            progress(f"{label} epoch {epoch + 1}", epoch + 1, cfg.epochs)
+        if val_loss < best_loss - 1e-4:
+            best_loss, bad, result.best_epoch = val_loss, 0, epoch + 1
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience and epoch + 1 >= cfg.min_epochs:
+                break
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.best_val_loss = best_loss
+    result.epochs_run = len(result.history)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    if len(y) == 0:
+        return float("nan")
+    model.eval()
+    tot = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(y), max(batch, 256)):
+            xb = x[i:i + max(batch, 256)].to(dev, non_blocking=True, memory_format=memfmt)
+            yb = y[i:i + max(batch, 256)].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = model(xb)
+            tot += float(F.cross_entropy(out.float(), yb, weight=weight, reduction="sum"))
+    v = tot / len(y)
+    return v if math.isfinite(v) else float("inf")
+
+
+def predict_proba(model, data: ImageSet | Any, cfg: TrainConfig, *, device=None, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities ``(N, num_classes)`` under ``torch.inference_mode``."""
+    import torch
+
+    dev = _device(device)
+    cuda = dev.type == "cuda"
+    x = prepare(data, cfg)[0] if isinstance(data, ImageSet) else data
+    memfmt = torch.channels_last if cuda else torch.contiguous_format
+    model.to(dev, memory_format=memfmt).eval()
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(dev, non_blocking=True, memory_format=memfmt)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(xb)
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def train_and_evaluate(spec, data, ctx, *, weights: str, mode: str = "all", schedule: str | None = None,
+                       transform_model: Callable | None = None) -> dict[str, Any]:
+    """The deep strategies' common body: build ``spec.backbone`` with ``weights``, train on
+    ``data.train`` with early stopping on ``data.val``, return test metrics.
+
+    ``mode``: ``"all"`` (every layer trains), ``"frozen"`` (feature extractor: only the head
+    trains), ``"gradual"`` (three layer groups, discriminative learning rates lr/9, lr/3, lr;
+    the middle group unfrozen after 10 % of the iterations, the input-side group after 20 %;
+    Romero et al.). ``transform_model(model)`` may change the weights before training (e.g.
+    moment-preserving re-initialisation).
+    """
+    hp = dict(spec.hyperparameters)
+    if schedule:
+        hp["schedule"] = schedule
+    cfg = TrainConfig.from_mapping(hp)
+    k = data.train.num_classes
+    model = build_classifier(spec.backbone, weights=weights, num_classes=k, in_chans=cfg.channels,
+                             seed=spec.seed * 100 + spec.fold)
+    if transform_model is not None:
+        transform_model(model)
+    groups = lr_mults = unfreeze = None
+    if mode == "frozen":
+        groups = [list(model.body.parameters()), list(model.head.parameters())]
+        lr_mults, unfreeze = [1.0, 1.0], [None, 0.0]
+    elif mode == "gradual":
+        groups = layer_groups(model, 3)
+        lr_mults = [1 / 9, 1 / 3, 1.0][-len(groups):]
+        unfreeze = [0.2, 0.1, 0.0][-len(groups):]
+    elif mode != "all":
+        raise ValueError(f"unknown training mode {mode!r}")
+    label = ctx.option("label", spec.label) if hasattr(ctx, "option") else spec.label
+    res = fit(model, data.train, data.val, cfg, seed=spec.seed * 100 + spec.fold, device=ctx.torch_device(),
+              label=label, groups=groups, lr_mults=lr_mults, unfreeze_at=unfreeze, progress=ctx.progress)
+    probs = predict_proba(model, data.test, cfg, device=ctx.torch_device())
+    ordinal = bool(hp.get("ordinal", is_ordinal(data.train.class_names)))
+    out: dict[str, Any] = classification_metrics(data.test.labels, probs, ordinal=ordinal)
+    out.update({"epochs": res.epochs_run, "best_epoch": res.best_epoch, "batch_size": res.batch_size,
+                "fit_s": res.seconds})
+    if res.notes:
+        out["notes"] = list(res.notes)
+    return out
