@@ -96,9 +96,21 @@ def _print_ranking(ranking) -> None:
     con.print(f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} over {', '.join(measures) or 'no measure'}")
     for n in ranking.notes:
         con.print(f"[dim]note: {n}[/dim]")
+    # one line per reason: which measures and which sources it kept out
+    grouped: dict[str, tuple[list[str], list[str]]] = {}
     for s in ranking.skipped:
-        what = " / ".join(x for x in (s.get("source"), s.get("measure")) if x)
-        con.print(f"[dim]skipped {what}: {s['reason']}[/dim]")
+        measures_, sources_ = grouped.setdefault(s["reason"], ([], []))
+        if s.get("measure") and s["measure"] not in measures_:
+            measures_.append(s["measure"])
+        if s.get("source") and s["source"] not in sources_:
+            sources_.append(s["source"])
+    for reason, (measures_, sources_) in grouped.items():
+        what = []
+        if measures_:
+            what.append(", ".join(measures_))
+        if sources_:
+            what.append(("for " if measures_ else "") + ", ".join(sources_))
+        con.print(f"[dim]skipped {' '.join(what)}: {reason}[/dim]", highlight=False)
 
 
 @app.command()
