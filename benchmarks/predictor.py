@@ -59,15 +59,24 @@ def load_matrix(path: Path):
                 rep = int(row.get("repeat") or 0)
                 setup = row.get("setup") or "cpu"
                 strat = row.get("strategy")
-                if strat and strat not in setup:  # fine-tuning and linear probe are separate tasks
-                    setup = f"{setup}/{strat}"
+                if strat and strat != "scratch" and strat not in setup:
+                    setup = f"{setup}:{strat}"  # fine-tuning and linear probe are separate tasks
                 out.append(dsim.TransferResult(
                     source=row["source"], target=row["target"], fold=int(row["fold"]) + 1000 * rep,
                     auc=float(row["auc"]), origin="transfer_matrix", setup=setup,
                 ))
             except (KeyError, ValueError) as exc:
                 raise SystemExit(f"{path}: bad row {row} ({exc})")
-    return out
+    # the from-scratch baseline (source == target) is shared by every strategy of its setup:
+    # give each strategy's task its own copy so that T can be computed for it
+    setups = {r.setup for r in out if r.source != r.target}
+    extra = []
+    for r in out:
+        if r.source == r.target:
+            for st in setups:
+                if st != r.setup and st.startswith(r.setup + ":"):
+                    extra.append(dsim.TransferResult(**{**r.to_dict(), "setup": st}))
+    return out + extra
 
 
 def matrix_values(results, cards, measures_wanted):
@@ -120,6 +129,11 @@ def in_sample(results, values, cards, kinds):
     return rows
 
 
+def _num(x, digits=2):
+    """A number for the table; 'n/a' where it is undefined (e.g. Spearman of a constant ranking)."""
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
 def table(out, ceil, title):
     from dsim.predictors import summarise
 
@@ -135,10 +149,12 @@ def table(out, ceil, title):
     for label, rows in out.items():
         by = {(r["setup"], r["target"]): r for r in rows}
         sm = summarise(rows)
-        cells = [f"{by[k]['spearman']:.2f}" if k in by else "" for k in tasks]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{sm['spearman']:.2f}** | {sm['weighted_tau']:.2f} | "
-                     f"{int(round(sm['top1'] * sm['n_tasks']))}/{int(sm['n_tasks'])} | {sm['regret_t']:.2f} | "
-                     f"{sm.get('regret_auc', float('nan')):.3f} |")
+        nan = float("nan")
+        cells = [_num(by[k].get("spearman")) if k in by else "" for k in tasks]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{_num(sm.get('spearman', nan))}** | "
+                     f"{_num(sm.get('weighted_tau', nan))} | "
+                     f"{int(round(sm.get('top1', 0.0) * sm['n_tasks']))}/{int(sm['n_tasks'])} | "
+                     f"{_num(sm.get('regret_t', nan))} | {_num(sm.get('regret_auc', nan), 3)} |")
     lines += ["", "Noise ceiling: " + "; ".join(
         f"{name(c['setup'], c['target'])}: split-half rho {c['split_half']:.2f} over {c['n_splits']} {c['method']} "
         f"splits, reliability {c['reliability']:.2f}, ceiling {c['ceiling']:.2f}" for c in ceil), ""]
@@ -151,11 +167,13 @@ def verdict(out):
 
     sm = {k: summarise(v) for k, v in out.items()}
     base = {k: v for k, v in sm.items() if not k.startswith("meta-ranker")}
-    best = max(base, key=lambda k: base[k]["spearman"])
+    best = max(base, key=lambda k: base[k].get("spearman", -np.inf))
     m = sm["meta-ranker"]
-    hits = int(round(m["top1"] * m["n_tasks"]))
-    goal = m["spearman"] >= 0.8 and m["spearman"] > base[best]["spearman"] + 0.1 and hits >= min(2, m["n_tasks"])
-    return [f"Verdict: meta-ranker mean rho {m['spearman']:.2f} vs best baseline {best} {base[best]['spearman']:.2f}; "
+    hits = int(round(m.get("top1", 0.0) * m["n_tasks"]))
+    goal = (m.get("spearman", -1) >= 0.8 and m.get("spearman", -1) > base[best].get("spearman", -1) + 0.1
+            and hits >= min(2, m["n_tasks"]))
+    return [f"Verdict: meta-ranker mean rho {_num(m.get('spearman', np.nan))} vs best baseline {best} "
+            f"{_num(base[best].get('spearman', np.nan))}; "
             f"top-1 {hits}/{int(m['n_tasks'])}. Goal (rho >= 0.8, clearly above every baseline, top-1 on >= 2 of 3): "
             f"{'met' if goal else 'NOT met'}. See docs/evaluation.md for what so few held-out targets can show.", ""]
 
