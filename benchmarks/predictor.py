@@ -114,7 +114,7 @@ def in_sample(results, values, cards, kinds):
     """Fit on every target and rank the same targets: NOT an evaluation (the model has seen the
     answers); shown only to separate 'cannot represent' from 'cannot extrapolate'."""
     import dsim
-    from dsim.predictors import Task, _tasks, ranking_metrics
+    from dsim.predictors import _tasks, ranking_metrics
 
     pred = dsim.get_predictor("meta-ranker").fit(results, values, cards, kinds)
     rows = []

@@ -230,7 +230,7 @@ def report(rows, targets, strategies, a, runtime, failures) -> str:
     L = [MARK_BEGIN, "## Transfer matrix at 28 px (benchmarks/transfer_matrix.py)", ""]
     if a.pretrain_seed is not None:
         L[1] = L[1][:-1] + f", every source pretrained once (seed {a.pretrain_seed}) for all repeats)"
-    L.append(f"Command: `DSIM_DATA_DIR=../shared/data .venv/bin/python benchmarks/transfer_matrix.py "
+    L.append("Command: `DSIM_DATA_DIR=../shared/data .venv/bin/python benchmarks/transfer_matrix.py "
              + (f"--pretrain-seed {a.pretrain_seed} --csv {Path(a.csv).name} " if a.pretrain_seed is not None else "")
              + f"--repeats {a.repeats} --folds {a.folds} --train-size {a.train_size} --target-max {a.target_max} "
              f"--source-max {a.source_max} --epochs {a.epochs} --pretrain-epochs {a.pretrain_epochs} "

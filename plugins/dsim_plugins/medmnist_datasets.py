@@ -18,7 +18,6 @@ Class names come from ``medmnist.INFO[flag]["label"]``. Only 2-D, single-label s
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import os
 import sys
@@ -87,11 +86,7 @@ def _offline() -> bool:
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return dsim.file_digest(path, "md5")
 
 
 def _file_names(flag: str, size: int) -> list[str]:

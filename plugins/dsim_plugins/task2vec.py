@@ -343,7 +343,6 @@ class Task2Vec(dsim.Measure):
                                     num_classes=num_classes, in_chans=3, seed=ctx.seed)
 
     def _embed(self, data: dsim.ImageSet, ctx, seed: int, desc: str = "") -> dict[str, Any]:
-        import torch
 
         k = len(np.unique(data.labels))
         model = self._probe(ctx, max(k, 2))

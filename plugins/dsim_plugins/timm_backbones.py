@@ -18,7 +18,6 @@ architecture + seed) that caches built on it are keyed by.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,11 +25,7 @@ import dsim
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return dsim.file_digest(path)
 
 
 def _cached_pretrained_file(model_name: str) -> str | None:

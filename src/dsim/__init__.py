@@ -32,6 +32,7 @@ _EXPORTS = {
     "RunResult": "dsim.records",
     "EXPERT_FEATURES": "dsim.records",
     "stable_hash": "dsim.records",
+    "file_digest": "dsim.records",
     # plugin interfaces and hooks
     "hookimpl": "dsim.hookspecs",
     "Context": "dsim.interfaces",

@@ -28,6 +28,7 @@ __all__ = [
     "RunSpec",
     "RunResult",
     "stable_hash",
+    "file_digest",
 ]
 
 #: The six expert properties of "Cats, not CAT scans" (van den Brandt et al.), in the paper's order.
@@ -45,6 +46,15 @@ def stable_hash(obj: Any) -> str:
     """SHA-256 of a JSON-able object, independent of dict order. Used for every cache key."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's content, read in 1 MiB blocks (checkpoint ids, download checks)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _json_default(o: Any) -> Any:

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable
 
 from .errors import DsimError
 from .records import RunResult, RunSpec, TransferResult, stable_hash

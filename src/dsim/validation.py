@@ -20,18 +20,17 @@ naming the run; the other runs go on and nothing already finished is lost.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import DsimError
-from .records import DatasetCard, ImageSet, RunResult, RunSpec, _Record, stable_hash
+from .records import DatasetCard, ImageSet, RunResult, RunSpec, _Record, file_digest, stable_hash
 from .training import TrainConfig
 
 __all__ = [
@@ -243,11 +242,7 @@ def _holdout(data: ImageSet, seed: int, frac: float = 0.1) -> tuple[ImageSet, Im
 
 
 def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 # ------------------------------------------------------------------------------ planning

@@ -37,7 +37,7 @@ class _RunProgress:
             return
         if self._p is None:
             self._start()
-        self._p.update(self._overall, description=f"all runs", completed=done, total=max(total, 1))
+        self._p.update(self._overall, description="all runs", completed=done, total=max(total, 1))
 
     def run(self, desc: str, done: int, total: int) -> None:
         if not self.enabled:
