@@ -67,8 +67,12 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).correlation)
 
 
-def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[str]) -> list[str]:
+def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[str], threads: int = 0,
+                     label_draws: int | None = None) -> list[str]:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)  # the same for dsim and the reference
     import torchvision.models.resnet as tvr
 
     import dsim
@@ -79,10 +83,13 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
     import task2vec as ref  # noqa: E402
 
     opts = {**DEFAULTS, "image_size": size, "task2vec_fisher_samples": draws, "task2vec_skip_layers": 6}
+    if label_draws is not None:
+        opts["task2vec_label_draws"] = label_draws
     out = [f"Task2Vec, {len(names)} tasks x {n} images, resnet18 seeded random init (identical "
            f"weights in both), {size} px, skip_layers=6, {draws} Monte-Carlo draws, batch 64, "
            "classifier Adam 10 epochs lr 4e-4 wd 1e-4, BN in train mode (the reference's "
-           "behaviour), torch threads = " + str(torch.get_num_threads()), ""]
+           "behaviour), dsim label draws per forward pass = " + str(opts["task2vec_label_draws"]) +
+           ", torch threads = " + str(torch.get_num_threads()) + " (both)", ""]
     ours, refs, refs2 = [], [], []
     t_ours = t_ref = t_ref_tensor = 0.0
     rows = ["| task | Spearman(dsim, ref) filters | Spearman(ref seed 0, ref seed 1) | dsim s | ref s (per-sample transform) | ref s (tensor dataset) |",
@@ -368,6 +375,8 @@ def main(argv=None):
     ap.add_argument("--otdd-size", type=int, default=8)
     ap.add_argument("--otdd-entreg", type=float, default=1e-4)
     ap.add_argument("--tasks", default=",".join(DATASETS[:6]))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for the Task2Vec comparison (0: torch's default)")
+    ap.add_argument("--t2v-label-draws", type=int, default=None, help="dsim's task2vec_label_draws (default: dsim's)")
     args = ap.parse_args(argv)
     os.environ.setdefault("DSIM_QUIET_PLUGIN_ERRORS", "1")
     lines = []
@@ -376,7 +385,8 @@ def main(argv=None):
         if args.otdd_ref:
             lines += compare_otdd(args.otdd_ref, args.ref_deps, args.ref_n, args.otdd_size, names[:5], args.otdd_entreg) + [""]
         if args.task2vec_ref:
-            lines += compare_task2vec(args.task2vec_ref, args.ref_n, args.t2v_size, args.t2v_draws, names) + [""]
+            lines += compare_task2vec(args.task2vec_ref, args.ref_n, args.t2v_size, args.t2v_draws, names,
+                                      args.threads, args.t2v_label_draws) + [""]
     else:
         ns = [500, 2000, 10000] if args.full else [int(x) for x in args.n.split(",")]
         ss = [1, 5, 20] if args.full else [int(x) for x in args.s.split(",")]

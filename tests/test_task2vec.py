@@ -130,3 +130,100 @@ def test_cats_scans_protocol_averages_random_subset_pairs(breast):
     every = [symmetric_distance(x, y) for x in ra.arrays["hessians"] for y in rb.arrays["hessians"]]
     assert min(every) - 1e-12 <= d <= max(every) + 1e-12
     assert d == m.compare(ra, rb, ctx)  # the pairs are drawn with a seed
+
+
+def test_label_draws_share_one_forward_pass_exactly():
+    """``task2vec_label_draws`` reuses one forward pass for several label draws (retain_graph):
+    each draw's squared batch gradient equals the one from its own forward pass on the same
+    inputs, so the estimator's expectation is the reference's."""
+    import torch
+    import torch.nn.functional as F
+
+    from dsim_plugins.task2vec import _Probe, _set_bn
+
+    model = dsim.create_backbone("resnet18", weights="random", num_classes=3, seed=0)
+    probe = _Probe(model, 6)
+    _set_bn(model, "train")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in probe.weights:
+        p.requires_grad_(True)
+    x = torch.randn(16, 128, 4, 4, generator=torch.Generator().manual_seed(0))
+    ys = torch.randint(0, 3, (3, 16), generator=torch.Generator().manual_seed(1))
+    out = probe.forward_from(x, 6)
+    shared = [torch.autograd.grad(F.cross_entropy(out, ys[d]), probe.weights, retain_graph=d < 2)
+              for d in range(3)]
+    for d in range(3):
+        own = torch.autograd.grad(F.cross_entropy(probe.forward_from(x, 6), ys[d]), probe.weights)
+        for a, b in zip(shared[d], own):
+            assert torch.allclose(a ** 2, b ** 2, rtol=1e-5, atol=1e-12)
+
+
+def test_label_draws_estimate_agrees_with_one_draw_per_forward(breast):
+    """Same expectation: k label draws per forward pass give an embedding as close to the
+    one-draw-per-forward one as two seeds of the latter are to each other (up to noise)."""
+    m = Task2Vec()
+    opts = {"task2vec_fisher_samples": 512}
+    k1 = m.represent(breast, _ctx(task2vec_label_draws=1, **opts)).arrays["hessian"]
+    k4 = m.represent(breast, _ctx(task2vec_label_draws=4, **opts)).arrays["hessian"]
+    k1b = m.represent(breast, dsim.Context(seed=1, device="cpu", options={**FAST, "task2vec_label_draws": 1,
+                                                                         **opts})).arrays["hessian"]
+    from scipy.stats import spearmanr
+
+    assert spearmanr(k1, k4).correlation > 0.95
+    assert symmetric_distance(k1, k4) < 3 * symmetric_distance(k1, k1b) + 1e-3
+    with pytest.raises(dsim.DsimError, match="task2vec_label_draws"):
+        m.represent(breast, _ctx(task2vec_label_draws=0))
+
+
+def test_threads_option_is_restored_and_changes_nothing(breast, breast_rep):
+    import torch
+
+    before = torch.get_num_threads()
+    rep = Task2Vec().represent(breast, _ctx(task2vec_threads=1))
+    assert torch.get_num_threads() == before
+    assert np.allclose(rep.arrays["hessian"], breast_rep.arrays["hessian"], rtol=1e-3, atol=1e-12)
+
+
+def test_run_time_estimate_is_reported_and_sane(tmp_path):
+    """dsim.measure asks task2vec for an estimate before the work and hands it to the progress
+    callback's ``estimate``; it is within a sane factor of the real time (not a speed test)."""
+    import time
+
+    calls = []
+
+    class Prog:
+        def __call__(self, *a):
+            pass
+
+        def estimate(self, measure, seconds, n_sources):
+            calls.append((measure, seconds, n_sources))
+
+    src, tgt = str(data_file("breastmnist.npz")), str(data_file("pneumoniamnist.npz"))
+    t0 = time.perf_counter()
+    out = dsim.measure(src, tgt, "task2vec", max_samples=96, device="cpu", progress=Prog(),
+                       options={**FAST, "task2vec_fisher_samples": 256}, cache=dsim.Cache(tmp_path))
+    real = out["timings"]["measure_s"]
+    assert time.perf_counter() - t0 >= real
+    assert len(calls) == 1 and calls[0][0] == "task2vec" and calls[0][2] == 1
+    assert real / 10 < calls[0][1] < real * 10
+    # everything cached now: nothing to estimate, nothing reported
+    dsim.measure(src, tgt, "task2vec", max_samples=96, device="cpu", progress=Prog(),
+                 options={**FAST, "task2vec_fisher_samples": 256}, cache=dsim.Cache(tmp_path))
+    assert len(calls) == 1
+    # no estimate method on the callback: nothing is asked, nothing fails
+    dsim.measure(src, tgt, "task2vec", max_samples=96, device="cpu", progress=lambda *a: None,
+                 options={**FAST, "task2vec_fisher_samples": 256}, cache=dsim.Cache(tmp_path))
+
+
+def test_cli_prints_the_estimate_line_only_for_long_work(capsys):
+    from dsim.cli._util import Progress, format_duration
+
+    p = Progress(enabled=True)
+    p.estimate("task2vec", 5.0, 6)
+    p.estimate("task2vec", 185.0, 6)
+    err = capsys.readouterr()
+    assert err.out == "" and err.err == "task2vec: about 3 min for 6 sources (estimate)\n"
+    Progress(enabled=False).estimate("task2vec", 500.0, 2)  # --json / --csv: quiet
+    assert capsys.readouterr().err == ""
+    assert format_duration(40) == "40 s" and format_duration(2 * 3600) == "2.0 h"

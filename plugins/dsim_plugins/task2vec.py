@@ -15,6 +15,11 @@ filters, estimated the way awslabs/aws-cv-task2vec's ``montecarlo`` method does:
    ``y ~ softmax(f(x))``, and the squared gradient of the batch-mean cross-entropy w.r.t. every
    conv/BN weight is accumulated, then averaged over batches (exactly the reference's
    ``p.grad2_acc += p.grad ** 2``; it is the squared *batch* gradient, not a per-sample one).
+   One forward pass serves ``task2vec_label_draws`` (4) consecutive draw-batches: as many
+   independent label draws on the same drawn inputs, one backward pass each (graph retained).
+   Each term is still a squared batch gradient with labels from the model, so the expectation
+   is the reference's; the number of draw-batches is unchanged (``fisher_samples // 64``), only
+   the inputs are shared (``task2vec_label_draws=1``: the reference's loop).
 4. *Embedding*: for every module with a ``weight`` after layer ``skip_layers`` (convolutions and
    batch norms, not the classifier), the Fisher averaged over each filter, concatenated in
    module order (the reference's ``extract_embedding``).
@@ -23,7 +28,9 @@ Batch norm runs in *train* mode (batch statistics) throughout, as in the referen
 ``model.train()``); running statistics are not updated. With ``task2vec_bn="eval"`` the stored
 statistics are used instead (meaningful for ImageNet probes).
 
-Differences from the reference, all about speed, none about the numbers: images are
+Differences from the reference, all about speed, none about the expected numbers: shared
+forward passes for several label draws (above), ``task2vec_threads`` (torch threads for the
+embedding; 0 = unchanged), images are
 preprocessed in batches (no per-sample transforms or DataLoader workers), the caching pass runs
 without autograd, and only the gradients of the embedded weights are requested
 (``torch.autograd.grad``), not the classifier's. Labels are canonicalised (renumbered by first
@@ -78,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "task2vec_subset_fraction": 0.01,
     "task2vec_subset_min": 100,
     "task2vec_pairs": 5,
+    "task2vec_label_draws": 4,
+    "task2vec_threads": 0,
 }
 
 
@@ -181,8 +190,23 @@ def task2vec_embedding(images: np.ndarray, labels: np.ndarray, model, *, opts: d
 
     ``model`` is a probe whose classifier has one output per class in ``labels`` (it is
     re-fitted here). Returns ``{"hessian": (D,) float64, "names": [...], "sizes": [...],
-    "train_error": float}``.
+    "train_error": float}``. ``opts["task2vec_threads"] > 0`` runs it with that many torch
+    threads (restored afterwards); 0 leaves torch's setting.
     """
+    import torch
+
+    threads = int({**DEFAULTS, **opts}["task2vec_threads"] or 0)
+    if threads <= 0:
+        return _embedding(images, labels, model, opts=opts, seed=seed, device=device, progress=progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _embedding(images, labels, model, opts=opts, seed=seed, device=device, progress=progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
@@ -231,6 +255,9 @@ def task2vec_embedding(images: np.ndarray, labels: np.ndarray, model, *, opts: d
     w = 1.0 / counts[labels] / k
     weights = torch.as_tensor(w / w.sum(), dtype=torch.double)
     n_batches = n_draws // bs  # drop_last
+    label_draws = int(opts["task2vec_label_draws"])
+    if label_draws < 1:
+        raise Task2VecError(f"task2vec_label_draws={label_draws}: use 1 or more")
 
     def draws():
         return torch.multinomial(weights, n_batches * bs, replacement=True, generator=gen).view(n_batches, bs)
@@ -257,24 +284,34 @@ def task2vec_embedding(images: np.ndarray, labels: np.ndarray, model, *, opts: d
     for p in clf.parameters():
         p.requires_grad_(False)
 
-    # 3. Monte-Carlo Fisher of the weights after layer ``skip``
+    # 3. Monte-Carlo Fisher of the weights after layer ``skip``: ``n_batches`` draw-batches of
+    # 64 labels; each forward pass of a drawn batch of inputs serves ``label_draws`` independent
+    # label draws (one backward pass each, the graph kept between them). Every draw-batch is
+    # still the reference's squared batch gradient, so the expectation is unchanged; only the
+    # inputs are shared by ``label_draws`` consecutive draw-batches.
     params = probe.weights
     for p in params:
         p.requires_grad_(True)
     acc = [torch.zeros_like(p) for p in params]  # float32, as the reference
     order = draws()
+    done = 0
     for i, b in enumerate(order):
+        if done >= n_batches:
+            break
+        kk = min(label_draws, n_batches - done)
         x = cached_t[b.to(device)] if skip else inputs(b.numpy())
         out = probe.forward_from(x, skip)
         with torch.no_grad():
             probs = F.softmax(out.float(), dim=-1).cpu()
-            y = torch.multinomial(probs, 1, generator=gen).view(-1).to(device)
-        loss = F.cross_entropy(out, y)
-        grads = torch.autograd.grad(loss, params)
-        for a, g in zip(acc, grads):
-            a.addcmul_(g, g)
-        if i % 10 == 0 or i == n_batches - 1:
-            progress("task2vec: fisher", i + 1, n_batches)
+            ys = torch.multinomial(probs, kk, replacement=True, generator=gen).T.contiguous().to(device)
+        for d in range(kk):
+            loss = F.cross_entropy(out, ys[d])
+            grads = torch.autograd.grad(loss, params, retain_graph=d < kk - 1)
+            for a, g in zip(acc, grads):
+                a.addcmul_(g, g)
+        done += kk
+        progress("task2vec: fisher", done, n_batches)
+    del out, loss, grads
     for p in params:
         p.requires_grad_(False)
     hess, sizes = [], []
@@ -316,14 +353,14 @@ class Task2Vec(dsim.Measure):
         cfg = {k: o[k] for k in ("probe", "image_size", "task2vec_skip_layers",
                                  "task2vec_fisher_samples", "task2vec_batch_size", "task2vec_epochs",
                                  "task2vec_lr", "task2vec_weight_decay", "task2vec_bn",
-                                 "task2vec_protocol")}
+                                 "task2vec_protocol", "task2vec_label_draws")}
         if o["task2vec_protocol"] == "cats-scans":
             cfg.update({k: o[k] for k in ("task2vec_subsets", "task2vec_subset_fraction",
                                           "task2vec_subset_min")})
         cfg["max_samples"] = ctx.option("max_samples")
         cfg["seed"] = ctx.seed
         cfg["method"] = "montecarlo"
-        cfg["version"] = 1
+        cfg["version"] = 2
         return cfg
 
     def fingerprints(self, ctx):
@@ -336,6 +373,83 @@ class Task2Vec(dsim.Measure):
         if key not in cache:
             cache[key] = self._probe(ctx, 2).dsim_weights_id
         return cache[key]
+
+    def estimate_seconds(self, n_source_images, n_target_images, ctx) -> float | None:
+        """Seconds to represent the sources (and the target), from a calibration: one forward
+        pass of the probe's body on a batch and one Fisher step (forward + ``label_draws``
+        backward passes) timed once per configuration, scaled by the batches each dataset
+        needs (the core leaves out datasets whose representation is cached; 0 images = none)."""
+        import torch
+
+        o = _opts(ctx)
+        bs, size, skip = int(o["task2vec_batch_size"]), int(o["image_size"]), int(o["task2vec_skip_layers"])
+        kd = max(1, int(o["task2vec_label_draws"]))
+        n_batches = max(1, int(o["task2vec_fisher_samples"]) // bs)
+        key = (o["probe"], str(o["probe_weights"]), size, skip, bs, kd, str(ctx.torch_device()),
+               int(o["task2vec_threads"] or 0), torch.get_num_threads())
+        cal = self.__dict__.setdefault("_calibration", {})
+        if key not in cal:
+            try:
+                cal[key] = self._calibrate(ctx, o, bs, size, skip, kd)
+            except Exception:  # an estimate must never stop the work
+                return None
+        t_body, t_step = cal[key]
+        n_fwd = math.ceil(n_batches / kd)
+
+        def one(n):
+            if o["task2vec_protocol"] == "cats-scans":
+                m = min(n, max(int(o["task2vec_subset_min"]), math.ceil(float(o["task2vec_subset_fraction"]) * n)))
+                return int(o["task2vec_subsets"]) * (math.ceil(m / bs) * t_body + n_fwd * t_step)
+            return math.ceil(n / bs) * t_body + n_fwd * t_step
+
+        cap = ctx.option("max_samples")
+        sizes = [min(int(n), int(cap)) if cap else int(n) for n in list(n_source_images) + [n_target_images]
+                 if n]
+        return float(sum(one(n) for n in sizes)) if sizes else None
+
+    def _calibrate(self, ctx, o, bs, size, skip, kd):
+        import time
+
+        import torch
+        import torch.nn.functional as F
+
+        threads = int(o["task2vec_threads"] or 0)
+        before = torch.get_num_threads()
+        if threads > 0:
+            torch.set_num_threads(threads)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                device = ctx.torch_device()
+                model = self._probe(ctx, 2).to(device)
+                probe = _Probe(model, skip)
+                _set_bn(model, str(o["task2vec_bn"]))
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                x = torch.randn(bs, 3, size, size, device=device)
+                with torch.inference_mode():
+                    probe.forward_from(x, 0, len(probe.layers) - 1)  # warm-up
+                    t0 = time.perf_counter()
+                    h = probe.forward_from(x, 0, skip) if skip else x
+                    probe.forward_from(h, skip, len(probe.layers) - 1)
+                    t_body = time.perf_counter() - t0
+                h = h.clone()
+                for p in probe.weights:
+                    p.requires_grad_(True)
+
+                def step(k):
+                    out = probe.forward_from(h, skip)
+                    y = torch.zeros(bs, dtype=torch.long, device=device)
+                    for d in range(k):
+                        torch.autograd.grad(F.cross_entropy(out, y), probe.weights, retain_graph=d < k - 1)
+
+                step(1)  # warm-up
+                t0 = time.perf_counter()
+                step(kd)
+                t_step = time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(before)
+        return t_body, t_step
 
     def _probe(self, ctx, num_classes: int):
         o = _opts(ctx)

@@ -248,6 +248,9 @@ def rank(
             skipped.append({"measure": m.name, "reason": f"target {tcard.name!r}: {why_t}"})
             continue
         measure_failed = None
+        if m.needs == "images":
+            _report_estimate(m, ctx, [c for c in todo if _applicable(m, c) is None and data_missing(c) is None],
+                             images_of, target_data)
         for i, c in enumerate(todo):
             ctx.progress(f"{m.name}: {c.name}", i, len(todo))
             why = _applicable(m, c)
@@ -358,6 +361,43 @@ def _predictor(predictor: str | Predictor | None) -> tuple[Predictor, str | None
     return fitted, note
 
 
+def _report_estimate(m, ctx: Context, cards, images_of, target_data) -> None:
+    """Ask an image measure how long its sources will take (``Measure.estimate_seconds``) and hand
+    the answer to ``ctx.progress.estimate(measure, seconds, n_sources)`` when the progress
+    callback has that method (the CLI's does). Sources (and a target) whose representation is
+    already cached are left out. Never fails the work."""
+    report = getattr(ctx.progress, "estimate", None)
+    est = getattr(m, "estimate_seconds", None)
+    if report is None or est is None or not cards or target_data is None:
+        return
+    from .measures import representation_key
+
+    def cached(data) -> bool:  # already represented: costs nothing
+        if ctx.cache is None:
+            return False
+        try:
+            return ctx.cache.get(m.name, representation_key(m, data, ctx)) is not None
+        except Exception:
+            return False
+
+    try:
+        sizes = []
+        for c in cards:
+            try:
+                data = images_of(c)
+            except Exception:  # unreadable: reported when its turn comes
+                continue
+            if not cached(data):
+                sizes.append(len(data))
+        if not sizes:
+            return
+        seconds = est(sizes, 0 if cached(target_data) else len(target_data), ctx)
+    except Exception:
+        return
+    if seconds is not None:
+        report(m.name, float(seconds), len(sizes))
+
+
 def measure(
     source: str | DatasetCard,
     target: str | DatasetCard,
@@ -390,6 +430,8 @@ def measure(
         s_obj = load_dataset(s, max_samples=max_samples, seed=seed) if m.needs == "images" else s
         t_obj = load_dataset(t, max_samples=max_samples, seed=seed)
     timings["load_s"] = time.perf_counter() - t0
+    if m.needs == "images":
+        _report_estimate(m, ctx, [s], lambda card: s_obj, t_obj)
     t1 = time.perf_counter()
     value = m.pair(s_obj, t_obj, ctx)
     timings["measure_s"] = time.perf_counter() - t1

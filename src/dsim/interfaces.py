@@ -194,6 +194,16 @@ class Measure:
         """Optional break-down of the value (e.g. which expert features differ)."""
         return {}
 
+    def estimate_seconds(
+        self, n_source_images: Sequence[int], n_target_images: int, ctx: Context
+    ) -> float | None:
+        """Optional: about how many seconds representing these sources (one image count each)
+        and the target will take, computed cheaply (a cost model or a short calibration) before
+        the work starts. ``dsim.rank``/``dsim.measure`` hand it to the progress callback's
+        ``estimate(measure, seconds, n_sources)`` when it has one (the CLI prints one line when
+        it exceeds ~10 s). None (the default): no estimate."""
+        return None
+
     def pair(self, source: Any, target: Any, ctx: Context) -> float:
         """Value for one pair. The default represents both (through the cache) and compares."""
         from .measures import representation_of

@@ -25,8 +25,10 @@ class Progress:
     """``progress(description, done, total)`` callback drawing a rich progress bar on stderr,
     shown only once work has gone on for ``delay`` seconds (quick commands stay quiet)."""
 
-    def __init__(self, enabled: bool = True, delay: float = 1.0):
+    def __init__(self, enabled: bool = True, delay: float = 1.0, min_seconds: float = 10.0):
         self.enabled = enabled and sys.stderr.isatty()
+        self.enabled_estimates = enabled  # a plain line: also when stderr is not a terminal
+        self.min_seconds = min_seconds
         self.delay = delay
         self.start = time.monotonic()
         self._progress = None
@@ -47,6 +49,15 @@ class Progress:
             self._task = self._progress.add_task(description, total=total)
         self._progress.update(self._task, description=description, completed=done, total=total)
 
+    def estimate(self, measure: str, seconds: float, n_sources: int) -> None:
+        """One line on stderr before long work: ``task2vec: about 3 min for 6 sources
+        (estimate)``; nothing under ``min_seconds`` or when disabled (``--json``, ``--csv``)."""
+        if not self.enabled_estimates or seconds < self.min_seconds:
+            return
+        sys.stderr.write(f"{measure}: about {format_duration(seconds)} for {n_sources} "
+                         f"source{'s' if n_sources != 1 else ''} (estimate)\n")
+        sys.stderr.flush()
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -56,6 +67,15 @@ class Progress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def format_duration(seconds: float) -> str:
+    """``40 s``, ``3 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def split_list(value: str | None) -> list[str] | None:
