@@ -19,8 +19,6 @@ import dsim
 
 def medical_sources(exclude: str = "") -> list[str]:
     """Every registered medical dataset whose images are here, except ``exclude`` and its family."""
-    from dsim.data import data_missing
-
     reg = dsim.get_registry()
     ex = {exclude}
     if exclude in reg:
@@ -28,7 +26,7 @@ def medical_sources(exclude: str = "") -> list[str]:
         ex |= {c.name, c.derived_from or ""}
         ex |= {x.name for x in reg if x.derived_from == c.name}
     return sorted(c.name for c in reg if c.origin == "medical" and c.name not in ex and c.loader
-                  and data_missing(c) is None)
+                  and dsim.data_missing(c) is None)
 
 
 class DomainSource(dsim.Strategy):

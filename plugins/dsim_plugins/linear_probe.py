@@ -31,15 +31,14 @@ def _features(spec, data, ctx):
 
 
 def _metrics(spec, data, scores):
-    from dsim.training import classification_metrics, is_ordinal
-
+    
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:  # binary decision values
         scores = np.stack([-scores, scores], axis=1)
     e = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs = e / e.sum(axis=1, keepdims=True)
-    ordinal = bool(spec.hyperparameters.get("ordinal", is_ordinal(data.train.class_names)))
-    return classification_metrics(data.test.labels, probs, ordinal=ordinal)
+    ordinal = bool(spec.hyperparameters.get("ordinal", dsim.is_ordinal(data.train.class_names)))
+    return dsim.classification_metrics(data.test.labels, probs, ordinal=ordinal)
 
 
 def _full_probs(clf, x, k):
@@ -70,10 +69,9 @@ class LinearProbe(dsim.Strategy):
         clf.fit(x, y)
         k = data.train.num_classes
         probs = _full_probs(clf, fte, k)
-        from dsim.training import classification_metrics, is_ordinal
-
-        return classification_metrics(data.test.labels, probs,
-                                      ordinal=bool(spec.hyperparameters.get("ordinal", is_ordinal(data.train.class_names))))
+        
+        return dsim.classification_metrics(data.test.labels, probs,
+                                      ordinal=bool(spec.hyperparameters.get("ordinal", dsim.is_ordinal(data.train.class_names))))
 
 
 class LinearSVM(dsim.Strategy):

@@ -36,7 +36,6 @@ from collections import defaultdict
 import numpy as np
 
 import dsim
-from dsim_plugins.rank_aggregation import measured_transferability, target_baseline
 
 IMAGENET_NAMES = {"imagenet", "ilsvrc2012", "in1k", "imagenet-1k"}
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -109,7 +108,7 @@ def _groups(results, values, cards):
     groups = []
     for setup, rs in sorted(by_setup.items()):
         for target in sorted({r.target for r in rs}):
-            measured = measured_transferability(rs, target)
+            measured = dsim.measured_transferability(rs, target)
             if len(measured) < 2:
                 continue
             tcard = cards.get(target) or dsim.DatasetCard(name=target)
@@ -133,7 +132,7 @@ def assemble(predictor, target, candidates, history, scores, *, uncertainty=None
     used as they are when ``calibrated`` (already in T %); otherwise they are put on the T scale
     by a least-squares line through the measured sources (two or more, with distinct scores) or
     left unitless."""
-    measured = measured_transferability(history, target.name) if history else {}
+    measured = dsim.measured_transferability(history, target.name) if history else {}
     uncertainty = uncertainty or {}
     contributions = contributions or {}
     notes = list(notes)
@@ -169,7 +168,7 @@ def assemble(predictor, target, candidates, history, scores, *, uncertainty=None
     return dsim.Ranking(
         target=target.name, rows=rows, predictor=predictor.name, measures=tuple(sorted(measures)),
         score_unit="transferability %" if on_t else "baseline score (higher is better)",
-        notes=tuple(notes), target_auc=target_baseline(history or [], target.name),
+        notes=tuple(notes), target_auc=dsim.target_baseline(history or [], target.name),
     )
 
 
@@ -362,7 +361,7 @@ class MetaRanker(dsim.Predictor):
         member_s = Z @ W.T  # (n, members)
         a = st["slope"]
         notes = []
-        measured = measured_transferability(history, target.name) if history else {}
+        measured = dsim.measured_transferability(history, target.name) if history else {}
         known = [i for i, n in enumerate(names) if n in measured]
         b = st["intercept"]
         if a > 0 and known:

@@ -59,8 +59,7 @@ class Radiomics(dsim.Strategy):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        from dsim.training import classification_metrics, is_ordinal
-
+        
         x = radiomics_features(np.concatenate([data.train.images, data.val.images]))
         y = np.concatenate([data.train.labels, data.val.labels])
         counts = np.bincount(y)
@@ -72,8 +71,8 @@ class Radiomics(dsim.Strategy):
         p = clf.predict_proba(radiomics_features(data.test.images))
         probs = np.zeros((len(p), data.train.num_classes))
         probs[:, clf.classes_] = p
-        ordinal = bool(spec.hyperparameters.get("ordinal", is_ordinal(data.train.class_names)))
-        return classification_metrics(data.test.labels, probs, ordinal=ordinal)
+        ordinal = bool(spec.hyperparameters.get("ordinal", dsim.is_ordinal(data.train.class_names)))
+        return dsim.classification_metrics(data.test.labels, probs, ordinal=ordinal)
 
 
 @dsim.hookimpl

@@ -32,39 +32,6 @@ def normalised_ranks(values: dict[str, float], kind: str) -> dict[str, float]:
     return dict(zip(names, (r - 1) / (len(names) - 1)))
 
 
-def measured_transferability(history, target: str) -> dict[str, tuple[float, float, float, int]]:
-    """source -> (mean T, std T over folds, mean AUC, n folds), per setup, averaged over setups."""
-    by_setup = defaultdict(lambda: defaultdict(dict))
-    for r in history:
-        if r.target == target:
-            by_setup[r.setup][r.source][r.fold] = r.auc
-    per_source = defaultdict(list)
-    for setup, table in by_setup.items():
-        base = table.get(target)
-        if not base:
-            continue
-        base_mean = float(np.mean(list(base.values())))
-        for source, folds in table.items():
-            if source == target:
-                continue
-            ts = [
-                dsim.transferability(auc, base.get(f, base_mean)) for f, auc in sorted(folds.items())
-            ]
-            per_source[source].append((ts, list(folds.values())))
-    out = {}
-    for source, groups in per_source.items():
-        ts = [t for g in groups for t in g[0]]
-        aucs = [a for g in groups for a in g[1]]
-        out[source] = (float(np.mean(ts)), float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
-                       float(np.mean(aucs)), len(ts))
-    return out
-
-
-def target_baseline(history, target: str) -> float | None:
-    aucs = [r.auc for r in history if r.target == target and r.source == target]
-    return float(np.mean(aucs)) if aucs else None
-
-
 class RankAggregation(dsim.Predictor):
     name = "rank-aggregation"
     description = "mean normalised rank over the measures (Borda); measured results where they exist"
@@ -88,7 +55,7 @@ class RankAggregation(dsim.Predictor):
 
     def rank(self, target, candidates, history, measure_kinds):
         agg, nranks = self.aggregate(candidates, measure_kinds)
-        measured = measured_transferability(history, target.name) if self.use_measured else {}
+        measured = dsim.measured_transferability(history, target.name) if self.use_measured else {}
         names = [c.source.name for c in candidates]
         fit_x = [agg[n] for n in names if n in measured and n in agg]
         fit_y = [measured[n][0] for n in names if n in measured and n in agg]
@@ -130,7 +97,7 @@ class RankAggregation(dsim.Predictor):
             target=target.name, rows=rows, predictor=self.name,
             measures=tuple(sorted(nranks)),
             score_unit="transferability %" if on_t_scale else "aggregate rank score (0-1, higher is better)",
-            notes=tuple(notes), target_auc=target_baseline(history, target.name),
+            notes=tuple(notes), target_auc=dsim.target_baseline(history, target.name),
         )
 
 

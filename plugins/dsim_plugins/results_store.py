@@ -15,10 +15,8 @@ import dsim
 
 @dsim.hookimpl
 def dsim_known_results():
-    from dsim.store import ResultsStore, default_store_path
-
-    path = default_store_path()
+    path = dsim.default_store_path()
     if not path.exists():
         return []
-    with ResultsStore(path) as store:
+    with dsim.ResultsStore(path) as store:
         return store.transfer_results(include_imported=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 
-__all__ = ["transferability", "auc_weighted_ovr"]
+__all__ = ["transferability", "auc_weighted_ovr", "measured_transferability", "target_baseline"]
 
 
 def transferability(auc_source_to_target: float, auc_target_only: float) -> float:
@@ -31,3 +33,37 @@ def auc_weighted_ovr(labels: np.ndarray, scores: np.ndarray) -> float:
             return float(roc_auc_score(labels == present[1], probs[:, 1]))
         return float(roc_auc_score(labels, probs, average="weighted", multi_class="ovr", labels=present))
     return float(roc_auc_score(labels, scores, average="weighted", multi_class="ovr"))
+
+
+def measured_transferability(history, target: str) -> dict[str, tuple[float, float, float, int]]:
+    """source -> (mean T, std T over folds, mean AUC, n folds), per setup, averaged over setups."""
+    by_setup = defaultdict(lambda: defaultdict(dict))
+    for r in history:
+        if r.target == target:
+            by_setup[r.setup][r.source][r.fold] = r.auc
+    per_source = defaultdict(list)
+    for setup, table in by_setup.items():
+        base = table.get(target)
+        if not base:
+            continue
+        base_mean = float(np.mean(list(base.values())))
+        for source, folds in table.items():
+            if source == target:
+                continue
+            ts = [
+                transferability(auc, base.get(f, base_mean)) for f, auc in sorted(folds.items())
+            ]
+            per_source[source].append((ts, list(folds.values())))
+    out = {}
+    for source, groups in per_source.items():
+        ts = [t for g in groups for t in g[0]]
+        aucs = [a for g in groups for a in g[1]]
+        out[source] = (float(np.mean(ts)), float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
+                       float(np.mean(aucs)), len(ts))
+    return out
+
+
+def target_baseline(history, target: str) -> float | None:
+    """Mean AUC(T) of the target-only baseline rows (``source == target``), or None."""
+    aucs = [r.auc for r in history if r.target == target and r.source == target]
+    return float(np.mean(aucs)) if aucs else None
