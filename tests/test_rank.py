@@ -203,3 +203,15 @@ def test_rank_user_folder_with_local_sources(tmp_path, fresh_plugins, shared_dat
         assert all("reason" in s for s in ranking.skipped)
     finally:
         fresh_plugins.unregister("counting")
+
+
+def test_same_images_in_another_size_are_never_candidates(shared_data):
+    """ham10000-8x8, dermamnist and isic are the same HAM10000 images: none is a source for another."""
+    reg = dsim.get_registry()
+    fam = {"isic", "dermamnist", "ham10000-8x8"}
+    assert reg.get("dermamnist").derived_from == reg.get("ham10000-8x8").derived_from == "isic"
+    ranking = dsim.rank("ham10000-8x8", measures=["expert"], max_samples=300)
+    assert ranking.sources and not fam & set(ranking.sources)
+    explicit = dsim.rank("ham10000-8x8", sources=["dermamnist", "breastmnist"], measures=["expert"], max_samples=300)
+    assert explicit.sources == ["breastmnist"]
+    assert {"source": "dermamnist", "reason": "same data as the target"} in [dict(s) for s in explicit.skipped]

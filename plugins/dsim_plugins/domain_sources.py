@@ -18,13 +18,16 @@ import dsim
 
 
 def medical_sources(exclude: str = "") -> list[str]:
-    """Every registered medical dataset whose images are here, except ``exclude`` and its family."""
+    """Every registered medical dataset whose images are here, except ``exclude`` and its family:
+    its parent, its children and its siblings (e.g. dermamnist for ham10000-8x8: both are isic)."""
     reg = dsim.get_registry()
     ex = {exclude}
     if exclude in reg:
         c = reg.get(exclude)
         ex |= {c.name, c.derived_from or ""}
         ex |= {x.name for x in reg if x.derived_from == c.name}
+        if c.derived_from:
+            ex |= {x.name for x in reg if x.derived_from == c.derived_from}
     return sorted(c.name for c in reg if c.origin == "medical" and c.name not in ex and c.loader
                   and dsim.data_missing(c) is None)
 

@@ -81,10 +81,13 @@ def create_backbone(
 
 
 def _family(card: DatasetCard) -> set[str]:
+    """The card, its parent, its children and its siblings: the same images in other sizes
+    (dermamnist and ham10000-8x8 both derive from isic), never a candidate source for each other."""
     fam = {card.name}
+    reg = get_registry()
     if card.derived_from:
         fam.add(card.derived_from)
-    reg = get_registry()
+        fam |= {c.name for c in reg if c.derived_from == card.derived_from}
     fam |= {c.name for c in reg if c.derived_from == card.name}
     return fam
 
