@@ -4,6 +4,7 @@ small network or texture features can learn them in seconds, but not trivially."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import dsim
 
@@ -27,3 +28,15 @@ def gratings(n: int, k: int = 2, seed: int = 0, name: str = "gen", noise: float 
         g = g + noise * rng.normal(size=g.shape)
         imgs[i] = np.clip((g + 2.5) / 5 * 255, 0, 255).astype(np.uint8)
     return dsim.ImageSet(name=name, images=imgs, labels=labels, class_names=tuple(f"c{j}" for j in range(k)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: on 2 shared cores it is faster than two (no spin-waiting threads).
+    Import it into a test module to apply it there (autouse, per module)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

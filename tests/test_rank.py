@@ -136,46 +136,51 @@ class CountingMeasure(dsim.Measure):
         return abs(source.meta["mean"] - target.meta["mean"])
 
 
-def test_cache_is_keyed_by_content_not_file_name(tmp_path, fresh_plugins):
+@pytest.fixture
+def counting_measure(fresh_plugins):
+    """CountingMeasure registered as an in-process plugin for one test."""
+
     class P:
         @dsim.hookimpl
         def dsim_register_measures(self):
             return [CountingMeasure()]
 
     fresh_plugins.register(P(), "counting")
-    try:
-        rng = np.random.default_rng(0)
-        imgs = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
-        labels = np.arange(40) % 2
-        a = tmp_path / "a.npz"
-        np.savez(a, images=imgs, labels=labels)
-        cache = dsim.Cache(tmp_path / "cache")
-        kw = dict(measure="counting-mean", cache=cache, max_samples=None)
-        CountingMeasure.computed = 0
-        v1 = dsim.measure(str(a), str(a), **kw)["value"]
-        assert v1 == 0.0 and CountingMeasure.computed == 1  # same content: one representation
-        # same content under another file name: a cache hit, nothing recomputed
-        b = tmp_path / "renamed_copy.npz"
-        b.write_bytes(a.read_bytes())
-        dsim.measure(str(b), str(a), **kw)
-        assert CountingMeasure.computed == 1
-        # one pixel changed: a miss, recomputed, and a different value
-        imgs2 = imgs.copy()
-        imgs2[3, 4, 4] = (int(imgs2[3, 4, 4]) + 100) % 256
-        c = tmp_path / "a_changed.npz"
-        np.savez(c, images=imgs2, labels=labels)
-        v3 = dsim.measure(str(c), str(a), **kw)["value"]
-        assert CountingMeasure.computed == 2 and v3 > 0
-        # a corrupt cache entry is a miss, not a crash
-        for f in (tmp_path / "cache").rglob("*.json"):
-            f.write_text("{broken")
-        dsim.measure(str(a), str(a), **kw)
-        assert CountingMeasure.computed == 3
-    finally:
-        fresh_plugins.unregister("counting")
+    yield CountingMeasure
+    fresh_plugins.unregister("counting")
 
 
-def test_rank_user_folder_with_local_sources(tmp_path, fresh_plugins, shared_data):
+def test_cache_is_keyed_by_content_not_file_name(tmp_path, counting_measure):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    labels = np.arange(40) % 2
+    a = tmp_path / "a.npz"
+    np.savez(a, images=imgs, labels=labels)
+    cache = dsim.Cache(tmp_path / "cache")
+    kw = dict(measure="counting-mean", cache=cache, max_samples=None)
+    CountingMeasure.computed = 0
+    v1 = dsim.measure(str(a), str(a), **kw)["value"]
+    assert v1 == 0.0 and CountingMeasure.computed == 1  # same content: one representation
+    # same content under another file name: a cache hit, nothing recomputed
+    b = tmp_path / "renamed_copy.npz"
+    b.write_bytes(a.read_bytes())
+    dsim.measure(str(b), str(a), **kw)
+    assert CountingMeasure.computed == 1
+    # one pixel changed: a miss, recomputed, and a different value
+    imgs2 = imgs.copy()
+    imgs2[3, 4, 4] = (int(imgs2[3, 4, 4]) + 100) % 256
+    c = tmp_path / "a_changed.npz"
+    np.savez(c, images=imgs2, labels=labels)
+    v3 = dsim.measure(str(c), str(a), **kw)["value"]
+    assert CountingMeasure.computed == 2 and v3 > 0
+    # a corrupt cache entry is a miss, not a crash
+    for f in (tmp_path / "cache").rglob("*.json"):
+        f.write_text("{broken")
+    dsim.measure(str(a), str(a), **kw)
+    assert CountingMeasure.computed == 3
+
+
+def test_rank_user_folder_with_local_sources(tmp_path, counting_measure, shared_data):
     """A user's own image folder is ranked against the sources whose data is here."""
     from PIL import Image
 
@@ -186,23 +191,14 @@ def test_rank_user_folder_with_local_sources(tmp_path, fresh_plugins, shared_dat
             arr = (rng.random((28, 28)) * (120 if cls == "normal" else 255)).astype(np.uint8)
             Image.fromarray(arr, mode="L").save(tmp_path / "xray" / cls / f"{i}.png")
 
-    class P:
-        @dsim.hookimpl
-        def dsim_register_measures(self):
-            return [CountingMeasure()]
-
-    fresh_plugins.register(P(), "counting")
-    try:
-        ranking = dsim.rank(str(tmp_path / "xray"), measures=["counting-mean"], max_samples=200)
-        assert ranking.target == "xray"
-        assert len(ranking.rows) >= 3
-        assert all(r.status == "predicted" for r in ranking.rows)
-        for r in ranking.rows:
-            assert "counting-mean" in r.contributions
-        # sources without local images are not silently dropped: they are listed as skipped
-        assert all("reason" in s for s in ranking.skipped)
-    finally:
-        fresh_plugins.unregister("counting")
+    ranking = dsim.rank(str(tmp_path / "xray"), measures=["counting-mean"], max_samples=200)
+    assert ranking.target == "xray"
+    assert len(ranking.rows) >= 3
+    assert all(r.status == "predicted" for r in ranking.rows)
+    for r in ranking.rows:
+        assert "counting-mean" in r.contributions
+    # sources without local images are not silently dropped: they are listed as skipped
+    assert all("reason" in s for s in ranking.skipped)
 
 
 def test_same_images_in_another_size_are_never_candidates(shared_data):

@@ -12,18 +12,8 @@ import dsim
 from dsim.interfaces import Context, FoldData
 from dsim.plugins import named
 
-from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings
+from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on 2 shared cores it is faster than two (no spin-waiting threads)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 ALL = ["finetune", "scratch", "gradual-unfreeze", "feature-extractor", "moment-init", "linear-probe",
        "linear-svm", "radiomics", "domain-ri", "all-ri"]

@@ -17,18 +17,8 @@ import pytest
 import dsim
 from dsim.store import ResultsStore
 
-from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings
+from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on 2 shared cores it is faster than two (no spin-waiting threads)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 HERE = Path(__file__).resolve().parent
 

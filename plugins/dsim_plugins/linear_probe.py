@@ -31,14 +31,12 @@ def _features(spec, data, ctx):
 
 
 def _metrics(spec, data, scores):
-    
+    """Softmax of decision values -> the fold's metrics."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:  # binary decision values
         scores = np.stack([-scores, scores], axis=1)
     e = np.exp(scores - scores.max(axis=1, keepdims=True))
-    probs = e / e.sum(axis=1, keepdims=True)
-    ordinal = bool(spec.hyperparameters.get("ordinal", dsim.is_ordinal(data.train.class_names)))
-    return dsim.classification_metrics(data.test.labels, probs, ordinal=ordinal)
+    return dsim.fold_metrics(spec, data, e / e.sum(axis=1, keepdims=True))
 
 
 def _full_probs(clf, x, k):
@@ -67,11 +65,7 @@ class LinearProbe(dsim.Strategy):
             Cs=[0.001, 0.01, 0.1, 1.0], cv=max(2, cv), class_weight="balanced", max_iter=2000,
             random_state=spec.seed))
         clf.fit(x, y)
-        k = data.train.num_classes
-        probs = _full_probs(clf, fte, k)
-        
-        return dsim.classification_metrics(data.test.labels, probs,
-                                      ordinal=bool(spec.hyperparameters.get("ordinal", dsim.is_ordinal(data.train.class_names))))
+        return dsim.fold_metrics(spec, data, _full_probs(clf, fte, data.train.num_classes))
 
 
 class LinearSVM(dsim.Strategy):

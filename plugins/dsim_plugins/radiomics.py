@@ -59,7 +59,6 @@ class Radiomics(dsim.Strategy):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        
         x = radiomics_features(np.concatenate([data.train.images, data.val.images]))
         y = np.concatenate([data.train.labels, data.val.labels])
         counts = np.bincount(y)
@@ -71,8 +70,7 @@ class Radiomics(dsim.Strategy):
         p = clf.predict_proba(radiomics_features(data.test.images))
         probs = np.zeros((len(p), data.train.num_classes))
         probs[:, clf.classes_] = p
-        ordinal = bool(spec.hyperparameters.get("ordinal", dsim.is_ordinal(data.train.class_names)))
-        return dsim.classification_metrics(data.test.labels, probs, ordinal=ordinal)
+        return dsim.fold_metrics(spec, data, probs)
 
 
 @dsim.hookimpl

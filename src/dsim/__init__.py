@@ -70,6 +70,7 @@ _EXPORTS = {
     "target_baseline": "dsim.metrics",
     "classification_metrics": "dsim.training",
     "is_ordinal": "dsim.training",
+    "fold_metrics": "dsim.training",
     "default_store_path": "dsim.store",
     "data_missing": "dsim.data",
     "to_tensor": "dsim.tensors",

@@ -42,6 +42,7 @@ __all__ = [
     "predict_proba",
     "classification_metrics",
     "is_ordinal",
+    "fold_metrics",
     "prepare",
     "train_and_evaluate",
 ]
@@ -108,6 +109,14 @@ def classification_metrics(labels, probs, *, ordinal: bool = False) -> dict[str,
         "accuracy": float(accuracy_score(labels, pred)),
         "kappa": float(cohen_kappa_score(labels, pred, weights="quadratic" if ordinal else None)),
     }
+
+
+def fold_metrics(spec, data, probs) -> dict[str, float]:
+    """:func:`classification_metrics` of a run's test fold from ``(N, k)`` class probabilities;
+    kappa is quadratic when the spec's ``ordinal`` hyper-parameter says so, else when the class
+    names look graded (:func:`is_ordinal`). Every strategy scores its fold through this."""
+    ordinal = bool(spec.hyperparameters.get("ordinal", is_ordinal(data.train.class_names)))
+    return classification_metrics(data.test.labels, probs, ordinal=ordinal)
 
 
 # ------------------------------------------------------------------------------------ models
@@ -460,8 +469,7 @@ def train_and_evaluate(spec, data, ctx, *, weights: str, mode: str = "all", sche
     res = fit(model, data.train, data.val, cfg, seed=spec.seed * 100 + spec.fold, device=ctx.torch_device(),
               label=label, groups=groups, lr_mults=lr_mults, unfreeze_at=unfreeze, progress=ctx.progress)
     probs = predict_proba(model, data.test, cfg, device=ctx.torch_device())
-    ordinal = bool(hp.get("ordinal", is_ordinal(data.train.class_names)))
-    out: dict[str, Any] = classification_metrics(data.test.labels, probs, ordinal=ordinal)
+    out: dict[str, Any] = fold_metrics(spec, data, probs)
     out.update({"epochs": res.epochs_run, "best_epoch": res.best_epoch, "batch_size": res.batch_size,
                 "fit_s": res.seconds})
     if res.notes:
