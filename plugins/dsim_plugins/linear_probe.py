@@ -53,6 +53,8 @@ class LinearProbe(dsim.Strategy):
     uses_source = True
 
     def run(self, spec, data, ctx):
+        from inspect import signature
+
         from sklearn.linear_model import LogisticRegressionCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -61,9 +63,14 @@ class LinearProbe(dsim.Strategy):
         x = np.concatenate([ftr, fva])
         y = np.concatenate([data.train.labels, data.val.labels])
         cv = int(min(3, np.bincount(y)[np.bincount(y) > 0].min()))
+        # L2 and accuracy as CV score, spelled out so that scikit-learn 1.10's new defaults
+        # cannot move the results (and its FutureWarnings stay quiet)
+        kw = {"l1_ratios": (0.0,), "scoring": "accuracy"}
+        if "use_legacy_attributes" in signature(LogisticRegressionCV).parameters:
+            kw["use_legacy_attributes"] = False
         clf = make_pipeline(StandardScaler(), LogisticRegressionCV(
             Cs=[0.001, 0.01, 0.1, 1.0], cv=max(2, cv), class_weight="balanced", max_iter=2000,
-            random_state=spec.seed))
+            random_state=spec.seed, **kw))
         clf.fit(x, y)
         return dsim.fold_metrics(spec, data, _full_probs(clf, fte, data.train.num_classes))
 

@@ -55,6 +55,8 @@ class Radiomics(dsim.Strategy):
     uses_source = False
 
     def run(self, spec, data, ctx):
+        from inspect import signature
+
         from sklearn.linear_model import LogisticRegressionCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -63,9 +65,12 @@ class Radiomics(dsim.Strategy):
         y = np.concatenate([data.train.labels, data.val.labels])
         counts = np.bincount(y)
         cv = int(max(2, min(3, counts[counts > 0].min())))
+        kw = {"scoring": "accuracy"}  # spelled out: scikit-learn 1.10 changes the default
+        if "use_legacy_attributes" in signature(LogisticRegressionCV).parameters:
+            kw["use_legacy_attributes"] = False
         clf = make_pipeline(StandardScaler(), LogisticRegressionCV(
             Cs=[0.01, 0.1, 1.0, 10.0], cv=cv, l1_ratios=[1.0], solver="saga", class_weight="balanced",
-            max_iter=3000, random_state=spec.seed))
+            max_iter=3000, random_state=spec.seed, **kw))
         clf.fit(x, y)
         p = clf.predict_proba(radiomics_features(data.test.images))
         probs = np.zeros((len(p), data.train.num_classes))
