@@ -59,6 +59,11 @@ def test_covariance_factors_reproduce_the_unbiased_covariance():
         X = rng.normal(size=(n, d))
         L = cov_factor(X)
         np.testing.assert_allclose(L @ L.T, np.cov(X, rowvar=False), atol=1e-10)
+    X = rng.normal(size=(40, 6))
+    X[:, 2] = 0.5  # a constant pixel: no variance there, so the factor loses that direction
+    L = cov_factor(X)
+    assert L.shape == (6, 5)
+    np.testing.assert_allclose(L @ L.T, np.cov(X, rowvar=False), atol=1e-10)
     X = rng.normal(size=(30, 4))
     y = np.repeat([0, 1, 2], 10)
     st = class_stats(X, y)

@@ -33,8 +33,9 @@ Options (``ctx.option``):
 
 The per-dataset representation (cached) holds the features, the canonical labels and, for the
 Gaussian inner cost, per-class means and covariance *factors* ``L`` with ``L L^T = Sigma``
-(the centred samples / sqrt(n - 1) when a class has fewer samples than dimensions, else the
-symmetric square root). With them the Bures term needs no matrix square root per pair:
+(the centred samples / sqrt(n - 1) when a class has fewer samples than dimensions, else
+``V sqrt(w)`` from the eigendecomposition of ``Sigma`` without its zero-variance directions).
+With them the Bures term needs no matrix square root per pair:
 ``tr((S^1/2 S' S^1/2)^1/2) = ||L^T L'||_*`` (nuclear norm), so
 ``W_2^2 = |mu - mu'|^2 + |L|_F^2 + |L'|_F^2 - 2 ||L^T L'||_*``, batched over all class pairs.
 """
@@ -101,9 +102,12 @@ def cov_factor(Xc: np.ndarray) -> np.ndarray:
     Z = (X - X.mean(0)) / np.sqrt(max(n - 1, 1))
     if n <= d:
         return Z.T.copy()
-    S = Z.T @ Z
-    w, V = np.linalg.eigh(S)
-    return (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
+    w, V = np.linalg.eigh(Z.T @ Z)
+    # Any factor with L L^T = S gives the same Bures term (||L^T L'||_* depends only on S and S'),
+    # so V sqrt(w) is enough; directions of zero variance (constant pixels) add nothing and are
+    # dropped, which makes the per-pair SVDs smaller.
+    keep = w > max(float(w[-1]), 0.0) * 1e-12
+    return V[:, keep] * np.sqrt(w[keep])
 
 
 def gaussian_w2(mu1, L1, mu2, L2) -> np.ndarray:
