@@ -68,7 +68,7 @@ def _spearman(a, b) -> float:
 
 
 def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[str], threads: int = 0,
-                     label_draws: int | None = None) -> list[str]:
+                     label_draws: int | None = None, precision: str | None = None) -> list[str]:
     import torch
 
     if threads:
@@ -76,7 +76,8 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
     import torchvision.models.resnet as tvr
 
     import dsim
-    from dsim_plugins.task2vec import DEFAULTS, canonical_labels, symmetric_distance, task2vec_embedding
+    from dsim_plugins.task2vec import (DEFAULTS, canonical_labels, resolve_precision, symmetric_distance,
+                                       task2vec_embedding)
 
     sys.path.insert(0, ref_dir)
     import models as ref_models  # noqa: E402  (aws-cv-task2vec)
@@ -85,10 +86,13 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
     opts = {**DEFAULTS, "image_size": size, "task2vec_fisher_samples": draws, "task2vec_skip_layers": 6}
     if label_draws is not None:
         opts["task2vec_label_draws"] = label_draws
+    if precision:
+        opts["task2vec_precision"] = precision
     out = [f"Task2Vec, {len(names)} tasks x {n} images, resnet18 seeded random init (identical "
            f"weights in both), {size} px, skip_layers=6, {draws} Monte-Carlo draws, batch 64, "
            "classifier Adam 10 epochs lr 4e-4 wd 1e-4, BN in train mode (the reference's "
            "behaviour), dsim label draws per forward pass = " + str(opts["task2vec_label_draws"]) +
+           ", dsim precision = " + resolve_precision(opts["task2vec_precision"], "cpu") + " (reference: fp32)"
            ", torch threads = " + str(torch.get_num_threads()) + " (both)", ""]
     ours, refs, refs2 = [], [], []
     t_ours = t_ref = t_ref_tensor = 0.0
@@ -261,6 +265,74 @@ def compare_otdd(ref_dir: str, deps: str, n: int, size: int, names: list[str], e
 
 
 # ----------------------------------------------------------------------------------------------
+# OTDD: Gaussian vs exact label costs as N grows
+# ----------------------------------------------------------------------------------------------
+
+def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
+    """Time of the stage the Gaussian approximation replaces (label-to-label costs), Gaussian vs
+    exact, for N images per data set (pneumoniamnist target, mnist-test source, 28x28 pixels), in
+    one process; then the rank agreement of the two OTDD variants over ``s_rank`` sources."""
+    import torch
+
+    from dsim_plugins import otdd as O
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)  # warm POT and LAPACK up so that the first cell is not charged for it
+    O.exact_label_costs(rng.random((20, 4)), np.arange(20) % 2, rng.random((20, 4)), np.arange(20) % 2)
+    O.gaussian_w2(*[rng.random((2, 4)), [rng.random((4, 2))] * 2] * 2)
+
+    def feats(d):
+        X = d.images.reshape(len(d), -1).astype(np.float64) / 255.0
+        return X, np.unique(d.labels, return_inverse=True)[1]
+
+    out = ["| N | Gaussian: class statistics (per data set, cached) s | Gaussian: label costs per pair s | "
+           "Gaussian total s | exact label costs per pair s | exact / Gaussian (total) | exact / Gaussian (per pair) | "
+           "outer OT (shared) s | max rel. diff of label costs |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for n in ns:
+        X1, y1 = feats(load("pneumoniamnist.npz", n, seed=0))
+        X2, y2 = feats(load("mnist_test.npz", n, seed=1))
+        t0 = time.perf_counter()
+        r1, r2 = O.class_stats(X1, y1), O.class_stats(X2, y2)
+        t1 = time.perf_counter()
+        Wg = O.gaussian_w2(r1["means"], O._factors(r1), r2["means"], O._factors(r2))
+        t2 = time.perf_counter()
+        We = O.exact_label_costs(X1, y1, X2, y2)
+        t3 = time.perf_counter()
+        outer = ""
+        if n <= 5000:
+            C = O.pairwise_cost(X1, X2) / 2 + Wg[y1][:, y2] / 2
+            t4 = time.perf_counter()
+            O.outer_ot(C)
+            outer = f"{time.perf_counter() - t4:.2f}"
+        g_stats, g_pair, ex = t1 - t0, t2 - t1, t3 - t2
+        rel = float(np.max(np.abs(Wg - We) / np.maximum(We, 1e-12)))
+        out.append(f"| {n} | {g_stats:.2f} | {g_pair:.2f} | {g_stats + g_pair:.2f} | {ex:.2f} | "
+                   f"{ex / (g_stats + g_pair):.1f}x | {ex / g_pair:.1f}x | {outer or 'not run'} | {rel:.1%} |")
+        print(out[-1], flush=True)
+    # rank agreement over many sources
+    import dsim
+
+    target = load("pneumoniamnist.npz", n_rank, seed=0)
+    sources = [load(DATASETS[i % len(DATASETS)], n_rank, seed=1 + i // len(DATASETS)) for i in range(s_rank)]
+    m = dsim.list_measures()["otdd"]
+    vals = {}
+    for inner in ("gaussian", "exact"):
+        ctx = dsim.Context(seed=0, cache=None, options={"otdd_inner": inner, "otdd_max_samples": n_rank})
+        rt = dsim.representation_of(m, target, ctx)
+        t0 = time.perf_counter()
+        vals[inner] = [m.compare(dsim.representation_of(m, s, ctx), rt, ctx) for s in sources]
+        vals[inner + "_s"] = time.perf_counter() - t0
+    out.append("")
+    out.append(f"Rank agreement over {s_rank} sources (N = {n_rank}, target pneumoniamnist, the 7 shared sets "
+               f"cycled with distinct subsamples): Spearman {_spearman(vals['gaussian'], vals['exact']):.3f} "
+               f"between OTDD with Gaussian and with exact label costs; whole measure (representation + "
+               f"label costs + exact outer OT) {vals['gaussian_s']:.1f} s vs {vals['exact_s']:.1f} s "
+               f"({vals['exact_s'] / vals['gaussian_s']:.1f}x).")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # the grid
 # ----------------------------------------------------------------------------------------------
 
@@ -365,6 +437,11 @@ def main(argv=None):
     ap.add_argument("--s", default="1,5", help="comma-separated S (default 1,5)")
     ap.add_argument("--measures", default="otdd,otdd-exact,task2vec,logme,leep,nce,h-score")
     ap.add_argument("--json", help="write the grid's raw numbers here")
+    ap.add_argument("--otdd-scaling", action="store_true",
+                    help="OTDD label costs, Gaussian vs exact, for N in --n (e.g. 500,2000,10000), and the rank "
+                         "agreement of the two variants over --rank-s sources of --rank-n images")
+    ap.add_argument("--rank-s", type=int, default=20)
+    ap.add_argument("--rank-n", type=int, default=2000)
     ap.add_argument("--references", action="store_true", help="side by side with the reference implementations")
     ap.add_argument("--task2vec-ref", help="checkout of awslabs/aws-cv-task2vec")
     ap.add_argument("--otdd-ref", help="checkout of microsoft/otdd")
@@ -376,17 +453,20 @@ def main(argv=None):
     ap.add_argument("--otdd-entreg", type=float, default=1e-4)
     ap.add_argument("--tasks", default=",".join(DATASETS[:6]))
     ap.add_argument("--threads", type=int, default=0, help="torch threads for the Task2Vec comparison (0: torch's default)")
+    ap.add_argument("--t2v-precision", default=None, help="dsim's task2vec_precision (default: dsim's, auto)")
     ap.add_argument("--t2v-label-draws", type=int, default=None, help="dsim's task2vec_label_draws (default: dsim's)")
     args = ap.parse_args(argv)
     os.environ.setdefault("DSIM_QUIET_PLUGIN_ERRORS", "1")
     lines = []
-    if args.references:
+    if args.otdd_scaling:
+        lines += otdd_scaling([int(x) for x in args.n.split(",")], args.rank_s, args.rank_n)
+    elif args.references:
         names = [t for t in args.tasks.split(",") if t]
         if args.otdd_ref:
             lines += compare_otdd(args.otdd_ref, args.ref_deps, args.ref_n, args.otdd_size, names[:5], args.otdd_entreg) + [""]
         if args.task2vec_ref:
             lines += compare_task2vec(args.task2vec_ref, args.ref_n, args.t2v_size, args.t2v_draws, names,
-                                      args.threads, args.t2v_label_draws) + [""]
+                                      args.threads, args.t2v_label_draws, args.t2v_precision) + [""]
     else:
         ns = [500, 2000, 10000] if args.full else [int(x) for x in args.n.split(",")]
         ss = [1, 5, 20] if args.full else [int(x) for x in args.s.split(",")]

@@ -63,7 +63,7 @@ def test_label_renaming_gives_the_same_embedding(breast, breast_rep):
 def test_cached_features_give_the_full_network_fisher_of_the_last_blocks(breast):
     """Fisher from layer3 on cached layer2 outputs == the full-network Fisher's layer3/layer4
     part (eval-mode BN makes the caching exact; same seed, same draws, same MC labels)."""
-    opts = {**FAST, "image_size": 32, "task2vec_bn": "eval"}
+    opts = {**FAST, "image_size": 32, "task2vec_bn": "eval", "task2vec_precision": "fp32"}  # exact comparison
     data = breast.take(np.arange(64))
     mk = lambda: dsim.create_backbone("resnet18", weights="random", num_classes=2, seed=0)  # noqa: E731
     full = task2vec_embedding(data.images, data.labels, mk(), opts={**opts, "task2vec_skip_layers": 0}, seed=3)
@@ -174,6 +174,29 @@ def test_label_draws_estimate_agrees_with_one_draw_per_forward(breast):
     assert symmetric_distance(k1, k4) < 3 * symmetric_distance(k1, k1b) + 1e-3
     with pytest.raises(dsim.DsimError, match="task2vec_label_draws"):
         m.represent(breast, _ctx(task2vec_label_draws=0))
+
+
+def test_bf16_precision_keeps_the_embedding_and_is_part_of_the_cache_key(breast):
+    """bf16 autocast of the Fisher passes (float32 accumulation) gives the fp32 embedding up to
+    Monte-Carlo-level noise; the resolved precision is in the config, so caches never mix them."""
+    from scipy.stats import spearmanr
+
+    from dsim_plugins.task2vec import Task2VecError, resolve_precision
+
+    m = Task2Vec()
+    opts = {"task2vec_fisher_samples": 512}
+    f32 = m.represent(breast, _ctx(task2vec_precision="fp32", **opts)).arrays["hessian"]
+    b16 = m.represent(breast, _ctx(task2vec_precision="bf16", **opts)).arrays["hessian"]
+    other_seed = m.represent(breast, dsim.Context(seed=1, device="cpu", options={
+        **FAST, "task2vec_precision": "fp32", **opts})).arrays["hessian"]
+    assert not np.array_equal(f32, b16)  # it really ran in bf16
+    assert spearmanr(f32, b16).correlation > 0.98
+    assert symmetric_distance(f32, b16) < 2 * symmetric_distance(f32, other_seed) + 1e-3
+    assert m.config(_ctx(task2vec_precision="fp32"))["precision"] == "fp32"
+    assert m.config(_ctx(task2vec_precision="bf16"))["precision"] == "bf16"
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(Task2VecError, match="task2vec_precision"):
+        resolve_precision("fp8", "cpu")
 
 
 def test_threads_option_is_restored_and_changes_nothing(breast, breast_rep):

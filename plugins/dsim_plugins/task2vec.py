@@ -87,6 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "task2vec_pairs": 5,
     "task2vec_label_draws": 4,
     "task2vec_threads": 0,
+    "task2vec_precision": "auto",
 }
 
 
@@ -98,6 +99,36 @@ class Task2VecError(dsim.DsimError):
 
 def _opts(ctx) -> dict[str, Any]:
     return {k: ctx.option(k, v) for k, v in DEFAULTS.items()}
+
+
+def _cpu_has_bf16() -> bool:
+    """True where the CPU executes bfloat16 natively (AVX512-BF16 or AMX): there oneDNN's bf16
+    convolutions are faster than float32; elsewhere they are emulated and slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def resolve_precision(value: Any, device) -> str:
+    """``task2vec_precision``: ``fp32``, ``bf16`` (autocast of the Fisher passes; the gradients
+    are accumulated in float32) or ``auto`` (bf16 on a CUDA GPU that supports it and on a CPU
+    with native bf16, else fp32). The resolved value is part of the cache key."""
+    v = str(value)
+    if v not in ("auto", "fp32", "bf16"):
+        raise Task2VecError(f"task2vec_precision={v!r}: use 'auto', 'fp32' or 'bf16'")
+    if v != "auto":
+        return v
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cpu":
+        return "bf16" if _cpu_has_bf16() else "fp32"
+    return "fp32"
 
 
 def canonical_labels(labels: np.ndarray) -> np.ndarray:
@@ -256,6 +287,7 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
     weights = torch.as_tensor(w / w.sum(), dtype=torch.double)
     n_batches = n_draws // bs  # drop_last
     label_draws = int(opts["task2vec_label_draws"])
+    precision = resolve_precision(opts["task2vec_precision"], device)
     if label_draws < 1:
         raise Task2VecError(f"task2vec_label_draws={label_draws}: use 1 or more")
 
@@ -300,7 +332,9 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
             break
         kk = min(label_draws, n_batches - done)
         x = cached_t[b.to(device)] if skip else inputs(b.numpy())
-        out = probe.forward_from(x, skip)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = probe.forward_from(x, skip)
+        out = out.float()
         with torch.no_grad():
             probs = F.softmax(out.float(), dim=-1).cpu()
             ys = torch.multinomial(probs, kk, replacement=True, generator=gen).T.contiguous().to(device)
@@ -320,7 +354,7 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         hess.append(a.double().cpu().numpy())
         sizes.append(int(a.shape[0]))
     return {"hessian": np.concatenate(hess), "names": list(probe.names), "sizes": sizes,
-            "train_error": train_error}
+            "train_error": train_error, "precision": precision}
 
 
 def symmetric_distance(h0: np.ndarray, h1: np.ndarray) -> float:
@@ -360,6 +394,7 @@ class Task2Vec(dsim.Measure):
         cfg["max_samples"] = ctx.option("max_samples")
         cfg["seed"] = ctx.seed
         cfg["method"] = "montecarlo"
+        cfg["precision"] = resolve_precision(o["task2vec_precision"], ctx.torch_device())
         cfg["version"] = 2
         return cfg
 
@@ -386,6 +421,7 @@ class Task2Vec(dsim.Measure):
         kd = max(1, int(o["task2vec_label_draws"]))
         n_batches = max(1, int(o["task2vec_fisher_samples"]) // bs)
         key = (o["probe"], str(o["probe_weights"]), size, skip, bs, kd, str(ctx.torch_device()),
+               str(o["task2vec_precision"]),
                int(o["task2vec_threads"] or 0), torch.get_num_threads())
         cal = self.__dict__.setdefault("_calibration", {})
         if key not in cal:
@@ -437,8 +473,11 @@ class Task2Vec(dsim.Measure):
                 for p in probe.weights:
                     p.requires_grad_(True)
 
+                prec = resolve_precision(o["task2vec_precision"], device)
+
                 def step(k):
-                    out = probe.forward_from(h, skip)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
+                        out = probe.forward_from(h, skip).float()
                     y = torch.zeros(bs, dtype=torch.long, device=device)
                     for d in range(k):
                         torch.autograd.grad(F.cross_entropy(out, y), probe.weights, retain_graph=d < k - 1)
