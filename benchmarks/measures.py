@@ -277,6 +277,9 @@ def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
     from dsim_plugins import otdd as O
 
     torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # one BLAS thread for both variants: no oversubscription on a shared box
     rng = np.random.default_rng(0)  # warm POT and LAPACK up so that the first cell is not charged for it
     O.exact_label_costs(rng.random((20, 4)), np.arange(20) % 2, rng.random((20, 4)), np.arange(20) % 2)
     O.gaussian_w2(*[rng.random((2, 4)), [rng.random((4, 2))] * 2] * 2)
