@@ -375,11 +375,7 @@ def _source_checkpoint(strategy, spec: RunSpec, *, device, inline) -> str:
     if hasattr(strategy, "pretrain_sources"):
         src = strategy.pretrain_sources(src, spec.target)
     names = _source_names(src)
-    if inline and all(n in inline for n in names):
-        sets = [inline[n].subsample(hp.get("source_max"), seed=spec.seed) for n in names]
-        data: Any = _union(sets, "+".join(names)) if len(sets) > 1 else sets[0]
-    else:
-        data = names
+    data: Any = names
     # a "seed" among the pretraining hyper-parameters pins the source checkpoint across run seeds
     pseed = int((hp.get("pretrain") or {}).get("seed", spec.seed))
     if inline and all(n in inline for n in names):
