@@ -136,6 +136,15 @@ def test_noise_ceiling_split_halves_and_repeats():
                    for s, a in {"s1": 0.8, "s2": 0.85, "s3": 0.9, "s4": 0.95, "t": 0.88}.items() for f in range(1, 5)]
     c = noise_ceiling(rep, repeat_of=lambda r: r.fold // 100)[0]
     assert c["method"] == "repeats" and c["split_half"] == pytest.approx(-1.0) and c["ceiling"] == 0.0
+    # four repeats that agree at rho = 0.8 pairwise: the mean of all four has reliability
+    # 4 * 0.8 / (1 + 3 * 0.8) (Spearman-Brown), higher than two halves would give
+    orders = [(0.95, 0.9, 0.85, 0.8), (0.9, 0.95, 0.85, 0.8), (0.95, 0.9, 0.8, 0.85), (0.9, 0.95, 0.8, 0.85)]
+    four = [dsim.TransferResult(s, "t", 100 * k + f, a, setup="x")
+            for k, o in enumerate(orders) for s, a in {**dict(zip(true, o)), "t": 0.7}.items() for f in range(1, 3)]
+    c = noise_ceiling(four, repeat_of=lambda r: r.fold // 100)[0]
+    r = c["split_half"]
+    assert c["n_units"] == 4 and 0 < r < 1
+    assert c["reliability"] == pytest.approx(4 * r / (1 + 3 * r))
 
 
 # --------------------------------------------------------------------------- the meta-ranker

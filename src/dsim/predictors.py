@@ -280,8 +280,9 @@ def noise_ceiling(results: Sequence[TransferResult], *, repeat_of: Callable[[Tra
     With ``repeat_of`` (and at least two repeats) the ranking of repeat A is compared with that of
     repeat B (Spearman rho, mean over pairs of repeats). Otherwise the folds are split into two
     halves in every way (5 folds: 2 vs 3, ten splits) and the rankings of the halves compared.
-    ``split_half`` is that mean rho; ``reliability`` steps it up to the whole set of folds
-    (Spearman-Brown, 2r/(1+r)); ``ceiling`` = sqrt(reliability) is the rho that a predictor of the
+    ``split_half`` is that mean rho; ``reliability`` steps it up to the whole set (Spearman-Brown:
+    2r/(1+r) from fold halves to all folds; k r/(1+(k-1)r) from one repeat to the mean of all k
+    repeats, ``n_units`` = k); ``ceiling`` = sqrt(reliability) is the rho that a predictor of the
     true ranking would reach against the measured one, in expectation: a predictor cannot be judged
     above it."""
     from scipy.stats import spearmanr
@@ -294,7 +295,7 @@ def noise_ceiling(results: Sequence[TransferResult], *, repeat_of: Callable[[Tra
         if repeat_of is not None and len({repeat_of(r) for r in rs}) >= 2:
             reps = sorted({repeat_of(r) for r in rs}, key=str)
             splits = [({a}, {b}) for a, b in itertools.combinations(reps, 2)]
-            keyf, how = repeat_of, "repeats"
+            keyf, how, k_units = repeat_of, "repeats", len(reps)
         else:
             folds = sorted({r.fold for r in rs})
             if len(folds) < 2:
@@ -303,7 +304,7 @@ def noise_ceiling(results: Sequence[TransferResult], *, repeat_of: Callable[[Tra
             splits = [(set(a), set(folds) - set(a)) for a in itertools.combinations(folds, k)]
             if len(folds) % 2 == 0:  # A/B and B/A are the same split
                 splits = splits[: len(splits) // 2]
-            keyf, how = (lambda r: r.fold), "fold halves"
+            keyf, how, k_units = (lambda r: r.fold), "fold halves", 2
         rhos = []
         for a, b in splits:
             ta = {p.source: p.t for p in transfer_table([r for r in rs if keyf(r) in a])}
@@ -314,9 +315,9 @@ def noise_ceiling(results: Sequence[TransferResult], *, repeat_of: Callable[[Tra
         if not rhos:
             continue
         r = float(np.mean(rhos))
-        rel = max(0.0, 2 * r / (1 + r)) if r > -1 else 0.0  # no agreement: no reliability
+        rel = max(0.0, k_units * r / (1 + (k_units - 1) * r)) if r > -1 else 0.0  # no agreement: none
         out.append({
-            "setup": setup, "target": target, "method": how, "n_splits": len(rhos),
+            "setup": setup, "target": target, "method": how, "n_splits": len(rhos), "n_units": k_units,
             "split_half": r, "reliability": rel,
             "ceiling": float(math.sqrt(rel)) if rel > 0 else 0.0,
         })
@@ -444,6 +445,7 @@ def default_suite(measures: Iterable[str] = ("expert", "task2vec")) -> list[tupl
     """(label, predictor name, params) of every model and baseline the evaluation reports."""
     suite = [
         ("meta-ranker", "meta-ranker", {}),
+        ("meta-ranker (learned only)", "meta-ranker", {"select": False}),
         ("meta-ranker (uniform pairs)", "meta-ranker", {"pair_weight": "uniform"}),
         ("rank-aggregation", "rank-aggregation", {}),
         ("always-imagenet", "always-imagenet", {}),
