@@ -17,7 +17,14 @@ The objective is pairwise (RankNet / RankSVM with logistic loss): for every two 
 same training target (and setup), a logistic regression on the difference of their standardised
 features predicts which transferred better. ``C`` (inverse L2 strength) is chosen by inner
 leave-one-target-out over the training targets when ``C="auto"``. A bootstrap ensemble (sources
-resampled within each target) gives the uncertainty. Scores are put on the transferability
+resampled within each target) gives the uncertainty.
+
+Model selection (``select=True``, the default): the same inner leave-one-target-out also scores
+fixed rules — each similarity measure alone, their mean (rank aggregation), log source size, log
+source classes. The learned model is kept only if it generalises to a left-out training target
+better than every rule; otherwise the best rule is the model (``state["model"]`` says which).
+With few or inconsistent training targets a fitted linear model can rank a new target worse than
+chance; this keeps the meta-ranker from doing so when its own training data already shows it. Scores are put on the transferability
 scale T (%) by a line fitted to the training targets (slope shared, intercept per target; a
 target with measured sources gets its own intercept from them). Because the model is linear,
 each row's ``contributions`` give, per feature, the raw value and its share of the predicted T.
@@ -182,13 +189,32 @@ class MetaRanker(dsim.Predictor):
     description = "learned pairwise ranker over measures + source/target card features (bootstrap ensemble)"
 
     def __init__(self, C="auto", n_members: int = 25, pair_weight: str = "delta",
-                 measures=None, seed: int = 0):
+                 measures=None, seed: int = 0, select: bool = True):
         self.C = C
         self.n_members = n_members
         self.pair_weight = pair_weight
         self.measures = measures
         self.seed = seed
+        self.select = select
         self.state_ = None
+
+    @staticmethod
+    def _rules(feats, keep) -> dict[str, np.ndarray]:
+        """Fixed rules the learned model must beat: each similarity measure alone, the mean of
+        the similarity measures (rank aggregation), log source size, log source classes."""
+        rules = {}
+        n = len(feats)
+        sims = [i for i, f in enumerate(feats) if keep[i] and f.startswith("sim:")]
+        for i, f in enumerate(feats):
+            if keep[i] and (f.startswith("sim:") or f in ("log10_size", "log10_classes")):
+                w = np.zeros(n)
+                w[i] = 1.0
+                rules[f"rule:{f}"] = w
+        if len(sims) > 1:
+            w = np.zeros(n)
+            w[sims] = 1.0 / len(sims)
+            rules["rule:mean-similarity"] = w
+        return rules
 
     # ---- fitting
     def _design(self, groups, measures, kinds):
@@ -294,11 +320,29 @@ class MetaRanker(dsim.Predictor):
             else:
                 chosen = 0.1
         chosen = float(chosen)
-        rng = np.random.default_rng(self.seed)
-        W = [self._fit_w(mats, chosen)]
-        for _ in range(max(0, self.n_members - 1)):
-            W.append(self._fit_w(mats, chosen, rng))
-        W = np.array(W)
+        # model selection: a learned model is kept only if, across the training targets, it
+        # generalises to a left-out target better than every fixed rule (scored the same way:
+        # mean Spearman on each left-out training target). With few or inconsistent targets a
+        # fitted linear model can do worse than chance on a new target; then the best rule wins.
+        rule_scores, model = {}, "learned"
+        if self.select and inner and len(targets) >= 2:
+            for name, w_rule in self._rules(feats, keep).items():
+                rhos = []
+                for Z, T in mats:
+                    sc = Z @ w_rule
+                    rhos.append(0.0 if np.ptp(sc) == 0 or len(T) < 3 else float(spearmanr(sc, T).statistic))
+                rule_scores[name] = float(np.mean(rhos))
+            best_rule = max(rule_scores, key=lambda k: (rule_scores[k], k)) if rule_scores else None
+            if best_rule is not None and rule_scores[best_rule] > inner[chosen] + 1e-9:
+                model = best_rule
+        if model == "learned":
+            rng = np.random.default_rng(self.seed)
+            W = [self._fit_w(mats, chosen)]
+            for _ in range(max(0, self.n_members - 1)):
+                W.append(self._fit_w(mats, chosen, rng))
+            W = np.array(W)
+        else:
+            W = np.array([self._rules(feats, keep)[model]])
         w = W.mean(axis=0)
         # calibration: T = a * score + b_group
         num = den = 0.0
@@ -318,6 +362,7 @@ class MetaRanker(dsim.Predictor):
             "features": feats, "mean": mean.tolist(), "scale": [float(x) if np.isfinite(x) else None for x in scale],
             "dropped": [f for f, k in zip(feats, keep) if not k], "members": W.tolist(),
             "measures": measures, "C": chosen, "inner_spearman": {str(k): v for k, v in inner.items()},
+            "model": model, "rule_spearman": rule_scores,
             "slope": a, "intercept": float(np.mean(bs)), "resid_sd": float(np.sqrt(np.sum(np.square(resid)) / dof)),
             "kinds": {m: measure_kinds.get(m, "distance") for m in measures},
             "targets": targets, "n_pairs": int(sum(len(T) for _, T in mats)),
