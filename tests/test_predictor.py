@@ -179,6 +179,30 @@ def test_meta_ranker_learns_a_planted_signal_under_loto():
     assert coefs["log10_size"] > 0 and abs(coefs["sim:task2vec"]) < coefs["log10_size"]
 
 
+def test_meta_ranker_falls_back_to_the_best_rule_when_learning_does_not_generalise(monkeypatch):
+    """Model selection: if the fitted weights rank left-out training targets worse than a fixed
+    rule does, the rule is the model (here the learner is forced to learn the opposite of the
+    planted size signal, as an overfitted model on inconsistent targets would)."""
+    from dsim_plugins.meta_predictor import MetaRanker
+
+    res, vals, cards = _synthetic(n_targets=4)
+    real_fit = MetaRanker._fit_w
+
+    def backwards(self, mats, C, rng=None):
+        return -real_fit(self, mats, C, rng)
+
+    monkeypatch.setattr(MetaRanker, "_fit_w", backwards)
+    pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
+    st = pred.get_state()
+    assert st["model"] == "rule:log10_size"
+    assert st["rule_spearman"]["rule:log10_size"] > 0.9 > max(st["inner_spearman"].values())
+    rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
+    assert summarise(rows)["spearman"] > 0.9
+    learned = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3, select=False), res, vals, cards, KINDS)
+    assert summarise(learned)["spearman"] < 0  # what the selection saved us from
+    assert dsim.get_predictor("meta-ranker", select=False).fit(res, vals, cards, KINDS).get_state()["model"] == "learned"
+
+
 def test_meta_ranker_round_trips_to_disk_with_identical_rankings(tmp_path, monkeypatch):
     monkeypatch.setenv("DSIM_PREDICTOR_DIR", str(tmp_path))
     res, vals = published()
