@@ -261,10 +261,14 @@ def report(rows, targets, strategies, a, runtime, failures) -> str:
     if a.pretrain_seed is not None:
         L[1] = L[1][:-1] + f", every source pretrained once (seed {a.pretrain_seed}) for all repeats)"
     L.append("Command: `DSIM_DATA_DIR=../shared/data .venv/bin/python benchmarks/transfer_matrix.py "
-             + (f"--pretrain-seed {a.pretrain_seed} --csv {Path(a.csv).name} " if a.pretrain_seed is not None else "")
+             + (f"--pretrain-seed {a.pretrain_seed} " if a.pretrain_seed is not None else "")
+             + (f"--section {a.section} " if a.section else "")
+             + (f"--csv benchmarks/{Path(a.csv).name} " if Path(a.csv).name != "transfer_matrix_results.csv" else "")
+             + ("--no-baseline " if a.no_baseline else "")
              + f"--repeats {a.repeats} --folds {a.folds} --train-size {a.train_size} --target-max {a.target_max} "
              f"--source-max {a.source_max} --epochs {a.epochs} --pretrain-epochs {a.pretrain_epochs} "
-             f"--backbone {a.backbone} --strategies {','.join(strategies)}`")
+             f"--backbone {a.backbone} --strategies {','.join(strategies)}"
+             + (f" --targets {','.join(targets)}" if tuple(targets) != TARGETS else "") + "`")
     compute = sum(r["seconds"] for r in rows)
     L.append(f"Compute: {compute / 60:.1f} min, the sum of the wall times of the {len(rows)} stored fold runs "
              "(source pretraining included in the first run that needed it), one torch thread, on this machine's "
