@@ -317,10 +317,16 @@ def main(argv=None) -> int:
                 raise SystemExit(f"error: {p} not found")
         path = paths[0]
         mres = [r for p in paths for r in load_matrix(p)]
-        mvals = matrix_values(mres, cards, [m for m in args.measures.split(",") if m], opts)
+        # the matrices pretrain every source on at most --source-max (2 000) images: the cards'
+        # sizes are those of the whole datasets, so the predictors see the size actually used
+        from dataclasses import replace
+
+        mcards = {n: (replace(c, size=min(c.size, FIXED_PRETRAIN["source_max"])) if c.size else c)
+                  for n, c in cards.items()}
+        mvals = matrix_values(mres, mcards, [m for m in args.measures.split(",") if m], opts)
         if args.model_scores and any("lp500" in p.name for p in paths):
             mvals += model_scores(mres)
-        mout, mceil, msecs = run(mres, mvals, cards, kinds, repeat_of=lambda r: r.fold // 1000)
+        mout, mceil, msecs = run(mres, mvals, mcards, kinds, repeat_of=lambda r: r.fold // 1000)
         ntargets = len({r.target for r in mres})
         lines += table(mout, mceil, f"CPU transfer matrix ({' + '.join(p.name for p in paths)}, {len(mres)} runs, "
                                     f"{ntargets} targets)")

@@ -96,3 +96,24 @@ def test_features_are_batched_and_deterministic():
     f2 = dsim.extract_features(model, imgs, size=32, batch_size=9)
     assert f1.shape == (9, 512)
     np.testing.assert_allclose(f1, f2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["smallcnn-w16", "resnet18"])
+def test_every_backbone_follows_the_timm_interface_dsim_uses(name, tmp_path):
+    """Strategies and measures call forward_features / forward_head / get_classifier: a backbone
+    plugin's models must have them (LogME on a smallcnn checkpoint failed before they did)."""
+    m = dsim.create_backbone(name, weights="random", num_classes=3, seed=0).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        f = m.forward_features(x)
+        pooled = m.forward_head(f, pre_logits=True)
+        assert pooled.shape == (2, m.num_features)
+        assert torch.allclose(m.forward_head(f), m(x), atol=1e-6)
+        assert torch.allclose(m.get_classifier()(pooled), m(x), atol=1e-6)
+    ckpt = tmp_path / "src.pth"
+    torch.save(m.state_dict(), ckpt)
+    target = dsim.ImageSet("t", np.random.default_rng(0).integers(0, 255, (40, 28, 28), dtype=np.uint8),
+                           np.arange(40) % 2)
+    ctx = dsim.Context(seed=0, device="cpu", cache=None,
+                       options={"source_checkpoints": {"s": str(ckpt)}, "backbone": name, "image_size": 32})
+    assert np.isfinite(dsim.list_measures()["logme"].pair(dsim.DatasetCard(name="s"), target, ctx))

@@ -98,6 +98,9 @@ def test_measure_that_raises_on_a_pair_is_skipped_with_its_name(fresh_plugins):
         assert ranking.sources[0] == "imagenet"
         reasons = [s["reason"] for s in ranking.skipped if s.get("measure") == "exploding"]
         assert reasons and all("kaboom" in r for r in reasons)
+        # dsim.measure (and `dsim measure`): one DsimError line naming the measure and the pair
+        with pytest.raises(dsim.DsimError, match=r"measure 'exploding' raised on stl10 -> chest: RuntimeError: kaboom"):
+            dsim.measure("stl10", "chest", "exploding")
     finally:
         fresh_plugins.unregister("exploding-plugin")
 

@@ -44,8 +44,15 @@ def _make(width: int, in_chans: int, num_classes: int):
         def forward_features(self, x):
             return self.features(x)
 
+        def forward_head(self, x, pre_logits: bool = False):
+            x = self.pool(x)
+            return x if pre_logits else self.fc(x)
+
+        def get_classifier(self):
+            return self.fc
+
         def forward(self, x):
-            return self.fc(self.pool(self.features(x)))
+            return self.forward_head(self.forward_features(x))
 
     return SmallCNN()
 

@@ -436,7 +436,13 @@ def measure(
     if m.needs == "images":
         _report_estimate(m, ctx, [s], lambda card: s_obj, t_obj)
     t1 = time.perf_counter()
-    value = m.pair(s_obj, t_obj, ctx)
+    try:
+        value = m.pair(s_obj, t_obj, ctx)
+    except DsimError:
+        raise
+    except Exception as exc:  # a plugin that raises: one line naming the measure and the pair
+        raise DsimError(f"measure {m.name!r} raised on {s.name} -> {t.name}: {type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())}") from None
     timings["measure_s"] = time.perf_counter() - t1
     return {
         "source": s.name, "target": t.name, "measure": m.name, "kind": m.kind,

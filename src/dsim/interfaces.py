@@ -114,6 +114,10 @@ class BackboneFactory:
     ``weights`` is ``"imagenet"`` (pretrained weights from a local cache or the network, never a
     silent download in offline mode), ``"random"`` (seeded random init, an explicit choice) or a
     path to a checkpoint file. ``num_classes=0`` returns a feature extractor.
+
+    The module returned follows timm's model interface, which dsim's strategies and measures use:
+    ``forward(x)`` (logits, or pooled features when ``num_classes=0``), ``forward_features(x)``,
+    ``forward_head(features, pre_logits=False)``, ``get_classifier()`` and ``num_features``.
     """
 
     name: str = ""
