@@ -179,9 +179,9 @@ def test_meta_ranker_learns_a_planted_signal_under_loto():
     assert coefs["log10_size"] > 0 and abs(coefs["sim:task2vec"]) < coefs["log10_size"]
 
 
-def test_meta_ranker_falls_back_to_the_best_rule_when_learning_does_not_generalise(monkeypatch):
-    """Model selection: if the fitted weights rank left-out training targets worse than a fixed
-    rule does, the rule is the model (here the learner is forced to learn the opposite of the
+def test_meta_ranker_falls_back_to_the_rule_mix_when_learning_does_not_generalise(monkeypatch):
+    """Model selection: if the fitted weights rank left-out training targets worse than the
+    skill-weighted mix of fixed rules does, the mix is the model (here the learner is forced to learn the opposite of the
     planted size signal, as an overfitted model on inconsistent targets would)."""
     from dsim_plugins.meta_predictor import MetaRanker
 
@@ -194,8 +194,11 @@ def test_meta_ranker_falls_back_to_the_best_rule_when_learning_does_not_generali
     monkeypatch.setattr(MetaRanker, "_fit_w", backwards)
     pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
     st = pred.get_state()
-    assert st["model"] == "rule:log10_size"
+    assert st["model"] == "skill-weighted"
     assert st["rule_spearman"]["rule:log10_size"] > 0.9 > max(st["inner_spearman"].values())
+    assert st["mix_spearman"] > 0.9
+    coefs = pred.coefficients()
+    assert coefs["log10_size"] == max(coefs.values())  # the skilled rule carries the mix
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
     assert summarise(rows)["spearman"] > 0.9
     learned = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3, select=False), res, vals, cards, KINDS)

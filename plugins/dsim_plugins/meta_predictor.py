@@ -19,12 +19,15 @@ features predicts which transferred better. ``C`` (inverse L2 strength) is chose
 leave-one-target-out over the training targets when ``C="auto"``. A bootstrap ensemble (sources
 resampled within each target) gives the uncertainty.
 
-Model selection (``select=True``, the default): the same inner leave-one-target-out also scores
-fixed rules — each similarity measure alone, their mean (rank aggregation), log source size, log
-source classes. The learned model is kept only if it generalises to a left-out training target
-better than every rule; otherwise the best rule is the model (``state["model"]`` says which).
-With few or inconsistent training targets a fitted linear model can rank a new target worse than
-chance; this keeps the meta-ranker from doing so when its own training data already shows it. Scores are put on the transferability
+Model selection (``select=True``, the default): fixed rules — each similarity measure alone,
+their mean (rank aggregation), log source size, log source classes — are scored by how well they
+rank the training targets (mean Spearman), and a *skill-weighted mix* of them (weights = that
+skill, negatives at 0; on standardised features) is scored by the same inner leave-one-target-out
+as the learned model (its weights from the other training targets). The learned model is kept
+only if it generalises better than the mix; otherwise the mix is the model (``state["model"]``
+says which; ``rule_spearman`` and ``mix_spearman`` give the scores). With few or inconsistent
+training targets a fitted linear model can rank a new target worse than chance; the mix, which
+only re-weights known signals, is the robust choice then. Scores are put on the transferability
 scale T (%) by a line fitted to the training targets (slope shared, intercept per target; a
 target with measured sources gets its own intercept from them). Because the model is linear,
 each row's ``contributions`` give, per feature, the raw value and its share of the predicted T.
@@ -199,6 +202,18 @@ class MetaRanker(dsim.Predictor):
         self.state_ = None
 
     @staticmethod
+    def _mix(rules, rho_g, idx) -> np.ndarray | None:
+        """Rules weighted by their skill on the groups ``idx`` (mean Spearman, negatives at 0);
+        None when no rule has ranked those groups better than chance."""
+        if not idx:
+            return None
+        skill = {r: max(0.0, float(np.mean([rho_g[r][i] for i in idx]))) for r in rules}
+        total = sum(skill.values())
+        if total <= 0:
+            return None
+        return sum(skill[r] / total * rules[r] for r in rules)
+
+    @staticmethod
     def _rules(feats, keep) -> dict[str, np.ndarray]:
         """Fixed rules the learned model must beat: each similarity measure alone, the mean of
         the similarity measures (rank aggregation), log source size, log source classes."""
@@ -320,21 +335,33 @@ class MetaRanker(dsim.Predictor):
             else:
                 chosen = 0.1
         chosen = float(chosen)
-        # model selection: a learned model is kept only if, across the training targets, it
-        # generalises to a left-out target better than every fixed rule (scored the same way:
-        # mean Spearman on each left-out training target). With few or inconsistent targets a
-        # fitted linear model can do worse than chance on a new target; then the best rule wins.
-        rule_scores, model = {}, "learned"
+        # model selection: the learned model is kept only if, across the training targets, it
+        # generalises to a left-out target better than the skill-weighted rule mix (both scored
+        # by inner leave-one-target-out). With few or inconsistent targets a fitted linear model
+        # can rank a new target worse than chance; the mix is the robust alternative.
+        rule_scores, model, w_mix, mix_score = {}, "learned", None, None
         if self.select and inner and len(targets) >= 2:
-            for name, w_rule in self._rules(feats, keep).items():
-                rhos = []
+            rules = self._rules(feats, keep)
+            rho_g = {}  # rule -> Spearman per training group
+            for name, w_rule in rules.items():
+                rho_g[name] = []
                 for Z, T in mats:
                     sc = Z @ w_rule
-                    rhos.append(0.0 if np.ptp(sc) == 0 or len(T) < 3 else float(spearmanr(sc, T).statistic))
-                rule_scores[name] = float(np.mean(rhos))
-            best_rule = max(rule_scores, key=lambda k: (rule_scores[k], k)) if rule_scores else None
-            if best_rule is not None and rule_scores[best_rule] > inner[chosen] + 1e-9:
-                model = best_rule
+                    rho_g[name].append(0.0 if np.ptp(sc) == 0 or len(T) < 3 else float(spearmanr(sc, T).statistic))
+                rule_scores[name] = float(np.mean(rho_g[name]))
+            tg = [g["target"] for g in groups]
+            rhos = []
+            for t in targets:
+                w_t = self._mix(rules, rho_g, [i for i, x in enumerate(tg) if x != t])
+                for i, x in enumerate(tg):
+                    if x == t:
+                        Z, T = mats[i]
+                        sc = Z @ w_t if w_t is not None else np.zeros(len(T))
+                        rhos.append(0.0 if np.ptp(sc) == 0 or len(T) < 3 else float(spearmanr(sc, T).statistic))
+            mix_score = float(np.mean(rhos))
+            w_mix = self._mix(rules, rho_g, list(range(len(groups))))
+            if w_mix is not None and mix_score >= inner[chosen] - 1e-9:
+                model = "skill-weighted"
         if model == "learned":
             rng = np.random.default_rng(self.seed)
             W = [self._fit_w(mats, chosen)]
@@ -342,7 +369,7 @@ class MetaRanker(dsim.Predictor):
                 W.append(self._fit_w(mats, chosen, rng))
             W = np.array(W)
         else:
-            W = np.array([self._rules(feats, keep)[model]])
+            W = np.array([w_mix])
         w = W.mean(axis=0)
         # calibration: T = a * score + b_group
         num = den = 0.0
@@ -362,7 +389,7 @@ class MetaRanker(dsim.Predictor):
             "features": feats, "mean": mean.tolist(), "scale": [float(x) if np.isfinite(x) else None for x in scale],
             "dropped": [f for f, k in zip(feats, keep) if not k], "members": W.tolist(),
             "measures": measures, "C": chosen, "inner_spearman": {str(k): v for k, v in inner.items()},
-            "model": model, "rule_spearman": rule_scores,
+            "model": model, "rule_spearman": rule_scores, "mix_spearman": mix_score,
             "slope": a, "intercept": float(np.mean(bs)), "resid_sd": float(np.sqrt(np.sum(np.square(resid)) / dof)),
             "kinds": {m: measure_kinds.get(m, "distance") for m in measures},
             "targets": targets, "n_pairs": int(sum(len(T) for _, T in mats)),
