@@ -199,6 +199,9 @@ def test_meta_ranker_falls_back_to_the_rule_mix_when_learning_does_not_generalis
     assert st["mix_spearman"] > 0.9
     coefs = pred.coefficients()
     assert coefs["log10_size"] == max(coefs.values())  # the skilled rule carries the mix
+    cands = [dsim.Candidate(source=cards[s], values={"task2vec": 0.5}) for s in ("s0", "s3", "s6")]
+    rk = pred.rank(cards["t0"], cands, [], KINDS)
+    assert rk.sources[0] == "s6" and any("skill-weighted mix" in n and "log10_size" in n for n in rk.notes)
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
     assert summarise(rows)["spearman"] > 0.9
     learned = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3, select=False), res, vals, cards, KINDS)

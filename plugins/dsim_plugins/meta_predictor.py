@@ -433,6 +433,11 @@ class MetaRanker(dsim.Predictor):
         member_s = Z @ W.T  # (n, members)
         a = st["slope"]
         notes = []
+        if st.get("model") == "skill-weighted":
+            top = sorted(((v, k) for k, v in (st.get("rule_spearman") or {}).items() if v > 0), reverse=True)[:3]
+            notes.append("meta-ranker: a skill-weighted mix of rules ("
+                         + ", ".join(f"{k.removeprefix('rule:')} {v:.2f}" for v, k in top)
+                         + "), because the learned model did not generalise across its training targets")
         measured = dsim.measured_transferability(history, target.name) if history else {}
         known = [i for i, n in enumerate(names) if n in measured]
         b = st["intercept"]
