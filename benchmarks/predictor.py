@@ -97,9 +97,18 @@ def matrix_values(results, cards, measures_wanted, options=None):
     measures = dsim.list_measures()
     vals = pair_values(pairs, dsim.known_measure_values(), cards, measures)
     have = {(v.measure, v.source, v.target) for v in vals}
-    for m in measures_wanted:
-        for s, t in sorted(pairs):
-            if (m, s, t) in have:
+    return vals + computed_values(measures_wanted, [p for p in sorted(pairs)], options, skip=have)
+
+
+def computed_values(measures, pairs, options=None, skip=()):
+    """``dsim.measure`` for every (measure, source, target) not in ``skip``; a pair a measure
+    cannot do is reported on stderr and left out."""
+    import dsim
+
+    vals = []
+    for m in measures:
+        for s, t in pairs:
+            if (m, s, t) in skip:
                 continue
             try:
                 out = dsim.measure(s, t, m, options=options)
@@ -130,18 +139,7 @@ def model_scores(results, measures=("logme", "h-score"), cfg=FIXED_PRETRAIN):
                                            max_samples=cfg["source_max"], seed=cfg["seed"]))
     opts = {"source_checkpoints": ckpts, "backbone": cfg["backbone"],
             "image_size": cfg["hyperparameters"]["image_size"]}
-    vals = []
-    for m in measures:
-        for s, t in pairs:
-            if s not in ckpts:
-                continue
-            try:
-                out = dsim.measure(s, t, m, options=opts)
-            except dsim.DsimError as exc:
-                print(f"skipped {m} {s}->{t}: {exc}", file=sys.stderr)
-                continue
-            vals.append(dsim.MeasureValue(m, s, t, out["value"], None, "computed"))
-    return vals
+    return computed_values(measures, [(s, t) for s, t in pairs if s in ckpts], opts)
 
 
 def run(results, values, cards, kinds, repeat_of=None):
@@ -285,9 +283,11 @@ def main(argv=None) -> int:
     kinds.setdefault("expert", "distance")
 
     lines = ["## Predictor: leave-one-target-out (issue 6)", "",
-             f"`python benchmarks/predictor.py` on {time.strftime('%Y-%m-%d')}, CPU. Source facts (images, classes, "
+             f"`DSIM_DATA_DIR=../shared/data python benchmarks/predictor.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+             f"on {time.strftime('%Y-%m-%d')}, CPU. Source facts (images, classes, "
              "origin, channels, modality, expert features) from the registry cards; measure values from the "
-             "published table. A predictor never sees the held-out target's results (tests/test_predictor.py "
+             "published table (for the CPU matrices: the measures named, computed on the shared data; card sizes capped at "
+             "the 2 000 images each source was pretrained on). A predictor never sees the held-out target's results (tests/test_predictor.py "
              "checks it with an oracle that would score 1.0 if anything leaked).", ""]
     res, vals = published()
     out, ceil, secs = run(res, vals, cards, kinds)
