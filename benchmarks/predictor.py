@@ -203,6 +203,24 @@ def table(out, ceil, title):
     return lines
 
 
+def aggregate(every):
+    """Mean rho per meta-dataset and over every held-out task of all of them (Agostinelli et al.
+    2022: single setups flip conclusions, so the aggregate is what to read)."""
+    from dsim.predictors import summarise
+
+    names = [n for n, _ in every]
+    labels = [lab for lab in every[0][1] if all(lab in o for _, o in every)]
+    lines = ["**All meta-datasets** — mean Spearman rho per meta-dataset (held-out tasks in brackets) and over "
+             "all held-out tasks", "",
+             "| predictor | " + " | ".join(f"{n} ({len(next(iter(o.values())))})" for n, o in every) + " | all tasks |",
+             "|" + "---|" * (len(names) + 2)]
+    for lab in labels:
+        rows = [r for _, o in every for r in o[lab]]
+        cells = [_num(summarise(o[lab]).get("spearman", np.nan)) for _, o in every]
+        lines.append(f"| {lab} | " + " | ".join(cells) + f" | **{_num(summarise(rows).get('spearman', np.nan))}** |")
+    return lines + [""]
+
+
 def verdict(out, n_targets=3):
     """One honest paragraph derived from the numbers: goal met or not, versus the best baseline."""
     from dsim.predictors import summarise
@@ -292,6 +310,7 @@ def main(argv=None) -> int:
     res, vals = published()
     out, ceil, secs = run(res, vals, cards, kinds)
     lines += table(out, ceil, "Published cats-scans table (3 targets x 7 sources)")
+    every = [("cats-scans", out)]
     chk, ok = check_baselines(out)
     lines += verdict(out) + chk
     ins = in_sample(res, vals, cards, kinds)
@@ -328,6 +347,7 @@ def main(argv=None) -> int:
             mvals += model_scores(mres)
         mout, mceil, msecs = run(mres, mvals, mcards, kinds, repeat_of=lambda r: r.fold // 1000)
         ntargets = len({r.target for r in mres})
+        every.append(("cpu " + (path.stem.replace("transfer_matrix_results", "").strip("_") or "n200"), mout))
         lines += table(mout, mceil, f"CPU transfer matrix ({' + '.join(p.name for p in paths)}, {len(mres)} runs, "
                                     f"{ntargets} targets)")
         lines += verdict(mout, ntargets)
@@ -339,6 +359,8 @@ def main(argv=None) -> int:
                              f"CPU matrix {path.stem.replace('transfer_matrix_results', '').strip('_') or 'n200'}, "
                              "leave-one-target-out"))
 
+    if len(every) > 1:
+        lines += aggregate(every)
     text = "\n".join(lines)
     print(text)
     if args.write:
