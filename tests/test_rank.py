@@ -211,3 +211,22 @@ def test_same_images_in_another_size_are_never_candidates(shared_data):
     explicit = dsim.rank("ham10000-8x8", sources=["dermamnist", "breastmnist"], measures=["expert"], max_samples=300)
     assert explicit.sources == ["breastmnist"]
     assert {"source": "dermamnist", "reason": "same data as the target"} in [dict(s) for s in explicit.skipped]
+
+
+def test_the_same_skip_reason_for_many_sources_is_one_line(tmp_path):
+    """logme with a checkpoint for one source only skips every other source for the same reason:
+    one line lists them (the reason names no single source)."""
+    import torch
+
+    ckpt = tmp_path / "usps.pth"
+    torch.save(dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=0).state_dict(), ckpt)
+    r = run_dsim("rank", "--target", "breastmnist", "--measures", "logme", "--max-samples", "100",
+                 "-o", json.dumps({"usps": str(ckpt)}).join(["source_checkpoints=", ""]),
+                 "-o", "backbone=smallcnn-w16", "-o", "image_size=28")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    lines = [l for l in out.splitlines() if "no source checkpoint" in l]
+    assert len(lines) == 1 and "this source" in lines[0], out
+    flat = " ".join(out.split())
+    assert "usps" in flat.split("skipped")[0]  # ranked, above the skip lines
+    assert "coil20" in flat.split("skipped", 1)[1]

@@ -99,7 +99,10 @@ def _print_ranking(ranking) -> None:
     # one line per reason: which measures and which sources it kept out
     grouped: dict[str, tuple[list[str], list[str]]] = {}
     for s in ranking.skipped:
-        measures_, sources_ = grouped.setdefault(s["reason"], ([], []))
+        reason = s["reason"]
+        if s.get("source"):  # the same reason for many sources: one line, the source names listed once
+            reason = reason.replace(repr(s["source"]), "this source")
+        measures_, sources_ = grouped.setdefault(reason, ([], []))
         if s.get("measure") and s["measure"] not in measures_:
             measures_.append(s["measure"])
         if s.get("source") and s["source"] not in sources_:
