@@ -68,7 +68,8 @@ def _spearman(a, b) -> float:
 
 
 def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[str], threads: int = 0,
-                     label_draws: int | None = None, precision: str | None = None) -> list[str]:
+                     label_draws: int | None = None, precision: str | None = None,
+                     method: str = "montecarlo", skip: int = 6) -> list[str]:
     import torch
 
     if threads:
@@ -83,13 +84,15 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
     import models as ref_models  # noqa: E402  (aws-cv-task2vec)
     import task2vec as ref  # noqa: E402
 
-    opts = {**DEFAULTS, "image_size": size, "task2vec_fisher_samples": draws, "task2vec_skip_layers": 6}
+    opts = {**DEFAULTS, "image_size": size, "task2vec_fisher_samples": draws, "task2vec_skip_layers": skip}
     if label_draws is not None:
         opts["task2vec_label_draws"] = label_draws
     if precision:
         opts["task2vec_precision"] = precision
-    out = [f"Task2Vec, {len(names)} tasks x {n} images, resnet18 seeded random init (identical "
-           f"weights in both), {size} px, skip_layers=6, {draws} Monte-Carlo draws, batch 64, "
+    opts["task2vec_method"] = method
+    opts["task2vec_variational_samples"] = draws  # the reference's loader_opts num_samples serves both
+    out = [f"Task2Vec ({method}), {len(names)} tasks x {n} images, resnet18 seeded random init (identical "
+           f"weights in both), {size} px, skip_layers={skip}, {draws} Monte-Carlo draws, batch 64, "
            "classifier Adam 10 epochs lr 4e-4 wd 1e-4, BN in train mode (the reference's "
            "behaviour), dsim label draws per forward pass = " + str(opts["task2vec_label_draws"]) +
            ", dsim precision = " + resolve_precision(opts["task2vec_precision"], "cpu") + " (reference: fp32)"
@@ -124,7 +127,7 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
             torch.manual_seed(seed)
             np.random.seed(seed)
             t0 = time.perf_counter()
-            emb = ref.Task2Vec(net, skip_layers=6, max_samples=None,
+            emb = ref.Task2Vec(net, skip_layers=skip, max_samples=None, method=method,
                                loader_opts={"num_workers": 0, "batch_size": 64, "num_samples": draws}).embed(dataset)
             return np.asarray(emb.hessian, np.float64), time.perf_counter() - t0
 
@@ -456,6 +459,9 @@ def main(argv=None):
     ap.add_argument("--otdd-entreg", type=float, default=1e-4)
     ap.add_argument("--tasks", default=",".join(DATASETS[:6]))
     ap.add_argument("--threads", type=int, default=0, help="torch threads for the Task2Vec comparison (0: torch's default)")
+    ap.add_argument("--t2v-method", default="montecarlo", choices=["montecarlo", "variational"])
+    ap.add_argument("--t2v-skip", type=int, default=6,
+                    help="skip_layers on both sides (the reference's variational method only runs with 0)")
     ap.add_argument("--t2v-precision", default=None, help="dsim's task2vec_precision (default: dsim's, auto)")
     ap.add_argument("--t2v-label-draws", type=int, default=None, help="dsim's task2vec_label_draws (default: dsim's)")
     args = ap.parse_args(argv)
@@ -469,7 +475,8 @@ def main(argv=None):
             lines += compare_otdd(args.otdd_ref, args.ref_deps, args.ref_n, args.otdd_size, names[:5], args.otdd_entreg) + [""]
         if args.task2vec_ref:
             lines += compare_task2vec(args.task2vec_ref, args.ref_n, args.t2v_size, args.t2v_draws, names,
-                                      args.threads, args.t2v_label_draws, args.t2v_precision) + [""]
+                                      args.threads, args.t2v_label_draws, args.t2v_precision,
+                                      args.t2v_method, args.t2v_skip) + [""]
     else:
         ns = [500, 2000, 10000] if args.full else [int(x) for x in args.n.split(",")]
         ss = [1, 5, 20] if args.full else [int(x) for x in args.s.split(",")]

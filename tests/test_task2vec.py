@@ -250,3 +250,25 @@ def test_cli_prints_the_estimate_line_only_for_long_work(capsys):
     Progress(enabled=False).estimate("task2vec", 500.0, 2)  # --json / --csv: quiet
     assert capsys.readouterr().err == ""
     assert format_duration(40) == "40 s" and format_duration(2 * 3600) == "2.0 h"
+
+
+def test_variational_fisher_embeds_every_conv_filter_repeatably(breast):
+    """``task2vec_method=variational`` (the reference's second method): one value per conv filter
+    after the skipped layers (exp(-logvar), positive), the layer prior as trivial embedding,
+    bit-for-bit repeatable, and a cache key of its own."""
+    opts = {"task2vec_method": "variational", "task2vec_variational_samples": 256}
+    m = Task2Vec()
+    a = m.represent(breast, _ctx(**opts))
+    b = m.represent(breast, _ctx(**opts))
+    h, scale = a.arrays["hessian"], a.arrays["scale"]
+    assert np.array_equal(h, b.arrays["hessian"])
+    assert h.shape == scale.shape == (5 * 256 + 5 * 512,)  # layer3 + layer4 convs (incl. downsample) of resnet18
+    assert np.all(h > 0) and np.all(scale > 0)
+    assert [n.split(".")[-1] for n in a.meta["names"]][:3] == ["conv1", "conv2", "0"]
+    assert m.config(_ctx(**opts))["method"] == "variational" and m.config(_ctx())["method"] == "montecarlo"
+    other = m.represent(_npz("usps_16x16.npz", 96), _ctx(**opts))
+    d = m.compare(a, other, _ctx(**opts, task2vec_distance="asymmetric"))
+    assert d == pytest.approx(symmetric_distance(h, other.arrays["hessian"])
+                              - 0.15 * symmetric_distance(h, scale))
+    with pytest.raises(dsim.DsimError, match="task2vec_method"):
+        m.represent(breast, _ctx(task2vec_method="laplace"))

@@ -24,6 +24,12 @@ filters, estimated the way awslabs/aws-cv-task2vec's ``montecarlo`` method does:
    batch norms, not the classifier), the Fisher averaged over each filter, concatenated in
    module order (the reference's ``extract_embedding``).
 
+``task2vec_method="variational"`` is the reference's second estimator: a learned per-filter
+noise variance instead of sampled gradients (see :func:`_variational`); the embedding holds one
+value per conv filter (batch norms excluded, as in the reference) and the layer's prior scale as
+the trivial embedding. It runs in float32 and is not the default (the paper and cats-scans use
+the Monte-Carlo method).
+
 Batch norm runs in *train* mode (batch statistics) throughout, as in the reference (which calls
 ``model.train()``); running statistics are not updated. With ``task2vec_bn="eval"`` the stored
 statistics are used instead (meaningful for ImageNet probes).
@@ -88,6 +94,10 @@ DEFAULTS: dict[str, Any] = {
     "task2vec_label_draws": 4,
     "task2vec_threads": 0,
     "task2vec_precision": "auto",
+    "task2vec_method": "montecarlo",
+    "task2vec_variational_samples": 10000,
+    "task2vec_variational_beta": 1e-7,
+    "task2vec_variational_lr": 1e-2,
 }
 
 
@@ -315,6 +325,12 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         train_error = float((clf(pooled_t).argmax(1) != y_all).float().mean())
     for p in clf.parameters():
         p.requires_grad_(False)
+    method = str(opts["task2vec_method"])
+    if method == "variational":
+        return _variational(probe, model, cached_t if skip else None, inputs, y_all, weights, skip, opts, gen,
+                            device, progress, train_error)
+    if method != "montecarlo":
+        raise Task2VecError(f"task2vec_method={method!r}: use 'montecarlo' or 'variational'")
 
     # 3. Monte-Carlo Fisher of the weights after layer ``skip``: ``n_batches`` draw-batches of
     # 64 labels; each forward pass of a drawn batch of inputs serves ``label_draws`` independent
@@ -354,7 +370,96 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         hess.append(a.double().cpu().numpy())
         sizes.append(int(a.shape[0]))
     return {"hessian": np.concatenate(hess), "names": list(probe.names), "sizes": sizes,
-            "train_error": train_error, "precision": precision}
+            "train_error": train_error, "precision": precision, "scale": np.ones(sum(sizes))}
+
+
+def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen, device, progress,
+                 train_error) -> dict[str, Any]:
+    """The reference's ``variational`` Fisher (Achille et al. 2019, sec. 3): every conv / linear
+    filter after layer ``skip`` (classifier excluded) gets Gaussian weight noise with a learned
+    per-filter log-variance, applied through the local reparametrisation trick (output noise of
+    variance ``conv(x^2 + 1e-2, var)``); the log-variances and a per-layer prior scale lambda^2
+    are fitted by Adam (lr 1e-2; batch-norm and classifier parameters lr 5e-4; the weights stay
+    fixed) on cross-entropy with the *true* labels plus ``beta`` times the KL divergence to the
+    prior N(0, lambda^2), for one pass over ``task2vec_variational_samples`` class-balanced draws.
+    The Fisher of a filter is then ``exp(-logvar)`` (the noise it tolerates), its prior scale
+    ``exp(-log lambda^2)`` (the trivial embedding)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    tail_ids = {id(m) for layer in probe.layers[skip:-1] for m in layer.modules()}
+    mods, names = [], []
+    for name, mod in model.named_modules():
+        if mod is probe.classifier or id(mod) not in tail_ids:
+            continue
+        if isinstance(mod, (nn.Conv2d, nn.Linear)) and mod.weight.ndim >= 2:
+            mods.append(mod)
+            names.append(name)
+    if not mods:
+        raise Task2VecError("task2vec_method=variational: no convolution or linear layer after the skipped ones")
+    logvar, loglam = [], []
+    for m in mods:
+        w = m.weight.detach()
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        var = w.reshape(w.shape[0], -1).var(dim=1).reshape(shape)
+        logvar.append(nn.Parameter(torch.log(0.05 * var + 1e-8)))
+        loglam.append(nn.Parameter(torch.log(w.pow(2).mean() + 1e-8)))
+
+    def noisy(i):
+        def hook(mod, args, out):
+            x = args[0]
+            v = logvar[i].exp().expand_as(mod.weight)
+            if isinstance(mod, nn.Conv2d):
+                ov = F.conv2d(x * x + 1e-2, v, None, mod.stride, mod.padding, mod.dilation, mod.groups)
+            else:
+                ov = F.linear(x * x + 1e-2, v)
+            eps = torch.empty(out.shape, device=out.device).normal_(generator=gen) if out.device.type == "cpu" \
+                else torch.randn_like(out)
+            return out + ov.sqrt() * eps
+        return hook
+
+    def kl():
+        k = sum(m.weight.numel() for m in mods)
+        total = -float(k)
+        for m, lv, ll in zip(mods, logvar, loglam):
+            n_per = m.weight.numel() // m.weight.shape[0]
+            total = total + m.weight.pow(2).sum() / ll.exp() + lv.exp().sum() * n_per / ll.exp() \
+                + ll * m.weight.numel() - lv.sum() * n_per
+        return total
+
+    bn = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
+    clf = list(probe.classifier.parameters())
+    for p in bn + clf:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam([{"params": logvar + loglam}, {"params": bn, "lr": 5e-4}, {"params": clf, "lr": 5e-4}],
+                           lr=float(opts["task2vec_variational_lr"]), betas=(0.9, 0.999))
+    beta = float(opts["task2vec_variational_beta"])
+    bs = int(opts["task2vec_batch_size"])
+    n_batches = int(opts["task2vec_variational_samples"]) // bs
+    order = torch.multinomial(weights, n_batches * bs, replacement=True, generator=gen).view(n_batches, bs)
+    handles = [m.register_forward_hook(noisy(i)) for i, m in enumerate(mods)]
+    try:
+        for i, b in enumerate(order):
+            x = cached_t[b.to(device)] if skip else inputs(b.numpy())
+            loss = F.cross_entropy(probe.forward_from(x, skip), y_all[b.to(device)]) + beta * kl()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            progress("task2vec: variational fisher", i + 1, n_batches)
+    finally:
+        for h in handles:
+            h.remove()
+        for p in bn + clf:
+            p.requires_grad_(False)
+    hess, scale, sizes = [], [], []
+    for lv, ll in zip(logvar, loglam):
+        h = torch.exp(-lv.detach()).reshape(-1).double().cpu().numpy()
+        hess.append(h)
+        scale.append(np.full(h.size, float(torch.exp(-ll.detach()))))
+        sizes.append(int(h.size))
+    return {"hessian": np.concatenate(hess), "names": names, "sizes": sizes, "train_error": train_error,
+            "precision": "fp32", "scale": np.concatenate(scale)}
 
 
 def symmetric_distance(h0: np.ndarray, h1: np.ndarray) -> float:
@@ -366,9 +471,11 @@ def symmetric_distance(h0: np.ndarray, h1: np.ndarray) -> float:
     return float(1.0 - np.dot(a, b) / den) if den > 0 else 0.0
 
 
-def asymmetric_distance(hs: np.ndarray, ht: np.ndarray, alpha: float = 0.15) -> float:
-    """``d_sym(s, t) - alpha * d_sym(s, trivial)``, trivial = every filter at the prior (F = 1)."""
-    return symmetric_distance(hs, ht) - alpha * symmetric_distance(hs, np.ones_like(hs))
+def asymmetric_distance(hs: np.ndarray, ht: np.ndarray, alpha: float = 0.15, trivial: np.ndarray | None = None) -> float:
+    """``d_sym(s, t) - alpha * d_sym(s, trivial)``, trivial = every filter at the prior: F = 1 for
+    the Monte-Carlo embedding, the layer's prior scale ``1 / lambda^2`` for the variational one."""
+    triv = np.ones_like(hs) if trivial is None else np.asarray(trivial, np.float64)
+    return symmetric_distance(hs, ht) - alpha * symmetric_distance(hs, triv)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,8 +500,13 @@ class Task2Vec(dsim.Measure):
                                           "task2vec_subset_min")})
         cfg["max_samples"] = ctx.option("max_samples")
         cfg["seed"] = ctx.seed
-        cfg["method"] = "montecarlo"
-        cfg["precision"] = resolve_precision(o["task2vec_precision"], ctx.torch_device())
+        cfg["method"] = str(o["task2vec_method"])
+        if cfg["method"] == "variational":
+            cfg.update({k: o[k] for k in ("task2vec_variational_samples", "task2vec_variational_beta",
+                                          "task2vec_variational_lr")})
+            cfg["precision"] = "fp32"
+        else:
+            cfg["precision"] = resolve_precision(o["task2vec_precision"], ctx.torch_device())
         cfg["version"] = 2
         return cfg
 
@@ -518,20 +630,21 @@ class Task2Vec(dsim.Measure):
         with torch.random.fork_rng(devices=[]):
             if protocol == "single":
                 e = self._embed(data, ctx, ctx.seed)
-                arrays = {"hessian": e["hessian"]}
+                arrays = {"hessian": e["hessian"], "scale": e["scale"]}
                 meta = {"names": e["names"], "sizes": e["sizes"], "train_error": e["train_error"],
                         "n": len(data)}
             elif protocol == "cats-scans":
                 n_sub = int(o["task2vec_subsets"])
                 m = max(int(o["task2vec_subset_min"]), int(math.ceil(float(o["task2vec_subset_fraction"]) * len(data))))
                 m = min(m, len(data))
-                hs, errs = [], []
+                hs, errs, scales = [], [], []
                 for i in range(n_sub):
                     sub = data.subsample(m, seed=ctx.seed * 1000003 + i) if m < len(data) else data
                     e = self._embed(sub, ctx, ctx.seed + i, desc=f" (subset {i + 1}/{n_sub})")
                     hs.append(e["hessian"])
+                    scales.append(e["scale"])
                     errs.append(e["train_error"])
-                arrays = {"hessian": np.mean(hs, axis=0), "hessians": np.stack(hs)}
+                arrays = {"hessian": np.mean(hs, axis=0), "hessians": np.stack(hs), "scale": np.mean(scales, axis=0)}
                 meta = {"names": e["names"], "sizes": e["sizes"], "train_error": float(np.mean(errs)),
                         "n": len(data), "subset_size": m}
             else:
@@ -547,15 +660,16 @@ class Task2Vec(dsim.Measure):
             hs, ht = source.arrays["hessians"], target.arrays["hessians"]
             rng = np.random.default_rng([int(ctx.seed), int(source.key[:8], 16), int(target.key[:8], 16)])
             pairs = [(rng.integers(len(hs)), rng.integers(len(ht))) for _ in range(int(o["task2vec_pairs"]))]
-            vals = [self._dist(hs[i], ht[j], kind, o) for i, j in pairs]
+            vals = [self._dist(hs[i], ht[j], kind, o, trivial=source.arrays.get("scale")) for i, j in pairs]
             return float(np.mean(vals))
-        return self._dist(source.arrays["hessian"], target.arrays["hessian"], kind, o)
+        return self._dist(source.arrays["hessian"], target.arrays["hessian"], kind, o,
+                          trivial=source.arrays.get("scale"))
 
     @staticmethod
-    def _dist(a, b, kind, o) -> float:
+    def _dist(a, b, kind, o, trivial=None) -> float:
         if kind == "symmetric":
             return symmetric_distance(a, b)
-        return asymmetric_distance(a, b, float(o["task2vec_alpha"]))
+        return asymmetric_distance(a, b, float(o["task2vec_alpha"]), trivial)
 
 
 @dsim.hookimpl
