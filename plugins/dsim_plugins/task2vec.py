@@ -379,8 +379,8 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
     filter after layer ``skip`` (classifier excluded) gets Gaussian weight noise with a learned
     per-filter log-variance, applied through the local reparametrisation trick (output noise of
     variance ``conv(x^2 + 1e-2, var)``); the log-variances and a per-layer prior scale lambda^2
-    are fitted by Adam (lr 1e-2; batch-norm and classifier parameters lr 5e-4; the weights stay
-    fixed) on cross-entropy with the *true* labels plus ``beta`` times the KL divergence to the
+    are fitted by Adam (lr 1e-2; the classifier at lr 5e-4; weights and batch norms stay fixed)
+    on cross-entropy with the *true* labels plus ``beta`` times the KL divergence to the
     prior N(0, lambda^2), for one pass over ``task2vec_variational_samples`` class-balanced draws.
     The Fisher of a filter is then ``exp(-logvar)`` (the noise it tolerates), its prior scale
     ``exp(-log lambda^2)`` (the trivial embedding)."""
@@ -428,11 +428,13 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
                 + ll * m.weight.numel() - lv.sum() * n_per
         return total
 
-    bn = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
+    # the reference lists the batch-norm parameters in its optimizer (lr 5e-4) but turns their
+    # gradients off with every other non-variational, non-classifier parameter, so they stay
+    # fixed; dsim does the same
     clf = list(probe.classifier.parameters())
-    for p in bn + clf:
+    for p in clf:
         p.requires_grad_(True)
-    opt = torch.optim.Adam([{"params": logvar + loglam}, {"params": bn, "lr": 5e-4}, {"params": clf, "lr": 5e-4}],
+    opt = torch.optim.Adam([{"params": logvar + loglam}, {"params": clf, "lr": 5e-4}],
                            lr=float(opts["task2vec_variational_lr"]), betas=(0.9, 0.999))
     beta = float(opts["task2vec_variational_beta"])
     bs = int(opts["task2vec_batch_size"])
@@ -450,7 +452,7 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
     finally:
         for h in handles:
             h.remove()
-        for p in bn + clf:
+        for p in clf:
             p.requires_grad_(False)
     hess, scale, sizes = [], [], []
     for lv, ll in zip(logvar, loglam):
