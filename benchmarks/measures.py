@@ -92,10 +92,11 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
     opts["task2vec_method"] = method
     opts["task2vec_variational_samples"] = draws  # the reference's loader_opts num_samples serves both
     out = [f"Task2Vec ({method}), {len(names)} tasks x {n} images, resnet18 seeded random init (identical "
-           f"weights in both), {size} px, skip_layers={skip}, {draws} Monte-Carlo draws, batch 64, "
+           f"weights in both), {size} px, skip_layers={skip}, {draws} draws, batch 64, "
            "classifier Adam 10 epochs lr 4e-4 wd 1e-4, BN in train mode (the reference's "
            "behaviour), dsim label draws per forward pass = " + str(opts["task2vec_label_draws"]) +
-           ", dsim precision = " + resolve_precision(opts["task2vec_precision"], "cpu") + " (reference: fp32)"
+           ", dsim precision = " + (resolve_precision(opts["task2vec_precision"], "cpu") if method == "montecarlo"
+                                     else "fp32") + " (reference: fp32)"
            ", torch threads = " + str(torch.get_num_threads()) + " (both)", ""]
     ours, refs, refs2 = [], [], []
     t_ours = t_ref = t_ref_tensor = 0.0
