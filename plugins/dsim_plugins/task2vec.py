@@ -532,8 +532,9 @@ class Task2Vec(dsim.Measure):
 
         o = _opts(ctx)
         bs, size, skip = int(o["task2vec_batch_size"]), int(o["image_size"]), int(o["task2vec_skip_layers"])
-        kd = max(1, int(o["task2vec_label_draws"]))
-        n_batches = max(1, int(o["task2vec_fisher_samples"]) // bs)
+        variational = str(o["task2vec_method"]) == "variational"
+        kd = 1 if variational else max(1, int(o["task2vec_label_draws"]))
+        n_batches = max(1, int(o["task2vec_variational_samples" if variational else "task2vec_fisher_samples"]) // bs)
         key = (o["probe"], str(o["probe_weights"]), size, skip, bs, kd, str(ctx.torch_device()),
                str(o["task2vec_precision"]),
                int(o["task2vec_threads"] or 0), torch.get_num_threads())
@@ -544,6 +545,8 @@ class Task2Vec(dsim.Measure):
             except Exception:  # an estimate must never stop the work
                 return None
         t_body, t_step = cal[key]
+        if variational:
+            t_step *= 1.5  # a noise convolution beside every convolution, its backward too (rough)
         n_fwd = math.ceil(n_batches / kd)
 
         def one(n):
