@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,8 @@ MATRIX = HERE / "transfer_matrix_results.csv"
 #: the CPU meta-datasets evaluated by default (each on its own): N = 200 fine-tuning and linear
 #: probe with independent pretraining per repeat; N = 500 linear probe over fixed source
 #: checkpoints, every shared data set as a target
-MATRICES = ((MATRIX,), (HERE / "transfer_matrix_results_lp500.csv", HERE / "transfer_matrix_results_lp500_natural.csv"))
+MATRICES = ((MATRIX,), (HERE / "transfer_matrix_results_lp500.csv", HERE / "transfer_matrix_results_lp500_natural.csv",
+                        HERE / "transfer_matrix_results_lp200.csv"))
 #: how the N = 500 matrix pretrained its sources (benchmarks/transfer_matrix.py --pretrain-seed 0
 #: --source-max 2000 --pretrain-epochs 10 --backbone smallcnn-w16): with it the model-based scores
 #: (LogME, H-score) of the very checkpoints the matrix transferred from can be computed
@@ -347,7 +349,9 @@ def main(argv=None) -> int:
             mvals += model_scores(mres)
         mout, mceil, msecs = run(mres, mvals, mcards, kinds, repeat_of=lambda r: r.fold // 1000)
         ntargets = len({r.target for r in mres})
-        every.append(("cpu " + (path.stem.replace("transfer_matrix_results", "").strip("_") or "n200"), mout))
+        setups = sorted({m.group(0) for r in mres for m in [re.search(r"\bn\d+\b", r.setup)] if m})
+        every.append(("cpu " + (path.stem.replace("transfer_matrix_results", "").strip("_") or "n200")
+                      + (f" ({'+'.join(setups)})" if len(setups) > 1 else ""), mout))
         lines += table(mout, mceil, f"CPU transfer matrix ({' + '.join(p.name for p in paths)}, {len(mres)} runs, "
                                     f"{ntargets} targets)")
         lines += verdict(mout, ntargets)
