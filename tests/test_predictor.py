@@ -309,6 +309,9 @@ def test_cli_fit_show_evaluate(tmp_path, monkeypatch, capsys):
     assert main(["predictor", "fit", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["predictor"] == "meta-ranker" and (tmp_path / "current.json").exists()
+    assert main(["predictor", "fit"]) == 0  # the table form says which model was kept, and why
+    text = " ".join(capsys.readouterr().out.split())
+    assert "model: " in text and "inner leave-one-target-out Spearman" in text
     assert main(["predictor", "evaluate", "--predictors", "most-classes,always-imagenet", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["summary"]) == {"most-classes", "always-imagenet"}

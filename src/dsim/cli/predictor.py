@@ -74,6 +74,14 @@ def predictor_fit(
         coefs = sorted(pred.coefficients().items(), key=lambda kv: -abs(kv[1]))
         con.print("weights (standardised features, > 0 = transfers better): "
                   + ", ".join(f"{k} {v:+.3f}" for k, v in coefs if abs(v) > 1e-4))
+    state = pred.get_state() if hasattr(pred, "get_state") else {}
+    if state.get("model") == "skill-weighted":
+        con.print(f"model: the skill-weighted rule mix (inner leave-one-target-out Spearman "
+                  f"{state.get('mix_spearman', float('nan')):.2f}) — the learned model reached only "
+                  f"{max((state.get('inner_spearman') or {'': float('nan')}).values()):.2f} on held-out training targets")
+    elif state.get("model") == "learned" and state.get("inner_spearman"):
+        con.print(f"model: learned (inner leave-one-target-out Spearman {max(state['inner_spearman'].values()):.2f}"
+                  + (f", rule mix {state['mix_spearman']:.2f})" if state.get("mix_spearman") is not None else ")"))
 
 
 @predictor_app.command("show")
