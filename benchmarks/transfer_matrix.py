@@ -193,44 +193,47 @@ def write_csv(rows, path):
             w.writerow({c: (f"{r[c]:.4f}" if isinstance(r[c], float) else r[c]) for c in cols})
 
 
-_INDEX: dict = {}
+def auc_index(rows) -> dict:
+    """Fold AUCs by (target, strategy, source, repeat), and by (..., None) over every repeat:
+    built once per report, so that the split-half ceilings (462 splits at 12 repeats) do not
+    rescan the rows."""
+    table: dict = {}
+    for r in rows:
+        for rep in (r["repeat"], None):
+            table.setdefault((r["target"], r["strategy"], r["source"], rep), []).append(r["auc"])
+    return table
 
 
-def _mean_auc(rows, target, strategy, source, repeat=None):
-    idx = _INDEX.get(id(rows))
-    if idx is None or idx[0] is not rows:  # index the rows once per list: (target, strategy, source, repeat)
-        table: dict = {}
-        for r in rows:
-            strat = r["strategy"]
-            table.setdefault((r["target"], strat, r["source"], r["repeat"]), []).append(r["auc"])
-            table.setdefault((r["target"], strat, r["source"], None), []).append(r["auc"])
-        idx = _INDEX[id(rows)] = (rows, table)
-    table = idx[1]
-    xs = table.get((target, strategy, source, repeat))
-    if xs is None and source == target:
-        xs = table.get((target, "scratch", source, repeat))
+def _mean_auc(idx, target, strategy, source, repeat=None):
+    xs = idx.get((target, strategy, source, repeat))
+    if xs is None and source == target:  # the from-scratch baseline is stored with source == target
+        xs = idx.get((target, "scratch", source, repeat))
     return float(np.mean(xs)) if xs else None
 
 
-def ceilings(rows, target, strategy, repeats, with_scratch=False):
+def _rho(a, b):
+    """Spearman over the sources both rankings have (None where fewer than three)."""
     from scipy.stats import spearmanr
 
+    ok = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    return float(spearmanr([x for x, _ in ok], [y for _, y in ok]).statistic) if len(ok) >= 3 else None
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def ceilings(idx, target, strategy, repeats, with_scratch=False):
     sources = [s for s in FILES if s != target] + ([target] if with_scratch else [])
-    rhos = []
-    for r1, r2 in itertools.combinations(range(repeats), 2):
-        a = [_mean_auc(rows, target, strategy, s, r1) for s in sources]
-        b = [_mean_auc(rows, target, strategy, s, r2) for s in sources]
-        ok = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-        if len(ok) >= 3:
-            rhos.append(float(spearmanr([x for x, _ in ok], [y for _, y in ok]).statistic))
-    return float(np.mean(rhos)) if rhos else None
+    return _mean([_rho([_mean_auc(idx, target, strategy, s, r1) for s in sources],
+                       [_mean_auc(idx, target, strategy, s, r2) for s in sources])
+                  for r1, r2 in itertools.combinations(range(repeats), 2)])
 
 
-def split_half_ceiling(rows, target, strategy, repeats, with_scratch=False):
+def split_half_ceiling(idx, target, strategy, repeats, with_scratch=False):
     """Spearman between the rankings of two disjoint halves of the repeats (each averaged), mean
     over the ways to split them: the reliability of a ranking that averages repeats/2 repetitions."""
-    from scipy.stats import spearmanr
-
     if repeats < 4:
         return None
     sources = [s for s in FILES if s != target] + ([target] if with_scratch else [])
@@ -240,23 +243,15 @@ def split_half_ceiling(rows, target, strategy, repeats, with_scratch=False):
         if 0 not in half:
             continue  # each split once
         other = [r for r in reps if r not in half]
-
-        def avg(rs, s):
-            xs = [_mean_auc(rows, target, strategy, s, r) for r in rs]
-            xs = [x for x in xs if x is not None]
-            return float(np.mean(xs)) if xs else None
-
-        a = [avg(half, s) for s in sources]
-        b = [avg(other, s) for s in sources]
-        ok = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-        if len(ok) >= 3:
-            rhos.append(float(spearmanr([x for x, _ in ok], [y for _, y in ok]).statistic))
-    return float(np.mean(rhos)) if rhos else None
+        rhos.append(_rho([_mean([_mean_auc(idx, target, strategy, s, r) for r in half]) for s in sources],
+                         [_mean([_mean_auc(idx, target, strategy, s, r) for r in other]) for s in sources]))
+    return _mean(rhos)
 
 
 def report(rows, targets, strategies, a, runtime, failures) -> str:
     from dsim.metrics import transferability
 
+    idx = auc_index(rows)
     L = [MARK_BEGIN, "## Transfer matrix at 28 px (benchmarks/transfer_matrix.py)", ""]
     if a.pretrain_seed is not None:
         L[1] = L[1][:-1] + f", every source pretrained once (seed {a.pretrain_seed}) for all repeats)"
@@ -290,8 +285,8 @@ def report(rows, targets, strategies, a, runtime, failures) -> str:
                 if s == t:
                     cells.append("—")
                     continue
-                m = _mean_auc(rows, t, strat if s != "(scratch)" else "scratch", src)
-                base = _mean_auc(rows, t, "scratch", t)
+                m = _mean_auc(idx, t, strat if s != "(scratch)" else "scratch", src)
+                base = _mean_auc(idx, t, "scratch", t)
                 if m is None:
                     cells.append("n/a")
                 elif s != "(scratch)" and base:
@@ -305,27 +300,23 @@ def report(rows, targets, strategies, a, runtime, failures) -> str:
               "other seeds, folds, training subsets, source pretraining and fine-tuning init")
     L.append("Noise ceiling: Spearman between the source rankings (mean AUC over folds) of two independent "
              f"repetitions ({varied}); mean over pairs of repeats.")
-    L.append("")
-    L.append("| target | " + " | ".join(f"{s} (6 sources)" for s in strategies) + " | "
-             + " | ".join(f"{s} (+ scratch)" for s in strategies) + " |")
-    L.append("| --- | " + " | ".join("---" for _ in strategies * 2) + " |")
-    for t in targets:
-        c1 = [ceilings(rows, t, s, a.repeats) for s in strategies]
-        c2 = [ceilings(rows, t, s, a.repeats, with_scratch=True) for s in strategies]
-        L.append(f"| {t} | " + " | ".join("n/a" if c is None else f"{c:.2f}" for c in c1 + c2) + " |")
+
+    def ceiling_table(fn):
+        out = ["", "| target | " + " | ".join(f"{s} (6 sources)" for s in strategies) + " | "
+               + " | ".join(f"{s} (+ scratch)" for s in strategies) + " |",
+               "| --- | " + " | ".join("---" for _ in strategies * 2) + " |"]
+        for t in targets:
+            cs = [fn(idx, t, s, a.repeats, with_scratch=w) for w in (False, True) for s in strategies]
+            out.append(f"| {t} | " + " | ".join("n/a" if c is None else f"{c:.2f}" for c in cs) + " |")
+        return out
+
+    L += ceiling_table(ceilings)
     if a.repeats >= 4:
         L.append("")
         L.append(f"Split-half ceiling: Spearman between the rankings of two disjoint halves of the {a.repeats} "
                  f"repetitions, each averaged over {a.repeats // 2} repetitions (mean over the splits): the "
                  "reliability of a ranking that averages that many repetitions.")
-        L.append("")
-        L.append("| target | " + " | ".join(f"{s} (6 sources)" for s in strategies) + " | "
-                 + " | ".join(f"{s} (+ scratch)" for s in strategies) + " |")
-        L.append("| --- | " + " | ".join("---" for _ in strategies * 2) + " |")
-        for t in targets:
-            c1 = [split_half_ceiling(rows, t, s, a.repeats) for s in strategies]
-            c2 = [split_half_ceiling(rows, t, s, a.repeats, with_scratch=True) for s in strategies]
-            L.append(f"| {t} | " + " | ".join("n/a" if c is None else f"{c:.2f}" for c in c1 + c2) + " |")
+        L += ceiling_table(split_half_ceiling)
     if failures:
         L.append("")
         L.append("Failed runs: " + "; ".join(f["error"] for f in failures[:5]))
