@@ -515,22 +515,26 @@ class AlwaysImageNet(_Baseline):
         return 1.0 if names & IMAGENET_NAMES else 0.0
 
 
-class LargestSource(_Baseline):
+class _CardFact(_Baseline):
+    """Rank by log10 of one number on the source's card (sources without it are left out)."""
+
+    field = ""
+
+    def score(self, target, c, kinds):
+        v = _log10(getattr(c.source, self.field))
+        return None if math.isnan(v) else v
+
+
+class LargestSource(_CardFact):
     name = "largest-source"
     description = "baseline: sources with more images first (log10 images, from the card)"
-
-    def score(self, target, c, kinds):
-        v = _log10(c.source.size)
-        return None if math.isnan(v) else v
+    field = "size"
 
 
-class MostClasses(_Baseline):
+class MostClasses(_CardFact):
     name = "most-classes"
     description = "baseline: sources with more classes first (log10 classes, from the card)"
-
-    def score(self, target, c, kinds):
-        v = _log10(c.source.num_classes)
-        return None if math.isnan(v) else v
+    field = "num_classes"
 
 
 class SingleMeasure(_Baseline):
