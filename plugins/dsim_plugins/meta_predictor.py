@@ -185,6 +185,14 @@ def assemble(predictor, target, candidates, history, scores, *, uncertainty=None
 # --------------------------------------------------------------------------- meta-ranker
 
 
+def _rho(scores, T) -> float:
+    """Spearman of scores with measured T on one training group; 0 (no skill) for a constant
+    score or fewer than three sources."""
+    from scipy.stats import spearmanr
+
+    return 0.0 if np.ptp(scores) == 0 or len(T) < 3 else float(spearmanr(scores, T).statistic)
+
+
 class MetaRanker(dsim.Predictor):
     """Pairwise logistic ranking over measure values and card features, bootstrap ensemble."""
 
@@ -282,8 +290,6 @@ class MetaRanker(dsim.Predictor):
         return m.coef_[0]
 
     def fit(self, results, values, cards, measure_kinds):
-        from scipy.stats import spearmanr
-
         groups = _groups(results, values, cards)
         if not groups:
             raise dsim.DsimError("meta-ranker: no target with two or more measured sources to learn from")
@@ -328,7 +334,7 @@ class MetaRanker(dsim.Predictor):
                         w = self._fit_w(tr, C)
                         for Z, T in te:
                             s = Z @ w
-                            rhos.append(0.0 if np.ptp(s) == 0 or len(T) < 3 else float(spearmanr(s, T).statistic))
+                            rhos.append(_rho(s, T))
                     inner[C] = float(np.mean(rhos))
                 best = max(inner.values())
                 chosen = min(C for C in C_GRID if inner[C] >= best - 1e-9)  # ties: stronger L2
@@ -347,7 +353,7 @@ class MetaRanker(dsim.Predictor):
                 rho_g[name] = []
                 for Z, T in mats:
                     sc = Z @ w_rule
-                    rho_g[name].append(0.0 if np.ptp(sc) == 0 or len(T) < 3 else float(spearmanr(sc, T).statistic))
+                    rho_g[name].append(_rho(sc, T))
                 rule_scores[name] = float(np.mean(rho_g[name]))
             tg = [g["target"] for g in groups]
             rhos = []
@@ -357,7 +363,7 @@ class MetaRanker(dsim.Predictor):
                     if x == t:
                         Z, T = mats[i]
                         sc = Z @ w_t if w_t is not None else np.zeros(len(T))
-                        rhos.append(0.0 if np.ptp(sc) == 0 or len(T) < 3 else float(spearmanr(sc, T).statistic))
+                        rhos.append(_rho(sc, T))
             mix_score = float(np.mean(rhos))
             w_mix = self._mix(rules, rho_g, list(range(len(groups))))
             if w_mix is not None and mix_score >= inner[chosen] - 1e-9:

@@ -58,6 +58,7 @@ images (at least ``task2vec_subset_min``); the distance is the mean symmetric di
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -111,6 +112,7 @@ def _opts(ctx) -> dict[str, Any]:
     return {k: ctx.option(k, v) for k, v in DEFAULTS.items()}
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_has_bf16() -> bool:
     """True where the CPU executes bfloat16 natively (AVX512-BF16 or AMX): there oneDNN's bf16
     convolutions are faster than float32; elsewhere they are emulated and slower."""
@@ -352,7 +354,7 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
             out = probe.forward_from(x, skip)
         out = out.float()
         with torch.no_grad():
-            probs = F.softmax(out.float(), dim=-1).cpu()
+            probs = F.softmax(out, dim=-1).cpu()
             ys = torch.multinomial(probs, kk, replacement=True, generator=gen).T.contiguous().to(device)
         for d in range(kk):
             loss = F.cross_entropy(out, ys[d])
