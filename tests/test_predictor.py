@@ -209,6 +209,69 @@ def test_meta_ranker_falls_back_to_the_rule_mix_when_learning_does_not_generalis
     assert dsim.get_predictor("meta-ranker", select=False).fit(res, vals, cards, KINDS).get_state()["model"] == "learned"
 
 
+def _track_synthetic(consistent: bool, n_targets=5, seed=0):
+    """Sources alike on every card fact and measure; their T on a target is a per-source quality
+    (the same on every target when ``consistent``, drawn anew per target otherwise) plus noise."""
+    rng = np.random.default_rng(seed)
+    names = [f"s{i}" for i in range(6)]
+    cards = {s: dsim.DatasetCard(name=s, origin="natural", channels=3, num_classes=10, size=1000) for s in names}
+    quality = dict(zip(names, np.linspace(0, 0.05, 6)))
+    res, vals = [], []
+    for j in range(n_targets):
+        t = f"t{j}"
+        cards[t] = dsim.DatasetCard(name=t, origin="medical", channels=3, num_classes=2, size=500)
+        q = quality if consistent else dict(zip(names, rng.permutation(list(quality.values()))))
+        for f in range(1, 4):
+            res.append(dsim.TransferResult(t, t, f, 0.8, setup="syn"))
+            for s in names:
+                res.append(dsim.TransferResult(s, t, f, 0.8 + q[s] + rng.normal(0, 0.002), setup="syn"))
+        vals += [dsim.MeasureValue("task2vec", s, t, float(rng.uniform(0, 1))) for s in names]
+    return res, vals, cards
+
+
+def test_track_record_leaves_the_targets_own_results_out():
+    from dsim_plugins.meta_predictor import track_record, track_table
+
+    table = track_table([
+        {"target": "a", "members": [("s", 3.0, None), ("u", 1.0, None)]},  # s: z = +1
+        {"target": "b", "members": [("s", 1.0, None), ("u", 3.0, None)]},  # s: z = -1
+        {"target": "c", "members": [("s", 2.0, None), ("u", 1.0, None), ("v", 0.0, None)]},
+    ])
+    z_c = (2.0 - 1.0) / np.std([2.0, 1.0, 0.0])
+    assert track_record(table, "s") == pytest.approx((1 - 1 + z_c) / (3 + 1))  # shrunk towards 0
+    assert track_record(table, "s", {"a"}) == pytest.approx((-1 + z_c) / (2 + 1))
+    assert track_record(table, "s", {"a", "c"}) == pytest.approx(-1 / 2)
+    assert math.isnan(track_record(table, "v", {"c"})) and math.isnan(track_record(table, "new"))
+
+
+def test_meta_ranker_learns_a_source_track_record_and_only_when_it_holds():
+    # consistent per-source quality that no card or measure shows: only the track record can rank
+    res, vals, cards = _track_synthetic(consistent=True)
+    rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
+    assert summarise(rows)["spearman"] > 0.9 and all(r["predicted_best"] == "s5" for r in rows)
+    blind = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3, track=False), res, vals, cards, KINDS)
+    assert summarise(blind)["spearman"] < 0.5
+    pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
+    assert pred.coefficients()["track_record"] == max(pred.coefficients().values())
+    # a source's history on the target being ranked is never its track record there: ranking
+    # t0 (whose results the model was fit on) uses only t1..t4
+    cands = [dsim.Candidate(source=cards[s], values={}) for s in ("s0", "s5")]
+    rk = pred.rank(cards["t0"], cands, [], KINDS)
+    from dsim_plugins.meta_predictor import track_record, track_table, _groups
+
+    table = track_table(_groups(res, vals, cards))
+    got = {r.source: r.contributions["track_record"]["value"] for r in rk.rows}
+    assert got == pytest.approx({s: track_record(table, s, {"t0"}) for s in ("s0", "s5")})
+    # qualities drawn anew per target: the (shrunk, own-target-free) track record carries no
+    # signal in training either, so the model does not learn to trust it
+    res, vals, cards = _track_synthetic(consistent=False)
+    pred = dsim.get_predictor("meta-ranker", n_members=3, select=False).fit(res, vals, cards, KINDS)
+    st = pred.get_state()
+    inconsistent = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
+    assert abs(summarise(inconsistent)["spearman"]) < 0.5
+    assert st["track"] is not None and max(st["inner_spearman"].values()) < 0.5
+
+
 def test_meta_ranker_round_trips_to_disk_with_identical_rankings(tmp_path, monkeypatch):
     monkeypatch.setenv("DSIM_PREDICTOR_DIR", str(tmp_path))
     res, vals = published()

@@ -9,6 +9,9 @@ target. Each (source, target) pair is described by:
 * source properties from its card: log10 images, log10 classes, medical origin, grey-scale;
 * target-relative properties: same origin, same channels, same modality, and agreement on each of
   the six cats-scans expert features (``expert_match:<feature>``, 0.5 when unknown).
+* the source's track record (``track_record``): its measured T z-scored among the sources of
+  every *other* target in the training history, averaged and shrunk towards 0 (sum / (n + 1));
+  a target's own results never enter its own value (see :func:`track_record`).
 
 Target-only properties are constant within one target's ranking, so a ranking objective cannot
 use them on their own; they enter through the target-relative features above.
@@ -20,8 +23,8 @@ leave-one-target-out over the training targets when ``C="auto"``. A bootstrap en
 resampled within each target) gives the uncertainty.
 
 Model selection (``select=True``, the default): fixed rules — each similarity measure alone,
-their mean (rank aggregation), log source size, log source classes — are scored by how well they
-rank the training targets (mean Spearman), and a *skill-weighted mix* of them (weights = that
+their mean (rank aggregation), log source size, log source classes, the track record — are
+scored by how well they rank the training targets (mean Spearman), and a *skill-weighted mix* of them (weights = that
 skill, negatives at 0; on standardised features) is scored by the same inner leave-one-target-out
 as the learned model (its weights from the other training targets). The learned model is kept
 only if it generalises better than the mix; otherwise the mix is the model (``state["model"]``
@@ -103,6 +106,33 @@ def measure_features(candidates, measures, kinds) -> dict[str, dict[str, float]]
         for name in out:
             out[name].setdefault(f"sim:{m}", float("nan"))
     return out
+
+
+#: shrinkage of the track record towards "average source": a source measured on n other targets
+#: gets sum(z) / (n + TRACK_SHRINK), so one lucky target does not make a source look reliable
+TRACK_SHRINK = 1.0
+
+
+def track_table(groups) -> dict[str, list[tuple[str, float]]]:
+    """source -> [(target, z)]: the source's measured T z-scored among the sources of each
+    training group (setup, target) it was measured in."""
+    out = defaultdict(list)
+    for g in groups:
+        T = np.array([t for _, t, _ in g["members"]], float)
+        sd = float(T.std())
+        if len(T) < 2 or sd == 0:
+            continue
+        for (s, t, _), z in zip(g["members"], (T - T.mean()) / sd):
+            out[s].append((g["target"], float(z)))
+    return dict(out)
+
+
+def track_record(table, source: str, exclude=()) -> float:
+    """How well ``source`` transferred to the targets of ``table`` other than ``exclude``: the
+    shrunk mean of its within-target z-scores (NaN when it has no such history). A target's own
+    results never enter its own track-record feature, in training or ranking."""
+    zs = [z for t, z in table.get(source, ()) if t not in exclude]
+    return float(sum(zs) / (len(zs) + TRACK_SHRINK)) if zs else float("nan")
 
 
 def _groups(results, values, cards):
@@ -200,36 +230,37 @@ class MetaRanker(dsim.Predictor):
     description = "learned pairwise ranker over measures + source/target card features (bootstrap ensemble)"
 
     def __init__(self, C="auto", n_members: int = 25, pair_weight: str = "delta",
-                 measures=None, seed: int = 0, select: bool = True):
+                 measures=None, seed: int = 0, select: bool = True, track: bool = True):
         self.C = C
         self.n_members = n_members
         self.pair_weight = pair_weight
         self.measures = measures
         self.seed = seed
         self.select = select
+        self.track = track
         self.state_ = None
 
     @staticmethod
-    def _mix(rules, rho_g, idx) -> np.ndarray | None:
-        """Rules weighted by their skill on the groups ``idx`` (mean Spearman, negatives at 0);
-        None when no rule has ranked those groups better than chance."""
-        if not idx:
-            return None
-        skill = {r: max(0.0, float(np.mean([rho_g[r][i] for i in idx]))) for r in rules}
-        total = sum(skill.values())
+    def _mix(rules, mats) -> tuple[np.ndarray | None, dict[str, float]]:
+        """Rules weighted by their skill on the groups ``mats`` (mean Spearman, negatives at 0),
+        and those skills; the weights are None when no rule ranked the groups better than chance."""
+        skill = {r: float(np.mean([_rho(Z @ w, T) for Z, T in mats])) if mats else 0.0
+                 for r, w in rules.items()}
+        total = sum(max(0.0, v) for v in skill.values())
         if total <= 0:
-            return None
-        return sum(skill[r] / total * rules[r] for r in rules)
+            return None, skill
+        return sum(max(0.0, skill[r]) / total * rules[r] for r in rules), skill
 
     @staticmethod
     def _rules(feats, keep) -> dict[str, np.ndarray]:
         """Fixed rules the learned model must beat: each similarity measure alone, the mean of
-        the similarity measures (rank aggregation), log source size, log source classes."""
+        the similarity measures (rank aggregation), log source size, log source classes, and the
+        source's track record on the other training targets."""
         rules = {}
         n = len(feats)
         sims = [i for i, f in enumerate(feats) if keep[i] and f.startswith("sim:")]
         for i, f in enumerate(feats):
-            if keep[i] and (f.startswith("sim:") or f in ("log10_size", "log10_classes")):
+            if keep[i] and (f.startswith("sim:") or f in ("log10_size", "log10_classes", "track_record")):
                 w = np.zeros(n)
                 w[i] = 1.0
                 rules[f"rule:{f}"] = w
@@ -240,8 +271,9 @@ class MetaRanker(dsim.Predictor):
         return rules
 
     # ---- fitting
-    def _design(self, groups, measures, kinds):
-        """Per group: (names, T array, raw feature matrix) with the column order of features_."""
+    def _design(self, groups, measures, kinds, table=None):
+        """Per group: (names, T array, feature dicts); ``track_record`` from ``table`` leaves the
+        group's own target out."""
         out = []
         for g in groups:
             cands = [c for _, _, c in g["members"]]
@@ -250,6 +282,8 @@ class MetaRanker(dsim.Predictor):
             for s, _t, c in g["members"]:
                 f = card_features(c.source, g["tcard"])
                 f.update(mf[s])
+                if table is not None:
+                    f["track_record"] = track_record(table, s, {g["target"]})
                 rows.append(f)
             out.append(([s for s, _, _ in g["members"]], np.array([t for _, t, _ in g["members"]]), rows))
         return out
@@ -295,7 +329,8 @@ class MetaRanker(dsim.Predictor):
             raise dsim.DsimError("meta-ranker: no target with two or more measured sources to learn from")
         present = sorted({v.measure for v in values})
         measures = sorted(self.measures) if self.measures else present
-        design = self._design(groups, measures, measure_kinds)
+        table = track_table(groups) if self.track else None
+        design = self._design(groups, measures, measure_kinds, table)
         feats = sorted({k for _, _, rows in design for r in rows for k in r})
         X = np.array([[r.get(k, np.nan) for k in feats] for _, _, rows in design for r in rows], float)
         finite = np.isfinite(X)
@@ -321,6 +356,21 @@ class MetaRanker(dsim.Predictor):
             Z = (Xf[start:start + len(rows)] - mean) / scale
             start += len(rows)
             mats.append((Z, T))
+        jt = feats.index("track_record") if "track_record" in feats else None
+
+        def without(t):
+            """The training groups other than target ``t``'s, with track records that leave ``t``
+            out too (``t`` plays the new target in the inner leave-one-target-out)."""
+            out = []
+            for (Z, T), (names, _, _), g in zip(mats, design, groups):
+                if g["target"] == t:
+                    continue
+                if jt is not None:
+                    Z = Z.copy()
+                    raw = np.array([track_record(table, s, {g["target"], t}) for s in names])
+                    Z[:, jt] = (np.where(np.isfinite(raw), raw, mean[jt]) - mean[jt]) / scale[jt]
+                out.append((Z, T))
+            return out
         # C: inner leave-one-target-out over the training targets
         chosen, inner = self.C, {}
         targets = sorted({g["target"] for g in groups})
@@ -329,7 +379,7 @@ class MetaRanker(dsim.Predictor):
                 for C in C_GRID:
                     rhos = []
                     for t in targets:
-                        tr = [m for m, g in zip(mats, groups) if g["target"] != t]
+                        tr = without(t)
                         te = [m for m, g in zip(mats, groups) if g["target"] == t]
                         w = self._fit_w(tr, C)
                         for Z, T in te:
@@ -348,24 +398,13 @@ class MetaRanker(dsim.Predictor):
         rule_scores, model, w_mix, mix_score = {}, "learned", None, None
         if self.select and inner and len(targets) >= 2:
             rules = self._rules(feats, keep)
-            rho_g = {}  # rule -> Spearman per training group
-            for name, w_rule in rules.items():
-                rho_g[name] = []
-                for Z, T in mats:
-                    sc = Z @ w_rule
-                    rho_g[name].append(_rho(sc, T))
-                rule_scores[name] = float(np.mean(rho_g[name]))
-            tg = [g["target"] for g in groups]
             rhos = []
             for t in targets:
-                w_t = self._mix(rules, rho_g, [i for i, x in enumerate(tg) if x != t])
-                for i, x in enumerate(tg):
-                    if x == t:
-                        Z, T = mats[i]
-                        sc = Z @ w_t if w_t is not None else np.zeros(len(T))
-                        rhos.append(_rho(sc, T))
+                w_t, _ = self._mix(rules, without(t))
+                for Z, T in (m for m, g in zip(mats, groups) if g["target"] == t):
+                    rhos.append(_rho(Z @ w_t if w_t is not None else np.zeros(len(T)), T))
             mix_score = float(np.mean(rhos))
-            w_mix = self._mix(rules, rho_g, list(range(len(groups))))
+            w_mix, rule_scores = self._mix(rules, mats)
             if w_mix is not None and mix_score >= inner[chosen] - 1e-9:
                 model = "skill-weighted"
         if model == "learned":
@@ -399,6 +438,7 @@ class MetaRanker(dsim.Predictor):
             "slope": a, "intercept": float(np.mean(bs)), "resid_sd": float(np.sqrt(np.sum(np.square(resid)) / dof)),
             "kinds": {m: measure_kinds.get(m, "distance") for m in measures},
             "targets": targets, "n_pairs": int(sum(len(T) for _, T in mats)),
+            "track": {k: [list(x) for x in v] for k, v in sorted(table.items())} if table is not None else None,
         }
         return self
 
@@ -426,10 +466,13 @@ class MetaRanker(dsim.Predictor):
         w = W.mean(axis=0)
         kinds = {**st["kinds"], **dict(measure_kinds)}
         mf = measure_features(candidates, st["measures"], kinds)
+        track = {k: [tuple(x) for x in v] for k, v in st["track"].items()} if st.get("track") is not None else None
         names, raw = [], []
         for c in candidates:
             f = card_features(c.source, target)
             f.update(mf[c.source.name])
+            if track is not None:
+                f["track_record"] = track_record(track, c.source.name, {target.name})
             names.append(c.source.name)
             raw.append([f.get(k, np.nan) for k in feats])
         X = np.array(raw, float).reshape(len(names), len(feats))
