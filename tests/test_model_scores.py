@@ -1,4 +1,4 @@
-"""LogME, LEEP, NCE and H-score against their published definitions on hand-checkable cases,
+"""LogME, LEEP, NCE, H-score and the kNN proxy against their published definitions on hand-checkable cases,
 and the source-checkpoint plumbing on real data."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from scipy.optimize import minimize
 
 import dsim
 from conftest import data_file
-from dsim_plugins.model_scores import HScore, LEEP, LogME, NCE, h_score, leep, logme, nce, source_num_classes
+from dsim_plugins.model_scores import KNN, HScore, LEEP, LogME, NCE, h_score, knn_auc, leep, logme, nce, source_num_classes
 
 
 def test_leep_from_its_definition_on_a_3x2_joint_table():
@@ -51,6 +51,27 @@ def test_h_score_is_the_trace_formula():
     expected = np.trace(np.linalg.inv(cov_f) @ cov_g)
     assert h_score(f, y) == pytest.approx(expected, rel=1e-9)
     assert h_score(f, y) > h_score(rng.normal(size=(60, 4)), y)
+
+
+def test_knn_proxy_is_leave_one_out_knn_with_standardised_features():
+    from sklearn.metrics import roc_auc_score
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(90, 5)) * np.array([1, 10, 100, 1, 1])
+    y = rng.integers(0, 3, 90)
+    f[:, 0] += 1.5 * y
+    z = (f - f.mean(0)) / f.std(0)
+    idx = NearestNeighbors(n_neighbors=8).fit(z).kneighbors(z, return_distance=False)[:, 1:]  # drop self
+    votes = np.stack([np.bincount(y[i], minlength=3) / 7 for i in idx])
+    expected = roc_auc_score(y, votes, average="weighted", multi_class="ovr")
+    assert knn_auc(f, y, k=7) == pytest.approx(expected, rel=1e-12)
+    # binary: the AUC of the positive-class fraction; separable classes -> 1, noise -> about 0.5
+    yb = np.repeat([0, 1], 40)
+    assert knn_auc(np.c_[yb + rng.normal(0, 0.05, 80), rng.normal(size=80)], yb) == pytest.approx(1.0)
+    assert abs(knn_auc(rng.normal(size=(400, 4)), rng.integers(0, 2, 400)) - 0.5) < 0.1
+    with pytest.raises(dsim.DsimError, match="two or more classes"):
+        knn_auc(f, np.zeros(90))
 
 
 def _brute_force_evidence(F, t):
@@ -104,7 +125,7 @@ def test_scores_of_a_source_checkpoint_on_real_target_images(checkpoints, target
     assert source_num_classes(checkpoints["body"]) is None
     src = dsim.DatasetCard(name="head5")
     ctx = _ctx(checkpoints)
-    vals = {m.name: m.pair(src, target, ctx) for m in (LogME(), LEEP(), NCE(), HScore())}
+    vals = {m.name: m.pair(src, target, ctx) for m in (LogME(), LEEP(), NCE(), HScore(), KNN())}
     assert all(np.isfinite(v) for v in vals.values())
     prior = np.bincount(target.labels) / len(target)
     entropy = -np.sum(prior * np.log(prior))
@@ -118,6 +139,8 @@ def test_scores_of_a_source_checkpoint_on_real_target_images(checkpoints, target
     p /= p.sum(1, keepdims=True)
     assert vals["leep"] == pytest.approx(leep(p, target.labels), rel=1e-6)  # float32 logits
     assert vals["h-score"] == pytest.approx(h_score(feats, target.labels), rel=1e-9)
+    assert 0 <= vals["knn"] <= 1 and vals["knn"] == pytest.approx(knn_auc(feats, target.labels, 10), rel=1e-9)
+    assert KNN().pair(src, target, _ctx(checkpoints, knn_k=3)) == pytest.approx(knn_auc(feats, target.labels, 3))
 
 
 def test_checkpoint_without_head_and_missing_source(checkpoints, target):

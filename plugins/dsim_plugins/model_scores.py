@@ -1,6 +1,6 @@
 """Model-based transferability scores of a source-pretrained network on the target's images.
 
-All four take the network trained on the *source* (a checkpoint file) and look at what it does on
+All five take the network trained on the *source* (a checkpoint file) and look at what it does on
 the *target* images, without fine-tuning; higher = expected to transfer better (kind "score").
 
 * **LogME** (You et al. 2021, "LogME: Practical Assessment of Pre-trained Models for Transfer
@@ -14,6 +14,11 @@ the *target* images, without fine-tuning; higher = expected to transfer better (
 * **NCE** (Tran et al. 2019, "Transferability and Hardness of Supervised Classification Tasks"):
   negative conditional entropy ``-H(Y|Z)`` of the target labels given the source classifier's
   hard predictions ``z_i = argmax theta(x_i)``.
+* **kNN** (the k-nearest-neighbour proxy of Renggli et al. 2022, "Which Model to Transfer? Finding
+  the Needle in the Growing Haystack"): the leave-one-out ROC AUC (weighted one-vs-rest, as the
+  transfer runs are scored) of a k-NN vote over the target images in the source model's
+  standardised penultimate features; ``knn_k`` option, default 10. Unlike LogME and H-score it is
+  not linear in the features, so it sees neighbourhoods a linear score misses.
 * **H-score** (Bao et al. 2019, "An Information-Theoretic Approach to Transferability in Task
   Transfer Learning"): ``tr(cov(f)^+ cov(E[f|y]))`` of the penultimate features ``f`` (a
   pseudo-inverse, so that rank-deficient features do not fail).
@@ -127,6 +132,29 @@ def logme(features: np.ndarray, labels: np.ndarray, tol: float = 1e-2, max_iter:
                 break
         evidences.append(_log_evidence(n, d, sigma, proj, res_outside, alpha, beta) / n)
     return float(np.mean(evidences))
+
+
+def knn_auc(features: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Leave-one-out k-NN proxy: each target image is classified by the class fractions of its
+    ``k`` nearest other images (Euclidean, on features standardised per dimension); the score is
+    the ROC AUC of those fractions (weighted one-vs-rest for more than two classes)."""
+    f = np.asarray(features, np.float64)
+    y = np.asarray(labels)
+    classes, yi = np.unique(y, return_inverse=True)
+    n = len(y)
+    if len(classes) < 2 or n < 3:
+        raise ScoreError("kNN proxy needs two or more classes and three or more images")
+    k = max(1, min(int(k), n - 1))
+    sd = f.std(0)
+    f = (f - f.mean(0)) / np.where(sd > 0, sd, 1.0)
+    sq = (f * f).sum(1)
+    votes = np.zeros((n, len(classes)))
+    for s in range(0, n, 512):  # blocks of rows keep memory at 512 x n
+        d = sq[s:s + 512, None] + sq[None, :] - 2.0 * f[s:s + 512] @ f.T
+        d[np.arange(d.shape[0]), np.arange(s, s + d.shape[0])] = np.inf  # leave the image itself out
+        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        np.add.at(votes, (np.repeat(np.arange(s, s + d.shape[0]), k), yi[nn].ravel()), 1.0)
+    return dsim.auc_weighted_ovr(yi, votes / k if len(classes) > 2 else votes[:, 1] / k)
 
 
 def _log_evidence(n, d, sigma, proj, res_outside, alpha, beta) -> float:
@@ -261,12 +289,12 @@ class _SourceModelScore(dsim.Measure):
         if ms and len(data) > int(ms):
             data = data.subsample(int(ms), seed=ctx.seed)
         feats, logits = self.target_outputs(source, data, ctx)
-        value = self.score(feats, logits, data.labels)
+        value = self.score(feats, logits, data.labels, ctx)
         if ctx.cache is not None:
             ctx.cache.put_value(key, value, measure=self.name, source=getattr(source, "name", ""), target=target.name)
         return value
 
-    def score(self, feats, logits, labels) -> float:
+    def score(self, feats, logits, labels, ctx) -> float:
         raise NotImplementedError
 
 
@@ -274,7 +302,7 @@ class LogME(_SourceModelScore):
     name = "logme"
     description = "LogME: evidence of a Bayesian linear model on the source model's features (You et al. 2021)"
 
-    def score(self, feats, logits, labels):
+    def score(self, feats, logits, labels, ctx):
         return logme(feats, labels)
 
 
@@ -283,7 +311,7 @@ class LEEP(_SourceModelScore):
     description = "LEEP: log expected empirical prediction of the source classifier (Nguyen et al. 2020)"
     uses_logits = True
 
-    def score(self, feats, logits, labels):
+    def score(self, feats, logits, labels, ctx):
         return leep(_softmax(logits), labels)
 
 
@@ -292,18 +320,29 @@ class NCE(_SourceModelScore):
     description = "NCE: negative conditional entropy of target labels given source predictions (Tran et al. 2019)"
     uses_logits = True
 
-    def score(self, feats, logits, labels):
+    def score(self, feats, logits, labels, ctx):
         return nce(np.argmax(logits, 1), labels)
+
+
+class KNN(_SourceModelScore):
+    name = "knn"
+    description = "kNN proxy: leave-one-out k-NN AUC on the source model's features (Renggli et al. 2022)"
+
+    def config(self, ctx):
+        return {**super().config(ctx), "k": int(ctx.option("knn_k", 10))}
+
+    def score(self, feats, logits, labels, ctx):
+        return knn_auc(feats, labels, int(ctx.option("knn_k", 10)))
 
 
 class HScore(_SourceModelScore):
     name = "h-score"
     description = "H-score: tr(cov(f)^-1 cov(E[f|y])) of the source model's features (Bao et al. 2019)"
 
-    def score(self, feats, logits, labels):
+    def score(self, feats, logits, labels, ctx):
         return h_score(feats, labels)
 
 
 @dsim.hookimpl
 def dsim_register_measures():
-    return [LogME(), LEEP(), NCE(), HScore()]
+    return [LogME(), LEEP(), NCE(), HScore(), KNN()]
