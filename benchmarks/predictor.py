@@ -38,9 +38,10 @@ REPO = HERE.parent
 MATRIX = HERE / "transfer_matrix_results.csv"
 #: the CPU meta-datasets evaluated by default (each on its own): N = 200 fine-tuning and linear
 #: probe with independent pretraining per repeat; N = 500 linear probe over fixed source
-#: checkpoints, every shared data set as a target
+#: checkpoints, every shared data set as a target; the same with a second backbone (smallcnn, width 32)
 MATRICES = ((MATRIX,), (HERE / "transfer_matrix_results_lp500.csv", HERE / "transfer_matrix_results_lp500_natural.csv",
-                        HERE / "transfer_matrix_results_lp200.csv"))
+                        HERE / "transfer_matrix_results_lp200.csv"),
+            (HERE / "transfer_matrix_results_lp500_w32.csv", HERE / "transfer_matrix_results_lp200_w32.csv"))
 #: how the N = 500 matrix pretrained its sources (benchmarks/transfer_matrix.py --pretrain-seed 0
 #: --source-max 2000 --pretrain-epochs 10 --backbone smallcnn-w16): with it the model-based scores
 #: (LogME, H-score) of the very checkpoints the matrix transferred from can be computed
@@ -122,15 +123,21 @@ def computed_values(measures, pairs, options=None, skip=()):
 
 
 def model_scores(results, measures=("logme", "h-score"), cfg=FIXED_PRETRAIN):
-    """LogME / H-score of each source's matrix checkpoint on each target (fixed-pretraining
-    matrices only: one checkpoint per source for every repeat). The checkpoints come from the
-    content-keyed cache (``dsim.pretrain`` with the matrix's exact data and settings; trained
-    now if absent)."""
+    """LogME / H-score (or any source-model score) of each source's matrix checkpoint on each
+    target (fixed-pretraining matrices only: one checkpoint per source for every repeat). The
+    backbone is read from the matrix's setup (``dsim:<backbone>:28px:...``); a meta-dataset mixing
+    backbones is refused, since a measure value is keyed by (source, target) alone. The
+    checkpoints come from the content-keyed cache (``dsim.pretrain`` with the matrix's exact data
+    and settings; trained now if absent)."""
     import os
 
     import dsim
     from transfer_matrix import load_all
 
+    backbones = {r.setup.split(":")[1] for r in results if r.setup.startswith("dsim:")}
+    if len(backbones) > 1:
+        raise SystemExit(f"model scores: one backbone per meta-dataset, got {sorted(backbones)}")
+    cfg = {**cfg, "backbone": backbones.pop() if backbones else cfg["backbone"]}
     data = load_all(Path(os.environ.get("DSIM_DATA_DIR", REPO.parent / "shared" / "data").split(os.pathsep)[0]))
     pairs = sorted({(r.source, r.target) for r in results if r.source != r.target})
     ckpts = {}
@@ -160,7 +167,7 @@ def in_sample(results, values, cards, kinds):
     import dsim
     from dsim.predictors import _tasks, ranking_metrics
 
-    pred = dsim.get_predictor("meta-ranker").fit(results, values, cards, kinds)
+    pred = dsim.get_predictor("meta-ranker", select=False).fit(results, values, cards, kinds)
     rows = []
     for task in _tasks(results):
         cands = []
@@ -171,6 +178,55 @@ def in_sample(results, values, cards, kinds):
         m = ranking_metrics({r.source: r.t for r in task.rows}, rk.sources, {r.source: r.score for r in rk.rows})
         rows.append((task.target, m["spearman"]))
     return rows
+
+
+def hindsight(results, values, cards, kinds):
+    """Per task, the single feature (a measure, a card fact, a card match) whose ranking agrees
+    best with the measured one, chosen WITH that task's answers: not a predictor, an upper bound
+    on what picking one of the available signals per target could reach. A predictor that must
+    pick without the answers cannot be expected above it."""
+    from scipy.stats import spearmanr
+
+    import dsim
+    from dsim.predictors import _tasks
+    from dsim_plugins.meta_predictor import card_features, measure_features
+
+    measures = sorted({v.measure for v in values})
+    out = []
+    for task in _tasks(results):
+        tcard = cards.get(task.target) or dsim.DatasetCard(name=task.target)
+        cands = []
+        for r in task.rows:
+            v = {x.measure: x.value for x in values if x.source == r.source and x.target == task.target}
+            cands.append(dsim.Candidate(source=cards.get(r.source) or dsim.DatasetCard(name=r.source), values=v))
+        mf = measure_features(cands, measures, kinds)
+        T = np.array([r.t for r in task.rows])
+        cols = {}
+        for c in cands:
+            f = card_features(c.source, tcard)
+            f.update(mf[c.source.name])
+            for k, v in f.items():
+                cols.setdefault(k, []).append(v)
+        rhos = {k: float(spearmanr(v, T).statistic) for k, v in cols.items()
+                if np.all(np.isfinite(v)) and np.ptp(v) > 0}
+        best = max(rhos, key=rhos.get)
+        out.append((task.target, best, rhos[best]))
+    return out
+
+
+def headroom(results, values, cards, kinds):
+    """What the features could reach at best (neither number is a predictor): the hindsight best
+    single feature per task, and the learned linear model fit on every target, held-out ones
+    included, ranking those same targets."""
+    hs = hindsight(results, values, cards, kinds)
+    ins = in_sample(results, values, cards, kinds)
+    feats = sorted({f for _, f, _ in hs}, key=lambda f: (-sum(1 for _, g, _ in hs if g == f), f))
+    return [f"Headroom (neither is a predictor): the best single feature per task, picked *with* that task's "
+            f"answers, averages rho {np.mean([r for _, _, r in hs]):.2f} (picked: "
+            + ", ".join(f"{f} x{sum(1 for _, g, _ in hs if g == f)}" for f in feats)
+            + f"); the learned pairwise model fit on every target, held-out ones included, ranks those same "
+            f"targets at {np.mean([r for _, r in ins]):.2f} ("
+            + ", ".join(f"{t} {r:.2f}" for t, r in ins) + ").", ""]
 
 
 def _num(x, digits=2):
@@ -287,8 +343,9 @@ def main(argv=None) -> int:
     ap.add_argument("--matrix", action="append", default=[],
                     help="transfer-matrix CSVs (comma-separated: one meta-dataset) to evaluate on; repeatable; "
                          "default: the benchmarks' own")
-    ap.add_argument("--model-scores", action="store_true",
-                    help="also LogME / H-score of the matrix's own source checkpoints (N = 500 fixed-pretraining matrix)")
+    ap.add_argument("--model-scores", nargs="?", const="logme,h-score", default=None,
+                    help="also source-model scores of the matrix's own source checkpoints (fixed-pretraining "
+                         "matrices); a comma list, default logme,h-score (knn, leep, nce also exist)")
     ap.add_argument("-o", "--option", action="append", default=[],
                     help="KEY=VALUE option for the measures computed with --measures (e.g. probe_weights=random)")
     ap.add_argument("--measures", default="", help="image measures to compute on the CPU transfer matrix (e.g. task2vec)")
@@ -315,9 +372,7 @@ def main(argv=None) -> int:
     every = [("cats-scans", out)]
     chk, ok = check_baselines(out)
     lines += verdict(out) + chk
-    ins = in_sample(res, vals, cards, kinds)
-    lines += ["In-sample (fit on all three targets, ranked on the same; *not an evaluation*, it shows what a linear "
-              "model over these features can represent): " + ", ".join(f"{t} {r:.2f}" for t, r in ins), ""]
+    lines += headroom(res, vals, cards, kinds)
     lines += [f"({secs:.0f} s for the whole suite on 2 CPU cores.)", ""]
     figs = []
     if args.write:
@@ -346,7 +401,7 @@ def main(argv=None) -> int:
                   for n, c in cards.items()}
         mvals = matrix_values(mres, mcards, [m for m in args.measures.split(",") if m], opts)
         if args.model_scores and any("lp500" in p.name for p in paths):
-            mvals += model_scores(mres)
+            mvals += model_scores(mres, tuple(args.model_scores.split(",")))
         mout, mceil, msecs = run(mres, mvals, mcards, kinds, repeat_of=lambda r: r.fold // 1000)
         ntargets = len({r.target for r in mres})
         setups = sorted({m.group(0) for r in mres for m in [re.search(r"\bn\d+\b", r.setup)] if m})
@@ -355,6 +410,7 @@ def main(argv=None) -> int:
         lines += table(mout, mceil, f"CPU transfer matrix ({' + '.join(p.name for p in paths)}, {len(mres)} runs, "
                                     f"{ntargets} targets)")
         lines += verdict(mout, ntargets)
+        lines += headroom(mres, mvals, mcards, kinds)
         lines += [f"Measures available to the predictors: {', '.join(sorted({v.measure for v in mvals})) or 'none'}. "
                   f"({msecs:.0f} s.)", ""]
         if args.write:

@@ -24,9 +24,9 @@ resampled within each target) gives the uncertainty.
 
 Model selection (``select=True``, the default): fixed rules — each similarity measure alone,
 their mean (rank aggregation), log source size, log source classes, the track record — are
-scored by how well they rank the training targets (mean Spearman), and a *skill-weighted mix* of them (weights = that
-skill, negatives at 0; on standardised features) is scored by the same inner leave-one-target-out
-as the learned model (its weights from the other training targets). The learned model is kept
+scored by how well they rank the training targets (mean Spearman), and a *skill-weighted mix*
+of them (weights = that skill, negatives at 0; on standardised features) is scored by the same
+inner leave-one-target-out as the learned model (its weights from the other training targets). The learned model is kept
 only if it generalises better than the mix; otherwise the mix is the model (``state["model"]``
 says which; ``rule_spearman`` and ``mix_spearman`` give the scores). With few or inconsistent
 training targets a fitted linear model can rank a new target worse than chance; the mix, which
