@@ -400,7 +400,7 @@ def main(argv=None) -> int:
         mcards = {n: (replace(c, size=min(c.size, FIXED_PRETRAIN["source_max"])) if c.size else c)
                   for n, c in cards.items()}
         mvals = matrix_values(mres, mcards, [m for m in args.measures.split(",") if m], opts)
-        if args.model_scores and any("lp500" in p.name for p in paths):
+        if args.model_scores and MATRIX not in paths:  # every matrix but the independent-pretraining one
             mvals += model_scores(mres, tuple(args.model_scores.split(",")))
         mout, mceil, msecs = run(mres, mvals, mcards, kinds, repeat_of=lambda r: r.fold // 1000)
         ntargets = len({r.target for r in mres})

@@ -150,8 +150,9 @@ def test_noise_ceiling_split_halves_and_repeats():
 # --------------------------------------------------------------------------- the meta-ranker
 
 
-def _synthetic(n_targets=5, seed=0):
-    """Targets whose measured T is set by the sources' size (plus noise) and not by the measure."""
+def _synthetic(n_targets=5, seed=0, measure_weight=0.0):
+    """Targets whose measured T is set by the sources' size (plus noise) and, with
+    ``measure_weight`` > 0, as much by the task2vec distance (closer = better)."""
     rng = np.random.default_rng(seed)
     sizes = {f"s{i}": int(10 ** (3 + i * 0.5)) for i in range(7)}
     cards = {s: dsim.DatasetCard(name=s, origin="natural", channels=3, num_classes=10, size=n) for s, n in sizes.items()}
@@ -159,12 +160,13 @@ def _synthetic(n_targets=5, seed=0):
     for j in range(n_targets):
         t = f"t{j}"
         cards[t] = dsim.DatasetCard(name=t, origin="medical", channels=3, num_classes=2, size=1000)
+        dist = {s: float(rng.uniform(0, 1)) for s in sizes}
         for f in range(1, 4):
             res.append(dsim.TransferResult(t, t, f, 0.8, setup="syn"))
             for s, n in sizes.items():
-                res.append(dsim.TransferResult(s, t, f, 0.8 + 0.01 * math.log10(n) + rng.normal(0, 0.002), setup="syn"))
-        for s in sizes:
-            vals.append(dsim.MeasureValue("task2vec", s, t, float(rng.uniform(0, 1))))
+                auc = 0.8 + 0.01 * math.log10(n) - measure_weight * 0.03 * dist[s] + rng.normal(0, 0.002)
+                res.append(dsim.TransferResult(s, t, f, auc, setup="syn"))
+        vals += [dsim.MeasureValue("task2vec", s, t, dist[s]) for s in sizes]
     return res, vals, cards
 
 
@@ -179,34 +181,50 @@ def test_meta_ranker_learns_a_planted_signal_under_loto():
     assert coefs["log10_size"] > 0 and abs(coefs["sim:task2vec"]) < coefs["log10_size"]
 
 
-def test_meta_ranker_falls_back_to_the_rule_mix_when_learning_does_not_generalise(monkeypatch):
-    """Model selection: if the fitted weights rank left-out training targets worse than the
-    skill-weighted mix of fixed rules does, the mix is the model (here the learner is forced to learn the opposite of the
-    planted size signal, as an overfitted model on inconsistent targets would)."""
+def _backwards(monkeypatch):
+    """Force the learner to learn the opposite of what it would (as an overfitted model on
+    inconsistent targets would): model selection must notice from the training data alone."""
     from dsim_plugins.meta_predictor import MetaRanker
 
-    res, vals, cards = _synthetic(n_targets=4)
     real_fit = MetaRanker._fit_w
+    monkeypatch.setattr(MetaRanker, "_fit_w", lambda self, mats, C, rng=None: -real_fit(self, mats, C, rng))
 
-    def backwards(self, mats, C, rng=None):
-        return -real_fit(self, mats, C, rng)
 
-    monkeypatch.setattr(MetaRanker, "_fit_w", backwards)
+def test_meta_ranker_falls_back_to_one_rule_when_learning_does_not_generalise(monkeypatch):
+    """Model selection: if the fitted weights rank left-out training targets worse than a fixed
+    rule does, the rule is the model; with one planted signal the single best rule (not a mix
+    diluted by the uninformative measure) is kept."""
+    res, vals, cards = _synthetic(n_targets=4)
+    _backwards(monkeypatch)
     pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
     st = pred.get_state()
-    assert st["model"] == "skill-weighted"
+    assert st["model"] == "best-rule" and st["best_rule"] == "rule:log10_size"
     assert st["rule_spearman"]["rule:log10_size"] > 0.9 > max(st["inner_spearman"].values())
-    assert st["mix_spearman"] > 0.9
+    assert st["best_rule_spearman"] > 0.9 and st["best_rule_spearman"] >= st["mix_spearman"]
     coefs = pred.coefficients()
-    assert coefs["log10_size"] == max(coefs.values())  # the skilled rule carries the mix
+    assert coefs["log10_size"] == 1.0 and sum(abs(v) for v in coefs.values()) == 1.0
     cands = [dsim.Candidate(source=cards[s], values={"task2vec": 0.5}) for s in ("s0", "s3", "s6")]
     rk = pred.rank(cards["t0"], cands, [], KINDS)
-    assert rk.sources[0] == "s6" and any("skill-weighted mix" in n and "log10_size" in n for n in rk.notes)
+    assert rk.sources[0] == "s6" and any("one rule, log10_size" in n for n in rk.notes)
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
     assert summarise(rows)["spearman"] > 0.9
     learned = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3, select=False), res, vals, cards, KINDS)
     assert summarise(learned)["spearman"] < 0  # what the selection saved us from
     assert dsim.get_predictor("meta-ranker", select=False).fit(res, vals, cards, KINDS).get_state()["model"] == "learned"
+
+
+def test_meta_ranker_falls_back_to_the_rule_mix_when_two_signals_matter(monkeypatch):
+    # size and task2vec each set half of T: the mix of the two ranks better than either alone
+    res, vals, cards = _synthetic(n_targets=4, measure_weight=1.0)
+    _backwards(monkeypatch)
+    pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
+    st = pred.get_state()
+    assert st["model"] == "skill-weighted"
+    assert st["mix_spearman"] > st["best_rule_spearman"] and st["mix_spearman"] > max(st["inner_spearman"].values())
+    coefs = pred.coefficients()
+    assert coefs["log10_size"] > 0.2 and coefs["sim:task2vec"] > 0.2  # both carry the mix
+    cands = [dsim.Candidate(source=cards[s], values={"task2vec": 0.5}) for s in ("s0", "s3", "s6")]
+    assert any("skill-weighted mix" in n for n in pred.rank(cards["t0"], cands, [], KINDS).notes)
 
 
 def _track_synthetic(consistent: bool, n_targets=5, seed=0):

@@ -24,13 +24,15 @@ resampled within each target) gives the uncertainty.
 
 Model selection (``select=True``, the default): fixed rules — each similarity measure alone,
 their mean (rank aggregation), log source size, log source classes, the track record — are
-scored by how well they rank the training targets (mean Spearman), and a *skill-weighted mix*
-of them (weights = that skill, negatives at 0; on standardised features) is scored by the same
-inner leave-one-target-out as the learned model (its weights from the other training targets). The learned model is kept
-only if it generalises better than the mix; otherwise the mix is the model (``state["model"]``
-says which; ``rule_spearman`` and ``mix_spearman`` give the scores). With few or inconsistent
-training targets a fitted linear model can rank a new target worse than chance; the mix, which
-only re-weights known signals, is the robust choice then. Scores are put on the transferability
+scored by how well they rank the training targets (mean Spearman). Two rule-based models, the
+*single best rule* and a *skill-weighted mix* (weights = skill, negatives at 0; on standardised
+features), are scored by the same inner leave-one-target-out as the learned model (rules and
+weights from the other training targets). The best of the three is kept, ties going to the
+simpler (one rule, then the mix); ``state["model"]`` says which (``learned``, ``skill-weighted``
+or ``best-rule``) and ``rule_spearman``, ``mix_spearman``, ``best_rule_spearman`` and
+``inner_spearman`` give the scores. With few or inconsistent training targets a fitted linear
+model can rank a new target worse than chance, and a mix can dilute one strong signal with
+weak ones; the rule-based models only re-use known signals. Scores are put on the transferability
 scale T (%) by a line fitted to the training targets (slope shared, intercept per target; a
 target with measured sources gets its own intercept from them). Because the model is linear,
 each row's ``contributions`` give, per feature, the raw value and its share of the predicted T.
@@ -395,17 +397,23 @@ class MetaRanker(dsim.Predictor):
         # generalises to a left-out target better than the skill-weighted rule mix (both scored
         # by inner leave-one-target-out). With few or inconsistent targets a fitted linear model
         # can rank a new target worse than chance; the mix is the robust alternative.
-        rule_scores, model, w_mix, mix_score = {}, "learned", None, None
+        rule_scores, model, w_mix, mix_score, best_rule, best_score = {}, "learned", None, None, None, None
         if self.select and inner and len(targets) >= 2:
             rules = self._rules(feats, keep)
-            rhos = []
+            rhos, best_rhos = [], []
             for t in targets:
-                w_t, _ = self._mix(rules, without(t))
+                w_t, skill_t = self._mix(rules, without(t))
+                top_t = max(skill_t, key=skill_t.get) if skill_t else None
                 for Z, T in (m for m, g in zip(mats, groups) if g["target"] == t):
                     rhos.append(_rho(Z @ w_t if w_t is not None else np.zeros(len(T)), T))
-            mix_score = float(np.mean(rhos))
+                    best_rhos.append(_rho(Z @ rules[top_t], T) if top_t and skill_t[top_t] > 0 else 0.0)
+            mix_score, best_score = float(np.mean(rhos)), float(np.mean(best_rhos))
             w_mix, rule_scores = self._mix(rules, mats)
-            if w_mix is not None and mix_score >= inner[chosen] - 1e-9:
+            best_rule = max(rule_scores, key=rule_scores.get) if rule_scores else None
+            # ties go to the simpler model: one rule, then the mix, then the learned weights
+            if best_rule and rule_scores[best_rule] > 0 and best_score >= max(mix_score, inner[chosen]) - 1e-9:
+                model, w_mix = "best-rule", rules[best_rule]
+            elif w_mix is not None and mix_score >= inner[chosen] - 1e-9:
                 model = "skill-weighted"
         if model == "learned":
             rng = np.random.default_rng(self.seed)
@@ -435,6 +443,7 @@ class MetaRanker(dsim.Predictor):
             "dropped": [f for f, k in zip(feats, keep) if not k], "members": W.tolist(),
             "measures": measures, "C": chosen, "inner_spearman": {str(k): v for k, v in inner.items()},
             "model": model, "rule_spearman": rule_scores, "mix_spearman": mix_score,
+            "best_rule": best_rule if model == "best-rule" else None, "best_rule_spearman": best_score,
             "slope": a, "intercept": float(np.mean(bs)), "resid_sd": float(np.sqrt(np.sum(np.square(resid)) / dof)),
             "kinds": {m: measure_kinds.get(m, "distance") for m in measures},
             "targets": targets, "n_pairs": int(sum(len(T) for _, T in mats)),
@@ -482,6 +491,11 @@ class MetaRanker(dsim.Predictor):
         member_s = Z @ W.T  # (n, members)
         a = st["slope"]
         notes = []
+        if st.get("model") == "best-rule":
+            r = st["best_rule"]
+            notes.append(f"meta-ranker: one rule, {r.removeprefix('rule:')} (Spearman {st['rule_spearman'][r]:.2f} on its "
+                         "training targets), because it ranked held-out training targets at least as well as the "
+                         "rule mix and the learned model")
         if st.get("model") == "skill-weighted":
             top = sorted(((v, k) for k, v in (st.get("rule_spearman") or {}).items() if v > 0), reverse=True)[:3]
             notes.append("meta-ranker: a skill-weighted mix of rules ("

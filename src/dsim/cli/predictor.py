@@ -75,13 +75,14 @@ def predictor_fit(
         con.print("weights (standardised features, > 0 = transfers better): "
                   + ", ".join(f"{k} {v:+.3f}" for k, v in coefs if abs(v) > 1e-4))
     state = pred.get_state() if hasattr(pred, "get_state") else {}
-    if state.get("model") == "skill-weighted":
-        con.print(f"model: the skill-weighted rule mix (inner leave-one-target-out Spearman "
-                  f"{state.get('mix_spearman', float('nan')):.2f}) — the learned model reached only "
-                  f"{max((state.get('inner_spearman') or {'': float('nan')}).values()):.2f} on held-out training targets")
-    elif state.get("model") == "learned" and state.get("inner_spearman"):
-        con.print(f"model: learned (inner leave-one-target-out Spearman {max(state['inner_spearman'].values()):.2f}"
-                  + (f", rule mix {state['mix_spearman']:.2f})" if state.get("mix_spearman") is not None else ")"))
+    if state.get("model") in ("learned", "skill-weighted", "best-rule") and state.get("inner_spearman"):
+        nan = float("nan")
+        learned = max(state["inner_spearman"].values())
+        mix, best = state.get("mix_spearman"), state.get("best_rule_spearman")
+        kept = {"learned": "the learned weights", "skill-weighted": "the skill-weighted rule mix",
+                "best-rule": f"one rule, {str(state.get('best_rule', '')).removeprefix('rule:')}"}[state["model"]]
+        con.print(f"model: {kept} — inner leave-one-target-out Spearman: learned {learned:.2f}, rule mix "
+                  f"{mix if mix is not None else nan:.2f}, best single rule {best if best is not None else nan:.2f}")
 
 
 @predictor_app.command("show")
