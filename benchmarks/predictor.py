@@ -161,6 +161,17 @@ def run(results, values, cards, kinds, repeat_of=None):
     return out, ceil, time.perf_counter() - t0
 
 
+def _task_candidates(task, values, cards):
+    """The measured sources of one task as Candidates, with their measure values for its target."""
+    import dsim
+
+    out = []
+    for r in task.rows:
+        v = {x.measure: x.value for x in values if x.source == r.source and x.target == task.target}
+        out.append(dsim.Candidate(source=cards.get(r.source) or dsim.DatasetCard(name=r.source), values=v))
+    return out
+
+
 def in_sample(results, values, cards, kinds):
     """Fit on every target and rank the same targets: NOT an evaluation (the model has seen the
     answers); shown only to separate 'cannot represent' from 'cannot extrapolate'."""
@@ -170,10 +181,7 @@ def in_sample(results, values, cards, kinds):
     pred = dsim.get_predictor("meta-ranker", select=False).fit(results, values, cards, kinds)
     rows = []
     for task in _tasks(results):
-        cands = []
-        for r in task.rows:
-            v = {x.measure: x.value for x in values if x.source == r.source and x.target == task.target}
-            cands.append(dsim.Candidate(source=cards.get(r.source) or dsim.DatasetCard(name=r.source), values=v))
+        cands = _task_candidates(task, values, cards)
         rk = pred.rank(cards.get(task.target) or dsim.DatasetCard(name=task.target), cands, [], kinds)
         m = ranking_metrics({r.source: r.t for r in task.rows}, rk.sources, {r.source: r.score for r in rk.rows})
         rows.append((task.target, m["spearman"]))
@@ -195,10 +203,7 @@ def hindsight(results, values, cards, kinds):
     out = []
     for task in _tasks(results):
         tcard = cards.get(task.target) or dsim.DatasetCard(name=task.target)
-        cands = []
-        for r in task.rows:
-            v = {x.measure: x.value for x in values if x.source == r.source and x.target == task.target}
-            cands.append(dsim.Candidate(source=cards.get(r.source) or dsim.DatasetCard(name=r.source), values=v))
+        cands = _task_candidates(task, values, cards)
         mf = measure_features(cands, measures, kinds)
         T = np.array([r.t for r in task.rows])
         cols = {}
@@ -218,12 +223,14 @@ def headroom(results, values, cards, kinds):
     """What the features could reach at best (neither number is a predictor): the hindsight best
     single feature per task, and the learned linear model fit on every target, held-out ones
     included, ranking those same targets."""
+    from collections import Counter
+
     hs = hindsight(results, values, cards, kinds)
     ins = in_sample(results, values, cards, kinds)
-    feats = sorted({f for _, f, _ in hs}, key=lambda f: (-sum(1 for _, g, _ in hs if g == f), f))
+    picked = sorted(Counter(f for _, f, _ in hs).items(), key=lambda kv: (-kv[1], kv[0]))
     return [f"Headroom (neither is a predictor): the best single feature per task, picked *with* that task's "
             f"answers, averages rho {np.mean([r for _, _, r in hs]):.2f} (picked: "
-            + ", ".join(f"{f} x{sum(1 for _, g, _ in hs if g == f)}" for f in feats)
+            + ", ".join(f"{f} x{n}" for f, n in picked)
             + f"); the learned pairwise model fit on every target, held-out ones included, ranks those same "
             f"targets at {np.mean([r for _, r in ins]):.2f} ("
             + ", ".join(f"{t} {r:.2f}" for t, r in ins) + ").", ""]

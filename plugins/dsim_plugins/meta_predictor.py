@@ -359,52 +359,51 @@ class MetaRanker(dsim.Predictor):
             start += len(rows)
             mats.append((Z, T))
         jt = feats.index("track_record") if "track_record" in feats else None
+        targets = sorted({g["target"] for g in groups})
 
-        def without(t):
-            """The training groups other than target ``t``'s, with track records that leave ``t``
-            out too (``t`` plays the new target in the inner leave-one-target-out)."""
-            out = []
+        def split(t):
+            """Inner leave-one-target-out fold for target ``t``: (the other training groups, with
+            track records that leave ``t`` out too, since ``t`` plays the new target; ``t``'s groups)."""
+            train, held = [], []
             for (Z, T), (names, _, _), g in zip(mats, design, groups):
                 if g["target"] == t:
+                    held.append((Z, T))
                     continue
                 if jt is not None:
                     Z = Z.copy()
                     raw = np.array([track_record(table, s, {g["target"], t}) for s in names])
                     Z[:, jt] = (np.where(np.isfinite(raw), raw, mean[jt]) - mean[jt]) / scale[jt]
-                out.append((Z, T))
-            return out
+                train.append((Z, T))
+            return train, held
+
+        folds = {t: split(t) for t in targets} if len(targets) >= 2 else {}
         # C: inner leave-one-target-out over the training targets
         chosen, inner = self.C, {}
-        targets = sorted({g["target"] for g in groups})
         if self.C == "auto":
-            if len(targets) >= 2:
+            if folds:
                 for C in C_GRID:
                     rhos = []
-                    for t in targets:
-                        tr = without(t)
-                        te = [m for m, g in zip(mats, groups) if g["target"] == t]
+                    for tr, te in folds.values():
                         w = self._fit_w(tr, C)
-                        for Z, T in te:
-                            s = Z @ w
-                            rhos.append(_rho(s, T))
+                        rhos += [_rho(Z @ w, T) for Z, T in te]
                     inner[C] = float(np.mean(rhos))
                 best = max(inner.values())
                 chosen = min(C for C in C_GRID if inner[C] >= best - 1e-9)  # ties: stronger L2
             else:
                 chosen = 0.1
         chosen = float(chosen)
-        # model selection: the learned model is kept only if, across the training targets, it
-        # generalises to a left-out target better than the skill-weighted rule mix (both scored
-        # by inner leave-one-target-out). With few or inconsistent targets a fitted linear model
-        # can rank a new target worse than chance; the mix is the robust alternative.
-        rule_scores, model, w_mix, mix_score, best_rule, best_score = {}, "learned", None, None, None, None
-        if self.select and inner and len(targets) >= 2:
+        # model selection: the learned weights, the skill-weighted rule mix and the single best
+        # rule are each scored by inner leave-one-target-out; the best generalising one is kept
+        # (ties to the simpler). With few or inconsistent targets a fitted linear model can rank a
+        # new target worse than chance, and a mix can dilute one strong rule with weak ones.
+        rule_scores, model, w_fixed, mix_score, best_rule, best_score = {}, "learned", None, None, None, None
+        if self.select and inner and folds:
             rules = self._rules(feats, keep)
             rhos, best_rhos = [], []
-            for t in targets:
-                w_t, skill_t = self._mix(rules, without(t))
+            for tr, te in folds.values():
+                w_t, skill_t = self._mix(rules, tr)
                 top_t = max(skill_t, key=skill_t.get) if skill_t else None
-                for Z, T in (m for m, g in zip(mats, groups) if g["target"] == t):
+                for Z, T in te:
                     rhos.append(_rho(Z @ w_t if w_t is not None else np.zeros(len(T)), T))
                     best_rhos.append(_rho(Z @ rules[top_t], T) if top_t and skill_t[top_t] > 0 else 0.0)
             mix_score, best_score = float(np.mean(rhos)), float(np.mean(best_rhos))
@@ -412,9 +411,9 @@ class MetaRanker(dsim.Predictor):
             best_rule = max(rule_scores, key=rule_scores.get) if rule_scores else None
             # ties go to the simpler model: one rule, then the mix, then the learned weights
             if best_rule and rule_scores[best_rule] > 0 and best_score >= max(mix_score, inner[chosen]) - 1e-9:
-                model, w_mix = "best-rule", rules[best_rule]
+                model, w_fixed = "best-rule", rules[best_rule]
             elif w_mix is not None and mix_score >= inner[chosen] - 1e-9:
-                model = "skill-weighted"
+                model, w_fixed = "skill-weighted", w_mix
         if model == "learned":
             rng = np.random.default_rng(self.seed)
             W = [self._fit_w(mats, chosen)]
@@ -422,7 +421,7 @@ class MetaRanker(dsim.Predictor):
                 W.append(self._fit_w(mats, chosen, rng))
             W = np.array(W)
         else:
-            W = np.array([w_mix])
+            W = np.array([w_fixed])
         w = W.mean(axis=0)
         # calibration: T = a * score + b_group
         num = den = 0.0
@@ -475,7 +474,7 @@ class MetaRanker(dsim.Predictor):
         w = W.mean(axis=0)
         kinds = {**st["kinds"], **dict(measure_kinds)}
         mf = measure_features(candidates, st["measures"], kinds)
-        track = {k: [tuple(x) for x in v] for k, v in st["track"].items()} if st.get("track") is not None else None
+        track = st.get("track")  # source -> [[target, z], ...], as track_table made it
         names, raw = [], []
         for c in candidates:
             f = card_features(c.source, target)
