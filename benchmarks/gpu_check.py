@@ -43,16 +43,33 @@ def step(title, lines, fn):
         out = fn()
         lines.append(f"### {title} ({time.perf_counter() - t0:.1f} s)\n\n{out}\n")
     except Exception as exc:  # one step failing must not cost the others
-        lines.append(f"### {title}: FAILED after {time.perf_counter() - t0:.1f} s\n\n`{type(exc).__name__}: {exc}`\n")
+        lines.append(
+            f"### {title}: FAILED after {time.perf_counter() - t0:.1f} s\n\n`{type(exc).__name__}: {exc}`\n"
+        )
     print(lines[-1], flush=True)
 
 
 def train_loop(quick: bool, device: str) -> str:
     import train_loop as tl
 
-    args = (["--backbone", "smallcnn", "--images", "256", "--size", "28", "--epochs", "1", "--repeats", "1"] if quick
-            else ["--backbone", "resnet18", "--images", "20000", "--size", "112", "--batch", "128", "--epochs", "2",
-                  "--repeats", "3"])
+    args = (
+        ["--backbone", "smallcnn", "--images", "256", "--size", "28", "--epochs", "1", "--repeats", "1"]
+        if quick
+        else [
+            "--backbone",
+            "resnet18",
+            "--images",
+            "20000",
+            "--size",
+            "112",
+            "--batch",
+            "128",
+            "--epochs",
+            "2",
+            "--repeats",
+            "3",
+        ]
+    )
     buf = io.StringIO()
     with redirect_stdout(buf):
         tl.main(args + ["--device", device])
@@ -81,24 +98,45 @@ def validate(quick: bool, device: str) -> str:
     from dsim.store import ResultsStore
 
     n = 300 if quick else 4000
-    data = {"src-a": synthetic("src-a", n, 5, 1), "src-b": synthetic("src-b", n, 3, 2),
-            "tgt": synthetic("tgt", n // 2, 2, 3)}
+    data = {
+        "src-a": synthetic("src-a", n, 5, 1),
+        "src-b": synthetic("src-b", n, 3, 2),
+        "tgt": synthetic("tgt", n // 2, 2, 3),
+    }
     store = ResultsStore(Path(tempfile.mkdtemp()) / "gpu.sqlite")
     t0 = time.perf_counter()
-    rep = dsim.validate("tgt", sources=["src-a", "src-b"], strategy=["finetune", "linear-probe"], backbone="resnet18",
-                        folds=2, hyperparameters={"epochs": 2 if quick else 8, "image_size": 32 if quick else 64},
-                        pretrain_hyperparameters={"epochs": 1 if quick else 5, "image_size": 32 if quick else 64},
-                        store=store, inline=data, predict=False, device=device)
+    rep = dsim.validate(
+        "tgt",
+        sources=["src-a", "src-b"],
+        strategy=["finetune", "linear-probe"],
+        backbone="resnet18",
+        folds=2,
+        hyperparameters={"epochs": 2 if quick else 8, "image_size": 32 if quick else 64},
+        pretrain_hyperparameters={"epochs": 1 if quick else 5, "image_size": 32 if quick else 64},
+        store=store,
+        inline=data,
+        predict=False,
+        device=device,
+    )
     secs = time.perf_counter() - t0
-    rows = [f"| {r.source} | {r.strategy} | {r.auc:.3f} | {r.transferability:+.1f} |" for r in rep.rows
-            if r.auc is not None and r.transferability is not None]
+    rows = [
+        f"| {r.source} | {r.strategy} | {r.auc:.3f} | {r.transferability:+.1f} |"
+        for r in rep.rows
+        if r.auc is not None and r.transferability is not None
+    ]
     import torch
 
-    used = (f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device == "cuda"
-            else "on the CPU")
-    return (f"{rep.runs_done} runs in {secs:.1f} s, {len(rep.failures)} failed; {used}\n\n"
-            "| source | strategy | AUC | T % |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
-            + ("\n\nfailures: " + "; ".join(f["error"] for f in rep.failures[:3]) if rep.failures else ""))
+    used = (
+        f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+        if device == "cuda"
+        else "on the CPU"
+    )
+    return (
+        f"{rep.runs_done} runs in {secs:.1f} s, {len(rep.failures)} failed; {used}\n\n"
+        "| source | strategy | AUC | T % |\n| --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + ("\n\nfailures: " + "; ".join(f["error"] for f in rep.failures[:3]) if rep.failures else "")
+    )
 
 
 def task2vec(quick: bool, device: str) -> str:
@@ -113,12 +151,17 @@ def task2vec(quick: bool, device: str) -> str:
     ref = None
     for prec in ("fp32", "bf16"):
         model = dsim.create_backbone("resnet18", weights="random", num_classes=5, seed=0)
-        opts = {"image_size": 32 if quick else 64, "task2vec_fisher_samples": 128 if quick else 2000,
-                "task2vec_precision": prec}
+        opts = {
+            "image_size": 32 if quick else 64,
+            "task2vec_fisher_samples": 128 if quick else 2000,
+            "task2vec_precision": prec,
+        }
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        e = task2vec_embedding(data.images, data.labels, model, opts=opts, seed=0, device=torch.device(device))
+        e = task2vec_embedding(
+            data.images, data.labels, model, opts=opts, seed=0, device=torch.device(device)
+        )
         if device == "cuda":
             torch.cuda.synchronize()
         secs = time.perf_counter() - t0
@@ -132,7 +175,9 @@ def task2vec(quick: bool, device: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=None, help="write the Markdown report here too")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test of this script, CPU is fine)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny sizes (a smoke test of this script, CPU is fine)"
+    )
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     a = ap.parse_args(argv)
     import torch

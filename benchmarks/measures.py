@@ -34,8 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ["breastmnist.npz", "pneumoniamnist.npz", "usps_16x16.npz", "mnist_test.npz",
-            "coil20_32x32.npz", "cifar10_sample.npz", "ham10000_hmnist_8x8_L.npz"]
+DATASETS = [
+    "breastmnist.npz",
+    "pneumoniamnist.npz",
+    "usps_16x16.npz",
+    "mnist_test.npz",
+    "coil20_32x32.npz",
+    "cifar10_sample.npz",
+    "ham10000_hmnist_8x8_L.npz",
+]
 
 
 def _data_dir() -> Path:
@@ -53,13 +60,18 @@ def load(name: str, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(data), n)
     imgs = data.images[idx].astype(np.int16) + rng.integers(-2, 3, data.images[idx].shape)
-    return dsim.ImageSet(f"{data.name}-x{n}", np.clip(imgs, 0, 255).astype(np.uint8), data.labels[idx],
-                         class_names=data.class_names)
+    return dsim.ImageSet(
+        f"{data.name}-x{n}",
+        np.clip(imgs, 0, 255).astype(np.uint8),
+        data.labels[idx],
+        class_names=data.class_names,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # side by side with the references
 # ----------------------------------------------------------------------------------------------
+
 
 def _spearman(a, b) -> float:
     from scipy.stats import spearmanr
@@ -67,9 +79,18 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).correlation)
 
 
-def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[str], threads: int = 0,
-                     label_draws: int | None = None, precision: str | None = None,
-                     method: str = "montecarlo", skip: int = 6) -> list[str]:
+def compare_task2vec(
+    ref_dir: str,
+    n: int,
+    size: int,
+    draws: int,
+    names: list[str],
+    threads: int = 0,
+    label_draws: int | None = None,
+    precision: str | None = None,
+    method: str = "montecarlo",
+    skip: int = 6,
+) -> list[str]:
     import torch
 
     if threads:
@@ -77,8 +98,13 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
     import torchvision.models.resnet as tvr
 
     import dsim
-    from dsim_plugins.task2vec import (DEFAULTS, canonical_labels, resolve_precision, symmetric_distance,
-                                       task2vec_embedding)
+    from dsim_plugins.task2vec import (
+        DEFAULTS,
+        canonical_labels,
+        resolve_precision,
+        symmetric_distance,
+        task2vec_embedding,
+    )
 
     sys.path.insert(0, ref_dir)
     import models as ref_models  # noqa: E402  (aws-cv-task2vec)
@@ -91,17 +117,24 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
         opts["task2vec_precision"] = precision
     opts["task2vec_method"] = method
     opts["task2vec_variational_samples"] = draws  # the reference's loader_opts num_samples serves both
-    out = [f"Task2Vec ({method}), {len(names)} tasks x {n} images, resnet18 seeded random init (identical "
-           f"weights in both), {size} px, skip_layers={skip}, {draws} draws, batch 64, "
-           "classifier Adam 10 epochs lr 4e-4 wd 1e-4, BN in train mode (the reference's "
-           "behaviour), dsim label draws per forward pass = " + str(opts["task2vec_label_draws"]) +
-           ", dsim precision = " + (resolve_precision(opts["task2vec_precision"], "cpu") if method == "montecarlo"
-                                     else "fp32") + " (reference: fp32)"
-           ", torch threads = " + str(torch.get_num_threads()) + " (both)", ""]
+    out = [
+        f"Task2Vec ({method}), {len(names)} tasks x {n} images, resnet18 seeded random init (identical "
+        f"weights in both), {size} px, skip_layers={skip}, {draws} draws, batch 64, "
+        "classifier Adam 10 epochs lr 4e-4 wd 1e-4, BN in train mode (the reference's "
+        "behaviour), dsim label draws per forward pass = "
+        + str(opts["task2vec_label_draws"])
+        + ", dsim precision = "
+        + (resolve_precision(opts["task2vec_precision"], "cpu") if method == "montecarlo" else "fp32")
+        + " (reference: fp32)"
+        ", torch threads = " + str(torch.get_num_threads()) + " (both)",
+        "",
+    ]
     ours, refs, refs2 = [], [], []
     t_ours = t_ref = t_ref_tensor = 0.0
-    rows = ["| task | Spearman(dsim, ref) filters | Spearman(ref seed 0, ref seed 1) | dsim s | ref s (per-sample transform) | ref s (tensor dataset) |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| task | Spearman(dsim, ref) filters | Spearman(ref seed 0, ref seed 1) | dsim s | ref s (per-sample transform) | ref s (tensor dataset) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name in names:
         data = load(name, n)
         y = canonical_labels(data.labels)
@@ -120,7 +153,7 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
                 return len(y)
 
             def __getitem__(self, i):
-                return dsim.to_tensor(data.images[i:i + 1], size=size, channels=3)[0], int(y[i])
+                return dsim.to_tensor(data.images[i : i + 1], size=size, channels=3)[0], int(y[i])
 
         def run_ref(dataset, seed):
             net = ref_models.ResNet(tvr.BasicBlock, [2, 2, 2, 2], num_classes=k)
@@ -128,8 +161,13 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
             torch.manual_seed(seed)
             np.random.seed(seed)
             t0 = time.perf_counter()
-            emb = ref.Task2Vec(net, skip_layers=skip, max_samples=None, method=method,
-                               loader_opts={"num_workers": 0, "batch_size": 64, "num_samples": draws}).embed(dataset)
+            emb = ref.Task2Vec(
+                net,
+                skip_layers=skip,
+                max_samples=None,
+                method=method,
+                loader_opts={"num_workers": 0, "batch_size": 64, "num_samples": draws},
+            ).embed(dataset)
             return np.asarray(emb.hessian, np.float64), time.perf_counter() - t0
 
         h_ref, dt_ref = run_ref(PerSample(), 0)
@@ -142,8 +180,10 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
         t_ours += dt_ours
         t_ref += dt_ref
         t_ref_tensor += dt_ref_t
-        rows.append(f"| {name} | {_spearman(e['hessian'], h_ref):.4f} | {_spearman(h_ref, h_ref2):.4f} | "
-                    f"{dt_ours:.1f} | {dt_ref:.1f} | {dt_ref_t:.1f} |")
+        rows.append(
+            f"| {name} | {_spearman(e['hessian'], h_ref):.4f} | {_spearman(h_ref, h_ref2):.4f} | "
+            f"{dt_ours:.1f} | {dt_ref:.1f} | {dt_ref_t:.1f} |"
+        )
         print(rows[-1], flush=True)
     pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
     d_ours = [symmetric_distance(ours[i], ours[j]) for i, j in pairs]
@@ -152,17 +192,25 @@ def compare_task2vec(ref_dir: str, n: int, size: int, draws: int, names: list[st
     # the reference's own distance function on its own embeddings, as a cross-check
     import task_similarity as ts  # noqa: E402
 
-    d_ref_fn = [ts.cosine(ref.Embedding(refs[i], np.ones_like(refs[i])), ref.Embedding(refs[j], np.ones_like(refs[j])))
-                for i, j in pairs]
+    d_ref_fn = [
+        ts.cosine(
+            ref.Embedding(refs[i], np.ones_like(refs[i])), ref.Embedding(refs[j], np.ones_like(refs[j]))
+        )
+        for i, j in pairs
+    ]
     out += rows + [""]
-    out.append(f"Distances over {len(pairs)} task pairs: Spearman(dsim, ref) = {_spearman(d_ours, d_ref):.4f}; "
-               f"Spearman(ref seed 0, ref seed 1) = {_spearman(d_ref, d_ref2):.4f}; "
-               f"Spearman(dsim, ref seed 1) = {_spearman(d_ours, d_ref2):.4f}; dsim's symmetric_distance vs "
-               f"task_similarity.cosine on the same embeddings: max abs diff "
-               f"{max(abs(a - b) for a, b in zip(d_ref, d_ref_fn)):.2e}")
-    out.append(f"Total time: dsim {t_ours:.1f} s, reference {t_ref:.1f} s with a per-sample transform dataset "
-               f"({t_ref / t_ours:.2f}x), {t_ref_tensor:.1f} s with a pre-built tensor dataset "
-               f"({t_ref_tensor / t_ours:.2f}x).")
+    out.append(
+        f"Distances over {len(pairs)} task pairs: Spearman(dsim, ref) = {_spearman(d_ours, d_ref):.4f}; "
+        f"Spearman(ref seed 0, ref seed 1) = {_spearman(d_ref, d_ref2):.4f}; "
+        f"Spearman(dsim, ref seed 1) = {_spearman(d_ours, d_ref2):.4f}; dsim's symmetric_distance vs "
+        f"task_similarity.cosine on the same embeddings: max abs diff "
+        f"{max(abs(a - b) for a, b in zip(d_ref, d_ref_fn)):.2e}"
+    )
+    out.append(
+        f"Total time: dsim {t_ours:.1f} s, reference {t_ref:.1f} s with a per-sample transform dataset "
+        f"({t_ref / t_ours:.2f}x), {t_ref_tensor:.1f} s with a pre-built tensor dataset "
+        f"({t_ref_tensor / t_ours:.2f}x)."
+    )
     return out
 
 
@@ -202,22 +250,27 @@ def compare_otdd(ref_dir: str, deps: str, n: int, size: int, names: list[str], e
     from dsim_plugins.otdd import OTDD
 
     DatasetDistance = _ref_otdd(ref_dir, deps)
-    out = [f"OTDD, {len(names)} datasets x {n} images (stratified), raw pixels {size}x{size} grey in [0,1] "
-           f"(D={size * size}), p=2, lambda_x=lambda_y=1, min_labelcount=2. dsim: outer exact OT "
-           f"(ot.emd2). microsoft/otdd: DatasetDistance(loss='sinkhorn', debiased_loss=True, "
-           f"entreg={entreg}, precision='double', inner_ot_loss='wasserstein' for the exact inner cost), "
-           "i.e. a debiased Sinkhorn divergence with a small blur, which approaches the exact OT value.", "",
-           "| pair | inner | dsim | microsoft/otdd | rel. diff | label costs max rel. diff | ref. label costs + exact outer: rel. diff | dsim s | ref s |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        f"OTDD, {len(names)} datasets x {n} images (stratified), raw pixels {size}x{size} grey in [0,1] "
+        f"(D={size * size}), p=2, lambda_x=lambda_y=1, min_labelcount=2. dsim: outer exact OT "
+        f"(ot.emd2). microsoft/otdd: DatasetDistance(loss='sinkhorn', debiased_loss=True, "
+        f"entreg={entreg}, precision='double', inner_ot_loss='wasserstein' for the exact inner cost), "
+        "i.e. a debiased Sinkhorn divergence with a small blur, which approaches the exact OT value.",
+        "",
+        "| pair | inner | dsim | microsoft/otdd | rel. diff | label costs max rel. diff | ref. label costs + exact outer: rel. diff | dsim s | ref s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     sets = {nm: load(nm, n) for nm in names}
     rel = {"gaussian": [], "exact": []}
     tt = {"gaussian": [0.0, 0.0], "exact": [0.0, 0.0]}
     vals = {"gaussian": [], "exact": []}
     wrel = {"gaussian": [], "exact": []}
     xrel = {"gaussian": [], "exact": []}
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     for inner, ref_inner in (("gaussian", "gaussian_approx"), ("exact", "exact")):
-        ctx = dsim.Context(seed=0, options={"otdd_inner": inner, "otdd_image_size": size, "otdd_max_samples": n})
+        ctx = dsim.Context(
+            seed=0, options={"otdd_inner": inner, "otdd_image_size": size, "otdd_max_samples": n}
+        )
         m = OTDD()
         reps = {}
         t = time.perf_counter()
@@ -232,18 +285,31 @@ def compare_otdd(ref_dir: str, deps: str, n: int, size: int, names: list[str], e
             D1 = torch.utils.data.TensorDataset(torch.from_numpy(ra["X"]).double(), torch.from_numpy(ra["y"]))
             D2 = torch.utils.data.TensorDataset(torch.from_numpy(rb["X"]).double(), torch.from_numpy(rb["y"]))
             t = time.perf_counter()
-            dd = DatasetDistance(D1, D2, inner_ot_method=ref_inner, inner_ot_loss="wasserstein",
-                                 debiased_loss=True, p=2, entreg=entreg, device="cpu", precision="double", verbose=0)
+            dd = DatasetDistance(
+                D1,
+                D2,
+                inner_ot_method=ref_inner,
+                inner_ot_loss="wasserstein",
+                debiased_loss=True,
+                p=2,
+                entreg=entreg,
+                device="cpu",
+                precision="double",
+                verbose=0,
+            )
             r = float(dd.distance(maxsamples=100000))
             dr = time.perf_counter() - t
             # the reference's own label-to-label costs, with dsim's exact outer OT on top: isolates
             # the inner costs from the outer solver (geomloss Sinkhorn vs exact)
-            from dsim_plugins.otdd import gaussian_w2, exact_label_costs, outer_ot, pairwise_cost, _factors
+            from dsim_plugins.otdd import _factors, exact_label_costs, gaussian_w2, outer_ot, pairwise_cost
 
             k1 = int(ra["y"].max()) + 1
             W_ref = dd._get_label_distances().double().numpy()[:k1, k1:]
-            W_ours = (gaussian_w2(ra["means"], _factors(ra), rb["means"], _factors(rb)) if inner == "gaussian"
-                      else exact_label_costs(ra["X"], ra["y"], rb["X"], rb["y"]))
+            W_ours = (
+                gaussian_w2(ra["means"], _factors(ra), rb["means"], _factors(rb))
+                if inner == "gaussian"
+                else exact_label_costs(ra["X"], ra["y"], rb["X"], rb["y"])
+            )
             w_rel = float(np.max(np.abs(W_ref - W_ours) / np.maximum(np.abs(W_ref), 1e-12)))
             C = (pairwise_cost(ra["X"], rb["X"]) + W_ref[ra["y"]][:, rb["y"]]) / 2
             r_exact = outer_ot(C, "exact")
@@ -253,24 +319,31 @@ def compare_otdd(ref_dir: str, deps: str, n: int, size: int, names: list[str], e
             tt[inner][0] += dt
             tt[inner][1] += dr
             vals[inner].append(v)
-            out.append(f"| {a} / {b} | {inner} | {v:.4f} | {r:.4f} | {abs(v - r) / abs(r):.2%} | {w_rel:.1e} | "
-                       f"{xrel[inner][-1]:.1e} | {dt:.2f} | {dr:.2f} |")
+            out.append(
+                f"| {a} / {b} | {inner} | {v:.4f} | {r:.4f} | {abs(v - r) / abs(r):.2%} | {w_rel:.1e} | "
+                f"{xrel[inner][-1]:.1e} | {dt:.2f} | {dr:.2f} |"
+            )
             print(out[-1], flush=True)
     out.append("")
     for inner in ("gaussian", "exact"):
-        out.append(f"{inner}: max rel. diff {max(rel[inner]):.2%}, mean {np.mean(rel[inner]):.2%}; label costs max rel. "
-                   f"diff {max(wrel[inner]):.1e}; with the reference's label costs and an exact outer OT "
-                   f"max rel. diff {max(xrel[inner]):.1e}; total time "
-                   f"dsim {tt[inner][0]:.2f} s vs reference {tt[inner][1]:.2f} s ({tt[inner][1] / tt[inner][0]:.1f}x)")
-    out.append(f"Rank agreement of dsim's Gaussian vs exact inner cost over the {len(pairs)} pairs: "
-               f"Spearman {_spearman(vals['gaussian'], vals['exact']):.3f}; time exact/gaussian "
-               f"{tt['exact'][0] / tt['gaussian'][0]:.1f}x")
+        out.append(
+            f"{inner}: max rel. diff {max(rel[inner]):.2%}, mean {np.mean(rel[inner]):.2%}; label costs max rel. "
+            f"diff {max(wrel[inner]):.1e}; with the reference's label costs and an exact outer OT "
+            f"max rel. diff {max(xrel[inner]):.1e}; total time "
+            f"dsim {tt[inner][0]:.2f} s vs reference {tt[inner][1]:.2f} s ({tt[inner][1] / tt[inner][0]:.1f}x)"
+        )
+    out.append(
+        f"Rank agreement of dsim's Gaussian vs exact inner cost over the {len(pairs)} pairs: "
+        f"Spearman {_spearman(vals['gaussian'], vals['exact']):.3f}; time exact/gaussian "
+        f"{tt['exact'][0] / tt['gaussian'][0]:.1f}x"
+    )
     return out
 
 
 # ----------------------------------------------------------------------------------------------
 # OTDD: Gaussian vs exact label costs as N grows
 # ----------------------------------------------------------------------------------------------
+
 
 def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
     """Time of the stage the Gaussian approximation replaces (label-to-label costs), Gaussian vs
@@ -292,10 +365,12 @@ def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
         X = d.images.reshape(len(d), -1).astype(np.float64) / 255.0
         return X, np.unique(d.labels, return_inverse=True)[1]
 
-    out = ["| N | Gaussian: class statistics (per data set, cached) s | Gaussian: label costs per pair s | "
-           "Gaussian total s | exact label costs per pair s | exact / Gaussian (total) | exact / Gaussian (per pair) | "
-           "outer OT (shared) s | max rel. diff of label costs |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "| N | Gaussian: class statistics (per data set, cached) s | Gaussian: label costs per pair s | "
+        "Gaussian total s | exact label costs per pair s | exact / Gaussian (total) | exact / Gaussian (per pair) | "
+        "outer OT (shared) s | max rel. diff of label costs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for n in ns:
         X1, y1 = feats(load("pneumoniamnist.npz", n, seed=0))
         X2, y2 = feats(load("mnist_test.npz", n, seed=1))
@@ -314,8 +389,10 @@ def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
             outer = f"{time.perf_counter() - t4:.2f}"
         g_stats, g_pair, ex = t1 - t0, t2 - t1, t3 - t2
         rel = float(np.max(np.abs(Wg - We) / np.maximum(We, 1e-12)))
-        out.append(f"| {n} | {g_stats:.2f} | {g_pair:.2f} | {g_stats + g_pair:.2f} | {ex:.2f} | "
-                   f"{ex / (g_stats + g_pair):.1f}x | {ex / g_pair:.1f}x | {outer or 'not run'} | {rel:.1%} |")
+        out.append(
+            f"| {n} | {g_stats:.2f} | {g_pair:.2f} | {g_stats + g_pair:.2f} | {ex:.2f} | "
+            f"{ex / (g_stats + g_pair):.1f}x | {ex / g_pair:.1f}x | {outer or 'not run'} | {rel:.1%} |"
+        )
         print(out[-1], flush=True)
     # rank agreement over many sources
     import dsim
@@ -331,11 +408,13 @@ def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
         vals[inner] = [m.compare(dsim.representation_of(m, s, ctx), rt, ctx) for s in sources]
         vals[inner + "_s"] = time.perf_counter() - t0
     out.append("")
-    out.append(f"Rank agreement over {s_rank} sources (N = {n_rank}, target pneumoniamnist, the 7 shared sets "
-               f"cycled with distinct subsamples): Spearman {_spearman(vals['gaussian'], vals['exact']):.3f} "
-               f"between OTDD with Gaussian and with exact label costs; whole measure (representation + "
-               f"label costs + exact outer OT) {vals['gaussian_s']:.1f} s vs {vals['exact_s']:.1f} s "
-               f"({vals['exact_s'] / vals['gaussian_s']:.1f}x).")
+    out.append(
+        f"Rank agreement over {s_rank} sources (N = {n_rank}, target pneumoniamnist, the 7 shared sets "
+        f"cycled with distinct subsamples): Spearman {_spearman(vals['gaussian'], vals['exact']):.3f} "
+        f"between OTDD with Gaussian and with exact label costs; whole measure (representation + "
+        f"label costs + exact outer OT) {vals['gaussian_s']:.1f} s vs {vals['exact_s']:.1f} s "
+        f"({vals['exact_s'] / vals['gaussian_s']:.1f}x)."
+    )
     return out
 
 
@@ -343,13 +422,13 @@ def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
 # the grid
 # ----------------------------------------------------------------------------------------------
 
+
 def _cell(queue, measure: str, n: int, s: int, opts: dict, ckpt: str | None):
+    import ot  # noqa: F401  (imports are not what we time)
+    import timm  # noqa: F401
     import torch
 
     import dsim
-
-    import ot  # noqa: F401  (imports are not what we time)
-    import timm  # noqa: F401
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -375,9 +454,20 @@ def _cell(queue, measure: str, n: int, s: int, opts: dict, ckpt: str | None):
         else:
             m.pair(dsim.DatasetCard(name=src.name), target, ctx)
     t_src = time.perf_counter() - t2
-    queue.put({"measure": measure, "n": n, "s": s, "load_s": t_load, "target_s": t_target, "sources_s": t_src,
-               "total_s": t_target + t_src, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "base_rss_mb": base_rss / 1024, "device": str(ctx.torch_device())})
+    queue.put(
+        {
+            "measure": measure,
+            "n": n,
+            "s": s,
+            "load_s": t_load,
+            "target_s": t_target,
+            "sources_s": t_src,
+            "total_s": t_target + t_src,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "base_rss_mb": base_rss / 1024,
+            "device": str(ctx.torch_device()),
+        }
+    )
 
 
 def run_cell(measure, n, s, opts, ckpt=None, timeout=1800):
@@ -404,15 +494,22 @@ def grid(ns, ss, measures, out_json=None) -> list[str]:
     ckpt = None
     if any(m in ("logme", "leep", "nce", "h-score") for m in measures):
         ckpt = str(Path(tempfile.mkdtemp()) / "src.pth")
-        torch.save(dsim.create_backbone("resnet18", weights="random", num_classes=10, seed=7).state_dict(), ckpt)
+        torch.save(
+            dsim.create_backbone("resnet18", weights="random", num_classes=10, seed=7).state_dict(), ckpt
+        )
     cfg = {
         "task2vec": {"probe_weights": "random"},
         "otdd": {},
         "otdd-exact": {"otdd_inner": "exact"},
-        "logme": {}, "leep": {}, "nce": {}, "h-score": {},
+        "logme": {},
+        "leep": {},
+        "nce": {},
+        "h-score": {},
     }
-    rows = ["| measure | N | S | target repr. s | S sources s | total s | per source s | peak RSS MB | baseline | ratio |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| measure | N | S | target repr. s | S sources s | total s | per source s | peak RSS MB | baseline | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     results = []
     for n in ns:
         for s in ss:
@@ -425,12 +522,16 @@ def grid(ns, ss, measures, out_json=None) -> list[str]:
                     continue
                 results.append(r)
                 base, ratio = "", ""
-                rows.append(f"| {meas} | {n} | {s} | {r['target_s']:.2f} | {r['sources_s']:.2f} | {r['total_s']:.2f} | "
-                            f"{r['sources_s'] / s:.2f} | {r['peak_rss_mb']:.0f} | {base} | {ratio} |")
+                rows.append(
+                    f"| {meas} | {n} | {s} | {r['target_s']:.2f} | {r['sources_s']:.2f} | {r['total_s']:.2f} | "
+                    f"{r['sources_s'] / s:.2f} | {r['peak_rss_mb']:.0f} | {base} | {ratio} |"
+                )
                 print(rows[-1], flush=True)
             if cell.get("otdd") and cell.get("otdd-exact"):
                 g, e = cell["otdd"]["total_s"], cell["otdd-exact"]["total_s"]
-                rows.append(f"| otdd vs otdd-exact | {n} | {s} | | | | | | otdd-exact {e:.2f} s | exact/gaussian time {e / g:.1f}x |")
+                rows.append(
+                    f"| otdd vs otdd-exact | {n} | {s} | | | | | | otdd-exact {e:.2f} s | exact/gaussian time {e / g:.1f}x |"
+                )
                 print(rows[-1], flush=True)
     if out_json:
         Path(out_json).write_text(json.dumps(results, indent=1))
@@ -444,27 +545,45 @@ def main(argv=None):
     ap.add_argument("--s", default="1,5", help="comma-separated S (default 1,5)")
     ap.add_argument("--measures", default="otdd,otdd-exact,task2vec,logme,leep,nce,h-score")
     ap.add_argument("--json", help="write the grid's raw numbers here")
-    ap.add_argument("--otdd-scaling", action="store_true",
-                    help="OTDD label costs, Gaussian vs exact, for N in --n (e.g. 500,2000,10000), and the rank "
-                         "agreement of the two variants over --rank-s sources of --rank-n images")
+    ap.add_argument(
+        "--otdd-scaling",
+        action="store_true",
+        help="OTDD label costs, Gaussian vs exact, for N in --n (e.g. 500,2000,10000), and the rank "
+        "agreement of the two variants over --rank-s sources of --rank-n images",
+    )
     ap.add_argument("--rank-s", type=int, default=20)
     ap.add_argument("--rank-n", type=int, default=2000)
-    ap.add_argument("--references", action="store_true", help="side by side with the reference implementations")
+    ap.add_argument(
+        "--references", action="store_true", help="side by side with the reference implementations"
+    )
     ap.add_argument("--task2vec-ref", help="checkout of awslabs/aws-cv-task2vec")
     ap.add_argument("--otdd-ref", help="checkout of microsoft/otdd")
-    ap.add_argument("--ref-deps", default="", help="folder with the references' extra packages (geomloss 0.2.x ...)")
+    ap.add_argument(
+        "--ref-deps", default="", help="folder with the references' extra packages (geomloss 0.2.x ...)"
+    )
     ap.add_argument("--ref-n", type=int, default=300, help="images per data set in the reference comparison")
     ap.add_argument("--t2v-size", type=int, default=64)
     ap.add_argument("--t2v-draws", type=int, default=2000)
     ap.add_argument("--otdd-size", type=int, default=8)
     ap.add_argument("--otdd-entreg", type=float, default=1e-4)
     ap.add_argument("--tasks", default=",".join(DATASETS[:6]))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for the Task2Vec comparison (0: torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for the Task2Vec comparison (0: torch's default)",
+    )
     ap.add_argument("--t2v-method", default="montecarlo", choices=["montecarlo", "variational"])
-    ap.add_argument("--t2v-skip", type=int, default=6,
-                    help="skip_layers on both sides (the reference's variational method only runs with 0)")
+    ap.add_argument(
+        "--t2v-skip",
+        type=int,
+        default=6,
+        help="skip_layers on both sides (the reference's variational method only runs with 0)",
+    )
     ap.add_argument("--t2v-precision", default=None, help="dsim's task2vec_precision (default: dsim's, auto)")
-    ap.add_argument("--t2v-label-draws", type=int, default=None, help="dsim's task2vec_label_draws (default: dsim's)")
+    ap.add_argument(
+        "--t2v-label-draws", type=int, default=None, help="dsim's task2vec_label_draws (default: dsim's)"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("DSIM_QUIET_PLUGIN_ERRORS", "1")
     lines = []
@@ -473,11 +592,22 @@ def main(argv=None):
     elif args.references:
         names = [t for t in args.tasks.split(",") if t]
         if args.otdd_ref:
-            lines += compare_otdd(args.otdd_ref, args.ref_deps, args.ref_n, args.otdd_size, names[:5], args.otdd_entreg) + [""]
+            lines += compare_otdd(
+                args.otdd_ref, args.ref_deps, args.ref_n, args.otdd_size, names[:5], args.otdd_entreg
+            ) + [""]
         if args.task2vec_ref:
-            lines += compare_task2vec(args.task2vec_ref, args.ref_n, args.t2v_size, args.t2v_draws, names,
-                                      args.threads, args.t2v_label_draws, args.t2v_precision,
-                                      args.t2v_method, args.t2v_skip) + [""]
+            lines += compare_task2vec(
+                args.task2vec_ref,
+                args.ref_n,
+                args.t2v_size,
+                args.t2v_draws,
+                names,
+                args.threads,
+                args.t2v_label_draws,
+                args.t2v_precision,
+                args.t2v_method,
+                args.t2v_skip,
+            ) + [""]
     else:
         ns = [500, 2000, 10000] if args.full else [int(x) for x in args.n.split(",")]
         ss = [1, 5, 20] if args.full else [int(x) for x in args.s.split(",")]

@@ -39,17 +39,32 @@ MATRIX = HERE / "transfer_matrix_results.csv"
 #: the CPU meta-datasets evaluated by default (each on its own): N = 200 fine-tuning and linear
 #: probe with independent pretraining per repeat; N = 500 linear probe over fixed source
 #: checkpoints, every shared data set as a target; the same with a second backbone (smallcnn, width 32)
-MATRICES = ((MATRIX,), (HERE / "transfer_matrix_results_lp500.csv", HERE / "transfer_matrix_results_lp500_natural.csv",
-                        HERE / "transfer_matrix_results_lp200.csv"),
-            (HERE / "transfer_matrix_results_lp500_w32.csv", HERE / "transfer_matrix_results_lp200_w32.csv"))
+MATRICES = (
+    (MATRIX,),
+    (
+        HERE / "transfer_matrix_results_lp500.csv",
+        HERE / "transfer_matrix_results_lp500_natural.csv",
+        HERE / "transfer_matrix_results_lp200.csv",
+    ),
+    (HERE / "transfer_matrix_results_lp500_w32.csv", HERE / "transfer_matrix_results_lp200_w32.csv"),
+)
 #: how the N = 500 matrix pretrained its sources (benchmarks/transfer_matrix.py --pretrain-seed 0
 #: --source-max 2000 --pretrain-epochs 10 --backbone smallcnn-w16): with it the model-based scores
 #: (LogME, H-score) of the very checkpoints the matrix transferred from can be computed
-FIXED_PRETRAIN = {"backbone": "smallcnn-w16", "hyperparameters": {"epochs": 10, "image_size": 28, "seed": 0},
-                  "source_max": 2000, "seed": 0}
+FIXED_PRETRAIN = {
+    "backbone": "smallcnn-w16",
+    "hyperparameters": {"epochs": 10, "image_size": 28, "seed": 0},
+    "source_max": 2000,
+    "seed": 0,
+}
 START, END = "<!-- predictor-benchmark:start -->", "<!-- predictor-benchmark:end -->"
 #: per-target Spearman of each single feature, averaged over isic/chest/pcam-middle (issue 6)
-EXPECTED_BASELINES = {"most-classes": 0.53, "largest-source": 0.37, "task2vec alone": 0.25, "expert alone": -0.16}
+EXPECTED_BASELINES = {
+    "most-classes": 0.53,
+    "largest-source": 0.37,
+    "task2vec alone": 0.25,
+    "expert alone": -0.16,
+}
 
 
 def published():
@@ -74,12 +89,18 @@ def load_matrix(path: Path):
                 strat = row.get("strategy")
                 if strat and strat != "scratch" and strat not in setup:
                     setup = f"{setup}:{strat}"  # fine-tuning and linear probe are separate tasks
-                out.append(dsim.TransferResult(
-                    source=row["source"], target=row["target"], fold=int(row["fold"]) + 1000 * rep,
-                    auc=float(row["auc"]), origin="transfer_matrix", setup=setup,
-                ))
+                out.append(
+                    dsim.TransferResult(
+                        source=row["source"],
+                        target=row["target"],
+                        fold=int(row["fold"]) + 1000 * rep,
+                        auc=float(row["auc"]),
+                        origin="transfer_matrix",
+                        setup=setup,
+                    )
+                )
             except (KeyError, ValueError) as exc:
-                raise SystemExit(f"{path}: bad row {row} ({exc})")
+                raise SystemExit(f"{path}: bad row {row} ({exc})") from None
     # the from-scratch baseline (source == target) is shared by every strategy of its setup:
     # give each strategy's task its own copy so that T can be computed for it
     setups = {r.setup for r in out if r.source != r.target}
@@ -131,23 +152,36 @@ def model_scores(results, measures=("logme", "h-score"), cfg=FIXED_PRETRAIN):
     and settings; trained now if absent)."""
     import os
 
-    import dsim
     from transfer_matrix import load_all
+
+    import dsim
 
     backbones = {r.setup.split(":")[1] for r in results if r.setup.startswith("dsim:")}
     if len(backbones) > 1:
         raise SystemExit(f"model scores: one backbone per meta-dataset, got {sorted(backbones)}")
     cfg = {**cfg, "backbone": backbones.pop() if backbones else cfg["backbone"]}
-    data = load_all(Path(os.environ.get("DSIM_DATA_DIR", REPO.parent / "shared" / "data").split(os.pathsep)[0]))
+    data = load_all(
+        Path(os.environ.get("DSIM_DATA_DIR", REPO.parent / "shared" / "data").split(os.pathsep)[0])
+    )
     pairs = sorted({(r.source, r.target) for r in results if r.source != r.target})
     ckpts = {}
     for src in sorted({s for s, _ in pairs}):
         if src in data:
             sub = data[src].subsample(cfg["source_max"], seed=cfg["seed"])
-            ckpts[src] = str(dsim.pretrain(sub, cfg["backbone"], hyperparameters=cfg["hyperparameters"],
-                                           max_samples=cfg["source_max"], seed=cfg["seed"]))
-    opts = {"source_checkpoints": ckpts, "backbone": cfg["backbone"],
-            "image_size": cfg["hyperparameters"]["image_size"]}
+            ckpts[src] = str(
+                dsim.pretrain(
+                    sub,
+                    cfg["backbone"],
+                    hyperparameters=cfg["hyperparameters"],
+                    max_samples=cfg["source_max"],
+                    seed=cfg["seed"],
+                )
+            )
+    opts = {
+        "source_checkpoints": ckpts,
+        "backbone": cfg["backbone"],
+        "image_size": cfg["hyperparameters"]["image_size"],
+    }
     return computed_values(measures, [(s, t) for s, t in pairs if s in ckpts], opts)
 
 
@@ -183,7 +217,9 @@ def in_sample(results, values, cards, kinds):
     for task in _tasks(results):
         cands = _task_candidates(task, values, cards)
         rk = pred.rank(cards.get(task.target) or dsim.DatasetCard(name=task.target), cands, [], kinds)
-        m = ranking_metrics({r.source: r.t for r in task.rows}, rk.sources, {r.source: r.score for r in rk.rows})
+        m = ranking_metrics(
+            {r.source: r.t for r in task.rows}, rk.sources, {r.source: r.score for r in rk.rows}
+        )
         rows.append((task.target, m["spearman"]))
     return rows
 
@@ -212,8 +248,11 @@ def hindsight(results, values, cards, kinds):
             f.update(mf[c.source.name])
             for k, v in f.items():
                 cols.setdefault(k, []).append(v)
-        rhos = {k: float(spearmanr(v, T).statistic) for k, v in cols.items()
-                if np.all(np.isfinite(v)) and np.ptp(v) > 0}
+        rhos = {
+            k: float(spearmanr(v, T).statistic)
+            for k, v in cols.items()
+            if np.all(np.isfinite(v)) and np.ptp(v) > 0
+        }
         best = max(rhos, key=rhos.get)
         out.append((task.target, best, rhos[best]))
     return out
@@ -228,12 +267,14 @@ def headroom(results, values, cards, kinds):
     hs = hindsight(results, values, cards, kinds)
     ins = in_sample(results, values, cards, kinds)
     picked = sorted(Counter(f for _, f, _ in hs).items(), key=lambda kv: (-kv[1], kv[0]))
-    return [f"Headroom (neither is a predictor): the best single feature per task, picked *with* that task's "
-            f"answers, averages rho {np.mean([r for _, _, r in hs]):.2f} (picked: "
-            + ", ".join(f"{f} x{n}" for f, n in picked)
-            + f"); the learned pairwise model fit on every target, held-out ones included, ranks those same "
-            f"targets at {np.mean([r for _, r in ins]):.2f} ("
-            + ", ".join(f"{t} {r:.2f}" for t, r in ins) + ").", ""]
+    return [
+        f"Headroom (neither is a predictor): the best single feature per task, picked *with* that task's "
+        f"answers, averages rho {np.mean([r for _, _, r in hs]):.2f} (picked: "
+        + ", ".join(f"{f} x{n}" for f, n in picked)
+        + f"); the learned pairwise model fit on every target, held-out ones included, ranks those same "
+        f"targets at {np.mean([r for _, r in ins]):.2f} (" + ", ".join(f"{t} {r:.2f}" for t, r in ins) + ").",
+        "",
+    ]
 
 
 def _num(x, digits=2):
@@ -249,22 +290,42 @@ def table(out, ceil, title):
     name = (lambda s, t: f"{t} ({s})") if multi else (lambda s, t: t)
     cmap = {(c["setup"], c["target"]): c for c in ceil}
     lines = [f"**{title}** — Spearman rho per held-out target (leave-one-target-out)", ""]
-    head = ["predictor", *[name(s, t) for s, t in tasks], "mean rho", "weighted tau", "top-1", "regret T (pts)", "regret AUC"]
+    head = [
+        "predictor",
+        *[name(s, t) for s, t in tasks],
+        "mean rho",
+        "weighted tau",
+        "top-1",
+        "regret T (pts)",
+        "regret AUC",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines.append("| *noise ceiling* | " + " | ".join(
-        f"*{cmap[k]['ceiling']:.2f}*" if k in cmap else "n/a" for k in tasks) + " | | | | | |")
+    lines.append(
+        "| *noise ceiling* | "
+        + " | ".join(f"*{cmap[k]['ceiling']:.2f}*" if k in cmap else "n/a" for k in tasks)
+        + " | | | | | |"
+    )
     for label, rows in out.items():
         by = {(r["setup"], r["target"]): r for r in rows}
         sm = summarise(rows)
         nan = float("nan")
         cells = [_num(by[k].get("spearman")) if k in by else "" for k in tasks]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{_num(sm.get('spearman', nan))}** | "
-                     f"{_num(sm.get('weighted_tau', nan))} | "
-                     f"{int(round(sm.get('top1', 0.0) * sm['n_tasks']))}/{int(sm['n_tasks'])} | "
-                     f"{_num(sm.get('regret_t', nan))} | {_num(sm.get('regret_auc', nan), 3)} |")
-    lines += ["", "Noise ceiling: " + "; ".join(
-        f"{name(c['setup'], c['target'])}: split-half rho {c['split_half']:.2f} over {c['n_splits']} {c['method']} "
-        f"splits, reliability {c['reliability']:.2f}, ceiling {c['ceiling']:.2f}" for c in ceil), ""]
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | **{_num(sm.get('spearman', nan))}** | "
+            f"{_num(sm.get('weighted_tau', nan))} | "
+            f"{int(round(sm.get('top1', 0.0) * sm['n_tasks']))}/{int(sm['n_tasks'])} | "
+            f"{_num(sm.get('regret_t', nan))} | {_num(sm.get('regret_auc', nan), 3)} |"
+        )
+    lines += [
+        "",
+        "Noise ceiling: "
+        + "; ".join(
+            f"{name(c['setup'], c['target'])}: split-half rho {c['split_half']:.2f} over {c['n_splits']} {c['method']} "
+            f"splits, reliability {c['reliability']:.2f}, ceiling {c['ceiling']:.2f}"
+            for c in ceil
+        ),
+        "",
+    ]
     return lines
 
 
@@ -275,14 +336,21 @@ def aggregate(every):
 
     names = [n for n, _ in every]
     labels = [lab for lab in every[0][1] if all(lab in o for _, o in every)]
-    lines = ["**All meta-datasets** — mean Spearman rho per meta-dataset (held-out tasks in brackets) and over "
-             "all held-out tasks", "",
-             "| predictor | " + " | ".join(f"{n} ({len(next(iter(o.values())))})" for n, o in every) + " | all tasks |",
-             "|" + "---|" * (len(names) + 2)]
+    lines = [
+        "**All meta-datasets** — mean Spearman rho per meta-dataset (held-out tasks in brackets) and over "
+        "all held-out tasks",
+        "",
+        "| predictor | "
+        + " | ".join(f"{n} ({len(next(iter(o.values())))})" for n, o in every)
+        + " | all tasks |",
+        "|" + "---|" * (len(names) + 2),
+    ]
     for lab in labels:
         rows = [r for _, o in every for r in o[lab]]
         cells = [_num(summarise(o[lab]).get("spearman", np.nan)) for _, o in every]
-        lines.append(f"| {lab} | " + " | ".join(cells) + f" | **{_num(summarise(rows).get('spearman', np.nan))}** |")
+        lines.append(
+            f"| {lab} | " + " | ".join(cells) + f" | **{_num(summarise(rows).get('spearman', np.nan))}** |"
+        )
     return lines + [""]
 
 
@@ -295,19 +363,28 @@ def verdict(out, n_targets=3):
     best = max(base, key=lambda k: base[k].get("spearman", -np.inf))
     m = sm["meta-ranker"]
     hits = int(round(m.get("top1", 0.0) * m["n_tasks"]))
-    goal = (m.get("spearman", -1) >= 0.8 and m.get("spearman", -1) > base[best].get("spearman", -1) + 0.1
-            and hits >= int(np.ceil(2 * m["n_tasks"] / 3)))
-    return [f"Verdict: meta-ranker mean rho {_num(m.get('spearman', np.nan))} vs best baseline {best} "
-            f"{_num(base[best].get('spearman', np.nan))}; "
-            f"top-1 {hits}/{int(m['n_tasks'])}. Goal (rho >= 0.8, clearly above every baseline, top-1 on >= 2/3 of the held-out tasks): "
-            f"{'met' if goal else 'NOT met'}."
-            + (" See docs/evaluation.md for what so few held-out targets can show." if n_targets <= 3 else ""), ""]
+    goal = (
+        m.get("spearman", -1) >= 0.8
+        and m.get("spearman", -1) > base[best].get("spearman", -1) + 0.1
+        and hits >= int(np.ceil(2 * m["n_tasks"] / 3))
+    )
+    return [
+        f"Verdict: meta-ranker mean rho {_num(m.get('spearman', np.nan))} vs best baseline {best} "
+        f"{_num(base[best].get('spearman', np.nan))}; "
+        f"top-1 {hits}/{int(m['n_tasks'])}. Goal (rho >= 0.8, clearly above every baseline, top-1 on >= 2/3 of the held-out tasks): "
+        f"{'met' if goal else 'NOT met'}."
+        + (" See docs/evaluation.md for what so few held-out targets can show." if n_targets <= 3 else ""),
+        "",
+    ]
 
 
 def check_baselines(out):
     from dsim.predictors import summarise
 
-    lines, ok = ["Check of the evaluation code (per-target Spearman of one feature, mean over the 3 targets):", ""], True
+    lines, ok = (
+        ["Check of the evaluation code (per-target Spearman of one feature, mean over the 3 targets):", ""],
+        True,
+    )
     for label, want in EXPECTED_BASELINES.items():
         got = summarise(out[label])["spearman"]
         good = abs(got - want) <= 0.01
@@ -346,16 +423,34 @@ def plot(out, ceil, path: Path, title: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md (own section) and docs/img plots")
-    ap.add_argument("--matrix", action="append", default=[],
-                    help="transfer-matrix CSVs (comma-separated: one meta-dataset) to evaluate on; repeatable; "
-                         "default: the benchmarks' own")
-    ap.add_argument("--model-scores", nargs="?", const="logme,h-score", default=None,
-                    help="also source-model scores of the matrix's own source checkpoints (fixed-pretraining "
-                         "matrices); a comma list, default logme,h-score (knn, leep, nce also exist)")
-    ap.add_argument("-o", "--option", action="append", default=[],
-                    help="KEY=VALUE option for the measures computed with --measures (e.g. probe_weights=random)")
-    ap.add_argument("--measures", default="", help="image measures to compute on the CPU transfer matrix (e.g. task2vec)")
+    ap.add_argument(
+        "--write", action="store_true", help="update benchmarks/RESULTS.md (own section) and docs/img plots"
+    )
+    ap.add_argument(
+        "--matrix",
+        action="append",
+        default=[],
+        help="transfer-matrix CSVs (comma-separated: one meta-dataset) to evaluate on; repeatable; "
+        "default: the benchmarks' own",
+    )
+    ap.add_argument(
+        "--model-scores",
+        nargs="?",
+        const="logme,h-score",
+        default=None,
+        help="also source-model scores of the matrix's own source checkpoints (fixed-pretraining "
+        "matrices); a comma list, default logme,h-score (knn, leep, nce also exist)",
+    )
+    ap.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        help="KEY=VALUE option for the measures computed with --measures (e.g. probe_weights=random)",
+    )
+    ap.add_argument(
+        "--measures", default="", help="image measures to compute on the CPU transfer matrix (e.g. task2vec)"
+    )
     args = ap.parse_args(argv)
 
     import dsim
@@ -366,13 +461,17 @@ def main(argv=None) -> int:
     kinds.setdefault("task2vec", "distance")
     kinds.setdefault("expert", "distance")
 
-    lines = ["## Predictor: leave-one-target-out (issue 6)", "",
-             f"`DSIM_DATA_DIR=../shared/data python benchmarks/predictor.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-             f"on {time.strftime('%Y-%m-%d')}, CPU. Source facts (images, classes, "
-             "origin, channels, modality, expert features) from the registry cards; measure values from the "
-             "published table (for the CPU matrices: the measures named, computed on the shared data; card sizes capped at "
-             "the 2 000 images each source was pretrained on). A predictor never sees the held-out target's results (tests/test_predictor.py "
-             "checks it with an oracle that would score 1.0 if anything leaked).", ""]
+    lines = [
+        "## Predictor: leave-one-target-out (issue 6)",
+        "",
+        f"`DSIM_DATA_DIR=../shared/data python benchmarks/predictor.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"on {time.strftime('%Y-%m-%d')}, CPU. Source facts (images, classes, "
+        "origin, channels, modality, expert features) from the registry cards; measure values from the "
+        "published table (for the CPU matrices: the measures named, computed on the shared data; card sizes capped at "
+        "the 2 000 images each source was pretrained on). A predictor never sees the held-out target's results (tests/test_predictor.py "
+        "checks it with an oracle that would score 1.0 if anything leaked).",
+        "",
+    ]
     res, vals = published()
     out, ceil, secs = run(res, vals, cards, kinds)
     lines += table(out, ceil, "Published cats-scans table (3 targets x 7 sources)")
@@ -389,8 +488,11 @@ def main(argv=None) -> int:
 
     opts = dict(kv.split("=", 1) for kv in args.option)
     opts = {k: (int(v) if v.isdigit() else v) for k, v in opts.items()}
-    matrices = ([tuple(Path(x) for x in m.split(",")) for m in args.matrix] if args.matrix
-                else [tuple(p for p in group if p.exists()) for group in MATRICES])
+    matrices = (
+        [tuple(Path(x) for x in m.split(",")) for m in args.matrix]
+        if args.matrix
+        else [tuple(p for p in group if p.exists()) for group in MATRICES]
+    )
     matrices = [m for m in matrices if m]
     if not matrices:
         lines += [f"CPU transfer matrix: `{MATRIX.relative_to(REPO)}` not there yet; rerun when it is.", ""]
@@ -404,27 +506,48 @@ def main(argv=None) -> int:
         # sizes are those of the whole datasets, so the predictors see the size actually used
         from dataclasses import replace
 
-        mcards = {n: (replace(c, size=min(c.size, FIXED_PRETRAIN["source_max"])) if c.size else c)
-                  for n, c in cards.items()}
+        mcards = {
+            n: (replace(c, size=min(c.size, FIXED_PRETRAIN["source_max"])) if c.size else c)
+            for n, c in cards.items()
+        }
         mvals = matrix_values(mres, mcards, [m for m in args.measures.split(",") if m], opts)
         if args.model_scores and MATRIX not in paths:  # every matrix but the independent-pretraining one
             mvals += model_scores(mres, tuple(args.model_scores.split(",")))
         mout, mceil, msecs = run(mres, mvals, mcards, kinds, repeat_of=lambda r: r.fold // 1000)
         ntargets = len({r.target for r in mres})
         setups = sorted({m.group(0) for r in mres for m in [re.search(r"\bn\d+\b", r.setup)] if m})
-        every.append(("cpu " + (path.stem.replace("transfer_matrix_results", "").strip("_") or "n200")
-                      + (f" ({'+'.join(setups)})" if len(setups) > 1 else ""), mout))
-        lines += table(mout, mceil, f"CPU transfer matrix ({' + '.join(p.name for p in paths)}, {len(mres)} runs, "
-                                    f"{ntargets} targets)")
+        every.append(
+            (
+                "cpu "
+                + (path.stem.replace("transfer_matrix_results", "").strip("_") or "n200")
+                + (f" ({'+'.join(setups)})" if len(setups) > 1 else ""),
+                mout,
+            )
+        )
+        lines += table(
+            mout,
+            mceil,
+            f"CPU transfer matrix ({' + '.join(p.name for p in paths)}, {len(mres)} runs, "
+            f"{ntargets} targets)",
+        )
         lines += verdict(mout, ntargets)
         lines += headroom(mres, mvals, mcards, kinds)
-        lines += [f"Measures available to the predictors: {', '.join(sorted({v.measure for v in mvals})) or 'none'}. "
-                  f"({msecs:.0f} s.)", ""]
+        lines += [
+            f"Measures available to the predictors: {', '.join(sorted({v.measure for v in mvals})) or 'none'}. "
+            f"({msecs:.0f} s.)",
+            "",
+        ]
         if args.write:
             stem = "predictor_loto_cpu_matrix" + path.stem.replace("transfer_matrix_results", "")
-            figs.append(plot(mout, mceil, REPO / "docs" / "img" / f"{stem}.png",
-                             f"CPU matrix {path.stem.replace('transfer_matrix_results', '').strip('_') or 'n200'}, "
-                             "leave-one-target-out"))
+            figs.append(
+                plot(
+                    mout,
+                    mceil,
+                    REPO / "docs" / "img" / f"{stem}.png",
+                    f"CPU matrix {path.stem.replace('transfer_matrix_results', '').strip('_') or 'n200'}, "
+                    "leave-one-target-out",
+                )
+            )
 
     if len(every) > 1:
         lines += aggregate(every)
@@ -435,7 +558,7 @@ def main(argv=None) -> int:
         old = path.read_text() if path.exists() else "# Benchmark results\n"
         block = f"{START}\n{text}\n{END}\n"
         if START in old and END in old:
-            new = old[: old.index(START)] + block + old[old.index(END) + len(END) + 1:]
+            new = old[: old.index(START)] + block + old[old.index(END) + len(END) + 1 :]
         else:
             new = old.rstrip("\n") + "\n\n" + block
         path.write_text(new)

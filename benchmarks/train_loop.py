@@ -35,7 +35,7 @@ def bare_loop(model, xtr, ytr, xva, yva, *, epochs, batch, lr, wd, weight, dev, 
         model.train()
         perm = torch.randperm(len(ytr), generator=gen)
         for i in range(0, len(ytr), batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             xb = xtr[idx].to(dev, non_blocking=True, memory_format=memfmt)
             yb = ytr[idx].to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
@@ -48,8 +48,10 @@ def bare_loop(model, xtr, ytr, xva, yva, *, epochs, batch, lr, wd, weight, dev, 
             tot = 0.0
             for i in range(0, len(yva), 256):
                 with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-                    out = model(xva[i:i + 256].to(dev, memory_format=memfmt))
-                tot += float(F.cross_entropy(out.float(), yva[i:i + 256].to(dev), weight=w, reduction="sum"))
+                    out = model(xva[i : i + 256].to(dev, memory_format=memfmt))
+                tot += float(
+                    F.cross_entropy(out.float(), yva[i : i + 256].to(dev), weight=w, reduction="sum")
+                )
     if cuda:
         torch.cuda.synchronize()
 
@@ -81,8 +83,16 @@ def main(argv=None) -> int:
     labels = rng.integers(0, 2, n)
     data = dsim.ImageSet(name="bench", images=imgs, labels=labels)
     train, val = data.take(np.arange(a.images)), data.take(np.arange(a.images, n))
-    cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch, lr=1e-3, schedule="constant", patience=10 ** 6,
-                      augment=False, image_size=a.size, channels=3)
+    cfg = TrainConfig(
+        epochs=a.epochs,
+        batch_size=a.batch,
+        lr=1e-3,
+        schedule="constant",
+        patience=10**6,
+        augment=False,
+        image_size=a.size,
+        channels=3,
+    )
     from dsim.training import prepare
 
     xtr, ytr = prepare(train, cfg)
@@ -92,16 +102,46 @@ def main(argv=None) -> int:
     base = build_classifier(a.backbone, weights="random", num_classes=2, seed=0)
     weight = _class_weights(ytr, 2)
     # warm-up both paths once (allocator, cudnn autotune, lazy init)
-    bare_loop(copy.deepcopy(base), xtr, ytr, xva, yva, epochs=1, batch=a.batch, lr=1e-3, wd=1e-4, weight=weight,
-              dev=dev, seed=0)
-    fit(copy.deepcopy(base), train, val, TrainConfig(**{**cfg.to_dict(), "epochs": 1}), device=dev,
-        tensors=(xtr, ytr, xva, yva))
+    bare_loop(
+        copy.deepcopy(base),
+        xtr,
+        ytr,
+        xva,
+        yva,
+        epochs=1,
+        batch=a.batch,
+        lr=1e-3,
+        wd=1e-4,
+        weight=weight,
+        dev=dev,
+        seed=0,
+    )
+    fit(
+        copy.deepcopy(base),
+        train,
+        val,
+        TrainConfig(**{**cfg.to_dict(), "epochs": 1}),
+        device=dev,
+        tensors=(xtr, ytr, xva, yva),
+    )
     t_bare, t_dsim = [], []
     for r in range(a.repeats):
         m = copy.deepcopy(base)
         t0 = time.perf_counter()
-        bare_loop(m, xtr, ytr, xva, yva, epochs=a.epochs, batch=a.batch, lr=1e-3, wd=1e-4, weight=weight, dev=dev,
-                  seed=r)
+        bare_loop(
+            m,
+            xtr,
+            ytr,
+            xva,
+            yva,
+            epochs=a.epochs,
+            batch=a.batch,
+            lr=1e-3,
+            wd=1e-4,
+            weight=weight,
+            dev=dev,
+            seed=r,
+        )
         t_bare.append(time.perf_counter() - t0)
         m = copy.deepcopy(base)
         t0 = time.perf_counter()
@@ -112,13 +152,17 @@ def main(argv=None) -> int:
     mb, md = statistics.median(t_bare), statistics.median(t_dsim)
     pair = statistics.median(d / b for b, d in zip(t_bare, t_dsim))  # each pair ran back to back
     steps = a.epochs * -(-a.images // a.batch)
-    print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
-          f"{a.backbone} at {a.size}px, {a.images} train + {a.val} val images, batch {a.batch}, {a.epochs} epochs, "
-          f"median of {a.repeats}")
+    print(
+        f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
+        f"{a.backbone} at {a.size}px, {a.images} train + {a.val} val images, batch {a.batch}, {a.epochs} epochs, "
+        f"median of {a.repeats}"
+    )
     print(f"bare PyTorch loop: {mb:.3f}s ({mb / steps * 1000:.1f} ms/step)")
     print(f"dsim fit:          {md:.3f}s ({md / steps * 1000:.1f} ms/step)")
-    print(f"overhead: {(md / mb - 1) * 100:+.1f}% (medians), {(pair - 1) * 100:+.1f}% (median of paired ratios), "
-          f"{(min(t_dsim) / min(t_bare) - 1) * 100:+.1f}% (minima)")
+    print(
+        f"overhead: {(md / mb - 1) * 100:+.1f}% (medians), {(pair - 1) * 100:+.1f}% (median of paired ratios), "
+        f"{(min(t_dsim) / min(t_bare) - 1) * 100:+.1f}% (minima)"
+    )
     print(f"all runs: bare {[round(x, 2) for x in t_bare]}, dsim {[round(x, 2) for x in t_dsim]}")
     return 0
 

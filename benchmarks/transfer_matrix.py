@@ -74,8 +74,9 @@ def load_all(data_dir: Path):
         if not p.exists():
             sys.exit(f"error: {p} not found (set DSIM_DATA_DIR to ../shared/data)")
         d = dsim.load_dataset(str(p))
-        out[name] = dsim.ImageSet(name=name, images=d.images, labels=d.labels, class_names=d.class_names,
-                                  source=str(p))
+        out[name] = dsim.ImageSet(
+            name=name, images=d.images, labels=d.labels, class_names=d.class_names, source=str(p)
+        )
     return out
 
 
@@ -94,15 +95,29 @@ def main(argv=None) -> int:
     ap.add_argument("--store", default=None)
     ap.add_argument("--csv", default=str(HERE / "transfer_matrix_results.csv"))
     ap.add_argument("--results-md", default=str(HERE / "RESULTS.md"))
-    ap.add_argument("--pretrain-seed", type=int, default=None,
-                    help="pretrain every source once with this seed for all repeats (the ceiling then "
-                         "measures the fine-tuning experiment given fixed source checkpoints, as cats-scans' folds)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: on 2 cores shared with other work, faster than 2)")
-    ap.add_argument("--no-baseline", action="store_true",
-                    help="skip the from-scratch baseline runs (ceilings only; no T column)")
-    ap.add_argument("--section", default=None,
-                    help="name of this run's section in RESULTS.md (default: by --pretrain-seed)")
+    ap.add_argument(
+        "--pretrain-seed",
+        type=int,
+        default=None,
+        help="pretrain every source once with this seed for all repeats (the ceiling then "
+        "measures the fine-tuning experiment given fixed source checkpoints, as cats-scans' folds)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on 2 cores shared with other work, faster than 2)",
+    )
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the from-scratch baseline runs (ceilings only; no T column)",
+    )
+    ap.add_argument(
+        "--section",
+        default=None,
+        help="name of this run's section in RESULTS.md (default: by --pretrain-seed)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny smoke test (no RESULTS.md, own store)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -120,8 +135,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     from dsim.store import ResultsStore
 
-    data_dir = Path(os.environ.get("DSIM_DATA_DIR", HERE.parent.parent / "shared" / "data").split(os.pathsep)[0])
-    store_path = Path(a.store) if a.store else Path(platformdirs.user_data_dir("dsim")) / "transfer_matrix.sqlite"
+    data_dir = Path(
+        os.environ.get("DSIM_DATA_DIR", HERE.parent.parent / "shared" / "data").split(os.pathsep)[0]
+    )
+    store_path = (
+        Path(a.store) if a.store else Path(platformdirs.user_data_dir("dsim")) / "transfer_matrix.sqlite"
+    )
     store = ResultsStore(store_path)
     data = load_all(data_dir)
     targets = [t for t in a.targets.split(",") if t]
@@ -137,17 +156,33 @@ def main(argv=None) -> int:
             sources = [s for s in FILES if s != target]
             t1 = time.perf_counter()
             rpt = dsim.validate(
-                target, sources=sources, strategy=strategies, backbone=a.backbone, folds=a.folds,
-                train_sizes=[a.train_size], seed=rep, hyperparameters=hp, pretrain_hyperparameters=php,
-                target_max=a.target_max, source_max=a.source_max, store=store, inline=data, predict=False,
+                target,
+                sources=sources,
+                strategy=strategies,
+                backbone=a.backbone,
+                folds=a.folds,
+                train_sizes=[a.train_size],
+                seed=rep,
+                hyperparameters=hp,
+                pretrain_hyperparameters=php,
+                target_max=a.target_max,
+                source_max=a.source_max,
+                store=store,
+                inline=data,
+                predict=False,
                 baseline=None if a.no_baseline else "scratch",
-                on_event=lambda k, m: print(f"[{time.perf_counter() - t0:7.0f}s] {k}: {m}", flush=True)
-                if k in ("error", "warning", "info") else None,
+                on_event=lambda k, m: (
+                    print(f"[{time.perf_counter() - t0:7.0f}s] {k}: {m}", flush=True)
+                    if k in ("error", "warning", "info")
+                    else None
+                ),
             )
             failures += list(rpt.failures)
-            print(f"[{time.perf_counter() - t0:7.0f}s] repeat {rep} target {target}: {rpt.runs_done} runs "
-                  f"({rpt.runs_skipped} from store, {len(rpt.failures)} failed) in {time.perf_counter() - t1:.0f}s",
-                  flush=True)
+            print(
+                f"[{time.perf_counter() - t0:7.0f}s] repeat {rep} target {target}: {rpt.runs_done} runs "
+                f"({rpt.runs_skipped} from store, {len(rpt.failures)} failed) in {time.perf_counter() - t1:.0f}s",
+                flush=True,
+            )
     runtime = time.perf_counter() - t0
     rows = collect(store, targets, strategies, a)
     write_csv(rows, a.csv)
@@ -167,19 +202,38 @@ def collect(store, targets, strategies, a):
             continue
         s = spec.spec
         hp = s.hyperparameters
-        if (s.target not in targets or s.backbone != a.backbone or s.folds != a.folds
-                or hp.get("train_size") != a.train_size or hp.get("target_max") != a.target_max
-                or hp.get("epochs") != a.epochs or s.seed >= a.repeats):
+        if (
+            s.target not in targets
+            or s.backbone != a.backbone
+            or s.folds != a.folds
+            or hp.get("train_size") != a.train_size
+            or hp.get("target_max") != a.target_max
+            or hp.get("epochs") != a.epochs
+            or s.seed >= a.repeats
+        ):
             continue
         if s.strategy not in strategies and s.strategy != "scratch":
             continue
-        if s.strategy != "scratch" and ((hp.get("pretrain") or {}).get("epochs") != a.pretrain_epochs
-                                        or (hp.get("pretrain") or {}).get("seed") != a.pretrain_seed
-                                        or hp.get("source_max") != a.source_max):
+        if s.strategy != "scratch" and (
+            (hp.get("pretrain") or {}).get("epochs") != a.pretrain_epochs
+            or (hp.get("pretrain") or {}).get("seed") != a.pretrain_seed
+            or hp.get("source_max") != a.source_max
+        ):
             continue
-        rows.append({"source": s.source, "target": s.target, "fold": s.fold, "repeat": s.seed, "auc": r["auc"],
-                     "accuracy": r["accuracy"], "kappa": r["kappa"], "strategy": s.strategy, "setup": r["setup"],
-                     "seconds": float(r["timings"].get("total_s", 0.0))})
+        rows.append(
+            {
+                "source": s.source,
+                "target": s.target,
+                "fold": s.fold,
+                "repeat": s.seed,
+                "auc": r["auc"],
+                "accuracy": r["accuracy"],
+                "kappa": r["kappa"],
+                "strategy": s.strategy,
+                "setup": r["setup"],
+                "seconds": float(r["timings"].get("total_s", 0.0)),
+            }
+        )
     rows.sort(key=lambda d: (d["target"], d["strategy"], d["source"], d["repeat"], d["fold"]))
     return rows
 
@@ -226,9 +280,15 @@ def _mean(xs):
 
 def ceilings(idx, target, strategy, repeats, with_scratch=False):
     sources = [s for s in FILES if s != target] + ([target] if with_scratch else [])
-    return _mean([_rho([_mean_auc(idx, target, strategy, s, r1) for s in sources],
-                       [_mean_auc(idx, target, strategy, s, r2) for s in sources])
-                  for r1, r2 in itertools.combinations(range(repeats), 2)])
+    return _mean(
+        [
+            _rho(
+                [_mean_auc(idx, target, strategy, s, r1) for s in sources],
+                [_mean_auc(idx, target, strategy, s, r2) for s in sources],
+            )
+            for r1, r2 in itertools.combinations(range(repeats), 2)
+        ]
+    )
 
 
 def split_half_ceiling(idx, target, strategy, repeats, with_scratch=False):
@@ -243,8 +303,12 @@ def split_half_ceiling(idx, target, strategy, repeats, with_scratch=False):
         if 0 not in half:
             continue  # each split once
         other = [r for r in reps if r not in half]
-        rhos.append(_rho([_mean([_mean_auc(idx, target, strategy, s, r) for r in half]) for s in sources],
-                         [_mean([_mean_auc(idx, target, strategy, s, r) for r in other]) for s in sources]))
+        rhos.append(
+            _rho(
+                [_mean([_mean_auc(idx, target, strategy, s, r) for r in half]) for s in sources],
+                [_mean([_mean_auc(idx, target, strategy, s, r) for r in other]) for s in sources],
+            )
+        )
     return _mean(rhos)
 
 
@@ -255,23 +319,34 @@ def report(rows, targets, strategies, a, runtime, failures) -> str:
     L = [MARK_BEGIN, "## Transfer matrix at 28 px (benchmarks/transfer_matrix.py)", ""]
     if a.pretrain_seed is not None:
         L[1] = L[1][:-1] + f", every source pretrained once (seed {a.pretrain_seed}) for all repeats)"
-    L.append("Command: `DSIM_DATA_DIR=../shared/data .venv/bin/python benchmarks/transfer_matrix.py "
-             + (f"--pretrain-seed {a.pretrain_seed} " if a.pretrain_seed is not None else "")
-             + (f"--section {a.section} " if a.section else "")
-             + (f"--csv benchmarks/{Path(a.csv).name} " if Path(a.csv).name != "transfer_matrix_results.csv" else "")
-             + ("--no-baseline " if a.no_baseline else "")
-             + f"--repeats {a.repeats} --folds {a.folds} --train-size {a.train_size} --target-max {a.target_max} "
-             f"--source-max {a.source_max} --epochs {a.epochs} --pretrain-epochs {a.pretrain_epochs} "
-             f"--backbone {a.backbone} --strategies {','.join(strategies)}"
-             + (f" --targets {','.join(targets)}" if tuple(targets) != TARGETS else "") + "`")
+    L.append(
+        "Command: `DSIM_DATA_DIR=../shared/data .venv/bin/python benchmarks/transfer_matrix.py "
+        + (f"--pretrain-seed {a.pretrain_seed} " if a.pretrain_seed is not None else "")
+        + (f"--section {a.section} " if a.section else "")
+        + (
+            f"--csv benchmarks/{Path(a.csv).name} "
+            if Path(a.csv).name != "transfer_matrix_results.csv"
+            else ""
+        )
+        + ("--no-baseline " if a.no_baseline else "")
+        + f"--repeats {a.repeats} --folds {a.folds} --train-size {a.train_size} --target-max {a.target_max} "
+        f"--source-max {a.source_max} --epochs {a.epochs} --pretrain-epochs {a.pretrain_epochs} "
+        f"--backbone {a.backbone} --strategies {','.join(strategies)}"
+        + (f" --targets {','.join(targets)}" if tuple(targets) != TARGETS else "")
+        + "`"
+    )
     compute = sum(r["seconds"] for r in rows)
-    L.append(f"Compute: {compute / 60:.1f} min, the sum of the wall times of the {len(rows)} stored fold runs "
-             "(source pretraining included in the first run that needed it), one torch thread, on this machine's "
-             f"2 CPU cores shared with other work; this invocation: {runtime / 60:.1f} min (finished runs come "
-             f"from the results store). {len(failures)} failed runs.")
+    L.append(
+        f"Compute: {compute / 60:.1f} min, the sum of the wall times of the {len(rows)} stored fold runs "
+        "(source pretraining included in the first run that needed it), one torch thread, on this machine's "
+        f"2 CPU cores shared with other work; this invocation: {runtime / 60:.1f} min (finished runs come "
+        f"from the results store). {len(failures)} failed runs."
+    )
     L.append("")
-    L.append("Mean test AUC over folds and repeats (T % vs the from-scratch row in brackets). "
-             "Rows: sources; `(scratch)` is the target-only baseline.")
+    L.append(
+        "Mean test AUC over folds and repeats (T % vs the from-scratch row in brackets). "
+        "Rows: sources; `(scratch)` is the target-only baseline."
+    )
     for strat in strategies:
         L.append("")
         L.append(f"**{strat}**")
@@ -295,16 +370,26 @@ def report(rows, targets, strategies, a, runtime, failures) -> str:
                     cells.append(f"{m:.3f}")
             L.append(f"| {s} | " + " | ".join(cells) + " |")
     L.append("")
-    varied = ("other folds, training subsets and fine-tuning seeds; the same source checkpoints"
-              if a.pretrain_seed is not None else
-              "other seeds, folds, training subsets, source pretraining and fine-tuning init")
-    L.append("Noise ceiling: Spearman between the source rankings (mean AUC over folds) of two independent "
-             f"repetitions ({varied}); mean over pairs of repeats.")
+    varied = (
+        "other folds, training subsets and fine-tuning seeds; the same source checkpoints"
+        if a.pretrain_seed is not None
+        else "other seeds, folds, training subsets, source pretraining and fine-tuning init"
+    )
+    L.append(
+        "Noise ceiling: Spearman between the source rankings (mean AUC over folds) of two independent "
+        f"repetitions ({varied}); mean over pairs of repeats."
+    )
 
     def ceiling_table(fn):
-        out = ["", "| target | " + " | ".join(f"{s} (6 sources)" for s in strategies) + " | "
-               + " | ".join(f"{s} (+ scratch)" for s in strategies) + " |",
-               "| --- | " + " | ".join("---" for _ in strategies * 2) + " |"]
+        out = [
+            "",
+            "| target | "
+            + " | ".join(f"{s} (6 sources)" for s in strategies)
+            + " | "
+            + " | ".join(f"{s} (+ scratch)" for s in strategies)
+            + " |",
+            "| --- | " + " | ".join("---" for _ in strategies * 2) + " |",
+        ]
         for t in targets:
             cs = [fn(idx, t, s, a.repeats, with_scratch=w) for w in (False, True) for s in strategies]
             out.append(f"| {t} | " + " | ".join("n/a" if c is None else f"{c:.2f}" for c in cs) + " |")
@@ -313,26 +398,34 @@ def report(rows, targets, strategies, a, runtime, failures) -> str:
     L += ceiling_table(ceilings)
     if a.repeats >= 4:
         L.append("")
-        L.append(f"Split-half ceiling: Spearman between the rankings of two disjoint halves of the {a.repeats} "
-                 f"repetitions, each averaged over {a.repeats // 2} repetitions (mean over the splits): the "
-                 "reliability of a ranking that averages that many repetitions.")
+        L.append(
+            f"Split-half ceiling: Spearman between the rankings of two disjoint halves of the {a.repeats} "
+            f"repetitions, each averaged over {a.repeats // 2} repetitions (mean over the splits): the "
+            "reliability of a ranking that averages that many repetitions."
+        )
         L += ceiling_table(split_half_ceiling)
     if failures:
         L.append("")
         L.append("Failed runs: " + "; ".join(f["error"] for f in failures[:5]))
     L.append("")
-    L.append(f"CSV of every fold: benchmarks/{Path(a.csv).name} (source,target,fold,repeat,auc,"
-             "accuracy,kappa,strategy,setup; the scratch baseline has source == target).")
+    L.append(
+        f"CSV of every fold: benchmarks/{Path(a.csv).name} (source,target,fold,repeat,auc,"
+        "accuracy,kappa,strategy,setup; the scratch baseline has source == target)."
+    )
     L.append(MARK_END)
     return "\n".join(L)
 
 
 def _marks(a):
     if a is not None and a.section:
-        return MARK_BEGIN.replace("matrix:", f"matrix-{a.section}:"), MARK_END.replace("matrix:", f"matrix-{a.section}:")
+        return MARK_BEGIN.replace("matrix:", f"matrix-{a.section}:"), MARK_END.replace(
+            "matrix:", f"matrix-{a.section}:"
+        )
     if a is None or a.pretrain_seed is None:
         return MARK_BEGIN, MARK_END
-    return MARK_BEGIN.replace("matrix:", "matrix-fixed-pretrain:"), MARK_END.replace("matrix:", "matrix-fixed-pretrain:")
+    return MARK_BEGIN.replace("matrix:", "matrix-fixed-pretrain:"), MARK_END.replace(
+        "matrix:", "matrix-fixed-pretrain:"
+    )
 
 
 def write_section(path: Path, text: str, a=None) -> None:

@@ -14,8 +14,15 @@ TINY_PRETRAIN = {"epochs": 2, "batch_size": 64, "patience": 2, "image_size": 16}
 BACKBONE = "smallcnn-w16"
 
 
-def gratings(n: int, k: int = 2, seed: int = 0, name: str = "gen", noise: float = 0.8, size: int = 28,
-             freq: float = 0.5) -> dsim.ImageSet:
+def gratings(
+    n: int,
+    k: int = 2,
+    seed: int = 0,
+    name: str = "gen",
+    noise: float = 0.8,
+    size: int = 28,
+    freq: float = 0.5,
+) -> dsim.ImageSet:
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % k
     rng.shuffle(labels)

@@ -67,8 +67,8 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
 
 def test_imagenet_weights_from_local_hf_cache(tmp_path, monkeypatch):
     """Weights placed in the Hugging Face cache layout are found offline."""
-    from safetensors.torch import save_file
     import timm
+    from safetensors.torch import save_file
 
     cfg = timm.models.get_pretrained_cfg("resnet18").to_dict()
     repo = cfg["hf_hub_id"]
@@ -112,8 +112,13 @@ def test_every_backbone_follows_the_timm_interface_dsim_uses(name, tmp_path):
         assert torch.allclose(m.get_classifier()(pooled), m(x), atol=1e-6)
     ckpt = tmp_path / "src.pth"
     torch.save(m.state_dict(), ckpt)
-    target = dsim.ImageSet("t", np.random.default_rng(0).integers(0, 255, (40, 28, 28), dtype=np.uint8),
-                           np.arange(40) % 2)
-    ctx = dsim.Context(seed=0, device="cpu", cache=None,
-                       options={"source_checkpoints": {"s": str(ckpt)}, "backbone": name, "image_size": 32})
+    target = dsim.ImageSet(
+        "t", np.random.default_rng(0).integers(0, 255, (40, 28, 28), dtype=np.uint8), np.arange(40) % 2
+    )
+    ctx = dsim.Context(
+        seed=0,
+        device="cpu",
+        cache=None,
+        options={"source_checkpoints": {"s": str(ckpt)}, "backbone": name, "image_size": 32},
+    )
     assert np.isfinite(dsim.list_measures()["logme"].pair(dsim.DatasetCard(name="s"), target, ctx))

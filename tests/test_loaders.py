@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import data_file
 from PIL import Image
 
 import dsim
 import dsim.plugins  # the tests look loaders up on the plugin manager directly
 from dsim import DataMissingError, DatasetCard, DatasetError
-
-from conftest import data_file
 
 # --------------------------------------------------------------------------- helpers
 
@@ -61,7 +60,11 @@ def png(path: Path, size=(8, 8), value=None, colour=False, seed=0, mode=None) ->
         a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         im = Image.fromarray(a, "RGB")
     else:
-        a = rng.integers(0, 256, (h, w), dtype=np.uint8) if value is None else np.full((h, w), value, np.uint8)
+        a = (
+            rng.integers(0, 256, (h, w), dtype=np.uint8)
+            if value is None
+            else np.full((h, w), value, np.uint8)
+        )
         im = Image.fromarray(a, "L")
     if mode:
         im = im.convert(mode)
@@ -180,12 +183,16 @@ def test_npz_generated_layouts(tmp_path):
     assert d.images.dtype == np.float32 and d.images.shape == (6, 4, 4, 1)
 
     # uint16 within 0..255 -> uint8; class names stored in the file
-    p = save_npz(tmp_path / "cn.npz", images=imgs.astype(np.uint16), labels=lab, class_names=np.array(["a", "b", "c"]))
+    p = save_npz(
+        tmp_path / "cn.npz", images=imgs.astype(np.uint16), labels=lab, class_names=np.array(["a", "b", "c"])
+    )
     d = ld.load({"file": str(p)}, "cn")
     assert d.images.dtype == np.uint8 and d.class_names == ("a", "b", "c")
 
     # x_train/y_train/x_test/y_test with (N,1) labels
-    p = save_npz(tmp_path / "kt.npz", x_train=imgs[:4], y_train=lab[:4, None], x_test=imgs[4:], y_test=lab[4:, None])
+    p = save_npz(
+        tmp_path / "kt.npz", x_train=imgs[:4], y_train=lab[:4, None], x_test=imgs[4:], y_test=lab[4:, None]
+    )
     d = ld.load({"file": str(p)}, "kt")
     assert d.split.tolist() == ["train"] * 4 + ["test"] * 2
 
@@ -213,7 +220,9 @@ def test_npz_missing_file_is_data_missing():
         loader("npz").load({"file": "no_such_set"}, "x")
     one_line_naming(e.value, "no_such_set.npz", "DSIM_DATA_DIR", dsim.data_dirs()[0])
     with pytest.raises(DataMissingError) as e:
-        dsim.load_dataset(DatasetCard(name="gone", loader="npz", loader_args={"file": "/nonexistent/gone.npz"}))
+        dsim.load_dataset(
+            DatasetCard(name="gone", loader="npz", loader_args={"file": "/nonexistent/gone.npz"})
+        )
     one_line_naming(e.value, "/nonexistent/gone.npz")
 
 
@@ -241,17 +250,41 @@ def _bad_npz_cases(tmp_path: Path):
         "labels only": (save_npz(tmp_path / "onlylab.npz", labels=lab), "keys found: labels"),
         "count mismatch": (save_npz(tmp_path / "count.npz", images=imgs, labels=lab[:3]), "4 images"),
         "rank 2": (save_npz(tmp_path / "flat.npz", images=imgs.reshape(4, 36), labels=lab), "rank"),
-        "rank 5": (save_npz(tmp_path / "vol.npz", images=np.zeros((4, 1, 5, 6, 6), np.uint8), labels=lab), "rank"),
-        "channels": (save_npz(tmp_path / "chan.npz", images=np.zeros((4, 6, 6, 5), np.uint8), labels=lab), "channels"),
+        "rank 5": (
+            save_npz(tmp_path / "vol.npz", images=np.zeros((4, 1, 5, 6, 6), np.uint8), labels=lab),
+            "rank",
+        ),
+        "channels": (
+            save_npz(tmp_path / "chan.npz", images=np.zeros((4, 6, 6, 5), np.uint8), labels=lab),
+            "channels",
+        ),
         "nan pixels": (save_npz(tmp_path / "nan.npz", images=nan, labels=lab), "NaN"),
         "negative": (save_npz(tmp_path / "neg.npz", images=imgs, labels=np.array([0, -1, 0, 1])), "-1"),
-        "fractional": (save_npz(tmp_path / "frac.npz", images=imgs, labels=np.array([0, 0.5, 0, 1])), "fractional"),
-        "nan labels": (save_npz(tmp_path / "nanlab.npz", images=imgs, labels=np.array([0, np.nan, 0, 1])), "NaN"),
-        "multi-label": (save_npz(tmp_path / "multi.npz", images=imgs, labels=np.array([[1, 1], [0, 1], [1, 0], [0, 0]])), "one-hot"),
-        "pickled": (save_npz(tmp_path / "obj.npz", images=imgs, labels=np.array([0, "a", None, 1], dtype=object)), "pickle"),
+        "fractional": (
+            save_npz(tmp_path / "frac.npz", images=imgs, labels=np.array([0, 0.5, 0, 1])),
+            "fractional",
+        ),
+        "nan labels": (
+            save_npz(tmp_path / "nanlab.npz", images=imgs, labels=np.array([0, np.nan, 0, 1])),
+            "NaN",
+        ),
+        "multi-label": (
+            save_npz(tmp_path / "multi.npz", images=imgs, labels=np.array([[1, 1], [0, 1], [1, 0], [0, 0]])),
+            "one-hot",
+        ),
+        "pickled": (
+            save_npz(tmp_path / "obj.npz", images=imgs, labels=np.array([0, "a", None, 1], dtype=object)),
+            "pickle",
+        ),
         "missing split labels": (save_npz(tmp_path / "split.npz", train_images=imgs), "labels"),
         "split shapes": (
-            save_npz(tmp_path / "shapes.npz", x_train=imgs, y_train=lab, x_test=np.zeros((2, 5, 5), np.uint8), y_test=lab[:2]),
+            save_npz(
+                tmp_path / "shapes.npz",
+                x_train=imgs,
+                y_train=lab,
+                x_test=np.zeros((2, 5, 5), np.uint8),
+                y_test=lab[:2],
+            ),
             "different image shapes",
         ),
     }
@@ -260,9 +293,24 @@ def _bad_npz_cases(tmp_path: Path):
 @pytest.mark.parametrize(
     "case",
     [
-        "not a zip", "truncated", "empty file", "single npy", "no keys", "labels only",
-        "count mismatch", "rank 2", "rank 5", "channels", "nan pixels", "negative", "fractional",
-        "nan labels", "multi-label", "pickled", "missing split labels", "split shapes",
+        "not a zip",
+        "truncated",
+        "empty file",
+        "single npy",
+        "no keys",
+        "labels only",
+        "count mismatch",
+        "rank 2",
+        "rank 5",
+        "channels",
+        "nan pixels",
+        "negative",
+        "fractional",
+        "nan labels",
+        "multi-label",
+        "pickled",
+        "missing split labels",
+        "split shapes",
     ],
 )
 def test_npz_bad_input(tmp_path, case):
@@ -381,7 +429,13 @@ def test_medmnist_absent_offline_says_what_to_put_where(no_local_data, mm, monke
     with pytest.raises(DataMissingError) as e:
         dsim.load_dataset(DatasetCard(name="p", loader="medmnist", loader_args={"flag": "pneumoniamnist"}))
     msg = one_line_naming(
-        e.value, "pneumoniamnist.npz", info["url"], info["MD5"], "DSIM_DATA_DIR", "DSIM_OFFLINE", *no_local_data
+        e.value,
+        "pneumoniamnist.npz",
+        info["url"],
+        info["MD5"],
+        "DSIM_DATA_DIR",
+        "DSIM_OFFLINE",
+        *no_local_data,
     )
     assert msg.startswith(reason)
     assert reason.startswith("pneumoniamnist.npz not found in " + os.pathsep.join(map(str, no_local_data)))
@@ -392,7 +446,11 @@ def test_medmnist_larger_size_file_name(no_local_data, mm, monkeypatch):
     monkeypatch.setenv("DSIM_OFFLINE", "1")
     info = mm.medmnist_info("breastmnist")
     reason = loader("medmnist").missing({"flag": "breastmnist", "size": 64}, "b")
-    assert reason.startswith("breastmnist_64.npz not found") and info["url_64"] in reason and info["MD5_64"] in reason
+    assert (
+        reason.startswith("breastmnist_64.npz not found")
+        and info["url_64"] in reason
+        and info["MD5_64"] in reason
+    )
 
 
 def test_medmnist_download_verified(no_local_data, mm, monkeypatch, capsys):
@@ -425,7 +483,9 @@ def test_medmnist_download_md5_mismatch(no_local_data, mm, monkeypatch):
         loader("medmnist").load({"flag": "pneumoniamnist"}, "p")
     assert not isinstance(e.value, DataMissingError)
     info = mm.medmnist_info("pneumoniamnist")
-    one_line_naming(e.value, "pneumoniamnist.npz", "md5", info["MD5"], hashlib.md5(served.read_bytes()).hexdigest())
+    one_line_naming(
+        e.value, "pneumoniamnist.npz", "md5", info["MD5"], hashlib.md5(served.read_bytes()).hexdigest()
+    )
     assert len(calls) == 1
     assert not list(no_local_data[-1].glob("*"))  # nothing kept
 
@@ -578,7 +638,9 @@ def test_image_folder_public_path(tmp_path):
     assert card.loader == "image-folder" and card.name == "mine"
     data = dsim.load_dataset(str(root))
     assert len(data) == 5 and data.class_names == ("normal", "pneumonia")
-    card = DatasetCard(name="kvasir-like", loader="image-folder", loader_args={"path": str(root), "mode": "RGB"})
+    card = DatasetCard(
+        name="kvasir-like", loader="image-folder", loader_args={"path": str(root), "mode": "RGB"}
+    )
     assert dsim.load_dataset(card).channels == 3
 
 
@@ -617,7 +679,9 @@ def test_csv_claims_and_public_path(tmp_path):
     assert card.loader == "csv" and card.name == "set"
     data = dsim.load_dataset(str(p))
     assert data.class_names == ("cat", "dog")
-    assert dsim.load_dataset(DatasetCard(name="c", loader="csv", loader_args={"path": str(p)})).labels.tolist() == [0, 1]
+    assert dsim.load_dataset(
+        DatasetCard(name="c", loader="csv", loader_args={"path": str(p)})
+    ).labels.tolist() == [0, 1]
 
 
 def test_csv_bad_input(tmp_path):

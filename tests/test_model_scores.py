@@ -7,11 +7,23 @@ import math
 
 import numpy as np
 import pytest
+from conftest import data_file
 from scipy.optimize import minimize
 
 import dsim
-from conftest import data_file
-from dsim_plugins.model_scores import KNN, HScore, LEEP, LogME, NCE, h_score, knn_auc, leep, logme, nce, source_num_classes
+from dsim_plugins.model_scores import (
+    KNN,
+    LEEP,
+    NCE,
+    HScore,
+    LogME,
+    h_score,
+    knn_auc,
+    leep,
+    logme,
+    nce,
+    source_num_classes,
+)
 
 
 def test_leep_from_its_definition_on_a_3x2_joint_table():
@@ -83,7 +95,9 @@ def _brute_force_evidence(F, t):
         _, ld = np.linalg.slogdet(C)
         return 0.5 * t @ np.linalg.solve(C, t) + 0.5 * ld + n / 2 * np.log(2 * np.pi)
 
-    r = minimize(nll, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
+    r = minimize(
+        nll, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000}
+    )
     return -r.fun / n
 
 
@@ -140,7 +154,9 @@ def test_scores_of_a_source_checkpoint_on_real_target_images(checkpoints, target
     assert vals["leep"] == pytest.approx(leep(p, target.labels), rel=1e-6)  # float32 logits
     assert vals["h-score"] == pytest.approx(h_score(feats, target.labels), rel=1e-9)
     assert 0 <= vals["knn"] <= 1 and vals["knn"] == pytest.approx(knn_auc(feats, target.labels, 10), rel=1e-9)
-    assert KNN().pair(src, target, _ctx(checkpoints, knn_k=3)) == pytest.approx(knn_auc(feats, target.labels, 3))
+    assert KNN().pair(src, target, _ctx(checkpoints, knn_k=3)) == pytest.approx(
+        knn_auc(feats, target.labels, 3)
+    )
 
 
 def test_checkpoint_without_head_and_missing_source(checkpoints, target):
@@ -157,9 +173,14 @@ def test_rank_uses_source_checkpoints(checkpoints, target, tmp_path):
 
     reg = dsim.get_registry()
     tcard = reg.resolve("pneumoniamnist")
-    ranking = dsim.rank(tcard, sources=["imagenet"], measures="leep,logme", max_samples=80,
-                        options={"source_checkpoints": {"imagenet": checkpoints["head5"]}, "image_size": 32},
-                        cache=dsim.Cache(tmp_path))
+    ranking = dsim.rank(
+        tcard,
+        sources=["imagenet"],
+        measures="leep,logme",
+        max_samples=80,
+        options={"source_checkpoints": {"imagenet": checkpoints["head5"]}, "image_size": 32},
+        cache=dsim.Cache(tmp_path),
+    )
     row = ranking.rows[0]
     assert row.source == "imagenet"
     assert set(row.contributions) == {"leep", "logme"}  # both computed from the checkpoint

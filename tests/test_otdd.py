@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import data_file
 from scipy.optimize import linear_sum_assignment
 
 import dsim
-from conftest import data_file
 from dsim_plugins.otdd import (
     OTDD,
     OTDDExact,
@@ -69,8 +69,9 @@ def test_covariance_factors_reproduce_the_unbiased_covariance():
     st = class_stats(X, y)
     S1 = np.cov(X[y == 1], rowvar=False)
     got = gaussian_w2(st["means"][:1], [st["factors"][0]], st["means"][1:2], [st["factors"][1]])[0, 0]
-    assert got == pytest.approx(bures_wasserstein(X[y == 0].mean(0), np.cov(X[y == 0], rowvar=False),
-                                                  X[y == 1].mean(0), S1), rel=1e-8)
+    assert got == pytest.approx(
+        bures_wasserstein(X[y == 0].mean(0), np.cov(X[y == 0], rowvar=False), X[y == 1].mean(0), S1), rel=1e-8
+    )
 
 
 def test_exact_label_costs_are_assignment_costs():
@@ -89,8 +90,15 @@ def test_full_otdd_equals_a_brute_force_assignment():
     rng = np.random.default_rng(3)
     X1, X2 = rng.normal(size=(10, 4)), rng.normal(size=(10, 4)) * 1.5
     y1, y2 = np.array([0] * 5 + [1] * 5), np.array([0] * 4 + [1] * 6)
-    o = {"otdd_p": 2, "otdd_lambda_x": 1.0, "otdd_lambda_y": 0.5, "otdd_inner": "exact",
-         "otdd_outer": "exact", "otdd_entreg": 0.1, "otdd_debiased": True}
+    o = {
+        "otdd_p": 2,
+        "otdd_lambda_x": 1.0,
+        "otdd_lambda_y": 0.5,
+        "otdd_inner": "exact",
+        "otdd_outer": "exact",
+        "otdd_entreg": 0.1,
+        "otdd_debiased": True,
+    }
     W = exact_label_costs(X1, y1, X2, y2)
     C = (((X1[:, None] - X2[None]) ** 2).sum(-1) + 0.5 * W[y1][:, y2]) / 2
     r, c = linear_sum_assignment(C)

@@ -15,14 +15,27 @@ import dsim
 import dsim.plugins
 
 REPO = Path(__file__).resolve().parents[1]
-BUILTIN = {"expert", "published", "npz_datasets", "medmnist_datasets", "folder_datasets",
-           "timm_backbones", "rank_aggregation"}
+BUILTIN = {
+    "expert",
+    "published",
+    "npz_datasets",
+    "medmnist_datasets",
+    "folder_datasets",
+    "timm_backbones",
+    "rank_aggregation",
+}
 
 
 def run_dsim(*args, env_extra=None, cwd=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "dsim.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dsim.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_builtin_plugins_come_through_entry_points():
@@ -50,7 +63,7 @@ def test_plugin_that_fails_to_import_is_reported_by_name_and_skipped(tmp_path):
     _fake_dist(tmp_path, "broken-plugin", "broken", "raise RuntimeError('boom at import')\n", "broken_mod")
     r = run_dsim("plugins", "--json", env_extra={"PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr
-    warn = [l for l in r.stderr.splitlines() if "broken" in l]
+    warn = [line for line in r.stderr.splitlines() if "broken" in line]
     assert len(warn) == 1 and "boom at import" in warn[0] and "Traceback" not in r.stderr
     import json
 
@@ -99,27 +112,54 @@ def test_measure_that_raises_on_a_pair_is_skipped_with_its_name(fresh_plugins):
         reasons = [s["reason"] for s in ranking.skipped if s.get("measure") == "exploding"]
         assert reasons and all("kaboom" in r for r in reasons)
         # dsim.measure (and `dsim measure`): one DsimError line naming the measure and the pair
-        with pytest.raises(dsim.DsimError, match=r"measure 'exploding' raised on stl10 -> chest: RuntimeError: kaboom"):
+        with pytest.raises(
+            dsim.DsimError, match=r"measure 'exploding' raised on stl10 -> chest: RuntimeError: kaboom"
+        ):
             dsim.measure("stl10", "chest", "exploding")
     finally:
         fresh_plugins.unregister("exploding-plugin")
 
 
-@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "usps_16x16.npz").exists()
-                    and not os.environ.get("DSIM_DATA_DIR"), reason="needs the shared data")
+@pytest.mark.skipif(
+    not (REPO.parent / "shared" / "data" / "usps_16x16.npz").exists() and not os.environ.get("DSIM_DATA_DIR"),
+    reason="needs the shared data",
+)
 def test_example_third_party_plugin_is_picked_up(tmp_path):
     """Install examples/dsim-example-plugin (into a private target dir) and see dsim use it."""
     target = tmp_path / "site"
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO / "examples" / "dsim-example-plugin")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO / "examples" / "dsim-example-plugin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if r.returncode != 0 and "hatchling" in (r.stderr + r.stdout):
         r = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-             str(REPO / "examples" / "dsim-example-plugin")],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--target",
+                str(target),
+                str(REPO / "examples" / "dsim-example-plugin"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     assert r.returncode == 0, r.stderr
     env = {"PYTHONPATH": str(target)}
@@ -130,11 +170,29 @@ def test_example_third_party_plugin_is_picked_up(tmp_path):
     assert report["example"]["package"] == "dsim-example-plugin"
     assert report["example"]["provides"]["cards"] == ["usps-example"]
     assert report["example"]["provides"]["measures"] == ["intensity-histogram"]
-    m = run_dsim("measure", "--source", "usps-example", "--target", "pneumoniamnist",
-                 "--measure", "intensity-histogram", "--json", env_extra=env)
+    m = run_dsim(
+        "measure",
+        "--source",
+        "usps-example",
+        "--target",
+        "pneumoniamnist",
+        "--measure",
+        "intensity-histogram",
+        "--json",
+        env_extra=env,
+    )
     assert m.returncode == 0, m.stderr
     value = json.loads(m.stdout)["value"]
     assert 0.0 < value <= 1.0
-    same = run_dsim("measure", "--source", "usps-demo", "--target", "usps-example",
-                    "--measure", "intensity-histogram", "--json", env_extra=env)
+    same = run_dsim(
+        "measure",
+        "--source",
+        "usps-demo",
+        "--target",
+        "usps-example",
+        "--measure",
+        "intensity-histogram",
+        "--json",
+        env_extra=env,
+    )
     assert json.loads(same.stdout)["value"] == pytest.approx(0.0, abs=1e-12)

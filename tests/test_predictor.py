@@ -10,7 +10,13 @@ import pytest
 
 import dsim
 from dsim.predictors import (
-    evaluate_loto, fitted_info, load_fitted, noise_ceiling, ranking_metrics, save_fitted, summarise,
+    evaluate_loto,
+    fitted_info,
+    load_fitted,
+    noise_ceiling,
+    ranking_metrics,
+    save_fitted,
+    summarise,
 )
 
 KINDS = {"expert": "distance", "task2vec": "distance"}
@@ -39,8 +45,10 @@ class Oracle(dsim.Predictor):
         return self
 
     def rank(self, target, candidates, history, measure_kinds):
-        rows = [dsim.RankingRow(c.source.name, self.t.get((c.source.name, target.name), 0.0), "predicted")
-                for c in candidates]
+        rows = [
+            dsim.RankingRow(c.source.name, self.t.get((c.source.name, target.name), 0.0), "predicted")
+            for c in candidates
+        ]
         rows.sort(key=lambda r: -r.score)
         return dsim.Ranking(target=target.name, rows=tuple(rows), predictor=self.name)
 
@@ -81,12 +89,23 @@ def test_the_oracle_would_expose_a_leak():
 
 
 def test_loto_family_excludes_derived_datasets():
-    res = [dsim.TransferResult(s, t, f, auc, setup="x")
-           for t in ("a", "a-small", "b") for s, auc in (("s1", 0.9), ("s2", 0.8), ("s3", 0.7), (t, 0.85))
-           for f in (1, 2)]
+    res = [
+        dsim.TransferResult(s, t, f, auc, setup="x")
+        for t in ("a", "a-small", "b")
+        for s, auc in (("s1", 0.9), ("s2", 0.8), ("s3", 0.7), (t, 0.85))
+        for f in (1, 2)
+    ]
     seen = {}
-    evaluate_loto(Oracle, res, [], {}, {}, targets=["a"], family=lambda t: {t, f"{t}-small"},
-                  on_fit=lambda t, r, v: seen.setdefault(t, {x.target for x in r}))
+    evaluate_loto(
+        Oracle,
+        res,
+        [],
+        {},
+        {},
+        targets=["a"],
+        family=lambda t: {t, f"{t}-small"},
+        on_fit=lambda t, r, v: seen.setdefault(t, {x.target for x in r}),
+    )
     assert seen["a"] == {"b"}
 
 
@@ -112,11 +131,17 @@ def test_baselines_reproduce_the_issue_numbers_from_registry_cards():
     if any(n not in cards or not cards[n].size or not cards[n].num_classes for n in need):
         pytest.skip("registry lacks the cats-scans cards' size/classes")
     res, vals = published()
-    want = {("most-classes", ()): 0.53, ("largest-source", ()): 0.37,
-            ("single-measure", ("task2vec",)): 0.25, ("single-measure", ("expert",)): -0.16}
+    want = {
+        ("most-classes", ()): 0.53,
+        ("largest-source", ()): 0.37,
+        ("single-measure", ("task2vec",)): 0.25,
+        ("single-measure", ("expert",)): -0.16,
+    }
     for (name, args), value in want.items():
         params = {"measure": args[0]} if args else {}
-        rows = evaluate_loto(lambda: dsim.get_predictor(name, **params), res, vals, cards, KINDS)
+        rows = evaluate_loto(
+            lambda name=name, params=params: dsim.get_predictor(name, **params), res, vals, cards, KINDS
+        )
         assert summarise(rows)["spearman"] == pytest.approx(value, abs=0.005), (name, args)
     rows = evaluate_loto(lambda: dsim.get_predictor("always-imagenet"), res, vals, cards, KINDS)
     assert all(r["predicted_best"] == "imagenet" and r["top1"] == 1.0 for r in rows)
@@ -125,22 +150,36 @@ def test_baselines_reproduce_the_issue_numbers_from_registry_cards():
 def test_noise_ceiling_split_halves_and_repeats():
     rng = np.random.default_rng(0)
     true = {"s1": 0.95, "s2": 0.9, "s3": 0.85, "s4": 0.8}
-    clean = [dsim.TransferResult(s, "t", f, a, setup="x") for s, a in {**true, "t": 0.88}.items() for f in range(1, 5)]
+    clean = [
+        dsim.TransferResult(s, "t", f, a, setup="x")
+        for s, a in {**true, "t": 0.88}.items()
+        for f in range(1, 5)
+    ]
     c = noise_ceiling(clean)[0]
     assert c["split_half"] == pytest.approx(1.0) and c["ceiling"] == pytest.approx(1.0) and c["n_splits"] == 3
-    noisy = [dsim.TransferResult(s, "t", f, a + rng.normal(0, 0.2), setup="x")
-             for s, a in {**true, "t": 0.88}.items() for f in range(1, 5)]
+    noisy = [
+        dsim.TransferResult(s, "t", f, a + rng.normal(0, 0.2), setup="x")
+        for s, a in {**true, "t": 0.88}.items()
+        for f in range(1, 5)
+    ]
     assert noise_ceiling(noisy)[0]["split_half"] < 1.0
     # repeats: repeat 1 reverses the order -> the two repeats disagree completely
-    rep = clean + [dsim.TransferResult(s, "t", 100 + f, a, setup="x")
-                   for s, a in {"s1": 0.8, "s2": 0.85, "s3": 0.9, "s4": 0.95, "t": 0.88}.items() for f in range(1, 5)]
+    rep = clean + [
+        dsim.TransferResult(s, "t", 100 + f, a, setup="x")
+        for s, a in {"s1": 0.8, "s2": 0.85, "s3": 0.9, "s4": 0.95, "t": 0.88}.items()
+        for f in range(1, 5)
+    ]
     c = noise_ceiling(rep, repeat_of=lambda r: r.fold // 100)[0]
     assert c["method"] == "repeats" and c["split_half"] == pytest.approx(-1.0) and c["ceiling"] == 0.0
     # four repeats that agree at rho = 0.8 pairwise: the mean of all four has reliability
     # 4 * 0.8 / (1 + 3 * 0.8) (Spearman-Brown), higher than two halves would give
     orders = [(0.95, 0.9, 0.85, 0.8), (0.9, 0.95, 0.85, 0.8), (0.95, 0.9, 0.8, 0.85), (0.9, 0.95, 0.8, 0.85)]
-    four = [dsim.TransferResult(s, "t", 100 * k + f, a, setup="x")
-            for k, o in enumerate(orders) for s, a in {**dict(zip(true, o)), "t": 0.7}.items() for f in range(1, 3)]
+    four = [
+        dsim.TransferResult(s, "t", 100 * k + f, a, setup="x")
+        for k, o in enumerate(orders)
+        for s, a in {**dict(zip(true, o)), "t": 0.7}.items()
+        for f in range(1, 3)
+    ]
     c = noise_ceiling(four, repeat_of=lambda r: r.fold // 100)[0]
     r = c["split_half"]
     assert c["n_units"] == 4 and 0 < r < 1
@@ -155,7 +194,10 @@ def _synthetic(n_targets=5, seed=0, measure_weight=0.0):
     ``measure_weight`` > 0, as much by the task2vec distance (closer = better)."""
     rng = np.random.default_rng(seed)
     sizes = {f"s{i}": int(10 ** (3 + i * 0.5)) for i in range(7)}
-    cards = {s: dsim.DatasetCard(name=s, origin="natural", channels=3, num_classes=10, size=n) for s, n in sizes.items()}
+    cards = {
+        s: dsim.DatasetCard(name=s, origin="natural", channels=3, num_classes=10, size=n)
+        for s, n in sizes.items()
+    }
     res, vals = [], []
     for j in range(n_targets):
         t = f"t{j}"
@@ -208,9 +250,14 @@ def test_meta_ranker_falls_back_to_one_rule_when_learning_does_not_generalise(mo
     assert rk.sources[0] == "s6" and any("one rule, log10_size" in n for n in rk.notes)
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
     assert summarise(rows)["spearman"] > 0.9
-    learned = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3, select=False), res, vals, cards, KINDS)
+    learned = evaluate_loto(
+        lambda: dsim.get_predictor("meta-ranker", n_members=3, select=False), res, vals, cards, KINDS
+    )
     assert summarise(learned)["spearman"] < 0  # what the selection saved us from
-    assert dsim.get_predictor("meta-ranker", select=False).fit(res, vals, cards, KINDS).get_state()["model"] == "learned"
+    assert (
+        dsim.get_predictor("meta-ranker", select=False).fit(res, vals, cards, KINDS).get_state()["model"]
+        == "learned"
+    )
 
 
 def test_meta_ranker_falls_back_to_the_rule_mix_when_two_signals_matter(monkeypatch):
@@ -220,7 +267,9 @@ def test_meta_ranker_falls_back_to_the_rule_mix_when_two_signals_matter(monkeypa
     pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
     st = pred.get_state()
     assert st["model"] == "skill-weighted"
-    assert st["mix_spearman"] > st["best_rule_spearman"] and st["mix_spearman"] > max(st["inner_spearman"].values())
+    assert st["mix_spearman"] > st["best_rule_spearman"] and st["mix_spearman"] > max(
+        st["inner_spearman"].values()
+    )
     coefs = pred.coefficients()
     assert coefs["log10_size"] > 0.2 and coefs["sim:task2vec"] > 0.2  # both carry the mix
     cands = [dsim.Candidate(source=cards[s], values={"task2vec": 0.5}) for s in ("s0", "s3", "s6")]
@@ -232,7 +281,9 @@ def _track_synthetic(consistent: bool, n_targets=5, seed=0):
     (the same on every target when ``consistent``, drawn anew per target otherwise) plus noise."""
     rng = np.random.default_rng(seed)
     names = [f"s{i}" for i in range(6)]
-    cards = {s: dsim.DatasetCard(name=s, origin="natural", channels=3, num_classes=10, size=1000) for s in names}
+    cards = {
+        s: dsim.DatasetCard(name=s, origin="natural", channels=3, num_classes=10, size=1000) for s in names
+    }
     quality = dict(zip(names, np.linspace(0, 0.05, 6)))
     res, vals = [], []
     for j in range(n_targets):
@@ -250,11 +301,13 @@ def _track_synthetic(consistent: bool, n_targets=5, seed=0):
 def test_track_record_leaves_the_targets_own_results_out():
     from dsim_plugins.meta_predictor import track_record, track_table
 
-    table = track_table([
-        {"target": "a", "members": [("s", 3.0, None), ("u", 1.0, None)]},  # s: z = +1
-        {"target": "b", "members": [("s", 1.0, None), ("u", 3.0, None)]},  # s: z = -1
-        {"target": "c", "members": [("s", 2.0, None), ("u", 1.0, None), ("v", 0.0, None)]},
-    ])
+    table = track_table(
+        [
+            {"target": "a", "members": [("s", 3.0, None), ("u", 1.0, None)]},  # s: z = +1
+            {"target": "b", "members": [("s", 1.0, None), ("u", 3.0, None)]},  # s: z = -1
+            {"target": "c", "members": [("s", 2.0, None), ("u", 1.0, None), ("v", 0.0, None)]},
+        ]
+    )
     z_c = (2.0 - 1.0) / np.std([2.0, 1.0, 0.0])
     assert track_record(table, "s") == pytest.approx((1 - 1 + z_c) / (3 + 1))  # shrunk towards 0
     assert track_record(table, "s", {"a"}) == pytest.approx((-1 + z_c) / (2 + 1))
@@ -267,7 +320,9 @@ def test_meta_ranker_learns_a_source_track_record_and_only_when_it_holds():
     res, vals, cards = _track_synthetic(consistent=True)
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
     assert summarise(rows)["spearman"] > 0.9 and all(r["predicted_best"] == "s5" for r in rows)
-    blind = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3, track=False), res, vals, cards, KINDS)
+    blind = evaluate_loto(
+        lambda: dsim.get_predictor("meta-ranker", n_members=3, track=False), res, vals, cards, KINDS
+    )
     assert summarise(blind)["spearman"] < 0.5
     pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
     assert pred.coefficients()["track_record"] == max(pred.coefficients().values())
@@ -275,7 +330,7 @@ def test_meta_ranker_learns_a_source_track_record_and_only_when_it_holds():
     # t0 (whose results the model was fit on) uses only t1..t4
     cands = [dsim.Candidate(source=cards[s], values={}) for s in ("s0", "s5")]
     rk = pred.rank(cards["t0"], cands, [], KINDS)
-    from dsim_plugins.meta_predictor import track_record, track_table, _groups
+    from dsim_plugins.meta_predictor import _groups, track_record, track_table
 
     table = track_table(_groups(res, vals, cards))
     got = {r.source: r.contributions["track_record"]["value"] for r in rk.rows}
@@ -285,7 +340,9 @@ def test_meta_ranker_learns_a_source_track_record_and_only_when_it_holds():
     res, vals, cards = _track_synthetic(consistent=False)
     pred = dsim.get_predictor("meta-ranker", n_members=3, select=False).fit(res, vals, cards, KINDS)
     st = pred.get_state()
-    inconsistent = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
+    inconsistent = evaluate_loto(
+        lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS
+    )
     assert abs(summarise(inconsistent)["spearman"]) < 0.5
     assert st["track"] is not None and max(st["inner_spearman"].values()) < 0.5
 
@@ -296,14 +353,18 @@ def test_meta_ranker_round_trips_to_disk_with_identical_rankings(tmp_path, monke
     cards = registry_cards()
     pred = dsim.get_predictor("meta-ranker", n_members=7, seed=3).fit(res, vals, cards, KINDS)
     path = save_fitted(pred, res)
-    assert path.parent == tmp_path and json.loads((tmp_path / "current.json").read_text())["file"] == path.name
+    assert (
+        path.parent == tmp_path and json.loads((tmp_path / "current.json").read_text())["file"] == path.name
+    )
     again = dsim.get_predictor("meta-ranker", n_members=7, seed=3).fit(res, vals, cards, KINDS)
     assert save_fitted(again, res) == path  # same content, same key: deterministic with a seed
     loaded = load_fitted()
     assert loaded is not pred and loaded.name == "meta-ranker" and loaded.seed == 3
     target = cards["chest"]
-    cands = [dsim.Candidate(source=cards[s], values={"expert": e, "task2vec": t})
-             for s, e, t in (("imagenet", 6, 0.85), ("kimia", 3, 0.6), ("stl10", 6, 0.85), ("isic", 2, 0.86))]
+    cands = [
+        dsim.Candidate(source=cards[s], values={"expert": e, "task2vec": t})
+        for s, e, t in (("imagenet", 6, 0.85), ("kimia", 3, 0.6), ("stl10", 6, 0.85), ("isic", 2, 0.86))
+    ]
     a = pred.rank(target, cands, [], KINDS)
     b = loaded.rank(target, cands, [], KINDS)
     assert a.to_dict() == b.to_dict()
@@ -315,7 +376,10 @@ def test_meta_ranker_contributions_explain_the_scores():
     res, vals = published()
     cards = registry_cards()
     pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
-    cands = [dsim.Candidate(source=cards[s], values={"expert": e}) for s, e in (("imagenet", 6), ("kimia", 3), ("isic", 2))]
+    cands = [
+        dsim.Candidate(source=cards[s], values={"expert": e})
+        for s, e in (("imagenet", 6), ("kimia", 3), ("isic", 2))
+    ]
     rk = pred.rank(cards["chest"], cands, [], KINDS)
     feats = pred.get_state()["features"]
     sums = {r.source: sum(r.contributions[f]["contribution"] for f in feats) for r in rk.rows}
@@ -353,12 +417,19 @@ def _cand(name, **values):
 
 def test_rank_aggregation_handles_missing_measures():
     agg = dsim.get_predictor("rank-aggregation")
-    cands = [_cand("a", expert=1.0, task2vec=0.2), _cand("b", expert=3.0), _cand("c", task2vec=0.9), _cand("d")]
+    cands = [
+        _cand("a", expert=1.0, task2vec=0.2),
+        _cand("b", expert=3.0),
+        _cand("c", task2vec=0.9),
+        _cand("d"),
+    ]
     rk = agg.rank(dsim.DatasetCard(name="t"), cands, [], KINDS)
     assert rk.sources == ["a", "b", "c"]  # d has no measure: left out, not ranked worst by accident
     scores = {r.source: r.score for r in rk.rows}
     assert scores["a"] == pytest.approx(1.0)  # best on both
-    assert scores["b"] == pytest.approx(0.0) and scores["c"] == pytest.approx(0.0)  # worst on the one each has
+    assert scores["b"] == pytest.approx(0.0) and scores["c"] == pytest.approx(
+        0.0
+    )  # worst on the one each has
 
 
 def test_meta_ranker_handles_missing_measures_and_cards():
@@ -374,10 +445,16 @@ def test_meta_ranker_handles_missing_measures_and_cards():
 
 def test_single_measure_and_card_baselines_skip_what_they_cannot_score():
     cands = [_cand("a", task2vec=0.1), _cand("b", task2vec=0.5), _cand("c")]
-    rk = dsim.get_predictor("single-measure", measure="task2vec").rank(dsim.DatasetCard(name="t"), cands, [], KINDS)
+    rk = dsim.get_predictor("single-measure", measure="task2vec").rank(
+        dsim.DatasetCard(name="t"), cands, [], KINDS
+    )
     assert rk.sources == ["a", "b"]
     rk = dsim.get_predictor("largest-source").rank(
-        dsim.DatasetCard(name="t"), [_cand("x"), dsim.Candidate(source=dsim.DatasetCard(name="big", size=10**6))], [], KINDS)
+        dsim.DatasetCard(name="t"),
+        [_cand("x"), dsim.Candidate(source=dsim.DatasetCard(name="big", size=10**6))],
+        [],
+        KINDS,
+    )
     assert rk.sources == ["big", "x"]
 
 

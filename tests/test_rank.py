@@ -17,8 +17,9 @@ import dsim.plugins
 
 def run_dsim(*args, env_extra=None, cwd=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "dsim", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "dsim", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
 
 
 def _published_T(target):
@@ -26,8 +27,13 @@ def _published_T(target):
     import csv
     from importlib import resources
 
-    rows = list(csv.DictReader((resources.files("dsim_plugins") / "published_data" /
-                                "cats_scans_transfer_auc.csv").read_text().splitlines()))
+    rows = list(
+        csv.DictReader(
+            (resources.files("dsim_plugins") / "published_data" / "cats_scans_transfer_auc.csv")
+            .read_text()
+            .splitlines()
+        )
+    )
     base = np.mean([float(r["auc"]) for r in rows if r["source"] == target == r["target"]])
     out = {}
     for s in {r["source"] for r in rows if r["target"] == target and r["source"] != target}:
@@ -41,7 +47,7 @@ def test_rank_chest_offline_puts_imagenet_first_and_marks_measured():
     assert ranking.sources[0] == "imagenet"
     by = {r.source: r for r in ranking.rows}
     expected = _published_T("chest")
-    for source, t in expected.items():
+    for source, _t in expected.items():
         assert by[source].status == "measured"
         # per-fold pairing vs mean-of-folds differ slightly; the order must agree
     measured = [r for r in ranking.rows if r.status == "measured"]
@@ -69,7 +75,7 @@ def test_rank_cli_table_and_top():
     r = run_dsim("rank", "--target", "chest", "--top", "3")
     assert r.returncode == 0, r.stderr
     assert "imagenet" in r.stdout and "measured" in r.stdout
-    lines = [l for l in r.stdout.splitlines() if l.strip().startswith("│")]
+    lines = [line for line in r.stdout.splitlines() if line.strip().startswith("│")]
     assert len(lines) == 3
 
 
@@ -86,7 +92,7 @@ def test_bad_input_is_one_line_without_traceback(args, needle):
     r = run_dsim(*args)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
-    err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and needle in err[0], r.stderr
 
 
@@ -208,9 +214,13 @@ def test_same_images_in_another_size_are_never_candidates(shared_data):
     assert reg.get("dermamnist").derived_from == reg.get("ham10000-8x8").derived_from == "isic"
     ranking = dsim.rank("ham10000-8x8", measures=["expert"], max_samples=300)
     assert ranking.sources and not fam & set(ranking.sources)
-    explicit = dsim.rank("ham10000-8x8", sources=["dermamnist", "breastmnist"], measures=["expert"], max_samples=300)
+    explicit = dsim.rank(
+        "ham10000-8x8", sources=["dermamnist", "breastmnist"], measures=["expert"], max_samples=300
+    )
     assert explicit.sources == ["breastmnist"]
-    assert {"source": "dermamnist", "reason": "same data as the target"} in [dict(s) for s in explicit.skipped]
+    assert {"source": "dermamnist", "reason": "same data as the target"} in [
+        dict(s) for s in explicit.skipped
+    ]
 
 
 def test_the_same_skip_reason_for_many_sources_is_one_line(tmp_path):
@@ -219,13 +229,27 @@ def test_the_same_skip_reason_for_many_sources_is_one_line(tmp_path):
     import torch
 
     ckpt = tmp_path / "usps.pth"
-    torch.save(dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=0).state_dict(), ckpt)
-    r = run_dsim("rank", "--target", "breastmnist", "--measures", "logme", "--max-samples", "100",
-                 "-o", json.dumps({"usps": str(ckpt)}).join(["source_checkpoints=", ""]),
-                 "-o", "backbone=smallcnn-w16", "-o", "image_size=28")
+    torch.save(
+        dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=0).state_dict(), ckpt
+    )
+    r = run_dsim(
+        "rank",
+        "--target",
+        "breastmnist",
+        "--measures",
+        "logme",
+        "--max-samples",
+        "100",
+        "-o",
+        json.dumps({"usps": str(ckpt)}).join(["source_checkpoints=", ""]),
+        "-o",
+        "backbone=smallcnn-w16",
+        "-o",
+        "image_size=28",
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
-    lines = [l for l in out.splitlines() if "no source checkpoint" in l]
+    lines = [line for line in out.splitlines() if "no source checkpoint" in line]
     assert len(lines) == 1 and "this source" in lines[0], out
     flat = " ".join(out.split())
     assert "usps" in flat.split("skipped")[0]  # ranked, above the skip lines

@@ -23,19 +23,52 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 CATS_SCANS = ("imagenet", "stl10", "sti10", "textures", "isic", "chest", "pcam-middle", "pcam-small", "kimia")
 MEDMNIST_2D = (
-    "pneumoniamnist", "breastmnist", "dermamnist", "bloodmnist", "pathmnist", "retinamnist",
-    "octmnist", "chestmnist", "organamnist", "organcmnist", "organsmnist", "tissuemnist",
+    "pneumoniamnist",
+    "breastmnist",
+    "dermamnist",
+    "bloodmnist",
+    "pathmnist",
+    "retinamnist",
+    "octmnist",
+    "chestmnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+    "tissuemnist",
 )
-REQUIRED = CATS_SCANS + MEDMNIST_2D + (
-    # Fok
-    "catdog", "natural", "kaggle-dr", "bloodcell", "isic2017",
-    # Romero et al.
-    "mura", "chexpert", "chestxray13", "chestxray14",
-    "chestxray14-pneumonia", "chestxray14-emphysema", "chestxray14-hernia",
-    # Jindal & Singh
-    "breakhis", "all-three", "nlm-chinacxr", "covid19-radiography", "kather2016", "messidor", "deepdrid",
-    # small local sets
-    "cifar10-sample", "coil20", "usps", "mnist-test", "ham10000-8x8",
+REQUIRED = (
+    CATS_SCANS
+    + MEDMNIST_2D
+    + (
+        # Fok
+        "catdog",
+        "natural",
+        "kaggle-dr",
+        "bloodcell",
+        "isic2017",
+        # Romero et al.
+        "mura",
+        "chexpert",
+        "chestxray13",
+        "chestxray14",
+        "chestxray14-pneumonia",
+        "chestxray14-emphysema",
+        "chestxray14-hernia",
+        # Jindal & Singh
+        "breakhis",
+        "all-three",
+        "nlm-chinacxr",
+        "covid19-radiography",
+        "kather2016",
+        "messidor",
+        "deepdrid",
+        # small local sets
+        "cifar10-sample",
+        "coil20",
+        "usps",
+        "mnist-test",
+        "ham10000-8x8",
+    )
 )
 PAPERS = {"cats-scans", "fok", "romero", "jindal", "medmnist-v2"}
 VALUES = {
@@ -69,11 +102,15 @@ def hamming(a, b) -> int:
 
 
 def expert_rows():
-    for path in (PUBLISHED / "cats_scans_expert_distance.csv",
-                 REPO / "plugins" / "dsim_plugins" / "published_data" / "cats_scans_expert_distance.csv"):
+    for path in (
+        PUBLISHED / "cats_scans_expert_distance.csv",
+        REPO / "plugins" / "dsim_plugins" / "published_data" / "cats_scans_expert_distance.csv",
+    ):
         if path.is_file():
             with path.open() as f:
-                return [(r["target"], r["source"], int(r["expert_hamming_distance"])) for r in csv.DictReader(f)]
+                return [
+                    (r["target"], r["source"], int(r["expert_hamming_distance"])) for r in csv.DictReader(f)
+                ]
     pytest.skip("cats_scans_expert_distance.csv not found (../shared/published)")
 
 
@@ -204,20 +241,43 @@ def test_expert_measure_plugin_gives_the_same_distances():
 @pytest.mark.parametrize(
     "given, expected",
     [
-        ("chest", "chest"), ("Chest-XRay", "chest"), ("CHEST_XRAY", "chest"), ("kermany", "chest"),
-        ("dtd", "textures"), ("DTD", "textures"), ("textures", "textures"),
-        ("retina", "kaggle-dr"), ("eyepacs", "kaggle-dr"), ("EyePACS", "kaggle-dr"),
-        ("diabetic-retinopathy", "kaggle-dr"), ("KaggleDR", "kaggle-dr"),
-        ("isic2018", "isic"), ("ISIC 2018", "isic"), ("ham10000", "isic"), ("HAM10000", "isic"),
-        ("kimiapath960", "kimia"), ("KimiaPath960", "kimia"),
-        ("pcam_middle", "pcam-middle"), ("PCam-small", "pcam-small"),
-        ("STL-10", "stl10"), ("sti-10", "sti10"), ("ILSVRC2012", "imagenet"), ("imagenet-1k", "imagenet"),
-        ("NLM-ChinaCXRSets", "nlm-chinacxr"), ("NLM-ChinaCXRSet", "nlm-chinacxr"),
-        ("Kather_Texture_2016", "kather2016"), ("COVID-19 Radiography", "covid19-radiography"),
-        ("All_three", "all-three"), ("NIH ChestXray14", "chestxray14"), ("Chest X-ray14", "chestxray14"),
+        ("chest", "chest"),
+        ("Chest-XRay", "chest"),
+        ("CHEST_XRAY", "chest"),
+        ("kermany", "chest"),
+        ("dtd", "textures"),
+        ("DTD", "textures"),
+        ("textures", "textures"),
+        ("retina", "kaggle-dr"),
+        ("eyepacs", "kaggle-dr"),
+        ("EyePACS", "kaggle-dr"),
+        ("diabetic-retinopathy", "kaggle-dr"),
+        ("KaggleDR", "kaggle-dr"),
+        ("isic2018", "isic"),
+        ("ISIC 2018", "isic"),
+        ("ham10000", "isic"),
+        ("HAM10000", "isic"),
+        ("kimiapath960", "kimia"),
+        ("KimiaPath960", "kimia"),
+        ("pcam_middle", "pcam-middle"),
+        ("PCam-small", "pcam-small"),
+        ("STL-10", "stl10"),
+        ("sti-10", "sti10"),
+        ("ILSVRC2012", "imagenet"),
+        ("imagenet-1k", "imagenet"),
+        ("NLM-ChinaCXRSets", "nlm-chinacxr"),
+        ("NLM-ChinaCXRSet", "nlm-chinacxr"),
+        ("Kather_Texture_2016", "kather2016"),
+        ("COVID-19 Radiography", "covid19-radiography"),
+        ("All_three", "all-three"),
+        ("NIH ChestXray14", "chestxray14"),
+        ("Chest X-ray14", "chestxray14"),
         ("isic2017-melanoma-vs-carcinoma-vs-benign", "isic2017"),
-        ("OrganMNIST_Axial", "organamnist"), ("PneumoniaMNIST", "pneumoniamnist"),
-        ("cifar10_sample", "cifar10-sample"), ("mnist_test", "mnist-test"), ("hmnist_8_8_L", "ham10000-8x8"),
+        ("OrganMNIST_Axial", "organamnist"),
+        ("PneumoniaMNIST", "pneumoniamnist"),
+        ("cifar10_sample", "cifar10-sample"),
+        ("mnist_test", "mnist-test"),
+        ("hmnist_8_8_L", "ham10000-8x8"),
     ],
 )
 def test_alias_resolution(given, expected):
@@ -233,8 +293,14 @@ def test_public_registry_resolves_aliases():
 
 @pytest.mark.parametrize(
     "given, suggested",
-    [("chset", "chest"), ("pcam", "pcam-middle"), ("kimya", "kimia"), ("messidorr", "messidor"),
-     ("isic2019", "isic2018"), ("breakhist", "breakhis")],
+    [
+        ("chset", "chest"),
+        ("pcam", "pcam-middle"),
+        ("kimya", "kimia"),
+        ("messidorr", "messidor"),
+        ("isic2019", "isic2018"),
+        ("breakhist", "breakhis"),
+    ],
 )
 def test_unknown_names_raise_with_close_matches(given, suggested):
     with pytest.raises(dsim.UnknownNameError) as e:
@@ -308,7 +374,15 @@ def _data_dirs():
 
 
 def test_local_cards_have_checksums():
-    for name in ("cifar10-sample", "coil20", "usps", "mnist-test", "ham10000-8x8", "pneumoniamnist", "breastmnist"):
+    for name in (
+        "cifar10-sample",
+        "coil20",
+        "usps",
+        "mnist-test",
+        "ham10000-8x8",
+        "pneumoniamnist",
+        "breastmnist",
+    ):
         c = card(name)
         assert c.checksum and _local_file(c), name
 

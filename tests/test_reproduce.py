@@ -27,7 +27,10 @@ def _independent():
     t2v = defaultdict(list)
     for r in _csv("cats_scans_task2vec_distance.csv"):
         t2v[(r["source"], r["target"])].append(float(r["task2vec_distance"]))
-    exp = {(r["source"], r["target"]): float(r["expert_hamming_distance"]) for r in _csv("cats_scans_expert_distance.csv")}
+    exp = {
+        (r["source"], r["target"]): float(r["expert_hamming_distance"])
+        for r in _csv("cats_scans_expert_distance.csv")
+    }
     t = {}
     for (s, tg), folds in auc.items():
         if s == tg:

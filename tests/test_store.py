@@ -11,8 +11,17 @@ from dsim.store import ResultsStore, setup_of
 
 
 def _spec(**kw):
-    d = dict(source="usps", target="breastmnist", backbone="smallcnn", strategy="finetune", fold=0, seed=0,
-             folds=3, hyperparameters={"epochs": 3, "train_size": 100}, fingerprints={"target": "abc"})
+    d = dict(
+        source="usps",
+        target="breastmnist",
+        backbone="smallcnn",
+        strategy="finetune",
+        fold=0,
+        seed=0,
+        folds=3,
+        hyperparameters={"epochs": 3, "train_size": 100},
+        fingerprints={"target": "abc"},
+    )
     d.update(kw)
     return dsim.RunSpec(**d)
 
@@ -21,8 +30,13 @@ def test_put_get_roundtrip_and_key_by_content(tmp_path):
     st = ResultsStore(tmp_path / "r.sqlite")
     s = _spec()
     assert not st.has(s.key)
-    r = dsim.RunResult(spec=s, metrics={"auc": 0.8, "accuracy": 0.7, "kappa": 0.4}, timings={"total_s": 1.0},
-                       checkpoint="c" * 64, notes=("retried",))
+    r = dsim.RunResult(
+        spec=s,
+        metrics={"auc": 0.8, "accuracy": 0.7, "kappa": 0.4},
+        timings={"total_s": 1.0},
+        checkpoint="c" * 64,
+        notes=("retried",),
+    )
     st.put(r)
     assert st.has(s.key) and len(st) == 1
     back = st.get(s.key)

@@ -7,16 +7,24 @@ import time
 
 import numpy as np
 import pytest
+from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
 import dsim
 from dsim.interfaces import Context, FoldData
 from dsim.plugins import named
 
-from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
-
-
-ALL = ["finetune", "scratch", "gradual-unfreeze", "feature-extractor", "moment-init", "linear-probe",
-       "linear-svm", "radiomics", "domain-ri", "all-ri"]
+ALL = [
+    "finetune",
+    "scratch",
+    "gradual-unfreeze",
+    "feature-extractor",
+    "moment-init",
+    "linear-probe",
+    "linear-svm",
+    "radiomics",
+    "domain-ri",
+    "all-ri",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +43,15 @@ def fold():
 
 
 def _spec(strategy):
-    return dsim.RunSpec(source="gen-source", target="gen-target", backbone=BACKBONE, strategy=strategy, fold=0,
-                        folds=3, hyperparameters=dict(TINY))
+    return dsim.RunSpec(
+        source="gen-source",
+        target="gen-target",
+        backbone=BACKBONE,
+        strategy=strategy,
+        fold=0,
+        folds=3,
+        hyperparameters=dict(TINY),
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -86,8 +101,8 @@ def test_moment_init_keeps_layer_moments(source_ckpt):
         if n in before:
             assert not torch.allclose(p, before[n])
             p, sd, k = p.detach(), float(before[n].std()), p.numel()
-            assert abs(float(p.mean() - before[n].mean())) < 5 * sd / k ** 0.5
-            assert abs(float(p.std()) / sd - 1) < 5 / k ** 0.5 + 0.02
+            assert abs(float(p.mean() - before[n].mean())) < 5 * sd / k**0.5
+            assert abs(float(p.std()) / sd - 1) < 5 / k**0.5 + 0.02
 
 
 def test_radiomics_has_79_features():
@@ -141,5 +156,7 @@ def test_out_of_memory_batch_is_retried_smaller(fold, monkeypatch):
     m = T.build_classifier(BACKBONE, weights="random", num_classes=2)
     res = T.fit(m, fold.train, fold.val, T.TrainConfig(epochs=1, batch_size=64), label="run-x")
     assert res.batch_size == 16
-    assert res.notes == ["run-x: batch of 64 ran out of memory; retrying with batch size 32",
-                         "run-x: batch of 32 ran out of memory; retrying with batch size 16"]
+    assert res.notes == [
+        "run-x: batch of 64 ran out of memory; retrying with batch size 32",
+        "run-x: batch of 32 ran out of memory; retrying with batch size 16",
+    ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import data_file
 from scipy.spatial.distance import cosine
 
 import dsim
-from conftest import data_file
 from dsim_plugins.task2vec import (
     Task2Vec,
     asymmetric_distance,
@@ -17,8 +17,13 @@ from dsim_plugins.task2vec import (
 )
 
 #: small and fast: 32 px, Fisher from layer3 on, two Fisher batches, one classifier epoch
-FAST = {"probe_weights": "random", "image_size": 32, "task2vec_fisher_samples": 128,
-        "task2vec_epochs": 1, "max_samples": 96}
+FAST = {
+    "probe_weights": "random",
+    "image_size": 32,
+    "task2vec_fisher_samples": 128,
+    "task2vec_epochs": 1,
+    "max_samples": 96,
+}
 
 
 def _npz(name: str, n: int, seed: int = 0) -> dsim.ImageSet:
@@ -66,8 +71,12 @@ def test_cached_features_give_the_full_network_fisher_of_the_last_blocks(breast)
     opts = {**FAST, "image_size": 32, "task2vec_bn": "eval", "task2vec_precision": "fp32"}  # exact comparison
     data = breast.take(np.arange(64))
     mk = lambda: dsim.create_backbone("resnet18", weights="random", num_classes=2, seed=0)  # noqa: E731
-    full = task2vec_embedding(data.images, data.labels, mk(), opts={**opts, "task2vec_skip_layers": 0}, seed=3)
-    tail = task2vec_embedding(data.images, data.labels, mk(), opts={**opts, "task2vec_skip_layers": 6}, seed=3)
+    full = task2vec_embedding(
+        data.images, data.labels, mk(), opts={**opts, "task2vec_skip_layers": 0}, seed=3
+    )
+    tail = task2vec_embedding(
+        data.images, data.labels, mk(), opts={**opts, "task2vec_skip_layers": 6}, seed=3
+    )
     start = full["names"].index(tail["names"][0])
     assert full["names"][start:] == tail["names"]
     off = sum(full["sizes"][:start])
@@ -121,8 +130,7 @@ def test_fingerprint_holds_the_probe_weights_and_imagenet_without_weights_skips(
 
 def test_cats_scans_protocol_averages_random_subset_pairs(breast):
     m = Task2Vec()
-    ctx = _ctx(task2vec_protocol="cats-scans", task2vec_subsets=2, task2vec_subset_min=40,
-               task2vec_pairs=5)
+    ctx = _ctx(task2vec_protocol="cats-scans", task2vec_subsets=2, task2vec_subset_min=40, task2vec_pairs=5)
     ra = m.represent(breast, ctx)
     rb = m.represent(_npz("pneumoniamnist.npz", 96), ctx)
     assert ra.arrays["hessians"].shape[0] == 2 and ra.meta["subset_size"] == 40
@@ -151,12 +159,13 @@ def test_label_draws_share_one_forward_pass_exactly():
     x = torch.randn(16, 128, 4, 4, generator=torch.Generator().manual_seed(0))
     ys = torch.randint(0, 3, (3, 16), generator=torch.Generator().manual_seed(1))
     out = probe.forward_from(x, 6)
-    shared = [torch.autograd.grad(F.cross_entropy(out, ys[d]), probe.weights, retain_graph=d < 2)
-              for d in range(3)]
+    shared = [
+        torch.autograd.grad(F.cross_entropy(out, ys[d]), probe.weights, retain_graph=d < 2) for d in range(3)
+    ]
     for d in range(3):
         own = torch.autograd.grad(F.cross_entropy(probe.forward_from(x, 6), ys[d]), probe.weights)
         for a, b in zip(shared[d], own):
-            assert torch.allclose(a ** 2, b ** 2, rtol=1e-5, atol=1e-12)
+            assert torch.allclose(a**2, b**2, rtol=1e-5, atol=1e-12)
 
 
 def test_label_draws_estimate_agrees_with_one_draw_per_forward(breast):
@@ -166,8 +175,9 @@ def test_label_draws_estimate_agrees_with_one_draw_per_forward(breast):
     opts = {"task2vec_fisher_samples": 512}
     k1 = m.represent(breast, _ctx(task2vec_label_draws=1, **opts)).arrays["hessian"]
     k4 = m.represent(breast, _ctx(task2vec_label_draws=4, **opts)).arrays["hessian"]
-    k1b = m.represent(breast, dsim.Context(seed=1, device="cpu", options={**FAST, "task2vec_label_draws": 1,
-                                                                         **opts})).arrays["hessian"]
+    k1b = m.represent(
+        breast, dsim.Context(seed=1, device="cpu", options={**FAST, "task2vec_label_draws": 1, **opts})
+    ).arrays["hessian"]
     from scipy.stats import spearmanr
 
     assert spearmanr(k1, k4).correlation > 0.95
@@ -187,8 +197,9 @@ def test_bf16_precision_keeps_the_embedding_and_is_part_of_the_cache_key(breast)
     opts = {"task2vec_fisher_samples": 512}
     f32 = m.represent(breast, _ctx(task2vec_precision="fp32", **opts)).arrays["hessian"]
     b16 = m.represent(breast, _ctx(task2vec_precision="bf16", **opts)).arrays["hessian"]
-    other_seed = m.represent(breast, dsim.Context(seed=1, device="cpu", options={
-        **FAST, "task2vec_precision": "fp32", **opts})).arrays["hessian"]
+    other_seed = m.represent(
+        breast, dsim.Context(seed=1, device="cpu", options={**FAST, "task2vec_precision": "fp32", **opts})
+    ).arrays["hessian"]
     assert not np.array_equal(f32, b16)  # it really ran in bf16
     assert spearmanr(f32, b16).correlation > 0.98
     assert symmetric_distance(f32, b16) < 2 * symmetric_distance(f32, other_seed) + 1e-3
@@ -224,19 +235,43 @@ def test_run_time_estimate_is_reported_and_sane(tmp_path):
 
     src, tgt = str(data_file("breastmnist.npz")), str(data_file("pneumoniamnist.npz"))
     t0 = time.perf_counter()
-    out = dsim.measure(src, tgt, "task2vec", max_samples=96, device="cpu", progress=Prog(),
-                       options={**FAST, "task2vec_fisher_samples": 256}, cache=dsim.Cache(tmp_path))
+    out = dsim.measure(
+        src,
+        tgt,
+        "task2vec",
+        max_samples=96,
+        device="cpu",
+        progress=Prog(),
+        options={**FAST, "task2vec_fisher_samples": 256},
+        cache=dsim.Cache(tmp_path),
+    )
     real = out["timings"]["measure_s"]
     assert time.perf_counter() - t0 >= real
     assert len(calls) == 1 and calls[0][0] == "task2vec" and calls[0][2] == 1
     assert real / 10 < calls[0][1] < real * 10
     # everything cached now: nothing to estimate, nothing reported
-    dsim.measure(src, tgt, "task2vec", max_samples=96, device="cpu", progress=Prog(),
-                 options={**FAST, "task2vec_fisher_samples": 256}, cache=dsim.Cache(tmp_path))
+    dsim.measure(
+        src,
+        tgt,
+        "task2vec",
+        max_samples=96,
+        device="cpu",
+        progress=Prog(),
+        options={**FAST, "task2vec_fisher_samples": 256},
+        cache=dsim.Cache(tmp_path),
+    )
     assert len(calls) == 1
     # no estimate method on the callback: nothing is asked, nothing fails
-    dsim.measure(src, tgt, "task2vec", max_samples=96, device="cpu", progress=lambda *a: None,
-                 options={**FAST, "task2vec_fisher_samples": 256}, cache=dsim.Cache(tmp_path))
+    dsim.measure(
+        src,
+        tgt,
+        "task2vec",
+        max_samples=96,
+        device="cpu",
+        progress=lambda *a: None,
+        options={**FAST, "task2vec_fisher_samples": 256},
+        cache=dsim.Cache(tmp_path),
+    )
 
 
 def test_cli_prints_the_estimate_line_only_for_long_work(capsys):
@@ -262,13 +297,16 @@ def test_variational_fisher_embeds_every_conv_filter_repeatably(breast):
     b = m.represent(breast, _ctx(**opts))
     h, scale = a.arrays["hessian"], a.arrays["scale"]
     assert np.array_equal(h, b.arrays["hessian"])
-    assert h.shape == scale.shape == (5 * 256 + 5 * 512,)  # layer3 + layer4 convs (incl. downsample) of resnet18
+    assert (
+        h.shape == scale.shape == (5 * 256 + 5 * 512,)
+    )  # layer3 + layer4 convs (incl. downsample) of resnet18
     assert np.all(h > 0) and np.all(scale > 0)
     assert [n.split(".")[-1] for n in a.meta["names"]][:3] == ["conv1", "conv2", "0"]
     assert m.config(_ctx(**opts))["method"] == "variational" and m.config(_ctx())["method"] == "montecarlo"
     other = m.represent(_npz("usps_16x16.npz", 96), _ctx(**opts))
     d = m.compare(a, other, _ctx(**opts, task2vec_distance="asymmetric"))
-    assert d == pytest.approx(symmetric_distance(h, other.arrays["hessian"])
-                              - 0.15 * symmetric_distance(h, scale))
+    assert d == pytest.approx(
+        symmetric_distance(h, other.arrays["hessian"]) - 0.15 * symmetric_distance(h, scale)
+    )
     with pytest.raises(dsim.DsimError, match="task2vec_method"):
         m.represent(breast, _ctx(task2vec_method="laplace"))

@@ -13,23 +13,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
 import dsim
 from dsim.store import ResultsStore
-
-from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
-
 
 HERE = Path(__file__).resolve().parent
 
 
 def _small_validate(store, **kw):
-    data = {"gen-t": gratings(100, k=2, seed=5, name="gen-t"),
-            "gen-s": gratings(120, k=4, seed=6, name="gen-s", noise=0.5),
-            "gen-u": gratings(120, k=3, seed=7, name="gen-u", noise=0.5, freq=1.2)}
-    args = dict(sources=["gen-s", "gen-u"], strategy="finetune", backbone=BACKBONE, folds=2,
-                hyperparameters=TINY, pretrain_hyperparameters=TINY_PRETRAIN, store=store, inline=data,
-                predict=False, device="cpu")
+    data = {
+        "gen-t": gratings(100, k=2, seed=5, name="gen-t"),
+        "gen-s": gratings(120, k=4, seed=6, name="gen-s", noise=0.5),
+        "gen-u": gratings(120, k=3, seed=7, name="gen-u", noise=0.5, freq=1.2),
+    }
+    args = dict(
+        sources=["gen-s", "gen-u"],
+        strategy="finetune",
+        backbone=BACKBONE,
+        folds=2,
+        hyperparameters=TINY,
+        pretrain_hyperparameters=TINY_PRETRAIN,
+        store=store,
+        inline=data,
+        predict=False,
+        device="cpu",
+    )
     args.update(kw)
     return dsim.validate("gen-t", **args)
 
@@ -63,9 +72,27 @@ def test_metrics_match_scikit_learn():
 def test_transferability_and_spearman_in_report():
     from dsim.validation import SourceRow, _spearman
 
-    rows = [SourceRow(source=s, strategy="finetune", train_size=None, folds=3, auc=a, auc_std=0, accuracy=None,
-                      kappa=None, transferability=t, transferability_std=0, predicted=p)
-            for s, a, t, p in [("a", .9, 5.0, 3.0), ("b", .8, 1.0, 2.0), ("c", .7, -2.0, 1.0), ("d", .6, -4, 0.5)]]
+    rows = [
+        SourceRow(
+            source=s,
+            strategy="finetune",
+            train_size=None,
+            folds=3,
+            auc=a,
+            auc_std=0,
+            accuracy=None,
+            kappa=None,
+            transferability=t,
+            transferability_std=0,
+            predicted=p,
+        )
+        for s, a, t, p in [
+            ("a", 0.9, 5.0, 3.0),
+            ("b", 0.8, 1.0, 2.0),
+            ("c", 0.7, -2.0, 1.0),
+            ("d", 0.6, -4, 0.5),
+        ]
+    ]
     rho, n = _spearman(rows)
     assert rho == pytest.approx(1.0) and n == 4
     assert dsim.transferability(0.9, 0.8) == pytest.approx(12.5)
@@ -116,8 +143,9 @@ def test_resume_after_sigkill_recomputes_nothing_finished(tmp_path):
         "    on_event=lambda k, m: print(k, m, flush=True))\n"
         "print('RESULT', rep.runs_done, rep.runs_skipped, rep.runs_total, flush=True)\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 240
     before = []
     while time.time() < deadline:
@@ -156,9 +184,18 @@ def test_one_class_target_and_fold_without_positives(tmp_path):
     store = ResultsStore(tmp_path / "r.sqlite")
     one = gratings(60, k=2, seed=1, name="one")
     one = dsim.ImageSet(name="one", images=one.images, labels=np.zeros(60, int), class_names=("a", "b"))
-    rep = dsim.validate(one, sources=["gen-s"], backbone=BACKBONE, folds=2, hyperparameters=TINY,
-                        pretrain_hyperparameters=TINY_PRETRAIN, store=store, predict=False, device="cpu",
-                        inline={"gen-s": gratings(80, k=2, seed=2, name="gen-s")})
+    rep = dsim.validate(
+        one,
+        sources=["gen-s"],
+        backbone=BACKBONE,
+        folds=2,
+        hyperparameters=TINY,
+        pretrain_hyperparameters=TINY_PRETRAIN,
+        store=store,
+        predict=False,
+        device="cpu",
+        inline={"gen-s": gratings(80, k=2, seed=2, name="gen-s")},
+    )
     assert rep.runs_done == 0 and len(rep.failures) == 4
     assert all("target 'one' has one class" in f["error"] and "[" in f["error"] for f in rep.failures)
     # 3 positives, 5 folds: at least two test folds have no positive example
@@ -166,8 +203,16 @@ def test_one_class_target_and_fold_without_positives(tmp_path):
     labels = np.zeros(60, int)
     labels[:3] = 1
     rare = dsim.ImageSet(name="rare", images=rare.images, labels=labels, class_names=("neg", "pos"))
-    rep = dsim.validate(rare, sources=[], backbone=BACKBONE, folds=5, hyperparameters=TINY, store=store,
-                        predict=False, device="cpu")
+    rep = dsim.validate(
+        rare,
+        sources=[],
+        backbone=BACKBONE,
+        folds=5,
+        hyperparameters=TINY,
+        store=store,
+        predict=False,
+        device="cpu",
+    )
     errs = [f["error"] for f in rep.failures]
     assert len(errs) >= 2 and all("test split has no example of class(es) pos" in e for e in errs)
     assert rep.runs_done >= 1  # the folds that have positives went on
@@ -177,8 +222,15 @@ def test_card_with_wrong_number_of_classes(tmp_path, fresh_plugins, shared_data)
     class Cards:
         @dsim.hookimpl
         def dsim_register_cards(self):
-            return [dsim.DatasetCard(name="breast-wrong", origin="medical", num_classes=3,
-                                     loader="npz", loader_args={"file": str(shared_data / "breastmnist.npz")})]
+            return [
+                dsim.DatasetCard(
+                    name="breast-wrong",
+                    origin="medical",
+                    num_classes=3,
+                    loader="npz",
+                    loader_args={"file": str(shared_data / "breastmnist.npz")},
+                )
+            ]
 
     fresh_plugins.register(Cards(), "test-cards")
     try:
@@ -196,7 +248,9 @@ def test_nan_loss_run_fails_alone(tmp_path, monkeypatch):
     import dsim.training as T
 
     real = T._forward
-    monkeypatch.setattr(T, "_forward", lambda m, xb: real(m, xb) * (float("nan") if m.head.out_features == 2 else 1))
+    monkeypatch.setattr(
+        T, "_forward", lambda m, xb: real(m, xb) * (float("nan") if m.head.out_features == 2 else 1)
+    )
     store = ResultsStore(tmp_path / "r.sqlite")
     rep = _small_validate(store, sources=["gen-s"], strategy=["finetune", "radiomics"], baseline=None)
     errs = [f["error"] for f in rep.failures]
@@ -211,14 +265,53 @@ def test_cli_validate_results_pretrain(tmp_path, monkeypatch, capsys, shared_dat
     monkeypatch.setenv("DSIM_RESULTS", str(tmp_path / "r.sqlite"))
     breast = str(shared_data / "breastmnist.npz")
     usps = str(shared_data / "usps_16x16.npz")
-    rc = main(["pretrain", "--source", usps, "--backbone", BACKBONE, "--epochs", "1", "--max-samples", "300",
-               "--image-size", "16", "--json"])
+    rc = main(
+        [
+            "pretrain",
+            "--source",
+            usps,
+            "--backbone",
+            BACKBONE,
+            "--epochs",
+            "1",
+            "--max-samples",
+            "300",
+            "--image-size",
+            "16",
+            "--json",
+        ]
+    )
     assert rc == 0
     ck = json.loads(capsys.readouterr().out)
     assert Path(ck["checkpoint"]).exists() and ck["epochs_run"] == 1 and ck["images"] == 300
-    rc = main(["validate", "--target", breast, "--sources", f"{usps},{ck['checkpoint']}", "--backbone", BACKBONE,
-               "--folds", "2", "--train-sizes", "60", "--epochs", "2", "--pretrain-epochs", "1", "--source-max",
-               "300", "--target-max", "200", "--image-size", "16", "--plot", str(tmp_path / "p.png"), "--json"])
+    rc = main(
+        [
+            "validate",
+            "--target",
+            breast,
+            "--sources",
+            f"{usps},{ck['checkpoint']}",
+            "--backbone",
+            BACKBONE,
+            "--folds",
+            "2",
+            "--train-sizes",
+            "60",
+            "--epochs",
+            "2",
+            "--pretrain-epochs",
+            "1",
+            "--source-max",
+            "300",
+            "--target-max",
+            "200",
+            "--image-size",
+            "16",
+            "--plot",
+            str(tmp_path / "p.png"),
+            "--json",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.err
     rep = json.loads(out.out)
@@ -235,9 +328,11 @@ def test_cli_validate_results_pretrain(tmp_path, monkeypatch, capsys, shared_dat
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom dsim.cli import main\n"
-            "try:\n    main(['validate', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n")
+    code = (
+        "import sys\nfrom dsim.cli import main\n"
+        "try:\n    main(['validate', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--train-sizes" in out.stdout and "resumes" in out.stdout

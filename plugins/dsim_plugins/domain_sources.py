@@ -28,8 +28,11 @@ def medical_sources(exclude: str = "") -> list[str]:
         ex |= {x.name for x in reg if x.derived_from == c.name}
         if c.derived_from:
             ex |= {x.name for x in reg if x.derived_from == c.derived_from}
-    return sorted(c.name for c in reg if c.origin == "medical" and c.name not in ex and c.loader
-                  and dsim.data_missing(c) is None)
+    return sorted(
+        c.name
+        for c in reg
+        if c.origin == "medical" and c.name not in ex and c.loader and dsim.data_missing(c) is None
+    )
 
 
 class DomainSource(dsim.Strategy):
@@ -47,7 +50,9 @@ class DomainSource(dsim.Strategy):
             return source
         names = medical_sources(exclude=target)
         if not names:
-            raise dsim.DsimError(f"strategy {self.name!r}: no medical source with data here besides {target!r}")
+            raise dsim.DsimError(
+                f"strategy {self.name!r}: no medical source with data here besides {target!r}"
+            )
         return "+".join(names)
 
     def run(self, spec, data, ctx):
@@ -58,5 +63,9 @@ class DomainSource(dsim.Strategy):
 
 @dsim.hookimpl
 def dsim_register_strategies():
-    return [DomainSource("domain-ri", "random", False), DomainSource("domain-in", "imagenet", False),
-            DomainSource("all-ri", "random", True), DomainSource("all-in", "imagenet", True)]
+    return [
+        DomainSource("domain-ri", "random", False),
+        DomainSource("domain-in", "imagenet", False),
+        DomainSource("all-ri", "random", True),
+        DomainSource("all-in", "imagenet", True),
+    ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dsim
 
 
-def _weights(data: "dsim.FoldData", spec) -> str:
+def _weights(data: dsim.FoldData, spec) -> str:
     if data.source_checkpoint is None:
         raise dsim.DsimError(f"{spec.label}: no source checkpoint was given to strategy {spec.strategy!r}")
     return data.source_checkpoint
@@ -45,12 +45,15 @@ class Scratch(dsim.Strategy):
 
 class GradualUnfreeze(dsim.Strategy):
     name = "gradual-unfreeze"
-    description = "discriminative LRs (lr/9, lr/3, lr), one-cycle, gradual unfreezing of 3 layer groups (Romero et al.)"
+    description = (
+        "discriminative LRs (lr/9, lr/3, lr), one-cycle, gradual unfreezing of 3 layer groups (Romero et al.)"
+    )
     uses_source = True
 
     def run(self, spec, data, ctx):
-        return dsim.train_and_evaluate(spec, data, ctx, weights=_weights(data, spec), mode="gradual",
-                                       schedule="one-cycle")
+        return dsim.train_and_evaluate(
+            spec, data, ctx, weights=_weights(data, spec), mode="gradual", schedule="one-cycle"
+        )
 
 
 class FeatureExtractor(dsim.Strategy):
@@ -59,8 +62,9 @@ class FeatureExtractor(dsim.Strategy):
     uses_source = True
 
     def run(self, spec, data, ctx):
-        return dsim.train_and_evaluate(spec, data, ctx, weights=_weights(data, spec), mode="frozen",
-                                       schedule="one-cycle")
+        return dsim.train_and_evaluate(
+            spec, data, ctx, weights=_weights(data, spec), mode="frozen", schedule="one-cycle"
+        )
 
 
 @dsim.hookimpl

@@ -42,8 +42,13 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 _MODES = {"l": "L", "grey": "L", "gray": "L", "rgb": "RGB", "auto": "auto", "": "auto"}
 SPLIT_ORDER = ("train", "val", "test")
 _SPLIT_NAMES = {
-    "train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
 }
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
 
@@ -66,7 +71,9 @@ def parse_image_size(value: Any, where: str) -> tuple[int, int] | None:
         if len(hw) != 2 or min(hw) < 1:
             raise ValueError
     except (TypeError, ValueError):
-        raise DatasetError(f"{where}: image_size must be an int, [height, width] or 'HxW', got {value!r}") from None
+        raise DatasetError(
+            f"{where}: image_size must be an int, [height, width] or 'HxW', got {value!r}"
+        ) from None
     return hw[0], hw[1]
 
 
@@ -112,7 +119,9 @@ def _open(path: Path, where: str):
     except FileNotFoundError:
         raise DatasetError(f"{where}: image file {path} not found") from None
     except Exception as exc:
-        raise DatasetError(f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise DatasetError(
+            f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})"
+        ) from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -146,7 +155,9 @@ def _to_array(im, path: Path, where: str, size_wh: tuple[int, int] | None) -> np
     except DatasetError:
         raise
     except Exception as exc:
-        raise DatasetError(f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise DatasetError(
+            f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})"
+        ) from None
     finally:
         original.close()
 
@@ -353,7 +364,9 @@ class CsvLoader(DatasetLoader):
         if ints is not None:
             bad = next((i for i, v in enumerate(ints) if v < 0), None)
             if bad is not None:
-                raise DatasetError(f"{where[bad]}: label {ints[bad]} is negative (labels are class indices >= 0 or names)")
+                raise DatasetError(
+                    f"{where[bad]}: label {ints[bad]} is negative (labels are class indices >= 0 or names)"
+                )
             labels = np.asarray(ints, dtype=np.int64)
             class_names: tuple[str, ...] = ()
         else:

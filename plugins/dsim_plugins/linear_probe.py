@@ -20,13 +20,17 @@ def _features(spec, data, ctx):
     cfg = dsim.TrainConfig.from_mapping(spec.hyperparameters)
     if data.source_checkpoint is None:
         raise dsim.DsimError(f"{spec.label}: no source checkpoint was given to strategy {spec.strategy!r}")
-    body = dsim.create_backbone(spec.backbone, weights=data.source_checkpoint, num_classes=0,
-                                in_chans=cfg.channels, seed=spec.seed)
+    body = dsim.create_backbone(
+        spec.backbone, weights=data.source_checkpoint, num_classes=0, in_chans=cfg.channels, seed=spec.seed
+    )
     dev = ctx.torch_device()
     out = []
     for part in (data.train, data.val, data.test):
-        out.append(dsim.extract_features(body, part.images, size=cfg.image_size, channels=cfg.channels,
-                                         device=dev, batch_size=256))
+        out.append(
+            dsim.extract_features(
+                body, part.images, size=cfg.image_size, channels=cfg.channels, device=dev, batch_size=256
+            )
+        )
     return out
 
 
@@ -68,9 +72,17 @@ class LinearProbe(dsim.Strategy):
         kw = {"l1_ratios": (0.0,), "scoring": "accuracy"}
         if "use_legacy_attributes" in signature(LogisticRegressionCV).parameters:
             kw["use_legacy_attributes"] = False
-        clf = make_pipeline(StandardScaler(), LogisticRegressionCV(
-            Cs=[0.001, 0.01, 0.1, 1.0], cv=max(2, cv), class_weight="balanced", max_iter=2000,
-            random_state=spec.seed, **kw))
+        clf = make_pipeline(
+            StandardScaler(),
+            LogisticRegressionCV(
+                Cs=[0.001, 0.01, 0.1, 1.0],
+                cv=max(2, cv),
+                class_weight="balanced",
+                max_iter=2000,
+                random_state=spec.seed,
+                **kw,
+            ),
+        )
         clf.fit(x, y)
         return dsim.fold_metrics(spec, data, _full_probs(clf, fte, data.train.num_classes))
 
@@ -88,9 +100,15 @@ class LinearSVM(dsim.Strategy):
         ftr, fva, fte = _features(spec, data, ctx)
         x = np.concatenate([ftr, fva])
         y = np.concatenate([data.train.labels, data.val.labels])
-        clf = make_pipeline(StandardScaler(), LinearSVC(C=float(spec.hyperparameters.get("svm_c", 0.01)),
-                                                        class_weight="balanced", max_iter=5000,
-                                                        random_state=spec.seed))
+        clf = make_pipeline(
+            StandardScaler(),
+            LinearSVC(
+                C=float(spec.hyperparameters.get("svm_c", 0.01)),
+                class_weight="balanced",
+                max_iter=5000,
+                random_state=spec.seed,
+            ),
+        )
         clf.fit(x, y)
         scores = clf.decision_function(fte)
         k = data.train.num_classes

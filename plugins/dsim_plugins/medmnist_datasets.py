@@ -115,7 +115,9 @@ class MedMNISTLoader(DatasetLoader):
         try:
             size = int(args.get("size", 28) or 28)
         except (TypeError, ValueError):
-            raise DatasetError(f"dataset {name!r}: medmnist size must be one of {SIZES}, got {args.get('size')!r}") from None
+            raise DatasetError(
+                f"dataset {name!r}: medmnist size must be one of {SIZES}, got {args.get('size')!r}"
+            ) from None
         if size not in SIZES:
             raise DatasetError(f"dataset {name!r}: medmnist size must be one of {SIZES}, got {size}")
         info = medmnist_info(flag)
@@ -186,7 +188,9 @@ class MedMNISTLoader(DatasetLoader):
         message = self._absent_message(flag, size, info)
         url, md5 = _url_md5(info, size)
         if url is None:
-            raise DataMissingError(message + " (the medmnist package, which knows the download URL, is not installed)")
+            raise DataMissingError(
+                message + " (the medmnist package, which knows the download URL, is not installed)"
+            )
         if _offline():
             raise DataMissingError(message + " (DSIM_OFFLINE is set, so dsim does not download)")
         dest_dir = self._where()[-1]

@@ -80,16 +80,22 @@ def card_features(source: dsim.DatasetCard, target: dsim.DatasetCard) -> dict[st
         "source_medical": _flag(source.origin == "medical", s_med),
         "source_grey": _flag(source.channels == 1, source.channels is not None),
         "same_origin": _flag(source.origin == target.origin, s_med and t_med),
-        "same_channels": _flag(source.channels == target.channels,
-                               source.channels is not None and target.channels is not None),
-        "same_modality": _flag(source.modality.strip().lower() == target.modality.strip().lower(),
-                               bool(source.modality and target.modality)),
+        "same_channels": _flag(
+            source.channels == target.channels, source.channels is not None and target.channels is not None
+        ),
+        "same_modality": _flag(
+            source.modality.strip().lower() == target.modality.strip().lower(),
+            bool(source.modality and target.modality),
+        ),
     }
     se, te = dict(source.expert or {}), dict(target.expert or {})
     for k in dsim.EXPERT_FEATURES:
         a, b = se.get(k), te.get(k)
-        f[f"expert_match:{k}"] = 0.5 if a in (None, "") or b in (None, "") else float(
-            str(a).strip().lower() == str(b).strip().lower())
+        f[f"expert_match:{k}"] = (
+            0.5
+            if a in (None, "") or b in (None, "")
+            else float(str(a).strip().lower() == str(b).strip().lower())
+        )
     return f
 
 
@@ -97,8 +103,11 @@ def measure_features(candidates, measures, kinds) -> dict[str, dict[str, float]]
     """source -> {"sim:<m>": z-score within the candidates, oriented so higher = more similar}."""
     out = {c.source.name: {} for c in candidates}
     for m in measures:
-        vals = {c.source.name: float(c.values[m]) for c in candidates
-                if m in c.values and c.values[m] is not None and np.isfinite(c.values[m])}
+        vals = {
+            c.source.name: float(c.values[m])
+            for c in candidates
+            if m in c.values and c.values[m] is not None and np.isfinite(c.values[m])
+        }
         sign = -1.0 if kinds.get(m, "distance") == "distance" else 1.0
         if vals:
             v = np.array(list(vals.values())) * sign
@@ -124,7 +133,7 @@ def track_table(groups) -> dict[str, list[tuple[str, float]]]:
         sd = float(T.std())
         if len(T) < 2 or sd == 0:
             continue
-        for (s, t, _), z in zip(g["members"], (T - T.mean()) / sd):
+        for (s, _t, _), z in zip(g["members"], (T - T.mean()) / sd):
             out[s].append((g["target"], float(z)))
     return dict(out)
 
@@ -166,8 +175,19 @@ def _groups(results, values, cards):
 # --------------------------------------------------------------------------- shared ranking
 
 
-def assemble(predictor, target, candidates, history, scores, *, uncertainty=None, contributions=None,
-             calibrated=False, measures=(), notes=()):
+def assemble(
+    predictor,
+    target,
+    candidates,
+    history,
+    scores,
+    *,
+    uncertainty=None,
+    contributions=None,
+    calibrated=False,
+    measures=(),
+    notes=(),
+):
     """Build a :class:`dsim.Ranking` from per-source predicted ``scores``.
 
     Measured sources (history for this target) come with their measured T. Predicted scores are
@@ -195,7 +215,9 @@ def assemble(predictor, target, candidates, history, scores, *, uncertainty=None
             contrib.setdefault(m, {})["value"] = float(v)
         if n in measured:
             t, sd, auc, k = measured[n]
-            rows.append(dsim.RankingRow(n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib))
+            rows.append(
+                dsim.RankingRow(n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib)
+            )
         elif n in scores:
             s = float(scores[n])
             unc = uncertainty.get(n)
@@ -203,14 +225,20 @@ def assemble(predictor, target, candidates, history, scores, *, uncertainty=None
                 s, unc = float(slope * s + intercept), spread
             rows.append(dsim.RankingRow(n, s, "predicted", unc, contributions=contrib))
     if measured and not calibrated and slope is None and any(r.status == "predicted" for r in rows):
-        notes.append("too few measured sources to put predicted scores on the T scale; predicted rows are unitless")
+        notes.append(
+            "too few measured sources to put predicted scores on the T scale; predicted rows are unitless"
+        )
         on_t = False
     rows.sort(key=lambda r: (-r.score, r.status != "measured", r.source))
     rows = tuple(dsim.RankingRow(**{**r.to_dict(), "rank": i + 1}) for i, r in enumerate(rows))
     return dsim.Ranking(
-        target=target.name, rows=rows, predictor=predictor.name, measures=tuple(sorted(measures)),
+        target=target.name,
+        rows=rows,
+        predictor=predictor.name,
+        measures=tuple(sorted(measures)),
         score_unit="transferability %" if on_t else "baseline score (higher is better)",
-        notes=tuple(notes), target_auc=dsim.target_baseline(history or [], target.name),
+        notes=tuple(notes),
+        target_auc=dsim.target_baseline(history or [], target.name),
     )
 
 
@@ -231,8 +259,16 @@ class MetaRanker(dsim.Predictor):
     name = "meta-ranker"
     description = "learned pairwise ranker over measures + source/target card features (bootstrap ensemble)"
 
-    def __init__(self, C="auto", n_members: int = 25, pair_weight: str = "delta",
-                 measures=None, seed: int = 0, select: bool = True, track: bool = True):
+    def __init__(
+        self,
+        C="auto",
+        n_members: int = 25,
+        pair_weight: str = "delta",
+        measures=None,
+        seed: int = 0,
+        select: bool = True,
+        track: bool = True,
+    ):
         self.C = C
         self.n_members = n_members
         self.pair_weight = pair_weight
@@ -246,8 +282,9 @@ class MetaRanker(dsim.Predictor):
     def _mix(rules, mats) -> tuple[np.ndarray | None, dict[str, float]]:
         """Rules weighted by their skill on the groups ``mats`` (mean Spearman, negatives at 0),
         and those skills; the weights are None when no rule ranked the groups better than chance."""
-        skill = {r: float(np.mean([_rho(Z @ w, T) for Z, T in mats])) if mats else 0.0
-                 for r, w in rules.items()}
+        skill = {
+            r: float(np.mean([_rho(Z @ w, T) for Z, T in mats])) if mats else 0.0 for r, w in rules.items()
+        }
         total = sum(max(0.0, v) for v in skill.values())
         if total <= 0:
             return None, skill
@@ -350,12 +387,16 @@ class MetaRanker(dsim.Predictor):
                 keep[i] = keep[i] and Zall[:, i].std() > 0
                 continue
             for j in range(i + 1, len(feats)):
-                if keep[j] and Zall[:, j].std() > 0 and abs(np.corrcoef(Zall[:, i], Zall[:, j])[0, 1]) > 0.999:
+                if (
+                    keep[j]
+                    and Zall[:, j].std() > 0
+                    and abs(np.corrcoef(Zall[:, i], Zall[:, j])[0, 1]) > 0.999
+                ):
                     keep[j] = False
         scale = np.where(keep, scale, np.inf)  # dropped features: standardised value 0
         mats, start = [], 0
-        for names, T, rows in design:
-            Z = (Xf[start:start + len(rows)] - mean) / scale
+        for _names, T, rows in design:
+            Z = (Xf[start : start + len(rows)] - mean) / scale
             start += len(rows)
             mats.append((Z, T))
         jt = feats.index("track_record") if "track_record" in feats else None
@@ -410,7 +451,11 @@ class MetaRanker(dsim.Predictor):
             w_mix, rule_scores = self._mix(rules, mats)
             best_rule = max(rule_scores, key=rule_scores.get) if rule_scores else None
             # ties go to the simpler model: one rule, then the mix, then the learned weights
-            if best_rule and rule_scores[best_rule] > 0 and best_score >= max(mix_score, inner[chosen]) - 1e-9:
+            if (
+                best_rule
+                and rule_scores[best_rule] > 0
+                and best_score >= max(mix_score, inner[chosen]) - 1e-9
+            ):
                 model, w_fixed = "best-rule", rules[best_rule]
             elif w_mix is not None and mix_score >= inner[chosen] - 1e-9:
                 model, w_fixed = "skill-weighted", w_mix
@@ -438,15 +483,28 @@ class MetaRanker(dsim.Predictor):
             resid += list(T - (a * s + b))
         dof = max(1, len(resid) - len(mats) - 1)
         self.state_ = {
-            "features": feats, "mean": mean.tolist(), "scale": [float(x) if np.isfinite(x) else None for x in scale],
-            "dropped": [f for f, k in zip(feats, keep) if not k], "members": W.tolist(),
-            "measures": measures, "C": chosen, "inner_spearman": {str(k): v for k, v in inner.items()},
-            "model": model, "rule_spearman": rule_scores, "mix_spearman": mix_score,
-            "best_rule": best_rule if model == "best-rule" else None, "best_rule_spearman": best_score,
-            "slope": a, "intercept": float(np.mean(bs)), "resid_sd": float(np.sqrt(np.sum(np.square(resid)) / dof)),
+            "features": feats,
+            "mean": mean.tolist(),
+            "scale": [float(x) if np.isfinite(x) else None for x in scale],
+            "dropped": [f for f, k in zip(feats, keep) if not k],
+            "members": W.tolist(),
+            "measures": measures,
+            "C": chosen,
+            "inner_spearman": {str(k): v for k, v in inner.items()},
+            "model": model,
+            "rule_spearman": rule_scores,
+            "mix_spearman": mix_score,
+            "best_rule": best_rule if model == "best-rule" else None,
+            "best_rule_spearman": best_score,
+            "slope": a,
+            "intercept": float(np.mean(bs)),
+            "resid_sd": float(np.sqrt(np.sum(np.square(resid)) / dof)),
             "kinds": {m: measure_kinds.get(m, "distance") for m in measures},
-            "targets": targets, "n_pairs": int(sum(len(T) for _, T in mats)),
-            "track": {k: [list(x) for x in v] for k, v in sorted(table.items())} if table is not None else None,
+            "targets": targets,
+            "n_pairs": int(sum(len(T) for _, T in mats)),
+            "track": {k: [list(x) for x in v] for k, v in sorted(table.items())}
+            if table is not None
+            else None,
         }
         return self
 
@@ -492,14 +550,20 @@ class MetaRanker(dsim.Predictor):
         notes = []
         if st.get("model") == "best-rule":
             r = st["best_rule"]
-            notes.append(f"meta-ranker: one rule, {r.removeprefix('rule:')} (Spearman {st['rule_spearman'][r]:.2f} on its "
-                         "training targets), because it ranked held-out training targets at least as well as the "
-                         "rule mix and the learned model")
+            notes.append(
+                f"meta-ranker: one rule, {r.removeprefix('rule:')} (Spearman {st['rule_spearman'][r]:.2f} on its "
+                "training targets), because it ranked held-out training targets at least as well as the "
+                "rule mix and the learned model"
+            )
         if st.get("model") == "skill-weighted":
-            top = sorted(((v, k) for k, v in (st.get("rule_spearman") or {}).items() if v > 0), reverse=True)[:3]
-            notes.append("meta-ranker: a skill-weighted mix of rules ("
-                         + ", ".join(f"{k.removeprefix('rule:')} {v:.2f}" for v, k in top)
-                         + "), because the learned model did not generalise across its training targets")
+            top = sorted(((v, k) for k, v in (st.get("rule_spearman") or {}).items() if v > 0), reverse=True)[
+                :3
+            ]
+            notes.append(
+                "meta-ranker: a skill-weighted mix of rules ("
+                + ", ".join(f"{k.removeprefix('rule:')} {v:.2f}" for v, k in top)
+                + "), because the learned model did not generalise across its training targets"
+            )
         measured = dsim.measured_transferability(history, target.name) if history else {}
         known = [i for i, n in enumerate(names) if n in measured]
         b = st["intercept"]
@@ -518,8 +582,10 @@ class MetaRanker(dsim.Predictor):
             unit = a if calibrated else 1.0
             cc = {}
             for k, fname in enumerate(feats):
-                cc[fname] = {"value": None if missing[i, k] else float(X[i, k]),
-                             "contribution": float(unit * w[k] * Z[i, k])}
+                cc[fname] = {
+                    "value": None if missing[i, k] else float(X[i, k]),
+                    "contribution": float(unit * w[k] * Z[i, k]),
+                }
             for m in st["measures"]:
                 key = f"sim:{m}"
                 if key in cc:
@@ -527,16 +593,26 @@ class MetaRanker(dsim.Predictor):
             contrib[n] = cc
         unused = sorted({m for c in candidates for m in c.values} - set(st["measures"]))
         if unused:
-            notes.append(f"meta-ranker was not trained with {', '.join(unused)}; those values are shown, not used")
+            notes.append(
+                f"meta-ranker was not trained with {', '.join(unused)}; those values are shown, not used"
+            )
         lacking = sorted(m for m in st["measures"] if not any(m in c.values for c in candidates))
         if lacking:
             notes.append(f"no {', '.join(lacking)} values for this target; imputed with the target's average")
         if not calibrated:
             notes.append("meta-ranker could not be put on the T scale (non-positive slope on training data)")
-        return assemble(self, target, candidates, history, scores, uncertainty=unc,
-                        contributions=contrib, calibrated=calibrated,
-                        measures=set(st["measures"]) | {m for c in candidates for m in c.values},
-                        notes=notes)
+        return assemble(
+            self,
+            target,
+            candidates,
+            history,
+            scores,
+            uncertainty=unc,
+            contributions=contrib,
+            calibrated=calibrated,
+            measures=set(st["measures"]) | {m for c in candidates for m in c.values},
+            notes=notes,
+        )
 
 
 # --------------------------------------------------------------------------- baselines
@@ -564,8 +640,15 @@ class _Baseline(dsim.Predictor):
             if v is not None and np.isfinite(v):
                 scores[c.source.name] = float(v)
                 contrib[c.source.name] = {self.name: {"value": float(v)}}
-        return assemble(self, target, candidates, history if self.use_measured else [], scores,
-                        contributions=contrib, measures={m for c in candidates for m in c.values})
+        return assemble(
+            self,
+            target,
+            candidates,
+            history if self.use_measured else [],
+            scores,
+            contributions=contrib,
+            measures={m for c in candidates for m in c.values},
+        )
 
 
 class AlwaysImageNet(_Baseline):

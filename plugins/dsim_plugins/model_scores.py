@@ -41,7 +41,7 @@ import numpy as np
 
 import dsim
 
-_FEATURES: "OrderedDict[str, tuple[np.ndarray, np.ndarray | None]]" = OrderedDict()
+_FEATURES: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
 
 
 class ScoreError(dsim.DsimError):
@@ -51,6 +51,7 @@ class ScoreError(dsim.DsimError):
 # --------------------------------------------------------------------------------------------
 # the scores, on arrays (usable on their own)
 # --------------------------------------------------------------------------------------------
+
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
@@ -112,8 +113,8 @@ def logme(features: np.ndarray, labels: np.ndarray, tol: float = 1e-2, max_iter:
     y = np.asarray(labels)
     n, d = F.shape
     u, s, _ = np.linalg.svd(F, full_matrices=False)  # F = u diag(s) v^T
-    sigma = s ** 2  # eigenvalues of F^T F (the non-zero ones)
-    k = len(sigma)
+    sigma = s**2  # eigenvalues of F^T F (the non-zero ones)
+    len(sigma)
     evidences = []
     for c in np.unique(y):
         t = (y == c).astype(np.float64)
@@ -122,7 +123,7 @@ def logme(features: np.ndarray, labels: np.ndarray, tol: float = 1e-2, max_iter:
         alpha, beta = 1.0, 1.0
         for _ in range(max_iter):
             gamma = float(np.sum(beta * sigma / (alpha + beta * sigma)))
-            m2 = float(np.sum(beta ** 2 * sigma * proj ** 2 / (alpha + beta * sigma) ** 2))  # |m|^2
+            m2 = float(np.sum(beta**2 * sigma * proj**2 / (alpha + beta * sigma) ** 2))  # |m|^2
             res2 = float(np.sum((alpha * proj / (alpha + beta * sigma)) ** 2)) + res_outside  # |Fm - t|^2
             new_alpha = gamma / max(m2, 1e-300)
             new_beta = (n - gamma) / max(res2, 1e-300)
@@ -150,7 +151,7 @@ def knn_auc(features: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
     sq = (f * f).sum(1)
     votes = np.zeros((n, len(classes)))
     for s in range(0, n, 512):  # blocks of rows keep memory at 512 x n
-        d = sq[s:s + 512, None] + sq[None, :] - 2.0 * f[s:s + 512] @ f.T
+        d = sq[s : s + 512, None] + sq[None, :] - 2.0 * f[s : s + 512] @ f.T
         d[np.arange(d.shape[0]), np.arange(s, s + d.shape[0])] = np.inf  # leave the image itself out
         nn = np.argpartition(d, k - 1, axis=1)[:, :k]
         np.add.at(votes, (np.repeat(np.arange(s, s + d.shape[0]), k), yi[nn].ravel()), 1.0)
@@ -159,16 +160,23 @@ def knn_auc(features: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
 
 def _log_evidence(n, d, sigma, proj, res_outside, alpha, beta) -> float:
     """Log marginal likelihood of the Bayesian linear model at (alpha, beta), via the SVD."""
-    m2 = float(np.sum(beta ** 2 * sigma * proj ** 2 / (alpha + beta * sigma) ** 2))
+    m2 = float(np.sum(beta**2 * sigma * proj**2 / (alpha + beta * sigma) ** 2))
     res2 = float(np.sum((alpha * proj / (alpha + beta * sigma)) ** 2)) + res_outside
     logdet_a = float(np.sum(np.log(alpha + beta * sigma))) + (d - len(sigma)) * np.log(alpha)
-    return (n / 2 * np.log(beta) + d / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi)
-            - beta / 2 * res2 - alpha / 2 * m2 - logdet_a / 2)
+    return (
+        n / 2 * np.log(beta)
+        + d / 2 * np.log(alpha)
+        - n / 2 * np.log(2 * np.pi)
+        - beta / 2 * res2
+        - alpha / 2 * m2
+        - logdet_a / 2
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # the source model
 # --------------------------------------------------------------------------------------------
+
 
 def _read_checkpoint(path: Path) -> dict:
     import torch
@@ -205,8 +213,13 @@ class _SourceModelScore(dsim.Measure):
     uses_logits = False
 
     def config(self, ctx):
-        return {"backbone": ctx.option("backbone", "resnet18"), "image_size": int(ctx.option("image_size", 64)),
-                "max_samples": ctx.option("max_samples"), "seed": ctx.seed, "version": 1}
+        return {
+            "backbone": ctx.option("backbone", "resnet18"),
+            "image_size": int(ctx.option("image_size", 64)),
+            "max_samples": ctx.option("max_samples"),
+            "seed": ctx.seed,
+            "version": 1,
+        }
 
     def represent(self, data, ctx):  # pragma: no cover - these measures work per pair
         raise dsim.DsimError(f"{self.name} scores a source model on a target; use pair()")
@@ -248,8 +261,16 @@ class _SourceModelScore(dsim.Measure):
         arch = ctx.option("backbone", "resnet18")
         size = int(ctx.option("image_size", 64))
         k = self._num_classes(source, path, ctx) if self.uses_logits else 0
-        key = dsim.stable_hash({"ckpt": str(path), "mtime": Path(path).stat().st_mtime, "arch": arch,
-                                "size": size, "k": k, "data": target.fingerprint()})
+        key = dsim.stable_hash(
+            {
+                "ckpt": str(path),
+                "mtime": Path(path).stat().st_mtime,
+                "arch": arch,
+                "size": size,
+                "k": k,
+                "data": target.fingerprint(),
+            }
+        )
         if key in _FEATURES:
             _FEATURES.move_to_end(key)
             return _FEATURES[key]
@@ -259,7 +280,7 @@ class _SourceModelScore(dsim.Measure):
         feats, logits = [], []
         with torch.inference_mode():
             for s in range(0, len(target), 128):
-                x = dsim.to_tensor(target.images[s:s + 128], size=size, channels=3).to(device)
+                x = dsim.to_tensor(target.images[s : s + 128], size=size, channels=3).to(device)
                 f = model.forward_head(model.forward_features(x), pre_logits=True)
                 feats.append(f.float().cpu().numpy())
                 if k:
@@ -278,8 +299,9 @@ class _SourceModelScore(dsim.Measure):
         from hashlib import sha256
 
         h = sha256(Path(path).read_bytes()).hexdigest()
-        key = dsim.stable_hash({"measure": self.name, "ckpt": h, "data": target.fingerprint(),
-                                "config": self.config(ctx)})
+        key = dsim.stable_hash(
+            {"measure": self.name, "ckpt": h, "data": target.fingerprint(), "config": self.config(ctx)}
+        )
         if ctx.cache is not None:
             hit = ctx.cache.get_value(key)
             if hit is not None:
@@ -291,7 +313,9 @@ class _SourceModelScore(dsim.Measure):
         feats, logits = self.target_outputs(source, data, ctx)
         value = self.score(feats, logits, data.labels, ctx)
         if ctx.cache is not None:
-            ctx.cache.put_value(key, value, measure=self.name, source=getattr(source, "name", ""), target=target.name)
+            ctx.cache.put_value(
+                key, value, measure=self.name, source=getattr(source, "name", ""), target=target.name
+            )
         return value
 
     def score(self, feats, logits, labels, ctx) -> float:
@@ -300,7 +324,9 @@ class _SourceModelScore(dsim.Measure):
 
 class LogME(_SourceModelScore):
     name = "logme"
-    description = "LogME: evidence of a Bayesian linear model on the source model's features (You et al. 2021)"
+    description = (
+        "LogME: evidence of a Bayesian linear model on the source model's features (You et al. 2021)"
+    )
 
     def score(self, feats, logits, labels, ctx):
         return logme(feats, labels)
@@ -317,7 +343,9 @@ class LEEP(_SourceModelScore):
 
 class NCE(_SourceModelScore):
     name = "nce"
-    description = "NCE: negative conditional entropy of target labels given source predictions (Tran et al. 2019)"
+    description = (
+        "NCE: negative conditional entropy of target labels given source predictions (Tran et al. 2019)"
+    )
     uses_logits = True
 
     def score(self, feats, logits, labels, ctx):

@@ -26,15 +26,22 @@ def preserve_moments(model, seed: int = 0) -> None:
 
 class MomentInit(dsim.Strategy):
     name = "moment-init"
-    description = "source weights re-drawn at random with each layer's mean and std, then fine-tuned (Romero/Raghu)"
+    description = (
+        "source weights re-drawn at random with each layer's mean and std, then fine-tuned (Romero/Raghu)"
+    )
     uses_source = True
 
     def run(self, spec, data, ctx):
         if data.source_checkpoint is None:
             raise dsim.DsimError(f"{spec.label}: no source checkpoint was given to strategy 'moment-init'")
         return dsim.train_and_evaluate(
-            spec, data, ctx, weights=data.source_checkpoint, mode="all",
-            transform_model=lambda m: preserve_moments(m, seed=spec.seed * 100 + spec.fold))
+            spec,
+            data,
+            ctx,
+            weights=data.source_checkpoint,
+            mode="all",
+            transform_model=lambda m: preserve_moments(m, seed=spec.seed * 100 + spec.fold),
+        )
 
 
 @dsim.hookimpl

@@ -72,8 +72,7 @@ def normalise_images(arr: np.ndarray, where: str) -> np.ndarray:
             )
     else:
         raise DatasetError(
-            f"{where}: images must have rank 3 or 4 ((N,H,W), (N,H,W,C) or (N,C,H,W)), "
-            f"got shape {arr.shape}"
+            f"{where}: images must have rank 3 or 4 ((N,H,W), (N,H,W,C) or (N,C,H,W)), got shape {arr.shape}"
         )
     if arr.dtype == np.uint8:
         return arr
@@ -90,9 +89,7 @@ def normalise_images(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
-def normalise_labels(
-    arr: np.ndarray, where: str
-) -> tuple[np.ndarray, tuple[str, ...] | None]:
+def normalise_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Labels as int64 ``(N,)`` and, for string labels, their class names (else None).
 
     Accepts ``(N,)``, ``(N,1)``, integer-valued floats and one-hot ``(N,K)`` (argmax).
@@ -193,7 +190,9 @@ def _array(z, key: str, path: Path) -> np.ndarray:
         return z[key]
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc):
-            raise DatasetError(f"{path}: array {key!r} holds Python objects (pickled); dsim reads plain arrays only") from None
+            raise DatasetError(
+                f"{path}: array {key!r} holds Python objects (pickled); dsim reads plain arrays only"
+            ) from None
         raise DatasetError(f"{path}: array {key!r} is corrupt ({exc})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise DatasetError(f"{path}: array {key!r} is corrupt ({type(exc).__name__}: {exc})") from None
@@ -228,7 +227,9 @@ def read_npz(
                 if ik is None:
                     continue
                 if lk is None:
-                    raise DatasetError(f"{path}: images {ik!r} have no matching labels array (keys found: {shown})")
+                    raise DatasetError(
+                        f"{path}: images {ik!r} have no matching labels array (keys found: {shown})"
+                    )
                 parts.append((s, ik, lk))
             if not parts:
                 ik, lk = _single_keys(keys)
@@ -241,7 +242,9 @@ def read_npz(
                 parts.append((None, ik, lk))
         if split is not None:
             if parts[0][0] is None:
-                raise DatasetError(f"{path}: has no splits, cannot keep split {split!r} (keys found: {shown})")
+                raise DatasetError(
+                    f"{path}: has no splits, cannot keep split {split!r} (keys found: {shown})"
+                )
             parts = [p for p in parts if p[0] == split]
             if not parts:
                 raise DatasetError(f"{path}: has no {split!r} split (keys found: {shown})")

@@ -86,6 +86,7 @@ def _opts(ctx, forced: dict[str, Any] | None = None) -> dict[str, Any]:
 # numerical core (numpy + POT), usable on its own
 # --------------------------------------------------------------------------------------------
 
+
 def pairwise_cost(X1: np.ndarray, X2: np.ndarray, p: int = 2) -> np.ndarray:
     """``|x - x'|^p`` for all pairs (float64), computed with one matrix product."""
     X1 = np.asarray(X1, np.float64)
@@ -219,10 +220,13 @@ def class_stats(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
 # the measures
 # --------------------------------------------------------------------------------------------
 
+
 class OTDD(dsim.Measure):
     name = "otdd"
-    description = ("Optimal transport dataset distance, Gaussian (Bures-Wasserstein) label costs "
-                   "(Alvarez-Melis & Fusi 2020)")
+    description = (
+        "Optimal transport dataset distance, Gaussian (Bures-Wasserstein) label costs "
+        "(Alvarez-Melis & Fusi 2020)"
+    )
     kind = "distance"
     needs = "images"
     forced: dict[str, Any] = {}
@@ -243,8 +247,17 @@ class OTDD(dsim.Measure):
 
     def compare_config(self, ctx) -> dict[str, Any]:
         o = self._o(ctx)
-        return {k: o[k] for k in ("otdd_outer", "otdd_entreg", "otdd_debiased", "otdd_lambda_x",
-                                  "otdd_lambda_y", "otdd_p")}
+        return {
+            k: o[k]
+            for k in (
+                "otdd_outer",
+                "otdd_entreg",
+                "otdd_debiased",
+                "otdd_lambda_x",
+                "otdd_lambda_y",
+                "otdd_p",
+            )
+        }
 
     def fingerprints(self, ctx):
         o = self._o(ctx)
@@ -257,8 +270,12 @@ class OTDD(dsim.Measure):
         cache = self.__dict__.setdefault("_models", {})
         key = (o["otdd_features"], str(ctx.option("probe_weights", "imagenet")), ctx.seed)
         if key not in cache:
-            cache[key] = dsim.create_backbone(o["otdd_features"], weights=str(ctx.option("probe_weights", "imagenet")),
-                                              num_classes=0, seed=ctx.seed)
+            cache[key] = dsim.create_backbone(
+                o["otdd_features"],
+                weights=str(ctx.option("probe_weights", "imagenet")),
+                num_classes=0,
+                seed=ctx.seed,
+            )
         return cache[key]
 
     def features(self, data: dsim.ImageSet, ctx) -> np.ndarray:
@@ -269,13 +286,21 @@ class OTDD(dsim.Measure):
             out = []
             with torch.inference_mode():
                 for s in range(0, len(data), 1024):
-                    x = dsim.to_tensor(data.images[s:s + 1024], size=int(o["otdd_image_size"]),
-                                       channels=int(o["otdd_channels"]), normalize=False)
+                    x = dsim.to_tensor(
+                        data.images[s : s + 1024],
+                        size=int(o["otdd_image_size"]),
+                        channels=int(o["otdd_channels"]),
+                        normalize=False,
+                    )
                     out.append(x.reshape(len(x), -1).numpy())
             return np.concatenate(out).astype(np.float32)
-        return dsim.extract_features(self._backbone(ctx), data.images, size=int(ctx.option("image_size", 64)),
-                                     device=ctx.torch_device(),
-                                     progress=lambda d, i, t: ctx.progress("otdd: features", i, t))
+        return dsim.extract_features(
+            self._backbone(ctx),
+            data.images,
+            size=int(ctx.option("image_size", 64)),
+            device=ctx.torch_device(),
+            progress=lambda d, i, t: ctx.progress("otdd: features", i, t),
+        )
 
     def represent(self, data, ctx):
         if not isinstance(data, dsim.ImageSet):
@@ -298,9 +323,13 @@ class OTDD(dsim.Measure):
         arrays: dict[str, np.ndarray] = {"X": X, "y": y}
         if o["otdd_inner"] == "gaussian":
             arrays.update(class_stats(X, y))
-        meta = {"n": int(len(y)), "classes": [data.class_names[c] if c < len(data.class_names) else str(c)
-                                              for c in keep_classes.tolist()],
-                "dim": int(X.shape[1])}
+        meta = {
+            "n": int(len(y)),
+            "classes": [
+                data.class_names[c] if c < len(data.class_names) else str(c) for c in keep_classes.tolist()
+            ],
+            "dim": int(X.shape[1]),
+        }
         return self.representation(full, ctx, meta=meta, arrays=arrays)
 
     def compare(self, source, target, ctx):
@@ -310,15 +339,17 @@ class OTDD(dsim.Measure):
                 f"otdd: feature dimensions differ ({source.dataset!r}: {source.arrays['X'].shape[1]}, "
                 f"{target.dataset!r}: {target.arrays['X'].shape[1]})"
             )
-        return otdd_value(dict(source.arrays), dict(target.arrays), o,
-                          progress=lambda d, i, t: ctx.progress(d, i, t))
+        return otdd_value(
+            dict(source.arrays), dict(target.arrays), o, progress=lambda d, i, t: ctx.progress(d, i, t)
+        )
 
     def pair(self, source, target, ctx):
         """Represent both (cached per dataset), then the OT solve, cached per pair."""
         rs = dsim.representation_of(self, source, ctx)
         rt = dsim.representation_of(self, target, ctx)
-        key = dsim.stable_hash({"measure": self.name, "source": rs.key, "target": rt.key,
-                                "compare": self.compare_config(ctx)})
+        key = dsim.stable_hash(
+            {"measure": self.name, "source": rs.key, "target": rt.key, "compare": self.compare_config(ctx)}
+        )
         if ctx.cache is not None:
             hit = ctx.cache.get_value(key)
             if hit is not None:

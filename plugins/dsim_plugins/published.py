@@ -26,8 +26,12 @@ def _rows(name: str):
 def dsim_known_results():
     return [
         dsim.TransferResult(
-            source=r["source"], target=r["target"], fold=int(r["fold"]), auc=float(r["auc"]),
-            origin=ORIGIN, setup="cats-scans:resnet50",
+            source=r["source"],
+            target=r["target"],
+            fold=int(r["fold"]),
+            auc=float(r["auc"]),
+            origin=ORIGIN,
+            setup="cats-scans:resnet50",
         )
         for r in _rows("cats_scans_transfer_auc.csv")
     ]
@@ -37,14 +41,22 @@ def dsim_known_results():
 def dsim_known_measure_values():
     return [
         dsim.MeasureValue(
-            measure="task2vec", source=r["source"], target=r["target"],
-            value=float(r["task2vec_distance"]), fold=int(r["fold"]), origin=ORIGIN,
+            measure="task2vec",
+            source=r["source"],
+            target=r["target"],
+            value=float(r["task2vec_distance"]),
+            fold=int(r["fold"]),
+            origin=ORIGIN,
         )
         for r in _rows("cats_scans_task2vec_distance.csv")
     ] + [
         dsim.MeasureValue(
-            measure="expert", source=r["source"], target=r["target"],
-            value=float(r["expert_hamming_distance"]), fold=None, origin=ORIGIN,
+            measure="expert",
+            source=r["source"],
+            target=r["target"],
+            value=float(r["expert_hamming_distance"]),
+            fold=None,
+            origin=ORIGIN,
         )
         for r in _rows("cats_scans_expert_distance.csv")
         if r["source"] != r["target"]

@@ -44,14 +44,18 @@ def radiomics_features(images: np.ndarray, levels: int = 32) -> np.ndarray:
         v = g.astype(np.float64).ravel() / 255.0
         hist = np.bincount(g.ravel(), minlength=256) / v.size
         nz = hist[hist > 0]
-        stats = [v.mean(), v.std()] + [moment(v, k) for k in (2, 3, 4, 5)] + [float(-(nz * np.log2(nz)).sum())]
+        stats = (
+            [v.mean(), v.std()] + [moment(v, k) for k in (2, 3, 4, 5)] + [float(-(nz * np.log2(nz)).sum())]
+        )
         out[i] = np.concatenate([np.nan_to_num(tex), stats])
     return out
 
 
 class Radiomics(dsim.Strategy):
     name = "radiomics"
-    description = "GLCM texture + intensity moments + entropy (79 features), L1 logistic regression (Romero et al.)"
+    description = (
+        "GLCM texture + intensity moments + entropy (79 features), L1 logistic regression (Romero et al.)"
+    )
     uses_source = False
 
     def run(self, spec, data, ctx):
@@ -68,9 +72,19 @@ class Radiomics(dsim.Strategy):
         kw = {"scoring": "accuracy"}  # spelled out: scikit-learn 1.10 changes the default
         if "use_legacy_attributes" in signature(LogisticRegressionCV).parameters:
             kw["use_legacy_attributes"] = False
-        clf = make_pipeline(StandardScaler(), LogisticRegressionCV(
-            Cs=[0.01, 0.1, 1.0, 10.0], cv=cv, l1_ratios=[1.0], solver="saga", class_weight="balanced",
-            max_iter=3000, random_state=spec.seed, **kw))
+        clf = make_pipeline(
+            StandardScaler(),
+            LogisticRegressionCV(
+                Cs=[0.01, 0.1, 1.0, 10.0],
+                cv=cv,
+                l1_ratios=[1.0],
+                solver="saga",
+                class_weight="balanced",
+                max_iter=3000,
+                random_state=spec.seed,
+                **kw,
+            ),
+        )
         clf.fit(x, y)
         p = clf.predict_proba(radiomics_features(data.test.images))
         probs = np.zeros((len(p), data.train.num_classes))

@@ -45,7 +45,9 @@ class RankAggregation(dsim.Predictor):
             for m, v in c.values.items():
                 if v is not None and np.isfinite(v):
                     per_measure[m][c.source.name] = float(v)
-        nranks = {m: normalised_ranks(vals, measure_kinds.get(m, "distance")) for m, vals in per_measure.items()}
+        nranks = {
+            m: normalised_ranks(vals, measure_kinds.get(m, "distance")) for m, vals in per_measure.items()
+        }
         agg = {}
         for c in candidates:
             rs = [nranks[m][c.source.name] for m in nranks if c.source.name in nranks[m]]
@@ -78,7 +80,11 @@ class RankAggregation(dsim.Predictor):
                 contrib[m] = entry
             if n in measured:
                 t, sd, auc, k = measured[n]
-                rows.append(dsim.RankingRow(n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib))
+                rows.append(
+                    dsim.RankingRow(
+                        n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib
+                    )
+                )
             elif n in agg:
                 if slope is not None:
                     score, unc = float(slope * agg[n] + intercept), spread
@@ -91,13 +97,18 @@ class RankAggregation(dsim.Predictor):
         rows = tuple(dsim.RankingRow(**{**r.to_dict(), "rank": i + 1}) for i, r in enumerate(rows))
         notes = []
         if measured and slope is None and any(r.status == "predicted" for r in rows):
-            notes.append("too few measured sources share a measure with the others to calibrate "
-                         "predictions; predicted rows get the median measured transferability")
+            notes.append(
+                "too few measured sources share a measure with the others to calibrate "
+                "predictions; predicted rows get the median measured transferability"
+            )
         return dsim.Ranking(
-            target=target.name, rows=rows, predictor=self.name,
+            target=target.name,
+            rows=rows,
+            predictor=self.name,
             measures=tuple(sorted(nranks)),
             score_unit="transferability %" if on_t_scale else "aggregate rank score (0-1, higher is better)",
-            notes=tuple(notes), target_auc=dsim.target_baseline(history, target.name),
+            notes=tuple(notes),
+            target_auc=dsim.target_baseline(history, target.name),
         )
 
 

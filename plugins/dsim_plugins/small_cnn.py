@@ -31,8 +31,11 @@ def _make(width: int, in_chans: int, num_classes: int):
             chans = [in_chans, w, 2 * w, 4 * w, 8 * w]
             layers = []
             for i in range(4):
-                layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
-                           nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                    nn.BatchNorm2d(chans[i + 1]),
+                    nn.ReLU(inplace=True),
+                ]
                 if i < 3:
                     layers.append(nn.MaxPool2d(2))
             self.features = nn.Sequential(*layers)
@@ -79,14 +82,21 @@ class SmallCNNBackbones(dsim.BackboneFactory):
             model = _make(_WIDTHS[model_name], in_chans, num_classes)
         if weights == "random":
             model.dsim_weights_id = dsim.stable_hash(
-                {"arch": model_name, "init": "random", "seed": seed, "in_chans": in_chans,
-                 "torch": torch.__version__.split("+")[0]})
+                {
+                    "arch": model_name,
+                    "init": "random",
+                    "seed": seed,
+                    "in_chans": in_chans,
+                    "torch": torch.__version__.split("+")[0],
+                }
+            )
             return model
         if weights == "imagenet":
             raise dsim.WeightsMissingError(
                 f"backbone {model_name!r} has no ImageNet weights; pretrain it on a source with "
                 f"`dsim pretrain --source S --backbone {model_name}`, pass a checkpoint file, or use "
-                "a timm backbone (e.g. resnet18) with ImageNet weights in the local cache")
+                "a timm backbone (e.g. resnet18) with ImageNet weights in the local cache"
+            )
         path = Path(str(weights)).expanduser()
         if not path.is_file():
             raise dsim.WeightsMissingError(f"checkpoint file {str(weights)!r} not found")
@@ -99,7 +109,8 @@ class SmallCNNBackbones(dsim.BackboneFactory):
         if bad:
             raise dsim.DsimError(
                 f"checkpoint {str(path)!r} does not fit backbone {model_name!r} with {in_chans} input "
-                f"channels: {len(bad)} of {len(body)} tensors missing or mis-shaped (e.g. {bad[0]})")
+                f"channels: {len(bad)} of {len(body)} tensors missing or mis-shaped (e.g. {bad[0]})"
+            )
         model.load_state_dict({k: sd[k] for k in body}, strict=False)
         h = hashlib.sha256(path.read_bytes()).hexdigest()
         model.dsim_weights_id = h

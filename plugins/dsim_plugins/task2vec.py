@@ -69,7 +69,15 @@ import dsim
 #: the reference's ResNet layer list (models.py), mapped to timm's ResNet module names; the
 #: reference's ``skip_layers`` indexes this list (6 = start at layer3).
 _RESNET_LAYERS = (
-    "conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4", "global_pool",
+    "conv1",
+    "bn1",
+    "act1",
+    "maxpool",
+    "layer1",
+    "layer2",
+    "layer3",
+    "layer4",
+    "global_pool",
     None,  # the reference's flatten; timm's global_pool already flattens
     "fc",
 )
@@ -121,7 +129,7 @@ def _cpu_has_bf16() -> bool:
             flags = f.read()
     except OSError:
         return False
-    return ("avx512_bf16" in flags or "amx_bf16" in flags)
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(value: Any, device) -> str:
@@ -155,6 +163,7 @@ def canonical_labels(labels: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # the probe, split at ``skip_layers``
 # --------------------------------------------------------------------------------------------
+
 
 class _Probe:
     """A probe network as the reference sees it: an ordered list of layers ending in the
@@ -227,8 +236,17 @@ def _set_bn(model, mode: str) -> None:
 # the embedding
 # --------------------------------------------------------------------------------------------
 
-def task2vec_embedding(images: np.ndarray, labels: np.ndarray, model, *, opts: dict[str, Any],
-                       seed: int = 0, device=None, progress=None) -> dict[str, Any]:
+
+def task2vec_embedding(
+    images: np.ndarray,
+    labels: np.ndarray,
+    model,
+    *,
+    opts: dict[str, Any],
+    seed: int = 0,
+    device=None,
+    progress=None,
+) -> dict[str, Any]:
     """Diagonal Monte-Carlo Fisher embedding of one task (see the module docstring).
 
     ``model`` is a probe whose classifier has one output per class in ``labels`` (it is
@@ -260,7 +278,9 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
     n = len(labels)
     k = int(labels.max()) + 1 if n else 0
     if n < 2 or k < 2:
-        raise dsim.DsimError(f"task2vec needs at least two images of two classes, got {n} images of {k} class(es)")
+        raise dsim.DsimError(
+            f"task2vec needs at least two images of two classes, got {n} images of {k} class(es)"
+        )
     size = int(opts["image_size"])
     bs = int(opts["task2vec_batch_size"])
     skip = int(opts["task2vec_skip_layers"])
@@ -312,8 +332,9 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         p.requires_grad_(False)
     for p in clf.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.Adam(clf.parameters(), lr=float(opts["task2vec_lr"]),
-                           weight_decay=float(opts["task2vec_weight_decay"]))
+    opt = torch.optim.Adam(
+        clf.parameters(), lr=float(opts["task2vec_lr"]), weight_decay=float(opts["task2vec_weight_decay"])
+    )
     epochs = int(opts["task2vec_epochs"])
     for epoch in range(epochs):
         for b in draws():
@@ -329,8 +350,20 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         p.requires_grad_(False)
     method = str(opts["task2vec_method"])
     if method == "variational":
-        return _variational(probe, model, cached_t if skip else None, inputs, y_all, weights, skip, opts, gen,
-                            device, progress, train_error)
+        return _variational(
+            probe,
+            model,
+            cached_t if skip else None,
+            inputs,
+            y_all,
+            weights,
+            skip,
+            opts,
+            gen,
+            device,
+            progress,
+            train_error,
+        )
     if method != "montecarlo":
         raise Task2VecError(f"task2vec_method={method!r}: use 'montecarlo' or 'variational'")
 
@@ -345,7 +378,7 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
     acc = [torch.zeros_like(p) for p in params]  # float32, as the reference
     order = draws()
     done = 0
-    for i, b in enumerate(order):
+    for _i, b in enumerate(order):
         if done >= n_batches:
             break
         kk = min(label_draws, n_batches - done)
@@ -371,12 +404,19 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         a = (a / n_batches).reshape(a.shape[0], -1).mean(dim=1)
         hess.append(a.double().cpu().numpy())
         sizes.append(int(a.shape[0]))
-    return {"hessian": np.concatenate(hess), "names": list(probe.names), "sizes": sizes,
-            "train_error": train_error, "precision": precision, "scale": np.ones(sum(sizes))}
+    return {
+        "hessian": np.concatenate(hess),
+        "names": list(probe.names),
+        "sizes": sizes,
+        "train_error": train_error,
+        "precision": precision,
+        "scale": np.ones(sum(sizes)),
+    }
 
 
-def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen, device, progress,
-                 train_error) -> dict[str, Any]:
+def _variational(
+    probe, model, cached_t, inputs, y_all, weights, skip, opts, gen, device, progress, train_error
+) -> dict[str, Any]:
     """The reference's ``variational`` Fisher (Achille et al. 2019, sec. 3): every conv / linear
     filter after layer ``skip`` (classifier excluded) gets Gaussian weight noise with a learned
     per-filter log-variance, applied through the local reparametrisation trick (output noise of
@@ -399,7 +439,9 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
             mods.append(mod)
             names.append(name)
     if not mods:
-        raise Task2VecError("task2vec_method=variational: no convolution or linear layer after the skipped ones")
+        raise Task2VecError(
+            "task2vec_method=variational: no convolution or linear layer after the skipped ones"
+        )
     logvar, loglam = [], []
     for m in mods:
         w = m.weight.detach()
@@ -416,9 +458,13 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
                 ov = F.conv2d(x * x + 1e-2, v, None, mod.stride, mod.padding, mod.dilation, mod.groups)
             else:
                 ov = F.linear(x * x + 1e-2, v)
-            eps = torch.empty(out.shape, device=out.device).normal_(generator=gen) if out.device.type == "cpu" \
+            eps = (
+                torch.empty(out.shape, device=out.device).normal_(generator=gen)
+                if out.device.type == "cpu"
                 else torch.randn_like(out)
+            )
             return out + ov.sqrt() * eps
+
         return hook
 
     def kl():
@@ -426,8 +472,13 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
         total = -float(k)
         for m, lv, ll in zip(mods, logvar, loglam):
             n_per = m.weight.numel() // m.weight.shape[0]
-            total = total + m.weight.pow(2).sum() / ll.exp() + lv.exp().sum() * n_per / ll.exp() \
-                + ll * m.weight.numel() - lv.sum() * n_per
+            total = (
+                total
+                + m.weight.pow(2).sum() / ll.exp()
+                + lv.exp().sum() * n_per / ll.exp()
+                + ll * m.weight.numel()
+                - lv.sum() * n_per
+            )
         return total
 
     # the reference lists the batch-norm parameters in its optimizer (lr 5e-4) but turns their
@@ -436,8 +487,11 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
     clf = list(probe.classifier.parameters())
     for p in clf:
         p.requires_grad_(True)
-    opt = torch.optim.Adam([{"params": logvar + loglam}, {"params": clf, "lr": 5e-4}],
-                           lr=float(opts["task2vec_variational_lr"]), betas=(0.9, 0.999))
+    opt = torch.optim.Adam(
+        [{"params": logvar + loglam}, {"params": clf, "lr": 5e-4}],
+        lr=float(opts["task2vec_variational_lr"]),
+        betas=(0.9, 0.999),
+    )
     beta = float(opts["task2vec_variational_beta"])
     bs = int(opts["task2vec_batch_size"])
     n_batches = int(opts["task2vec_variational_samples"]) // bs
@@ -462,8 +516,14 @@ def _variational(probe, model, cached_t, inputs, y_all, weights, skip, opts, gen
         hess.append(h)
         scale.append(np.full(h.size, float(torch.exp(-ll.detach()))))
         sizes.append(int(h.size))
-    return {"hessian": np.concatenate(hess), "names": names, "sizes": sizes, "train_error": train_error,
-            "precision": "fp32", "scale": np.concatenate(scale)}
+    return {
+        "hessian": np.concatenate(hess),
+        "names": names,
+        "sizes": sizes,
+        "train_error": train_error,
+        "precision": "fp32",
+        "scale": np.concatenate(scale),
+    }
 
 
 def symmetric_distance(h0: np.ndarray, h1: np.ndarray) -> float:
@@ -475,7 +535,9 @@ def symmetric_distance(h0: np.ndarray, h1: np.ndarray) -> float:
     return float(1.0 - np.dot(a, b) / den) if den > 0 else 0.0
 
 
-def asymmetric_distance(hs: np.ndarray, ht: np.ndarray, alpha: float = 0.15, trivial: np.ndarray | None = None) -> float:
+def asymmetric_distance(
+    hs: np.ndarray, ht: np.ndarray, alpha: float = 0.15, trivial: np.ndarray | None = None
+) -> float:
     """``d_sym(s, t) - alpha * d_sym(s, trivial)``, trivial = every filter at the prior: F = 1 for
     the Monte-Carlo embedding, the layer's prior scale ``1 / lambda^2`` for the variational one."""
     triv = np.ones_like(hs) if trivial is None else np.asarray(trivial, np.float64)
@@ -486,28 +548,52 @@ def asymmetric_distance(hs: np.ndarray, ht: np.ndarray, alpha: float = 0.15, tri
 # the measure
 # --------------------------------------------------------------------------------------------
 
+
 class Task2Vec(dsim.Measure):
     name = "task2vec"
-    description = ("Task2Vec: cosine distance of diagonal Monte-Carlo Fisher embeddings of a probe "
-                   "network (Achille et al. 2019)")
+    description = (
+        "Task2Vec: cosine distance of diagonal Monte-Carlo Fisher embeddings of a probe "
+        "network (Achille et al. 2019)"
+    )
     kind = "distance"
     needs = "images"
 
     def config(self, ctx):
         o = _opts(ctx)
-        cfg = {k: o[k] for k in ("probe", "image_size", "task2vec_skip_layers",
-                                 "task2vec_fisher_samples", "task2vec_batch_size", "task2vec_epochs",
-                                 "task2vec_lr", "task2vec_weight_decay", "task2vec_bn",
-                                 "task2vec_protocol", "task2vec_label_draws")}
+        cfg = {
+            k: o[k]
+            for k in (
+                "probe",
+                "image_size",
+                "task2vec_skip_layers",
+                "task2vec_fisher_samples",
+                "task2vec_batch_size",
+                "task2vec_epochs",
+                "task2vec_lr",
+                "task2vec_weight_decay",
+                "task2vec_bn",
+                "task2vec_protocol",
+                "task2vec_label_draws",
+            )
+        }
         if o["task2vec_protocol"] == "cats-scans":
-            cfg.update({k: o[k] for k in ("task2vec_subsets", "task2vec_subset_fraction",
-                                          "task2vec_subset_min")})
+            cfg.update(
+                {k: o[k] for k in ("task2vec_subsets", "task2vec_subset_fraction", "task2vec_subset_min")}
+            )
         cfg["max_samples"] = ctx.option("max_samples")
         cfg["seed"] = ctx.seed
         cfg["method"] = str(o["task2vec_method"])
         if cfg["method"] == "variational":
-            cfg.update({k: o[k] for k in ("task2vec_variational_samples", "task2vec_variational_beta",
-                                          "task2vec_variational_lr")})
+            cfg.update(
+                {
+                    k: o[k]
+                    for k in (
+                        "task2vec_variational_samples",
+                        "task2vec_variational_beta",
+                        "task2vec_variational_lr",
+                    )
+                }
+            )
             cfg["precision"] = "fp32"
         else:
             cfg["precision"] = resolve_precision(o["task2vec_precision"], ctx.torch_device())
@@ -519,7 +605,11 @@ class Task2Vec(dsim.Measure):
 
     def _weights_id(self, ctx) -> str:
         # the probe's weights id does not depend on the head size: build a 2-class probe once
-        key = (ctx.option("probe", DEFAULTS["probe"]), str(ctx.option("probe_weights", DEFAULTS["probe_weights"])), ctx.seed)
+        key = (
+            ctx.option("probe", DEFAULTS["probe"]),
+            str(ctx.option("probe_weights", DEFAULTS["probe_weights"])),
+            ctx.seed,
+        )
         cache = self.__dict__.setdefault("_wid", {})
         if key not in cache:
             cache[key] = self._probe(ctx, 2).dsim_weights_id
@@ -536,10 +626,21 @@ class Task2Vec(dsim.Measure):
         bs, size, skip = int(o["task2vec_batch_size"]), int(o["image_size"]), int(o["task2vec_skip_layers"])
         variational = str(o["task2vec_method"]) == "variational"
         kd = 1 if variational else max(1, int(o["task2vec_label_draws"]))
-        n_batches = max(1, int(o["task2vec_variational_samples" if variational else "task2vec_fisher_samples"]) // bs)
-        key = (o["probe"], str(o["probe_weights"]), size, skip, bs, kd, str(ctx.torch_device()),
-               str(o["task2vec_precision"]),
-               int(o["task2vec_threads"] or 0), torch.get_num_threads())
+        n_batches = max(
+            1, int(o["task2vec_variational_samples" if variational else "task2vec_fisher_samples"]) // bs
+        )
+        key = (
+            o["probe"],
+            str(o["probe_weights"]),
+            size,
+            skip,
+            bs,
+            kd,
+            str(ctx.torch_device()),
+            str(o["task2vec_precision"]),
+            int(o["task2vec_threads"] or 0),
+            torch.get_num_threads(),
+        )
         cal = self.__dict__.setdefault("_calibration", {})
         if key not in cal:
             try:
@@ -553,13 +654,16 @@ class Task2Vec(dsim.Measure):
 
         def one(n):
             if o["task2vec_protocol"] == "cats-scans":
-                m = min(n, max(int(o["task2vec_subset_min"]), math.ceil(float(o["task2vec_subset_fraction"]) * n)))
+                m = min(
+                    n, max(int(o["task2vec_subset_min"]), math.ceil(float(o["task2vec_subset_fraction"]) * n))
+                )
                 return int(o["task2vec_subsets"]) * (math.ceil(m / bs) * t_body + n_fwd * t_step)
             return math.ceil(n / bs) * t_body + n_fwd * t_step
 
         cap = ctx.option("max_samples")
-        sizes = [min(int(n), int(cap)) if cap else int(n) for n in list(n_source_images) + [n_target_images]
-                 if n]
+        sizes = [
+            min(int(n), int(cap)) if cap else int(n) for n in list(n_source_images) + [n_target_images] if n
+        ]
         return float(sum(one(n) for n in sizes)) if sizes else None
 
     def _calibrate(self, ctx, o, bs, size, skip, kd):
@@ -611,16 +715,27 @@ class Task2Vec(dsim.Measure):
 
     def _probe(self, ctx, num_classes: int):
         o = _opts(ctx)
-        return dsim.create_backbone(o["probe"], weights=str(o["probe_weights"]),
-                                    num_classes=num_classes, in_chans=3, seed=ctx.seed)
+        return dsim.create_backbone(
+            o["probe"], weights=str(o["probe_weights"]), num_classes=num_classes, in_chans=3, seed=ctx.seed
+        )
 
     def _embed(self, data: dsim.ImageSet, ctx, seed: int, desc: str = "") -> dict[str, Any]:
 
         k = len(np.unique(data.labels))
         model = self._probe(ctx, max(k, 2))
-        prog = (lambda d, i, t: ctx.progress(f"{d}{desc}", i, t))
-        return task2vec_embedding(data.images, data.labels, model, opts=_opts(ctx), seed=seed,
-                                  device=ctx.torch_device(), progress=prog)
+
+        def prog(d, i, t):
+            return ctx.progress(f"{d}{desc}", i, t)
+
+        return task2vec_embedding(
+            data.images,
+            data.labels,
+            model,
+            opts=_opts(ctx),
+            seed=seed,
+            device=ctx.torch_device(),
+            progress=prog,
+        )
 
     def represent(self, data, ctx):
         import torch
@@ -638,11 +753,18 @@ class Task2Vec(dsim.Measure):
             if protocol == "single":
                 e = self._embed(data, ctx, ctx.seed)
                 arrays = {"hessian": e["hessian"], "scale": e["scale"]}
-                meta = {"names": e["names"], "sizes": e["sizes"], "train_error": e["train_error"],
-                        "n": len(data)}
+                meta = {
+                    "names": e["names"],
+                    "sizes": e["sizes"],
+                    "train_error": e["train_error"],
+                    "n": len(data),
+                }
             elif protocol == "cats-scans":
                 n_sub = int(o["task2vec_subsets"])
-                m = max(int(o["task2vec_subset_min"]), int(math.ceil(float(o["task2vec_subset_fraction"]) * len(data))))
+                m = max(
+                    int(o["task2vec_subset_min"]),
+                    int(math.ceil(float(o["task2vec_subset_fraction"]) * len(data))),
+                )
                 m = min(m, len(data))
                 hs, errs, scales = [], [], []
                 for i in range(n_sub):
@@ -651,9 +773,18 @@ class Task2Vec(dsim.Measure):
                     hs.append(e["hessian"])
                     scales.append(e["scale"])
                     errs.append(e["train_error"])
-                arrays = {"hessian": np.mean(hs, axis=0), "hessians": np.stack(hs), "scale": np.mean(scales, axis=0)}
-                meta = {"names": e["names"], "sizes": e["sizes"], "train_error": float(np.mean(errs)),
-                        "n": len(data), "subset_size": m}
+                arrays = {
+                    "hessian": np.mean(hs, axis=0),
+                    "hessians": np.stack(hs),
+                    "scale": np.mean(scales, axis=0),
+                }
+                meta = {
+                    "names": e["names"],
+                    "sizes": e["sizes"],
+                    "train_error": float(np.mean(errs)),
+                    "n": len(data),
+                    "subset_size": m,
+                }
             else:
                 raise Task2VecError(f"task2vec_protocol={protocol!r}: use 'single' or 'cats-scans'")
         return self.representation(data if len(data) else data, ctx, meta=meta, arrays=arrays)
@@ -669,8 +800,9 @@ class Task2Vec(dsim.Measure):
             pairs = [(rng.integers(len(hs)), rng.integers(len(ht))) for _ in range(int(o["task2vec_pairs"]))]
             vals = [self._dist(hs[i], ht[j], kind, o, trivial=source.arrays.get("scale")) for i, j in pairs]
             return float(np.mean(vals))
-        return self._dist(source.arrays["hessian"], target.arrays["hessian"], kind, o,
-                          trivial=source.arrays.get("scale"))
+        return self._dist(
+            source.arrays["hessian"], target.arrays["hessian"], kind, o, trivial=source.arrays.get("scale")
+        )
 
     @staticmethod
     def _dist(a, b, kind, o, trivial=None) -> float:

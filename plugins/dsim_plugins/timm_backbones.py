@@ -48,8 +48,8 @@ def _cached_pretrained_file(model_name: str) -> str | None:
                 p = try_to_load_from_cache(hub_id, fname, cache_dir=os.environ.get("HF_HUB_CACHE"))
                 if isinstance(p, str) and os.path.exists(p):
                     return p
-        except Exception:
-            pass
+        except (ImportError, OSError, ValueError):  # no hub library or an unreadable cache: try torch hub
+            p = None
     url = cfg.get("url")
     if url:
         import torch.hub
@@ -81,7 +81,9 @@ def _read_state_dict(path: Path):
 
 class TimmBackbones(dsim.BackboneFactory):
     name = "timm"
-    description = "any timm model; ImageNet weights from the local cache, a checkpoint file, or seeded random init"
+    description = (
+        "any timm model; ImageNet weights from the local cache, a checkpoint file, or seeded random init"
+    )
 
     def handles(self, model_name: str) -> bool:
         import timm
@@ -102,10 +104,18 @@ class TimmBackbones(dsim.BackboneFactory):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # seeded init of whatever is not loaded (e.g. a new head)
             if weights == "random":
-                model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+                model = timm.create_model(
+                    model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans
+                )
                 model.dsim_weights_id = dsim.stable_hash(
-                    {"arch": model_name, "init": "random", "seed": seed, "in_chans": in_chans,
-                     "timm": timm.__version__, "torch": torch.__version__.split("+")[0]}
+                    {
+                        "arch": model_name,
+                        "init": "random",
+                        "seed": seed,
+                        "in_chans": in_chans,
+                        "timm": timm.__version__,
+                        "torch": torch.__version__.split("+")[0],
+                    }
                 )
                 return model
             if weights == "imagenet":
@@ -115,12 +125,16 @@ class TimmBackbones(dsim.BackboneFactory):
 
                     print(f"downloading ImageNet weights for timm model {model_name!r}", file=sys.stderr)
                     try:
-                        model = timm.create_model(model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+                        model = timm.create_model(
+                            model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans
+                        )
                     except Exception as exc:
                         raise dsim.WeightsMissingError(
                             f"could not download ImageNet weights for {model_name!r}: {type(exc).__name__}"
                         ) from None
-                    model.dsim_weights_id = dsim.stable_hash({"arch": model_name, "weights": "timm-pretrained"})
+                    model.dsim_weights_id = dsim.stable_hash(
+                        {"arch": model_name, "weights": "timm-pretrained"}
+                    )
                     return model
                 if path is None:
                     raise dsim.WeightsMissingError(
@@ -133,7 +147,9 @@ class TimmBackbones(dsim.BackboneFactory):
                 path = str(Path(weights).expanduser())
                 if not Path(path).is_file():
                     raise dsim.WeightsMissingError(f"checkpoint file {weights!r} not found")
-            model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+            model = timm.create_model(
+                model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans
+            )
             sd = _read_state_dict(Path(path))
             own = model.state_dict()
             adapted = {}
@@ -142,7 +158,12 @@ class TimmBackbones(dsim.BackboneFactory):
                     continue
                 if own[k].shape == v.shape:
                     adapted[k] = v
-                elif v.ndim == 4 and own[k].ndim == 4 and own[k].shape[0] == v.shape[0] and own[k].shape[2:] == v.shape[2:]:
+                elif (
+                    v.ndim == 4
+                    and own[k].ndim == 4
+                    and own[k].shape[0] == v.shape[0]
+                    and own[k].shape[2:] == v.shape[2:]
+                ):
                     # first conv with another number of input channels (grey <-> RGB), as timm does
                     adapted[k] = _adapt_in_chans(v, own[k].shape[1])
             loaded = len(adapted)

@@ -63,20 +63,25 @@ def create_backbone(
     ``weights``: ``"imagenet"`` (local cache; never a silent download), ``"random"`` (seeded random
     init, explicit) or a checkpoint file path. ``num_classes=0`` gives a feature extractor.
     """
-    factories = [f for _p, f in collect("dsim_register_backbones")]
-    for f in factories:
+    from .plugins import record_failure
+
+    factories = collect("dsim_register_backbones")
+    for plugin, f in factories:
         try:
             ok = f.handles(model_name)
-        except Exception:
+        except Exception as exc:  # a broken factory must not hide the others: recorded, skipped
+            record_failure(plugin, f"raised in handles({model_name!r}): {type(exc).__name__}: {exc}")
             ok = False
         if ok:
-            return f.create(model_name, weights=weights, num_classes=num_classes, in_chans=in_chans, seed=seed)
+            return f.create(
+                model_name, weights=weights, num_classes=num_classes, in_chans=in_chans, seed=seed
+            )
     known: list[str] = []
-    for f in factories:
+    for plugin, f in factories:
         try:
             known += f.list_models("*")
-        except Exception:
-            pass
+        except Exception as exc:
+            record_failure(plugin, f"raised in list_models: {type(exc).__name__}: {exc}")
     raise UnknownNameError("backbone", model_name, known)
 
 
@@ -109,9 +114,7 @@ def candidate_sources(
     with_results = {r.source for r in history if r.target in family}
     with_values = {v.source for v in values if v.target in family}
     study_sources = {r.source for r in history}
-    target_expert = bool(target.expert) or any(
-        reg.get(n).expert for n in family if n in reg
-    )
+    target_expert = bool(target.expert) or any(reg.get(n).expert for n in family if n in reg)
     chosen, skipped = [], []
     for card in reg:
         if card.name in family:
@@ -180,7 +183,9 @@ def rank(
     reg = get_registry()
     tcard = target if isinstance(target, DatasetCard) else reg.resolve(target)
     ctx = Context(
-        seed=seed, device=device, cache=cache if cache is not None else Cache(),
+        seed=seed,
+        device=device,
+        cache=cache if cache is not None else Cache(),
         progress=progress or (lambda *a: None),
         options={"max_samples": max_samples, **dict(options or {})},
     )
@@ -206,7 +211,9 @@ def rank(
     if target_missing is None:  # read the target first: bad input fails before any work
         target_data = images_of(tcard)
         if target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
-            raise DsimError(f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one")
+            raise DsimError(
+                f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
+            )
     if sources is not None:
         cands = [reg.resolve(s) for s in _resolve_names(sources) or []]
         family = _family(tcard)
@@ -240,11 +247,21 @@ def rank(
             continue
         if m.needs == "source-model" and not ctx.option("source_checkpoints"):
             if wanted:
-                skipped.append({"measure": m.name, "reason": "needs source-pretrained checkpoints (run `dsim pretrain` or pass source_checkpoints)"})
+                skipped.append(
+                    {
+                        "measure": m.name,
+                        "reason": "needs source-pretrained checkpoints (run `dsim pretrain` or pass source_checkpoints)",
+                    }
+                )
             continue
         if m.needs in ("images", "source-model"):
             if target_missing is not None:
-                skipped.append({"measure": m.name, "reason": f"target {tcard.name!r} images not available: {target_missing}"})
+                skipped.append(
+                    {
+                        "measure": m.name,
+                        "reason": f"target {tcard.name!r} images not available: {target_missing}",
+                    }
+                )
                 continue
         why_t = _applicable(m, tcard)
         if why_t:
@@ -252,8 +269,13 @@ def rank(
             continue
         measure_failed = None
         if m.needs == "images":
-            _report_estimate(m, ctx, [c for c in todo if _applicable(m, c) is None and data_missing(c) is None],
-                             images_of, target_data)
+            _report_estimate(
+                m,
+                ctx,
+                [c for c in todo if _applicable(m, c) is None and data_missing(c) is None],
+                images_of,
+                target_data,
+            )
         for i, c in enumerate(todo):
             ctx.progress(f"{m.name}: {c.name}", i, len(todo))
             why = _applicable(m, c)
@@ -281,8 +303,13 @@ def rank(
                 skipped.append({"source": c.name, "measure": m.name, "reason": reason})
                 continue
             except Exception as exc:  # a plugin that raises: name it, keep the rest
-                skipped.append({"source": c.name, "measure": m.name,
-                                "reason": f"measure plugin raised {type(exc).__name__}: {exc}"})
+                skipped.append(
+                    {
+                        "source": c.name,
+                        "measure": m.name,
+                        "reason": f"measure plugin raised {type(exc).__name__}: {exc}",
+                    }
+                )
                 continue
             vals.put(c.name, m.name, value, "computed", contrib)
             _ = time.perf_counter() - t0
@@ -291,8 +318,12 @@ def rank(
             skipped.append({"measure": m.name, "reason": measure_failed})
 
     candidates = [
-        Candidate(source=c, values=vals.values.get(c.name, {}), origins=vals.origins.get(c.name, {}),
-                  contributions=vals.contributions.get(c.name, {}))
+        Candidate(
+            source=c,
+            values=vals.values.get(c.name, {}),
+            origins=vals.origins.get(c.name, {}),
+            contributions=vals.contributions.get(c.name, {}),
+        )
         for c in cands
     ]
     pred, pred_note = _predictor(predictor)
@@ -300,8 +331,12 @@ def rank(
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)
     for c in cands:
-        if c.name not in ranked and not any(s.get("source") == c.name and "measure" not in s for s in skipped):
-            skipped.append({"source": c.name, "reason": "no measure could describe it and no measured result"})
+        if c.name not in ranked and not any(
+            s.get("source") == c.name and "measure" not in s for s in skipped
+        ):
+            skipped.append(
+                {"source": c.name, "reason": "no measure could describe it and no measured result"}
+            )
     notes = list(ranking.notes)
     if pred_note:
         notes.append(pred_note)
@@ -349,14 +384,19 @@ def _predictor(predictor: str | Predictor | None) -> tuple[Predictor, str | None
     try:
         fitted = load_fitted()
     except DsimError as exc:
-        return get_predictor("rank-aggregation"), f"predictor: rank-aggregation (fitted predictor not usable: {exc})"
+        return get_predictor(
+            "rank-aggregation"
+        ), f"predictor: rank-aggregation (fitted predictor not usable: {exc})"
     if fitted is None:
         return get_predictor("rank-aggregation"), (
-            "predictor: rank-aggregation (no fitted predictor; `dsim predictor fit` learns one from the results store)")
+            "predictor: rank-aggregation (no fitted predictor; `dsim predictor fit` learns one from the results store)"
+        )
     doc = getattr(fitted, "fitted_from", None) or fitted_info() or {}
     info = doc.get("trained_on", {})
-    note = (f"predictor: fitted {fitted.name} ({doc.get('path', '?')}), trained on {info.get('n_results', '?')} "
-            f"results for targets {', '.join(info.get('targets', [])) or '?'}")
+    note = (
+        f"predictor: fitted {fitted.name} ({doc.get('path', '?')}), trained on {info.get('n_results', '?')} "
+        f"results for targets {', '.join(info.get('targets', [])) or '?'}"
+    )
     from .predictors import results_fingerprint
 
     if info.get("results") and info["results"] != results_fingerprint(known_results()):
@@ -418,9 +458,13 @@ def measure(
     s = source if isinstance(source, DatasetCard) else reg.resolve(source)
     t = target if isinstance(target, DatasetCard) else reg.resolve(target)
     m = named("dsim_register_measures", "measure", measure)
-    ctx = Context(seed=seed, device=device, cache=cache if cache is not None else Cache(),
-                  progress=progress or (lambda *a: None),
-                  options={"max_samples": max_samples, **dict(options or {})})
+    ctx = Context(
+        seed=seed,
+        device=device,
+        cache=cache if cache is not None else Cache(),
+        progress=progress or (lambda *a: None),
+        options={"max_samples": max_samples, **dict(options or {})},
+    )
     for card in (s, t):
         why = _applicable(m, card)
         if why:
@@ -441,13 +485,22 @@ def measure(
     except DsimError:
         raise
     except Exception as exc:  # a plugin that raises: one line naming the measure and the pair
-        raise DsimError(f"measure {m.name!r} raised on {s.name} -> {t.name}: {type(exc).__name__}: "
-                        f"{' '.join(str(exc).split())}") from None
+        raise DsimError(
+            f"measure {m.name!r} raised on {s.name} -> {t.name}: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}"
+        ) from None
     timings["measure_s"] = time.perf_counter() - t1
     return {
-        "source": s.name, "target": t.name, "measure": m.name, "kind": m.kind,
-        "value": float(value), "config": m.config(ctx), "timings": timings,
+        "source": s.name,
+        "target": t.name,
+        "measure": m.name,
+        "kind": m.kind,
+        "value": float(value),
+        "config": m.config(ctx),
+        "timings": timings,
         "contributions": _contributions(m, s_obj, t_obj, ctx) if m.needs == "card" else {},
-        "samples": {"source": len(s_obj) if isinstance(s_obj, ImageSet) else None,
-                    "target": len(t_obj) if isinstance(t_obj, ImageSet) else None},
+        "samples": {
+            "source": len(s_obj) if isinstance(s_obj, ImageSet) else None,
+            "target": len(t_obj) if isinstance(t_obj, ImageSet) else None,
+        },
     }

@@ -67,7 +67,9 @@ class Cache:
         meta_path, arr_path = self._paths(rep.measure, rep.key)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         if rep.arrays:
-            _atomic_write(arr_path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in rep.arrays.items()}))
+            _atomic_write(
+                arr_path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in rep.arrays.items()})
+            )
         d = rep.to_dict()
         d.pop("arrays")
         _atomic_write(meta_path, lambda f: f.write(json.dumps(d, indent=1).encode()))

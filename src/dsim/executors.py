@@ -28,14 +28,27 @@ OnResult = Callable[[RunSpec, "RunResult | None", "str | None"], None]
 class LocalExecutor:
     name = "local"
 
-    def run(self, specs: Sequence[RunSpec], on_result: OnResult, *, device: str = "auto",
-            inline: Mapping[str, ImageSet] | None = None, run_progress=None) -> None:
+    def run(
+        self,
+        specs: Sequence[RunSpec],
+        on_result: OnResult,
+        *,
+        device: str = "auto",
+        inline: Mapping[str, ImageSet] | None = None,
+        run_progress=None,
+    ) -> None:
         from .validation import execute_run
 
         for spec in specs:
             try:
-                result = execute_run(spec, device=device, inline=inline,
-                                     progress=(lambda d, a, b, _l=spec.label: run_progress(_l, a, b)) if run_progress else None)
+                result = execute_run(
+                    spec,
+                    device=device,
+                    inline=inline,
+                    progress=(lambda d, a, b, _l=spec.label: run_progress(_l, a, b))
+                    if run_progress
+                    else None,
+                )
             except DsimError as exc:
                 on_result(spec, None, str(exc))
                 continue
@@ -74,8 +87,11 @@ class RayExecutor:
         except ImportError:
             raise DsimError("executor 'ray' needs Ray: pip install 'dsim[ray]'") from None
         if not ray.is_initialized():
-            kw: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
-                                  "log_to_driver": False}
+            kw: dict[str, Any] = {
+                "ignore_reinit_error": True,
+                "include_dashboard": False,
+                "log_to_driver": False,
+            }
             if self.address:
                 kw["address"] = self.address
             elif self.num_cpus:
@@ -83,17 +99,28 @@ class RayExecutor:
             try:
                 ray.init(**kw)
             except Exception as exc:
-                raise DsimError(f"executor 'ray': cannot start or reach a Ray cluster"
-                                f"{' at ' + self.address if self.address else ''}: {exc}") from None
+                raise DsimError(
+                    f"executor 'ray': cannot start or reach a Ray cluster"
+                    f"{' at ' + self.address if self.address else ''}: {exc}"
+                ) from None
         return ray
 
-    def run(self, specs: Sequence[RunSpec], on_result: OnResult, *, device: str = "auto",
-            inline: Mapping[str, ImageSet] | None = None, run_progress=None) -> None:
+    def run(
+        self,
+        specs: Sequence[RunSpec],
+        on_result: OnResult,
+        *,
+        device: str = "auto",
+        inline: Mapping[str, ImageSet] | None = None,
+        run_progress=None,
+    ) -> None:
         if not specs:
             return
         ray = self._init()
         gpus = float(ray.cluster_resources().get("GPU", 0))
-        task = ray.remote(num_gpus=1 if gpus >= 1 and device != "cpu" else 0, num_cpus=1, max_retries=0)(_ray_task)
+        task = ray.remote(num_gpus=1 if gpus >= 1 and device != "cpu" else 0, num_cpus=1, max_retries=0)(
+            _ray_task
+        )
         inline_ref = ray.put(dict(inline)) if inline else None
         pending = {task.remote(s.to_dict(), device, inline_ref): s for s in specs}
         while pending:
@@ -103,7 +130,11 @@ class RayExecutor:
                 try:
                     out = ray.get(ref)
                 except Exception as exc:  # the worker died (OOM killer, node lost)
-                    on_result(spec, None, f"{spec.label}: Ray task failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+                    on_result(
+                        spec,
+                        None,
+                        f"{spec.label}: Ray task failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                    )
                     continue
                 if "error" in out:
                     on_result(spec, None, out["error"])

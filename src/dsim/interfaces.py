@@ -55,7 +55,7 @@ class Context:
 
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    cache: "Cache | None" = None
+    cache: Cache | None = None
     progress: ProgressFn = _no_progress
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -71,7 +71,7 @@ class Context:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
-    def with_options(self, **options: Any) -> "Context":
+    def with_options(self, **options: Any) -> Context:
         return dataclasses.replace(self, options={**self.options, **options})
 
 
@@ -212,9 +212,7 @@ class Measure:
         """Value for one pair. The default represents both (through the cache) and compares."""
         from .measures import representation_of
 
-        return self.compare(
-            representation_of(self, source, ctx), representation_of(self, target, ctx), ctx
-        )
+        return self.compare(representation_of(self, source, ctx), representation_of(self, target, ctx), ctx)
 
     # helper for implementations
     def representation(
@@ -290,7 +288,7 @@ class Predictor:
         values: Sequence[MeasureValue],
         cards: Mapping[str, DatasetCard],
         measure_kinds: Mapping[str, str],
-    ) -> "Predictor":
+    ) -> Predictor:
         return self
 
     def rank(

@@ -15,8 +15,14 @@ def data_fingerprint(data: ImageSet | DatasetCard) -> str:
     if isinstance(data, ImageSet):
         return data.fingerprint()
     if isinstance(data, DatasetCard):
-        return stable_hash({"card": data.name, "expert": dict(data.expert),
-                            "classes": data.num_classes, "origin": data.origin})
+        return stable_hash(
+            {
+                "card": data.name,
+                "expert": dict(data.expert),
+                "classes": data.num_classes,
+                "origin": data.origin,
+            }
+        )
     raise TypeError(f"cannot fingerprint {type(data).__name__}")
 
 

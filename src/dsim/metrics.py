@@ -42,7 +42,7 @@ def measured_transferability(history, target: str) -> dict[str, tuple[float, flo
         if r.target == target:
             by_setup[r.setup][r.source][r.fold] = r.auc
     per_source = defaultdict(list)
-    for setup, table in by_setup.items():
+    for _setup, table in by_setup.items():
         base = table.get(target)
         if not base:
             continue
@@ -50,16 +50,18 @@ def measured_transferability(history, target: str) -> dict[str, tuple[float, flo
         for source, folds in table.items():
             if source == target:
                 continue
-            ts = [
-                transferability(auc, base.get(f, base_mean)) for f, auc in sorted(folds.items())
-            ]
+            ts = [transferability(auc, base.get(f, base_mean)) for f, auc in sorted(folds.items())]
             per_source[source].append((ts, list(folds.values())))
     out = {}
     for source, groups in per_source.items():
         ts = [t for g in groups for t in g[0]]
         aucs = [a for g in groups for a in g[1]]
-        out[source] = (float(np.mean(ts)), float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
-                       float(np.mean(aucs)), len(ts))
+        out[source] = (
+            float(np.mean(ts)),
+            float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
+            float(np.mean(aucs)),
+            len(ts),
+        )
     return out
 
 

@@ -52,7 +52,8 @@ class _State:
 _state = _State()
 
 
-def _record_failure(plugin: str, what: str) -> None:
+def record_failure(plugin: str, what: str) -> None:
+    """Record that ``plugin`` failed (one line, printed once on stderr); it is skipped."""
     msg = " ".join(what.split())
     _state.failures.append((plugin, msg))
     if (plugin, msg) not in _state.reported and not os.environ.get("DSIM_QUIET_PLUGIN_ERRORS"):
@@ -74,7 +75,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken third-party plugin must not break dsim
-            _record_failure(ep.name, f"failed to load ({ep.value}): {type(exc).__name__}: {exc}")
+            record_failure(ep.name, f"failed to load ({ep.value}): {type(exc).__name__}: {exc}")
             continue
         dist = getattr(ep, "dist", None)
         _state.dists[ep.name] = dist.name if dist is not None else "?"
@@ -142,7 +143,7 @@ def collect(hook_name: str) -> list[tuple[str, Any]]:
         try:
             items = impl.function()
         except Exception as exc:
-            _record_failure(impl.plugin_name, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
+            record_failure(impl.plugin_name, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
             continue
         for item in items or ():
             out.append((impl.plugin_name, item))
@@ -159,7 +160,7 @@ def notify(hook_name: str, **kwargs: Any) -> None:
         try:
             impl.function(**{k: kwargs[k] for k in impl.argnames})
         except Exception as exc:
-            _record_failure(impl.plugin_name, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
+            record_failure(impl.plugin_name, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
 
 
 def failures() -> list[tuple[str, str]]:
@@ -204,9 +205,7 @@ def plugin_report() -> list[dict[str, Any]]:
             "package": _state.dists.get(name, "?"),
             "module": getattr(plugin, "__name__", type(plugin).__name__),
             "provides": {},
-            "events": sorted(
-                h.name for h in pm.get_hookcallers(plugin) or () if h.name in _EVENT_HOOKS
-            ),
+            "events": sorted(h.name for h in pm.get_hookcallers(plugin) or () if h.name in _EVENT_HOOKS),
             "error": None,
         }
     for hook, label in kinds.items():

@@ -79,7 +79,9 @@ def _fold_key(r: TransferResult) -> Any:
     return r.fold
 
 
-def transfer_table(results: Iterable[TransferResult], *, by_repeat: Callable[[TransferResult], Any] | None = None) -> list[PairRow]:
+def transfer_table(
+    results: Iterable[TransferResult], *, by_repeat: Callable[[TransferResult], Any] | None = None
+) -> list[PairRow]:
     """One :class:`PairRow` per measured (setup, target, source) with a target-only baseline.
 
     Each fold's AUC is compared with the same fold's baseline AUC(T) (the mean baseline when that
@@ -100,11 +102,18 @@ def transfer_table(results: Iterable[TransferResult], *, by_repeat: Callable[[Tr
                 continue
             folds = by_source[source]
             ts = [transferability(a, base.get(k, base_mean)) for k, a in sorted(folds.items(), key=str)]
-            rows.append(PairRow(
-                setup=setup, target=target, source=source, t=float(np.mean(ts)),
-                t_sd=float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
-                auc=float(np.mean(list(folds.values()))), n=len(ts), base_auc=base_mean,
-            ))
+            rows.append(
+                PairRow(
+                    setup=setup,
+                    target=target,
+                    source=source,
+                    t=float(np.mean(ts)),
+                    t_sd=float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
+                    auc=float(np.mean(list(folds.values()))),
+                    n=len(ts),
+                    base_auc=base_mean,
+                )
+            )
     return rows
 
 
@@ -154,8 +163,12 @@ def pair_values(
 # --------------------------------------------------------------------------- evaluation
 
 
-def ranking_metrics(measured: Mapping[str, float], predicted_order: Sequence[str],
-                    scores: Mapping[str, float], aucs: Mapping[str, float] | None = None) -> dict[str, float]:
+def ranking_metrics(
+    measured: Mapping[str, float],
+    predicted_order: Sequence[str],
+    scores: Mapping[str, float],
+    aucs: Mapping[str, float] | None = None,
+) -> dict[str, float]:
     """How well a predicted ranking of sources matches the measured transferability.
 
     ``measured``: source -> measured T; ``predicted_order``: sources best first (ties broken as
@@ -179,9 +192,13 @@ def ranking_metrics(measured: Mapping[str, float], predicted_order: Sequence[str
     top = next(s for s in predicted_order if s in measured)
     best = max(names, key=lambda s: measured[s])
     out = {
-        "spearman": rho, "weighted_tau": tau, "top1": float(measured[top] >= measured[best]),
-        "regret_t": float(measured[best] - measured[top]), "n_sources": float(len(names)),
-        "predicted_best": top, "true_best": best,
+        "spearman": rho,
+        "weighted_tau": tau,
+        "top1": float(measured[top] >= measured[best]),
+        "regret_t": float(measured[best] - measured[top]),
+        "n_sources": float(len(names)),
+        "predicted_best": top,
+        "true_best": best,
     }
     if aucs:
         out["regret_auc"] = float(aucs[best] - aucs[top])
@@ -246,7 +263,9 @@ def evaluate_loto(
                 cands.append(Candidate(source=card, values=vals, origins={m: "known" for m in vals}))
             ranking = pred.rank(tcard, cands, train_r, measure_kinds)
             if any(r.status == "measured" for r in ranking.rows):
-                raise DsimError(f"evaluation leak: {pred.name} marked a source of held-out {target!r} as measured")
+                raise DsimError(
+                    f"evaluation leak: {pred.name} marked a source of held-out {target!r} as measured"
+                )
             scores = {r.source: r.score for r in ranking.rows}
             measured = {r.source: r.t for r in task.rows}
             aucs = {r.source: r.auc for r in task.rows}
@@ -256,8 +275,14 @@ def evaluate_loto(
                 scores[s] = low
             order = list(ranking.sources) + sorted(unranked)
             m = ranking_metrics(measured, order, scores, aucs)
-            m.update(setup=task.setup, target=target, predictor=pred.name, ranking=order,
-                     n_train=len(train_r), unranked=unranked)
+            m.update(
+                setup=task.setup,
+                target=target,
+                predictor=pred.name,
+                ranking=order,
+                n_train=len(train_r),
+                unranked=unranked,
+            )
             out.append(m)
     return out
 
@@ -267,14 +292,20 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     keys = ["spearman", "weighted_tau", "top1", "regret_t", "regret_auc"]
     out = {}
     for k in keys:
-        xs = [r[k] for r in rows if k in r and r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))]
+        xs = [
+            r[k]
+            for r in rows
+            if k in r and r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))
+        ]
         if xs:
             out[k] = float(np.mean(xs))
     out["n_tasks"] = float(len(rows))
     return out
 
 
-def noise_ceiling(results: Sequence[TransferResult], *, repeat_of: Callable[[TransferResult], Any] | None = None) -> list[dict[str, Any]]:
+def noise_ceiling(
+    results: Sequence[TransferResult], *, repeat_of: Callable[[TransferResult], Any] | None = None
+) -> list[dict[str, Any]]:
     """Agreement of the measured ranking with itself, per (setup, target).
 
     With ``repeat_of`` (and at least two repeats) the ranking of repeat A is compared with that of
@@ -316,11 +347,18 @@ def noise_ceiling(results: Sequence[TransferResult], *, repeat_of: Callable[[Tra
             continue
         r = float(np.mean(rhos))
         rel = max(0.0, k_units * r / (1 + (k_units - 1) * r)) if r > -1 else 0.0  # no agreement: none
-        out.append({
-            "setup": setup, "target": target, "method": how, "n_splits": len(rhos), "n_units": k_units,
-            "split_half": r, "reliability": rel,
-            "ceiling": float(math.sqrt(rel)) if rel > 0 else 0.0,
-        })
+        out.append(
+            {
+                "setup": setup,
+                "target": target,
+                "method": how,
+                "n_splits": len(rhos),
+                "n_units": k_units,
+                "split_half": r,
+                "reliability": rel,
+                "ceiling": float(math.sqrt(rel)) if rel > 0 else 0.0,
+            }
+        )
     return out
 
 
@@ -337,7 +375,9 @@ def predictor_dir() -> Path:
 
 
 def results_fingerprint(results: Iterable[TransferResult]) -> str:
-    return stable_hash(sorted((r.setup, r.source, r.target, r.fold, round(r.auc, 10), r.origin) for r in results))
+    return stable_hash(
+        sorted((r.setup, r.source, r.target, r.fold, round(r.auc, 10), r.origin) for r in results)
+    )
 
 
 def _params(pred: Predictor) -> dict[str, Any]:
@@ -416,8 +456,11 @@ def load_fitted(path: str | Path | None = None) -> Predictor | None:
     return pred
 
 
-def fit_default(name: str = "meta-ranker", params: Mapping[str, Any] | None = None,
-                results: Sequence[TransferResult] | None = None):
+def fit_default(
+    name: str = "meta-ranker",
+    params: Mapping[str, Any] | None = None,
+    results: Sequence[TransferResult] | None = None,
+):
     """Fit predictor ``name`` on every known result (published + ``dsim validate``), with the
     measure values known or computable from cards for those pairs. Returns (predictor, results,
     values)."""
@@ -426,7 +469,9 @@ def fit_default(name: str = "meta-ranker", params: Mapping[str, Any] | None = No
 
     results = list(known_results() if results is None else results)
     if not results:
-        raise DsimError("no measured results to fit on (the published plugin is disabled and no `dsim validate` runs exist)")
+        raise DsimError(
+            "no measured results to fit on (the published plugin is disabled and no `dsim validate` runs exist)"
+        )
     reg = get_registry()
     cards = {c.name: c for c in reg}
     measures = list_measures()
@@ -469,7 +514,14 @@ def evaluate_suite(
 
     out = {}
     for label, name, params in suite:
-        rows = evaluate_loto(lambda: get_predictor(name, **dict(params)), results, values, cards, measure_kinds, **kwargs)
+        rows = evaluate_loto(
+            lambda name=name, params=params: get_predictor(name, **dict(params)),
+            results,
+            values,
+            cards,
+            measure_kinds,
+            **kwargs,
+        )
         for r in rows:
             r["label"] = label
         out[label] = rows

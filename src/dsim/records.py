@@ -111,7 +111,7 @@ class DatasetCard(_Record):
     provider: str = "registry.yaml"  # which plugin contributed the card
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetCard":
+    def from_dict(cls, d: Mapping[str, Any]) -> DatasetCard:
         d = dict(d)
         for key in ("aliases", "class_names", "papers", "notes"):
             if key in d and d[key] is not None:
@@ -201,7 +201,7 @@ class ImageSet:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
-    def take(self, index: Sequence[int] | np.ndarray, name: str | None = None) -> "ImageSet":
+    def take(self, index: Sequence[int] | np.ndarray, name: str | None = None) -> ImageSet:
         idx = np.asarray(index, dtype=np.int64)
         return ImageSet(
             name=name or self.name,
@@ -212,14 +212,14 @@ class ImageSet:
             source=self.source,
         )
 
-    def subsample(self, n: int | None, seed: int = 0) -> "ImageSet":
+    def subsample(self, n: int | None, seed: int = 0) -> ImageSet:
         """A stratified, seeded subsample of at most ``n`` images (class proportions kept)."""
         if n is None or n >= len(self):
             return self
         idx = stratified_indices(self.labels, n, seed)
         return self.take(idx, name=self.name)
 
-    def per_class(self, n_per_class: int, seed: int = 0) -> "ImageSet":
+    def per_class(self, n_per_class: int, seed: int = 0) -> ImageSet:
         """At most ``n_per_class`` images of each class, seeded."""
         rng = np.random.default_rng(seed)
         keep = []
@@ -243,9 +243,7 @@ class ImageSet:
             n_val = max(int(round(val_fraction * len(self))), self.num_classes)
             counts = np.bincount(self.labels[rest])
             strat = self.labels[rest] if counts[counts > 0].min() >= 2 else None
-            train, val = train_test_split(
-                rest, test_size=n_val, random_state=seed + fold, stratify=strat
-            )
+            train, val = train_test_split(rest, test_size=n_val, random_state=seed + fold, stratify=strat)
             yield np.sort(train), np.sort(val), np.sort(test)
 
 
@@ -266,9 +264,7 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         if take[i] < counts[i]:
             take[i] += 1
             left -= 1
-    chosen = [
-        rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take)
-    ]
+    chosen = [rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take)]
     return np.sort(np.concatenate(chosen))
 
 
@@ -338,7 +334,7 @@ class Ranking(_Record):
     def sources(self) -> list[str]:
         return [r.source for r in self.rows]
 
-    def top(self, k: int) -> "Ranking":
+    def top(self, k: int) -> Ranking:
         return dataclasses.replace(self, rows=self.rows[:k])
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,7 +343,7 @@ class Ranking(_Record):
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Ranking":
+    def from_dict(cls, d: Mapping[str, Any]) -> Ranking:
         d = dict(d)
         d["rows"] = tuple(RankingRow.from_dict(r) for r in d.get("rows", ()))
         d["measures"] = tuple(d.get("measures", ()))
@@ -421,7 +417,7 @@ class RunResult(_Record):
     notes: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
         d = dict(d)
         d["spec"] = RunSpec.from_dict(d["spec"])
         d["notes"] = tuple(d.get("notes", ()))

@@ -36,7 +36,9 @@ def _published():
     results = [r for r in known_results() if r.origin == ORIGIN]
     values = [v for v in known_measure_values() if v.origin == ORIGIN]
     if not results:
-        raise DsimError("the published cats-scans table is not available (is the `published` plugin disabled?)")
+        raise DsimError(
+            "the published cats-scans table is not available (is the `published` plugin disabled?)"
+        )
     return results, values
 
 
@@ -63,15 +65,32 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
 
     pairs = []
     for row in transfer_table(results):
-        d = {m: float(np.mean(dist[m][(row.source, row.target)])) if (row.source, row.target) in dist[m] else None
-             for m in measures}
-        pairs.append({"source": row.source, "target": row.target, "auc": row.auc, "t": row.t,
-                      "t_sd": row.t_sd, "n_folds": row.n, "target_auc": row.base_auc, **d})
+        d = {
+            m: float(np.mean(dist[m][(row.source, row.target)]))
+            if (row.source, row.target) in dist[m]
+            else None
+            for m in measures
+        }
+        pairs.append(
+            {
+                "source": row.source,
+                "target": row.target,
+                "auc": row.auc,
+                "t": row.t,
+                "t_sd": row.t_sd,
+                "n_folds": row.n,
+                "target_auc": row.base_auc,
+                **d,
+            }
+        )
 
     # per-fold transferability, for the per-fold variant of the correlation
     base = {(r.target, r.fold): r.auc for r in results if r.source == r.target}
-    per_fold = [(r.source, r.target, r.fold, (r.auc - base[(r.target, r.fold)]) / base[(r.target, r.fold)] * 100)
-                for r in results if r.source != r.target and (r.target, r.fold) in base]
+    per_fold = [
+        (r.source, r.target, r.fold, (r.auc - base[(r.target, r.fold)]) / base[(r.target, r.fold)] * 100)
+        for r in results
+        if r.source != r.target and (r.target, r.fold) in base
+    ]
 
     correlations = {}
     for m in measures:
@@ -97,19 +116,26 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
         acc[(r.source, r.target)].append(r.auc)
     for (s, t), xs in acc.items():
         auc[s][t] = float(np.mean(xs))
-    best = {t: max((p for p in pairs if p["target"] == t), key=lambda p: p["t"])["source"]
-            for t in sorted({p["target"] for p in pairs})}
+    best = {
+        t: max((p for p in pairs if p["target"] == t), key=lambda p: p["t"])["source"]
+        for t in sorted({p["target"] for p in pairs})
+    }
 
     report: dict[str, Any] = {
         "study": "Cats, not CAT scans (van den Brandt, Fok, Mulders, Vanschoren, Cheplygina)",
-        "pairs": pairs, "correlations": correlations, "auc_table": {s: dict(v) for s, v in auc.items()},
-        "best_source": best, "figures": [],
+        "pairs": pairs,
+        "correlations": correlations,
+        "auc_table": {s: dict(v) for s, v in auc.items()},
+        "best_source": best,
+        "figures": [],
     }
     if out is not None and figures:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        report["figures"] = [str(_scatter(pairs, correlations, measures, out / "cats_scans_transferability_vs_distance.png")),
-                             str(_heatmap(auc, out / "cats_scans_auc_heatmap.png"))]
+        report["figures"] = [
+            str(_scatter(pairs, correlations, measures, out / "cats_scans_transferability_vs_distance.png")),
+            str(_heatmap(auc, out / "cats_scans_auc_heatmap.png")),
+        ]
     return report
 
 
@@ -131,14 +157,21 @@ def _scatter(pairs, correlations, measures, path: Path) -> Path:
     for ax, m in zip(axes[0], ms):
         for t in targets:
             pts = [p for p in pairs if p["target"] == t and p[m] is not None]
-            ax.scatter([p[m] for p in pts], [p["t"] for p in pts], marker=markers[t], s=40, label=f"target {t}")
+            ax.scatter(
+                [p[m] for p in pts], [p["t"] for p in pts], marker=markers[t], s=40, label=f"target {t}"
+            )
             for p in pts:
-                ax.annotate(p["source"], (p[m], p["t"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+                ax.annotate(
+                    p["source"], (p[m], p["t"]), fontsize=6, xytext=(3, 2), textcoords="offset points"
+                )
         c = correlations[m]
         ax.axhline(0, color="grey", lw=0.6, ls=":")
         ax.set_xlabel(MEASURE_TITLES.get(m, m))
         ax.set_ylabel("transferability T (%)")
-        ax.set_title(f"{m}: Spearman rho = {c['rho']:.2f} (p = {c['p']:.2f}, n = {c['n']}); paper {c['paper']}", fontsize=9)
+        ax.set_title(
+            f"{m}: Spearman rho = {c['rho']:.2f} (p = {c['p']:.2f}, n = {c['n']}); paper {c['paper']}",
+            fontsize=9,
+        )
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Cats, not CAT scans: transferability vs distance (released table)", fontsize=10)
     fig.tight_layout()
@@ -161,8 +194,15 @@ def _heatmap(auc, path: Path) -> Path:
     for i in range(len(sources)):
         for j in range(len(targets)):
             v = M[i, j]
-            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=7,
-                    color="white" if not np.isnan(v) and v < np.nanmean(M) else "black")
+            ax.text(
+                j,
+                i,
+                "n/a" if np.isnan(v) else f"{v:.3f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if not np.isnan(v) and v < np.nanmean(M) else "black",
+            )
     fig.colorbar(im, ax=ax, label="AUC (mean over 5 folds)")
     ax.set_title("Cats, not CAT scans: fine-tuned AUC", fontsize=10)
     fig.tight_layout()

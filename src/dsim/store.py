@@ -102,11 +102,24 @@ class ResultsStore:
         s = result.spec
         m = dict(result.metrics)
         row = (
-            s.key, s.source, s.target, s.backbone, s.strategy, int(s.fold), int(s.seed), setup_of(s),
-            _num(m.get("auc")), _num(m.get("accuracy")), _num(m.get("kappa")),
-            json.dumps(m, sort_keys=True), json.dumps(dict(result.timings), sort_keys=True),
-            json.dumps(s.to_dict(), sort_keys=True), result.checkpoint, json.dumps(list(result.notes)),
-            origin, time.time(),
+            s.key,
+            s.source,
+            s.target,
+            s.backbone,
+            s.strategy,
+            int(s.fold),
+            int(s.seed),
+            setup_of(s),
+            _num(m.get("auc")),
+            _num(m.get("accuracy")),
+            _num(m.get("kappa")),
+            json.dumps(m, sort_keys=True),
+            json.dumps(dict(result.timings), sort_keys=True),
+            json.dumps(s.to_dict(), sort_keys=True),
+            result.checkpoint,
+            json.dumps(list(result.notes)),
+            origin,
+            time.time(),
         )
         self._con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         self._con.execute("DELETE FROM failures WHERE key = ?", (s.key,))
@@ -131,9 +144,26 @@ class ResultsStore:
                 strategy = "scratch" if r.source == r.target else "finetune"
                 self._con.execute(
                     "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (key, r.source, r.target, r.setup.split(":")[-1] if ":" in r.setup else "?",
-                     strategy, int(r.fold), 0, r.setup, r.auc, r.accuracy, r.kappa, json.dumps(m),
-                     "{}", None, None, "[]", r.origin or "imported", time.time()),
+                    (
+                        key,
+                        r.source,
+                        r.target,
+                        r.setup.split(":")[-1] if ":" in r.setup else "?",
+                        strategy,
+                        int(r.fold),
+                        0,
+                        r.setup,
+                        r.auc,
+                        r.accuracy,
+                        r.kappa,
+                        json.dumps(m),
+                        "{}",
+                        None,
+                        None,
+                        "[]",
+                        r.origin or "imported",
+                        time.time(),
+                    ),
                 )
                 n += 1
             self._con.execute("COMMIT")
@@ -159,15 +189,27 @@ class ResultsStore:
         return {k for (k,) in self._con.execute("SELECT key FROM runs")}
 
     def get(self, key: str) -> RunResult | None:
-        row = self._con.execute("SELECT spec, metrics, timings, checkpoint, notes FROM runs WHERE key = ?",
-                                (key,)).fetchone()
+        row = self._con.execute(
+            "SELECT spec, metrics, timings, checkpoint, notes FROM runs WHERE key = ?", (key,)
+        ).fetchone()
         if row is None or row[0] is None:
             return None
-        return RunResult(spec=RunSpec.from_dict(json.loads(row[0])), metrics=json.loads(row[1]),
-                         timings=json.loads(row[2]), checkpoint=row[3], notes=tuple(json.loads(row[4])))
+        return RunResult(
+            spec=RunSpec.from_dict(json.loads(row[0])),
+            metrics=json.loads(row[1]),
+            timings=json.loads(row[2]),
+            checkpoint=row[3],
+            notes=tuple(json.loads(row[4])),
+        )
 
-    def rows(self, *, target: str | None = None, source: str | None = None,
-             strategy: str | None = None, origin: str | None = None) -> list[dict[str, Any]]:
+    def rows(
+        self,
+        *,
+        target: str | None = None,
+        source: str | None = None,
+        strategy: str | None = None,
+        origin: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Stored rows as dicts (newest last), optionally filtered."""
         where, args = [], []
         for col, val in (("target", target), ("source", source), ("strategy", strategy)):
@@ -177,13 +219,32 @@ class ResultsStore:
         if origin is not None:
             where.append("origin LIKE ?")
             args.append(origin + "%")
-        sql = ("SELECT key, source, target, backbone, strategy, fold, seed, setup, auc, accuracy, kappa, "
-               "metrics, timings, checkpoint, notes, origin, created FROM runs")
+        sql = (
+            "SELECT key, source, target, backbone, strategy, fold, seed, setup, auc, accuracy, kappa, "
+            "metrics, timings, checkpoint, notes, origin, created FROM runs"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created, key"
-        cols = ["key", "source", "target", "backbone", "strategy", "fold", "seed", "setup", "auc",
-                "accuracy", "kappa", "metrics", "timings", "checkpoint", "notes", "origin", "created"]
+        cols = [
+            "key",
+            "source",
+            "target",
+            "backbone",
+            "strategy",
+            "fold",
+            "seed",
+            "setup",
+            "auc",
+            "accuracy",
+            "kappa",
+            "metrics",
+            "timings",
+            "checkpoint",
+            "notes",
+            "origin",
+            "created",
+        ]
         out = []
         for r in self._con.execute(sql, args):
             d = dict(zip(cols, r))
@@ -194,8 +255,10 @@ class ResultsStore:
         return out
 
     def failures(self) -> list[dict[str, Any]]:
-        return [dict(zip(("key", "label", "error", "created"), r))
-                for r in self._con.execute("SELECT key, label, error, created FROM failures ORDER BY created")]
+        return [
+            dict(zip(("key", "label", "error", "created"), r))
+            for r in self._con.execute("SELECT key, label, error, created FROM failures ORDER BY created")
+        ]
 
     def transfer_results(self, *, include_imported: bool = False) -> list[TransferResult]:
         """Stored rows as :class:`dsim.TransferResult` (the scratch baseline as source == target)."""
@@ -205,9 +268,18 @@ class ResultsStore:
                 continue
             if d["auc"] is None:
                 continue
-            out.append(TransferResult(
-                source=d["source"], target=d["target"], fold=int(d["fold"]), auc=float(d["auc"]),
-                origin=d["origin"], setup=d["setup"], accuracy=d["accuracy"], kappa=d["kappa"]))
+            out.append(
+                TransferResult(
+                    source=d["source"],
+                    target=d["target"],
+                    fold=int(d["fold"]),
+                    auc=float(d["auc"]),
+                    origin=d["origin"],
+                    setup=d["setup"],
+                    accuracy=d["accuracy"],
+                    kappa=d["kappa"],
+                )
+            )
         return out
 
     def __len__(self) -> int:

@@ -35,7 +35,9 @@ def to_tensor(images: np.ndarray, size: int | None = None, channels: int = 3, no
         else:
             raise ValueError(f"cannot turn {c}-channel images into {channels} channels")
     if size is not None and (x.shape[2] != size or x.shape[3] != size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[2] > size)
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[2] > size
+        )
     if normalize:
         if channels == 3:
             mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -53,8 +55,14 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 def extract_features(
-    model, images: np.ndarray, *, size: int | None = None, channels: int = 3, batch_size: int = 128,
-    device=None, progress=None,
+    model,
+    images: np.ndarray,
+    *,
+    size: int | None = None,
+    channels: int = 3,
+    batch_size: int = 128,
+    device=None,
+    progress=None,
 ) -> np.ndarray:
     """Penultimate features of ``model`` (a timm model created with ``num_classes=0``) for every
     image, in ``torch.inference_mode`` and batches; returns ``(N, D)`` float32."""
@@ -64,7 +72,7 @@ def extract_features(
     model = model.to(device).eval()
     out = []
     with torch.inference_mode():
-        for k, sl in enumerate(batches(len(images), batch_size)):
+        for _k, sl in enumerate(batches(len(images), batch_size)):
             x = to_tensor(images[sl], size=size, channels=channels).to(device, non_blocking=True)
             out.append(model(x).float().cpu().numpy())
             if progress is not None:

@@ -70,7 +70,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
 
     @classmethod
-    def from_mapping(cls, d: Mapping[str, Any] | None) -> "TrainConfig":
+    def from_mapping(cls, d: Mapping[str, Any] | None) -> TrainConfig:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in dict(d or {}).items() if k in names})
 
@@ -190,7 +190,7 @@ def _augment(x, gen):
     pad = max(1, h // 8)
     xp = F.pad(x, (pad, pad, pad, pad))
     dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
-    return xp[:, :, dy:dy + h, dx:dx + w]
+    return xp[:, :, dy : dy + h, dx : dx + w]
 
 
 def _forward(model, xb):
@@ -252,9 +252,22 @@ def fit(
     init_state = copy.deepcopy(model.state_dict())
     while True:
         try:
-            return _fit_once(model, train, val, cfg, batch, seed=seed, device=device, label=label,
-                             groups=groups, lr_mults=lr_mults, unfreeze_at=unfreeze_at,
-                             progress=progress, tensors=tensors, result=result)
+            return _fit_once(
+                model,
+                train,
+                val,
+                cfg,
+                batch,
+                seed=seed,
+                device=device,
+                label=label,
+                groups=groups,
+                lr_mults=lr_mults,
+                unfreeze_at=unfreeze_at,
+                progress=progress,
+                tensors=tensors,
+                result=result,
+            )
         except Exception as exc:
             if not _is_oom(exc):
                 raise
@@ -274,8 +287,23 @@ def fit(
             result.history.clear()
 
 
-def _fit_once(model, train, val, cfg, batch, *, seed, device, label, groups, lr_mults, unfreeze_at,
-              progress, tensors, result: FitResult) -> FitResult:
+def _fit_once(
+    model,
+    train,
+    val,
+    cfg,
+    batch,
+    *,
+    seed,
+    device,
+    label,
+    groups,
+    lr_mults,
+    unfreeze_at,
+    progress,
+    tensors,
+    result: FitResult,
+) -> FitResult:
     import torch
     import torch.nn.functional as F
 
@@ -316,11 +344,18 @@ def _fit_once(model, train, val, cfg, batch, *, seed, device, label, groups, lr_
     sched = None
     if cfg.schedule == "one-cycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[pg["lr"] for pg in param_groups], total_steps=total_steps, pct_start=0.3,
-            div_factor=25.0, final_div_factor=1000.0, anneal_strategy="cos",
+            opt,
+            max_lr=[pg["lr"] for pg in param_groups],
+            total_steps=total_steps,
+            pct_start=0.3,
+            div_factor=25.0,
+            final_div_factor=1000.0,
+            anneal_strategy="cos",
         )
     elif cfg.schedule == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 2))
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=0.5, patience=max(1, cfg.patience // 2)
+        )
 
     state: list = [None]
 
@@ -343,7 +378,7 @@ def _fit_once(model, train, val, cfg, batch, *, seed, device, label, groups, lr_
         perm = torch.randperm(len(ytr), generator=gen)
         tot, n_seen = 0.0, 0
         for i in range(0, len(ytr), batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             if len(idx) < 2 and len(ytr) > 2:  # batch norm cannot train on one image
                 continue
             set_trainable(step)
@@ -374,7 +409,9 @@ def _fit_once(model, train, val, cfg, batch, *, seed, device, label, groups, lr_
             tot += loss.detach() * len(idx)  # summed on device: no host sync per step
             n_seen += len(idx)
         val_loss = _val_loss(model, xva, yva, dev, memfmt, amp_dtype, weight, batch)
-        result.history.append({"epoch": epoch + 1, "train_loss": float(tot) / max(1, n_seen), "val_loss": val_loss})
+        result.history.append(
+            {"epoch": epoch + 1, "train_loss": float(tot) / max(1, n_seen), "val_loss": val_loss}
+        )
         if cfg.schedule == "plateau":
             sched.step(val_loss)
         if progress is not None:
@@ -406,8 +443,8 @@ def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch) -> float:
     tot = 0.0
     with torch.inference_mode():
         for i in range(0, len(y), max(batch, 256)):
-            xb = x[i:i + max(batch, 256)].to(dev, non_blocking=True, memory_format=memfmt)
-            yb = y[i:i + max(batch, 256)].to(dev, non_blocking=True)
+            xb = x[i : i + max(batch, 256)].to(dev, non_blocking=True, memory_format=memfmt)
+            yb = y[i : i + max(batch, 256)].to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = model(xb)
             tot += float(F.cross_entropy(out.float(), yb, weight=weight, reduction="sum"))
@@ -415,7 +452,9 @@ def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch) -> float:
     return v if math.isfinite(v) else float("inf")
 
 
-def predict_proba(model, data: ImageSet | Any, cfg: TrainConfig, *, device=None, batch_size: int = 256) -> np.ndarray:
+def predict_proba(
+    model, data: ImageSet | Any, cfg: TrainConfig, *, device=None, batch_size: int = 256
+) -> np.ndarray:
     """Softmax probabilities ``(N, num_classes)`` under ``torch.inference_mode``."""
     import torch
 
@@ -428,15 +467,23 @@ def predict_proba(model, data: ImageSet | Any, cfg: TrainConfig, *, device=None,
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].to(dev, non_blocking=True, memory_format=memfmt)
+            xb = x[i : i + batch_size].to(dev, non_blocking=True, memory_format=memfmt)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(xb)
             out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def train_and_evaluate(spec, data, ctx, *, weights: str, mode: str = "all", schedule: str | None = None,
-                       transform_model: Callable | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+    spec,
+    data,
+    ctx,
+    *,
+    weights: str,
+    mode: str = "all",
+    schedule: str | None = None,
+    transform_model: Callable | None = None,
+) -> dict[str, Any]:
     """The deep strategies' common body: build ``spec.backbone`` with ``weights``, train on
     ``data.train`` with early stopping on ``data.val``, return test metrics.
 
@@ -451,8 +498,9 @@ def train_and_evaluate(spec, data, ctx, *, weights: str, mode: str = "all", sche
         hp["schedule"] = schedule
     cfg = TrainConfig.from_mapping(hp)
     k = data.train.num_classes
-    model = build_classifier(spec.backbone, weights=weights, num_classes=k, in_chans=cfg.channels,
-                             seed=spec.seed * 100 + spec.fold)
+    model = build_classifier(
+        spec.backbone, weights=weights, num_classes=k, in_chans=cfg.channels, seed=spec.seed * 100 + spec.fold
+    )
     if transform_model is not None:
         transform_model(model)
     groups = lr_mults = unfreeze = None
@@ -461,17 +509,34 @@ def train_and_evaluate(spec, data, ctx, *, weights: str, mode: str = "all", sche
         lr_mults, unfreeze = [1.0, 1.0], [None, 0.0]
     elif mode == "gradual":
         groups = layer_groups(model, 3)
-        lr_mults = [1 / 9, 1 / 3, 1.0][-len(groups):]
-        unfreeze = [0.2, 0.1, 0.0][-len(groups):]
+        lr_mults = [1 / 9, 1 / 3, 1.0][-len(groups) :]
+        unfreeze = [0.2, 0.1, 0.0][-len(groups) :]
     elif mode != "all":
         raise ValueError(f"unknown training mode {mode!r}")
     label = ctx.option("label", spec.label) if hasattr(ctx, "option") else spec.label
-    res = fit(model, data.train, data.val, cfg, seed=spec.seed * 100 + spec.fold, device=ctx.torch_device(),
-              label=label, groups=groups, lr_mults=lr_mults, unfreeze_at=unfreeze, progress=ctx.progress)
+    res = fit(
+        model,
+        data.train,
+        data.val,
+        cfg,
+        seed=spec.seed * 100 + spec.fold,
+        device=ctx.torch_device(),
+        label=label,
+        groups=groups,
+        lr_mults=lr_mults,
+        unfreeze_at=unfreeze,
+        progress=ctx.progress,
+    )
     probs = predict_proba(model, data.test, cfg, device=ctx.torch_device())
     out: dict[str, Any] = fold_metrics(spec, data, probs)
-    out.update({"epochs": res.epochs_run, "best_epoch": res.best_epoch, "batch_size": res.batch_size,
-                "fit_s": res.seconds})
+    out.update(
+        {
+            "epochs": res.epochs_run,
+            "best_epoch": res.best_epoch,
+            "batch_size": res.batch_size,
+            "fit_s": res.seconds,
+        }
+    )
     if res.notes:
         out["notes"] = list(res.notes)
     return out

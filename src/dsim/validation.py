@@ -51,7 +51,13 @@ DEFAULT_BACKBONE = "smallcnn"
 #: fine-tuning defaults (cats-scans: Adam, class weights, early stopping; here at 28 px)
 DEFAULT_TRAIN: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-3, "patience": 6, "image_size": 28}
 #: source pretraining defaults: longer, to reach (near) convergence as cats-scans did
-DEFAULT_PRETRAIN: dict[str, Any] = {"epochs": 30, "batch_size": 128, "lr": 2e-3, "patience": 5, "image_size": 28}
+DEFAULT_PRETRAIN: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "patience": 5,
+    "image_size": 28,
+}
 CHECKPOINT_FORMAT = 1
 ProgressFn = Callable[[str, int, int], None]
 
@@ -72,7 +78,9 @@ def _card(name_or_card) -> DatasetCard:
 _DATA: dict[tuple, ImageSet] = {}
 
 
-def _load(name: str, max_samples: int | None = None, seed: int = 0, inline: Mapping[str, ImageSet] | None = None) -> ImageSet:
+def _load(
+    name: str, max_samples: int | None = None, seed: int = 0, inline: Mapping[str, ImageSet] | None = None
+) -> ImageSet:
     """A dataset by name (or an in-memory one shipped with the job), checked against its card."""
     if inline and name in inline:
         data = inline[name]
@@ -96,7 +104,8 @@ def _check_card(card: DatasetCard, data: ImageSet) -> None:
         raise DsimError(
             f"dataset {card.name!r}: its card says {card.num_classes} classes but the data "
             f"({data.source or 'loaded images'}) has {max(data.num_classes, found)}; fix the card's "
-            "num_classes/class_names or the labels")
+            "num_classes/class_names or the labels"
+        )
 
 
 def _source_names(source: str | Sequence[str]) -> list[str]:
@@ -123,7 +132,9 @@ def _union(sets: Sequence[ImageSet], name: str) -> ImageSet:
         labels.append(s.labels + off)
         names += [f"{s.name}:{c}" for c in s.class_names]
         off += s.num_classes
-    return ImageSet(name=name, images=np.concatenate(imgs), labels=np.concatenate(labels), class_names=tuple(names))
+    return ImageSet(
+        name=name, images=np.concatenate(imgs), labels=np.concatenate(labels), class_names=tuple(names)
+    )
 
 
 def _name_of(x: str, inline: dict) -> str:
@@ -189,30 +200,54 @@ def pretrain(
         raise DsimError(f"pretrain on {label!r}: the source has one class; nothing to learn from")
     init_id = "random" if init == "random" else init
     if init == "imagenet":
-        probe = build_classifier(backbone, weights="imagenet", num_classes=data.num_classes,
-                                 in_chans=cfg.channels, seed=seed)
+        probe = build_classifier(
+            backbone, weights="imagenet", num_classes=data.num_classes, in_chans=cfg.channels, seed=seed
+        )
         init_id = str(getattr(probe, "dsim_weights_id", "imagenet"))
-    key = stable_hash({
-        "kind": "pretrain", "format": CHECKPOINT_FORMAT, "source": data.fingerprint(), "backbone": backbone,
-        "init": init_id, "train": cfg.to_dict(), "seed": seed,
-    })
+    key = stable_hash(
+        {
+            "kind": "pretrain",
+            "format": CHECKPOINT_FORMAT,
+            "source": data.fingerprint(),
+            "backbone": backbone,
+            "init": init_id,
+            "train": cfg.to_dict(),
+            "seed": seed,
+        }
+    )
     out = checkpoint_dir() / key[:2] / f"{key}.pt"
     if out.exists() and not force:
         return out
     pr = progress or _noop
     t0 = time.perf_counter()
-    model = build_classifier(backbone, weights=init, num_classes=data.num_classes, in_chans=cfg.channels, seed=seed)
+    model = build_classifier(
+        backbone, weights=init, num_classes=data.num_classes, in_chans=cfg.channels, seed=seed
+    )
     tr, va = _holdout(data, seed)
-    res = fit(model, tr, va, cfg, seed=seed, device=device, label=f"pretrain {backbone} on {label}", progress=pr)
+    res = fit(
+        model, tr, va, cfg, seed=seed, device=device, label=f"pretrain {backbone} on {label}", progress=pr
+    )
     from .training import classification_metrics, predict_proba
 
-    val_metrics = classification_metrics(va.labels, predict_proba(model, va, cfg, device=device)) if len(
-        np.unique(va.labels)) > 1 else {}
+    val_metrics = (
+        classification_metrics(va.labels, predict_proba(model, va, cfg, device=device))
+        if len(np.unique(va.labels)) > 1
+        else {}
+    )
     meta = {
-        "source": label, "backbone": backbone, "init": init, "fingerprint": data.fingerprint(),
-        "train": cfg.to_dict(), "seed": seed, "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
-        "val": val_metrics, "seconds": time.perf_counter() - t0, "num_classes": data.num_classes,
-        "images": len(data), "notes": res.notes,
+        "source": label,
+        "backbone": backbone,
+        "init": init,
+        "fingerprint": data.fingerprint(),
+        "train": cfg.to_dict(),
+        "seed": seed,
+        "epochs_run": res.epochs_run,
+        "best_epoch": res.best_epoch,
+        "val": val_metrics,
+        "seconds": time.perf_counter() - t0,
+        "num_classes": data.num_classes,
+        "images": len(data),
+        "notes": res.notes,
     }
     state = {k: v.detach().cpu() for k, v in model.body.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -287,28 +322,57 @@ def plan_runs(
         base_hp = {**hp, "train_size": n, "target_max": target_max}
         if baseline:
             for f in range(folds):
-                specs.append(RunSpec(source=target, target=target, backbone=backbone, strategy=baseline,
-                                     fold=f, seed=seed, folds=folds, hyperparameters=base_hp,
-                                     fingerprints={"target": fps.get(target, "")}))
+                specs.append(
+                    RunSpec(
+                        source=target,
+                        target=target,
+                        backbone=backbone,
+                        strategy=baseline,
+                        fold=f,
+                        seed=seed,
+                        folds=folds,
+                        hyperparameters=base_hp,
+                        fingerprints={"target": fps.get(target, "")},
+                    )
+                )
         for strat in strategies:
             uses_source = getattr(_strategy(strat), "uses_source", True)
-            for s in (sources if uses_source else [target]):
+            for s in sources if uses_source else [target]:
                 run_hp = dict(base_hp)
                 if uses_source:
                     run_hp.update({"pretrain": php, "source_max": source_max})
                 for f in range(folds):
-                    specs.append(RunSpec(
-                        source=s, target=target, backbone=backbone, strategy=strat, fold=f, seed=seed,
-                        folds=folds, hyperparameters=run_hp,
-                        fingerprints={"target": fps.get(target, ""), **(
-                            {"source": fingerprint_of(strat, s) if fingerprint_of else fps.get(s, "")}
-                            if uses_source else {})}))
+                    specs.append(
+                        RunSpec(
+                            source=s,
+                            target=target,
+                            backbone=backbone,
+                            strategy=strat,
+                            fold=f,
+                            seed=seed,
+                            folds=folds,
+                            hyperparameters=run_hp,
+                            fingerprints={
+                                "target": fps.get(target, ""),
+                                **(
+                                    {"source": fingerprint_of(strat, s) if fingerprint_of else fps.get(s, "")}
+                                    if uses_source
+                                    else {}
+                                ),
+                            },
+                        )
+                    )
     return list({s.key: s for s in specs}.values())
 
 
 # ------------------------------------------------------------------------------ one run
-def execute_run(spec: RunSpec, *, device: str = "auto", inline: Mapping[str, ImageSet] | None = None,
-                progress: ProgressFn | None = None) -> RunResult:
+def execute_run(
+    spec: RunSpec,
+    *,
+    device: str = "auto",
+    inline: Mapping[str, ImageSet] | None = None,
+    progress: ProgressFn | None = None,
+) -> RunResult:
     """Run one fold of one (source, strategy) on the target; raises :class:`DsimError` naming the
     run on any failure. Used by every executor (in the driver, or in a Ray worker)."""
     from .interfaces import Context, FoldData
@@ -321,7 +385,9 @@ def execute_run(spec: RunSpec, *, device: str = "auto", inline: Mapping[str, Ima
         target = _load(spec.target, max_samples=hp.get("target_max"), seed=spec.seed, inline=inline)
         classes = np.unique(target.labels)
         if len(classes) < 2:
-            raise DsimError(f"target {spec.target!r} has one class ({target.class_names[classes[0]] if len(classes) else 'none'}); nothing to classify")
+            raise DsimError(
+                f"target {spec.target!r} has one class ({target.class_names[classes[0]] if len(classes) else 'none'}); nothing to classify"
+            )
         folds = list(target.kfold(k=spec.folds, seed=spec.seed))
         if spec.fold >= len(folds):
             raise DsimError(f"fold {spec.fold} does not exist (folds={spec.folds})")
@@ -332,9 +398,13 @@ def execute_run(spec: RunSpec, *, device: str = "auto", inline: Mapping[str, Ima
         for part, ds in (("test", test), ("training", train)):
             missing = [target.class_names[c] for c in classes if c not in set(ds.labels.tolist())]
             if part == "test" and len(missing) >= len(classes) - 1:
-                raise DsimError(f"fold {spec.fold}: the test split has no example of class(es) {', '.join(missing)}; use fewer folds or more images")
+                raise DsimError(
+                    f"fold {spec.fold}: the test split has no example of class(es) {', '.join(missing)}; use fewer folds or more images"
+                )
             if part == "training" and missing:
-                raise DsimError(f"fold {spec.fold}: the training split has no example of class(es) {', '.join(missing)}; use a larger --train-sizes value")
+                raise DsimError(
+                    f"fold {spec.fold}: the training split has no example of class(es) {', '.join(missing)}; use a larger --train-sizes value"
+                )
         t_load = time.perf_counter() - t0
         ckpt, ckpt_hash, t_pre = None, None, 0.0
         if getattr(strategy, "uses_source", True) and spec.source != spec.target:
@@ -342,10 +412,16 @@ def execute_run(spec: RunSpec, *, device: str = "auto", inline: Mapping[str, Ima
             ckpt = _source_checkpoint(strategy, spec, device=device, inline=inline)
             t_pre = time.perf_counter() - t1
             if ckpt not in (None, "imagenet", "random"):
-                ckpt_hash = Path(ckpt).stem if Path(ckpt).parent.parent == checkpoint_dir() else _file_hash(Path(ckpt))
+                ckpt_hash = (
+                    Path(ckpt).stem
+                    if Path(ckpt).parent.parent == checkpoint_dir()
+                    else _file_hash(Path(ckpt))
+                )
         ctx = Context(seed=spec.seed, device=device, progress=progress or _noop, options={"label": label})
         t2 = time.perf_counter()
-        metrics = dict(strategy.run(spec, FoldData(train=train, val=val, test=test, source_checkpoint=ckpt), ctx))
+        metrics = dict(
+            strategy.run(spec, FoldData(train=train, val=val, test=test, source_checkpoint=ckpt), ctx)
+        )
         t_train = time.perf_counter() - t2
     except DsimError as exc:
         msg = str(exc)
@@ -353,11 +429,22 @@ def execute_run(spec: RunSpec, *, device: str = "auto", inline: Mapping[str, Ima
     except Exception as exc:
         raise DsimError(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     notes = tuple(metrics.pop("notes", ()) or ()) if isinstance(metrics.get("notes"), (list, tuple)) else ()
-    metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))}
+    metrics = {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))
+    }
     metrics.update({"n_train": len(train), "n_val": len(val), "n_test": len(test)})
-    return RunResult(spec=spec, metrics=metrics, checkpoint=ckpt_hash, notes=notes,
-                     timings={"load_s": t_load, "pretrain_s": t_pre, "train_s": t_train,
-                              "total_s": time.perf_counter() - t0})
+    return RunResult(
+        spec=spec,
+        metrics=metrics,
+        checkpoint=ckpt_hash,
+        notes=notes,
+        timings={
+            "load_s": t_load,
+            "pretrain_s": t_pre,
+            "train_s": t_train,
+            "total_s": time.perf_counter() - t0,
+        },
+    )
 
 
 def _source_checkpoint(strategy, spec: RunSpec, *, device, inline) -> str:
@@ -381,9 +468,18 @@ def _source_checkpoint(strategy, spec: RunSpec, *, device, inline) -> str:
     if inline and all(n in inline for n in names):
         sets = [inline[n].subsample(hp.get("source_max"), seed=pseed) for n in names]
         data = _union(sets, "+".join(names)) if len(sets) > 1 else sets[0]
-    return str(pretrain(data, spec.backbone, init=init, hyperparameters=hp.get("pretrain"),
-                        max_samples=hp.get("source_max"), seed=pseed, device=device,
-                        exclude=(spec.target,)))
+    return str(
+        pretrain(
+            data,
+            spec.backbone,
+            init=init,
+            hyperparameters=hp.get("pretrain"),
+            max_samples=hp.get("source_max"),
+            seed=pseed,
+            device=device,
+            exclude=(spec.target,),
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ report
@@ -430,8 +526,14 @@ class ValidationReport(_Record):
         return d
 
 
-def _summarise(target: str, specs: Sequence[RunSpec], results: Mapping[str, RunResult],
-               failures: Sequence[Mapping[str, str]], ranking, baseline: str | None) -> tuple[list[SourceRow], float | None]:
+def _summarise(
+    target: str,
+    specs: Sequence[RunSpec],
+    results: Mapping[str, RunResult],
+    failures: Sequence[Mapping[str, str]],
+    ranking,
+    baseline: str | None,
+) -> tuple[list[SourceRow], float | None]:
     from .metrics import transferability
 
     groups: dict[tuple, list[RunSpec]] = {}
@@ -447,8 +549,11 @@ def _summarise(target: str, specs: Sequence[RunSpec], results: Mapping[str, RunR
     for (src, strat, n), ss in groups.items():
         done = [results[s.key] for s in ss if s.key in results]
         aucs = [r.metrics["auc"] for r in done]
-        ts = [transferability(r.metrics["auc"], base[(n, r.spec.fold)]) for r in done
-              if base.get((n, r.spec.fold))]
+        ts = [
+            transferability(r.metrics["auc"], base[(n, r.spec.fold)])
+            for r in done
+            if base.get((n, r.spec.fold))
+        ]
         p = pred.get(src)
 
         def mean(xs):
@@ -457,20 +562,36 @@ def _summarise(target: str, specs: Sequence[RunSpec], results: Mapping[str, RunR
         def std(xs):
             return float(np.std(xs, ddof=1)) if len(xs) > 1 else (0.0 if xs else None)
 
-        rows.append(SourceRow(
-            source=src, strategy=strat, train_size=n, folds=len(done), auc=mean(aucs), auc_std=std(aucs),
-            accuracy=mean([r.metrics.get("accuracy") for r in done if r.metrics.get("accuracy") is not None]),
-            kappa=mean([r.metrics.get("kappa") for r in done if r.metrics.get("kappa") is not None]),
-            transferability=mean(ts), transferability_std=std(ts),
-            predicted=None if p is None else float(p.score), predicted_status=None if p is None else p.status,
-            predicted_rank=None if p is None else int(p.rank), failed=len(ss) - len(done),
-        ))
+        rows.append(
+            SourceRow(
+                source=src,
+                strategy=strat,
+                train_size=n,
+                folds=len(done),
+                auc=mean(aucs),
+                auc_std=std(aucs),
+                accuracy=mean(
+                    [r.metrics.get("accuracy") for r in done if r.metrics.get("accuracy") is not None]
+                ),
+                kappa=mean([r.metrics.get("kappa") for r in done if r.metrics.get("kappa") is not None]),
+                transferability=mean(ts),
+                transferability_std=std(ts),
+                predicted=None if p is None else float(p.score),
+                predicted_status=None if p is None else p.status,
+                predicted_rank=None if p is None else int(p.rank),
+                failed=len(ss) - len(done),
+            )
+        )
     rows.sort(key=lambda r: (r.train_size or 0, -(r.auc if r.auc is not None else -1)))
     return rows, (float(np.mean(base_aucs)) if base_aucs else None)
 
 
 def _spearman(rows: Sequence[SourceRow]) -> tuple[float | None, int]:
-    pts = [(r.predicted, r.transferability) for r in rows if r.predicted is not None and r.transferability is not None]
+    pts = [
+        (r.predicted, r.transferability)
+        for r in rows
+        if r.predicted is not None and r.transferability is not None
+    ]
     if len(pts) < 3:
         return None, len(pts)
     from scipy.stats import spearmanr
@@ -490,7 +611,9 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=120)
     labels = [f"{r.source}\n{r.strategy}" + (f"\nn={r.train_size}" if r.train_size else "") for r in rows]
     colors = ["#999999" if r.source == report.target else "#3b75af" for r in rows]
-    ax.bar(range(len(rows)), [r.auc for r in rows], yerr=[r.auc_std or 0 for r in rows], color=colors, capsize=4)
+    ax.bar(
+        range(len(rows)), [r.auc for r in rows], yerr=[r.auc_std or 0 for r in rows], color=colors, capsize=4
+    )
     if report.baseline_auc is not None:
         ax.axhline(report.baseline_auc, ls="--", color="#555555", lw=1, label="from scratch")
         ax.legend(loc="lower right", fontsize=8)
@@ -583,9 +706,12 @@ def validate(
             from .api import rank
 
             ro = dict(rank_options or {})
-            ranking = rank(tname if not isinstance(target, ImageSet) else target.name,
-                           sources=[s for s in sources if not _is_checkpoint_path(s)] if sources else None, seed=seed,
-                           **ro)
+            ranking = rank(
+                tname if not isinstance(target, ImageSet) else target.name,
+                sources=[s for s in sources if not _is_checkpoint_path(s)] if sources else None,
+                seed=seed,
+                **ro,
+            )
         except DsimError as exc:
             notes.append(f"no prediction to compare with: ranking failed: {exc}")
     if sources is None:
@@ -603,8 +729,12 @@ def validate(
             sources.append(r.source)
             if len(sources) >= top:
                 break
-    sources = ["+".join(_name_of(n, inline) for n in _source_names(s)) if not _is_checkpoint_path(s) and s != "imagenet"
-               else s for s in sources]
+    sources = [
+        "+".join(_name_of(n, inline) for n in _source_names(s))
+        if not _is_checkpoint_path(s) and s != "imagenet"
+        else s
+        for s in sources
+    ]
     sources = [s for s in sources if s != tname]
     fps = {tname: tdata.fingerprint()}
     failures: list[dict[str, str]] = []
@@ -621,17 +751,31 @@ def validate(
             if hasattr(st_obj, "pretrain_sources"):
                 key = st_obj.pretrain_sources(s, tname)
             if key not in fps:
-                fps[key] = "+".join(_load(n, max_samples=source_max, seed=seed, inline=inline).fingerprint()
-                                    for n in _source_names(key))
+                fps[key] = "+".join(
+                    _load(n, max_samples=source_max, seed=seed, inline=inline).fingerprint()
+                    for n in _source_names(key)
+                )
         except DsimError as exc:
             fps[key] = "unavailable"
             notes.append(f"source {s!r} ({strat}): {exc}")
         return fps[key]
 
-    specs = plan_runs(tname, sources, strategies=strategies, baseline=baseline, backbone=backbone, folds=folds,
-                      seed=seed, train_sizes=sizes, hyperparameters=hyperparameters,
-                      pretrain_hyperparameters=pretrain_hyperparameters, target_max=target_max,
-                      source_max=source_max, fingerprints=fps, fingerprint_of=fingerprint_of)
+    specs = plan_runs(
+        tname,
+        sources,
+        strategies=strategies,
+        baseline=baseline,
+        backbone=backbone,
+        folds=folds,
+        seed=seed,
+        train_sizes=sizes,
+        hyperparameters=hyperparameters,
+        pretrain_hyperparameters=pretrain_hyperparameters,
+        target_max=target_max,
+        source_max=source_max,
+        fingerprints=fps,
+        fingerprint_of=fingerprint_of,
+    )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     finished = st.keys()
     results: dict[str, RunResult] = {}
@@ -675,8 +819,18 @@ def validate(
     if ranking is not None and n_rho < 3:
         notes.append(f"Spearman needs 3 or more sources with a prediction and a measurement; have {n_rho}")
     return ValidationReport(
-        target=tname, backbone=backbone, setup=setup_of(specs[0]) if specs else "", rows=tuple(rows),
-        baseline_auc=base_auc, spearman=rho, spearman_n=n_rho, runs_total=len(specs),
-        runs_done=len(todo) - len(failures), runs_skipped=skipped, failures=tuple(failures), notes=tuple(notes),
-        store=str(st.path), seconds=time.perf_counter() - t0,
+        target=tname,
+        backbone=backbone,
+        setup=setup_of(specs[0]) if specs else "",
+        rows=tuple(rows),
+        baseline_auc=base_auc,
+        spearman=rho,
+        spearman_n=n_rho,
+        runs_total=len(specs),
+        runs_done=len(todo) - len(failures),
+        runs_skipped=skipped,
+        failures=tuple(failures),
+        notes=tuple(notes),
+        store=str(st.path),
+        seconds=time.perf_counter() - t0,
     )

@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         print("aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept in the cache/results store; run again to resume", file=sys.stderr)
+        print(
+            "interrupted: finished work is kept in the cache/results store; run again to resume",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # click usage errors and anything unexpected
         import click
@@ -81,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         if os.environ.get("DSIM_DEBUG"):
             raise
-        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (DSIM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (DSIM_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

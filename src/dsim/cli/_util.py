@@ -38,12 +38,23 @@ class Progress:
         if not self.enabled or time.monotonic() - self.start < self.delay:
             return
         if self._progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
-            from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
             self._progress = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=console(stderr=True), transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console(stderr=True),
+                transient=True,
             )
             self._progress.start()
             self._task = self._progress.add_task(description, total=total)
@@ -54,8 +65,10 @@ class Progress:
         (estimate)``; nothing under ``min_seconds`` or when disabled (``--json``, ``--csv``)."""
         if not self.enabled_estimates or seconds < self.min_seconds:
             return
-        sys.stderr.write(f"{measure}: about {format_duration(seconds)} for {n_sources} "
-                         f"source{'s' if n_sources != 1 else ''} (estimate)\n")
+        sys.stderr.write(
+            f"{measure}: about {format_duration(seconds)} for {n_sources} "
+            f"source{'s' if n_sources != 1 else ''} (estimate)\n"
+        )
         sys.stderr.flush()
 
     def close(self) -> None:

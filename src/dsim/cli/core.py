@@ -12,18 +12,53 @@ from ._util import Progress, console, parse_options, print_json, split_list
 
 @app.command()
 def rank(
-    target: str = typer.Option(..., "--target", "-t", help="Target dataset: a registered name (see `dsim datasets`) or a path to your own data (folder with one sub-folder per class, .csv of path,label, or .npz)."),
-    sources: Optional[str] = typer.Option(None, "--sources", "-s", help="Comma-separated candidate sources (default: every source with data here, published results or known measure values)."),
-    measures: Optional[str] = typer.Option(None, "--measures", "-m", help="Comma-separated measures (default: every measure that can run; see `dsim plugins`)."),
+    target: str = typer.Option(
+        ...,
+        "--target",
+        "-t",
+        help="Target dataset: a registered name (see `dsim datasets`) or a path to your own data (folder with one sub-folder per class, .csv of path,label, or .npz).",
+    ),
+    sources: Optional[str] = typer.Option(
+        None,
+        "--sources",
+        "-s",
+        help="Comma-separated candidate sources (default: every source with data here, published results or known measure values).",
+    ),
+    measures: Optional[str] = typer.Option(
+        None,
+        "--measures",
+        "-m",
+        help="Comma-separated measures (default: every measure that can run; see `dsim plugins`).",
+    ),
     top: Optional[int] = typer.Option(None, "--top", "-k", help="Show only the K best sources."),
-    predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor plugin (default: rank aggregation)."),
-    probe: Optional[str] = typer.Option(None, "--probe", help="Probe network for image measures such as task2vec (any timm name; default resnet18)."),
-    probe_weights: Optional[str] = typer.Option(None, "--probe-weights", help="Probe weights: 'imagenet' (local cache only), 'random' (seeded random init, explicit) or a checkpoint file."),
-    max_samples: int = typer.Option(1000, "--max-samples", help="Images per dataset that image measures look at (seeded stratified subsample)."),
+    predictor: Optional[str] = typer.Option(
+        None, "--predictor", help="Predictor plugin (default: rank aggregation)."
+    ),
+    probe: Optional[str] = typer.Option(
+        None,
+        "--probe",
+        help="Probe network for image measures such as task2vec (any timm name; default resnet18).",
+    ),
+    probe_weights: Optional[str] = typer.Option(
+        None,
+        "--probe-weights",
+        help="Probe weights: 'imagenet' (local cache only), 'random' (seeded random init, explicit) or a checkpoint file.",
+    ),
+    max_samples: int = typer.Option(
+        1000,
+        "--max-samples",
+        help="Images per dataset that image measures look at (seeded stratified subsample).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for subsampling and random probes."),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="key=value passed to measure plugins (repeatable)."),
+    option: Optional[List[str]] = typer.Option(
+        None, "--option", "-o", help="key=value passed to measure plugins (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
-    as_csv: bool = typer.Option(False, "--csv", help="Print one CSV row per source (rank, source, score, uncertainty, status, AUC, one column per measure)."),
+    as_csv: bool = typer.Option(
+        False,
+        "--csv",
+        help="Print one CSV row per source (rank, source, score, uncertainty, status, AUC, one column per measure).",
+    ),
 ) -> None:
     """Rank candidate sources for a target dataset, best first.
 
@@ -40,8 +75,15 @@ def rank(
         opts["probe_weights"] = probe_weights
     with Progress(enabled=not (as_json or as_csv)) as progress:
         ranking = dsim.rank(
-            target, sources=split_list(sources), measures=split_list(measures), predictor=predictor,
-            top=top, seed=seed, max_samples=max_samples, options=opts, progress=progress,
+            target,
+            sources=split_list(sources),
+            measures=split_list(measures),
+            predictor=predictor,
+            top=top,
+            seed=seed,
+            max_samples=max_samples,
+            options=opts,
+            progress=progress,
         )
     if as_json:
         print_json(ranking.to_dict())
@@ -60,9 +102,17 @@ def _print_csv(ranking) -> None:
     measures = list(ranking.measures)
     w.writerow(["rank", "source", "score", "uncertainty", "status", "measured_auc", *measures])
     for r in ranking.rows:
-        w.writerow([r.rank, r.source, r.score, "" if r.uncertainty is None else r.uncertainty, r.status,
-                    "" if r.measured_auc is None else r.measured_auc,
-                    *[(r.contributions.get(m) or {}).get("value", "") for m in measures]])
+        w.writerow(
+            [
+                r.rank,
+                r.source,
+                r.score,
+                "" if r.uncertainty is None else r.uncertainty,
+                r.status,
+                "" if r.measured_auc is None else r.measured_auc,
+                *[(r.contributions.get(m) or {}).get("value", "") for m in measures],
+            ]
+        )
 
 
 def _fmt(x, digits=2):
@@ -93,7 +143,9 @@ def _print_ranking(ranking) -> None:
         cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in measures]
         table.add_row(*cells)
     con.print(table)
-    con.print(f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} over {', '.join(measures) or 'no measure'}")
+    con.print(
+        f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} over {', '.join(measures) or 'no measure'}"
+    )
     for n in ranking.notes:
         con.print(f"[dim]note: {n}[/dim]")
     # one line per reason: which measures and which sources it kept out
@@ -121,11 +173,19 @@ def measure(
     source: str = typer.Option(..., "--source", "-s", help="Source dataset name or path."),
     target: str = typer.Option(..., "--target", "-t", help="Target dataset name or path."),
     measure_name: str = typer.Option(..., "--measure", "-m", help="Measure name (see `dsim plugins`)."),
-    max_samples: int = typer.Option(1000, "--max-samples", help="Images per dataset (seeded stratified subsample)."),
+    max_samples: int = typer.Option(
+        1000, "--max-samples", help="Images per dataset (seeded stratified subsample)."
+    ),
     seed: int = typer.Option(0, "--seed"),
-    probe: Optional[str] = typer.Option(None, "--probe", help="Probe network for image measures (timm name)."),
-    probe_weights: Optional[str] = typer.Option(None, "--probe-weights", help="'imagenet', 'random' or a checkpoint file."),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="key=value passed to the measure (repeatable)."),
+    probe: Optional[str] = typer.Option(
+        None, "--probe", help="Probe network for image measures (timm name)."
+    ),
+    probe_weights: Optional[str] = typer.Option(
+        None, "--probe-weights", help="'imagenet', 'random' or a checkpoint file."
+    ),
+    option: Optional[List[str]] = typer.Option(
+        None, "--option", "-o", help="key=value passed to the measure (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Compute one measure for one (source, target) pair: the value, its config and timings."""
@@ -137,13 +197,16 @@ def measure(
     if probe_weights:
         opts["probe_weights"] = probe_weights
     with Progress(enabled=not as_json) as progress:
-        out = dsim.measure(source, target, measure_name, seed=seed, max_samples=max_samples,
-                           options=opts, progress=progress)
+        out = dsim.measure(
+            source, target, measure_name, seed=seed, max_samples=max_samples, options=opts, progress=progress
+        )
     if as_json:
         print_json(out)
         return
     con = console()
-    con.print(f"{out['measure']} ({out['kind']}) {out['source']} -> {out['target']}: [bold]{out['value']:.6g}[/bold]")
+    con.print(
+        f"{out['measure']} ({out['kind']}) {out['source']} -> {out['target']}: [bold]{out['value']:.6g}[/bold]"
+    )
     con.print(f"config: {out['config']}")
     con.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in out["timings"].items()))
     if out["contributions"]:
@@ -176,8 +239,13 @@ def datasets(
         table.add_column(col)
     for c, m in rows:
         table.add_row(
-            c.name, ", ".join(c.aliases), c.origin, c.modality, str(c.channels or ""),
-            str(c.num_classes or ""), f"{c.size:,}" if c.size else "",
+            c.name,
+            ", ".join(c.aliases),
+            c.origin,
+            c.modality,
+            str(c.channels or ""),
+            str(c.num_classes or ""),
+            f"{c.size:,}" if c.size else "",
             "[green]yes[/green]" if m is None else "[dim]no[/dim]",
         )
     console().print(table)

@@ -9,16 +9,27 @@ import typer
 from . import app
 from ._util import console, print_json, split_list
 
-reproduce_app = typer.Typer(help="Reproduce published analyses from the results shipped with dsim.", no_args_is_help=True)
-predictor_app = typer.Typer(help="Fit, evaluate and inspect the predictor that `dsim rank` uses.", no_args_is_help=True)
+reproduce_app = typer.Typer(
+    help="Reproduce published analyses from the results shipped with dsim.", no_args_is_help=True
+)
+predictor_app = typer.Typer(
+    help="Fit, evaluate and inspect the predictor that `dsim rank` uses.", no_args_is_help=True
+)
 app.add_typer(reproduce_app, name="reproduce")
 app.add_typer(predictor_app, name="predictor")
 
 
 @reproduce_app.command("cats-scans")
 def reproduce_cats_scans(
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder for the PNG figures (transferability vs distance; AUC heatmap). No figures without it."),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole reproduction (pairs, correlations, AUC table) as JSON."),
+    out: Optional[str] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder for the PNG figures (transferability vs distance; AUC heatmap). No figures without it.",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the whole reproduction (pairs, correlations, AUC table) as JSON."
+    ),
 ) -> None:
     """Recompute "Cats, not CAT scans": transferability of every (source, target) pair and the
     Spearman correlation of expert and Task2Vec distances with it, from the shipped table.
@@ -34,24 +45,37 @@ def reproduce_cats_scans(
     from rich.table import Table
 
     con = console()
-    table = Table(title="Cats, not CAT scans: Spearman rho of distance vs transferability (mean over folds, per pair)", title_justify="left")
+    table = Table(
+        title="Cats, not CAT scans: Spearman rho of distance vs transferability (mean over folds, per pair)",
+        title_justify="left",
+    )
     for col in ("measure", "rho", "p", "n", "paper", "per-fold rho (p, n)"):
         table.add_column(col, justify="left" if col == "measure" else "right")
     for m, c in rep["correlations"].items():
         pf = c.get("per_fold")
-        table.add_row(m, f"{c['rho']:.3f}", f"{c['p']:.3f}", str(c["n"]), "" if c["paper"] is None else f"{c['paper']:.2f}",
-                      "" if not pf else f"{pf['rho']:.3f} ({pf['p']:.3f}, {pf['n']})")
+        table.add_row(
+            m,
+            f"{c['rho']:.3f}",
+            f"{c['p']:.3f}",
+            str(c["n"]),
+            "" if c["paper"] is None else f"{c['paper']:.2f}",
+            "" if not pf else f"{pf['rho']:.3f} ({pf['p']:.3f}, {pf['n']})",
+        )
     con.print(table)
     con.print("best source per target: " + ", ".join(f"{t}: {s}" for t, s in rep["best_source"].items()))
-    con.print("[dim]the released table differs slightly from the paper's printed values (docs/reproduce.md); "
-              "neither correlation is significant at 0.05[/dim]")
+    con.print(
+        "[dim]the released table differs slightly from the paper's printed values (docs/reproduce.md); "
+        "neither correlation is significant at 0.05[/dim]"
+    )
     for f in rep["figures"]:
         con.print(f"wrote {f}")
 
 
 @predictor_app.command("fit")
 def predictor_fit(
-    name: str = typer.Option("meta-ranker", "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."),
+    name: str = typer.Option(
+        "meta-ranker", "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap ensemble."),
     as_json: bool = typer.Option(False, "--json", help="Print what was saved as JSON."),
 ) -> None:
@@ -68,21 +92,30 @@ def predictor_fit(
         return
     con = console()
     info = doc["trained_on"]
-    con.print(f"fitted {pred.name} on {info['n_results']} results ({len(values)} measure values), targets "
-              f"{', '.join(info['targets'])}; saved {path}")
+    con.print(
+        f"fitted {pred.name} on {info['n_results']} results ({len(values)} measure values), targets "
+        f"{', '.join(info['targets'])}; saved {path}"
+    )
     if hasattr(pred, "coefficients"):
         coefs = sorted(pred.coefficients().items(), key=lambda kv: -abs(kv[1]))
-        con.print("weights (standardised features, > 0 = transfers better): "
-                  + ", ".join(f"{k} {v:+.3f}" for k, v in coefs if abs(v) > 1e-4))
+        con.print(
+            "weights (standardised features, > 0 = transfers better): "
+            + ", ".join(f"{k} {v:+.3f}" for k, v in coefs if abs(v) > 1e-4)
+        )
     state = pred.get_state() if hasattr(pred, "get_state") else {}
     if state.get("model") in ("learned", "skill-weighted", "best-rule") and state.get("inner_spearman"):
         nan = float("nan")
         learned = max(state["inner_spearman"].values())
         mix, best = state.get("mix_spearman"), state.get("best_rule_spearman")
-        kept = {"learned": "the learned weights", "skill-weighted": "the skill-weighted rule mix",
-                "best-rule": f"one rule, {str(state.get('best_rule', '')).removeprefix('rule:')}"}[state["model"]]
-        con.print(f"model: {kept} — inner leave-one-target-out Spearman: learned {learned:.2f}, rule mix "
-                  f"{mix if mix is not None else nan:.2f}, best single rule {best if best is not None else nan:.2f}")
+        kept = {
+            "learned": "the learned weights",
+            "skill-weighted": "the skill-weighted rule mix",
+            "best-rule": f"one rule, {str(state.get('best_rule', '')).removeprefix('rule:')}",
+        }[state["model"]]
+        con.print(
+            f"model: {kept} — inner leave-one-target-out Spearman: learned {learned:.2f}, rule mix "
+            f"{mix if mix is not None else nan:.2f}, best single rule {best if best is not None else nan:.2f}"
+        )
 
 
 @predictor_app.command("show")
@@ -95,17 +128,25 @@ def predictor_show(as_json: bool = typer.Option(False, "--json", help="Print JSO
         print_json(doc)
         return
     if doc is None:
-        console().print(f"no fitted predictor in {predictor_dir()}: `dsim rank` uses rank aggregation "
-                        "(run `dsim predictor fit`)")
+        console().print(
+            f"no fitted predictor in {predictor_dir()}: `dsim rank` uses rank aggregation "
+            "(run `dsim predictor fit`)"
+        )
         return
     info = doc["trained_on"]
-    console().print(f"{doc['predictor']} {doc['params']} at {doc['path']}: trained on {info['n_results']} results, "
-                    f"targets {', '.join(info['targets'])}")
+    console().print(
+        f"{doc['predictor']} {doc['params']} at {doc['path']}: trained on {info['n_results']} results, "
+        f"targets {', '.join(info['targets'])}"
+    )
 
 
 @predictor_app.command("evaluate")
 def predictor_evaluate(
-    predictors: Optional[str] = typer.Option(None, "--predictors", help="Comma-separated labels of the suite to run (default: all: meta-ranker, rank-aggregation, baselines, each measure alone)."),
+    predictors: Optional[str] = typer.Option(
+        None,
+        "--predictors",
+        help="Comma-separated labels of the suite to run (default: all: meta-ranker, rank-aggregation, baselines, each measure alone).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print every task's metrics as JSON."),
 ) -> None:
     """Leave-one-target-out evaluation on the results store: per held-out target, Spearman rho,
@@ -118,20 +159,28 @@ def predictor_evaluate(
     results = dsim.known_results()
     cards = {c.name: c for c in get_registry()}
     measures = dsim.list_measures()
-    values = pair_values({(r.source, r.target) for r in results if r.source != r.target},
-                         dsim.known_measure_values(), cards, measures)
+    values = pair_values(
+        {(r.source, r.target) for r in results if r.source != r.target},
+        dsim.known_measure_values(),
+        cards,
+        measures,
+    )
     kinds = {m.name: m.kind for m in measures.values()}
     suite = default_suite(sorted({v.measure for v in values}))
     wanted = split_list(predictors)
     if wanted:
         unknown = sorted(set(wanted) - {s[0] for s in suite})
         if unknown:
-            raise dsim.DsimError(f"unknown predictor label(s) {', '.join(unknown)}; choose from {', '.join(s[0] for s in suite)}")
+            raise dsim.DsimError(
+                f"unknown predictor label(s) {', '.join(unknown)}; choose from {', '.join(s[0] for s in suite)}"
+            )
         suite = [s for s in suite if s[0] in wanted]
     out = evaluate_suite(suite, results, values, cards, kinds)
     ceil = noise_ceiling(results)
     if as_json:
-        print_json({"tasks": out, "summary": {k: summarise(v) for k, v in out.items()}, "noise_ceiling": ceil})
+        print_json(
+            {"tasks": out, "summary": {k: summarise(v) for k, v in out.items()}, "noise_ceiling": ceil}
+        )
         return
     from rich.table import Table
 
@@ -145,14 +194,30 @@ def predictor_evaluate(
     for col in ("mean rho", "w. tau", "top-1", "regret T", "regret AUC"):
         table.add_column(col, justify="right")
     cmap = {(c["setup"], c["target"]): c["ceiling"] for c in ceil}
-    table.add_row("[dim]noise ceiling[/dim]", *[f"[dim]{cmap[k]:.2f}[/dim]" if k in cmap else "" for k in tasks], "", "", "", "", "")
+    table.add_row(
+        "[dim]noise ceiling[/dim]",
+        *[f"[dim]{cmap[k]:.2f}[/dim]" if k in cmap else "" for k in tasks],
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
     for lab, rows in out.items():
         by = {(r["setup"], r["target"]): r for r in rows}
         sm = summarise(rows)
-        table.add_row(lab, *[f"{by[k]['spearman']:.2f}" if k in by else "" for k in tasks],
-                      f"{sm['spearman']:.2f}", f"{sm['weighted_tau']:.2f}", f"{sm['top1']:.2f}",
-                      f"{sm['regret_t']:.2f}", f"{sm.get('regret_auc', float('nan')):.3f}")
+        table.add_row(
+            lab,
+            *[f"{by[k]['spearman']:.2f}" if k in by else "" for k in tasks],
+            f"{sm['spearman']:.2f}",
+            f"{sm['weighted_tau']:.2f}",
+            f"{sm['top1']:.2f}",
+            f"{sm['regret_t']:.2f}",
+            f"{sm.get('regret_auc', float('nan')):.3f}",
+        )
     con = console()
     con.print(table)
-    con.print(f"[dim]{len(tasks)} held-out task(s); with few targets these numbers are per-target anecdotes, "
-              "not a population estimate (docs/evaluation.md)[/dim]")
+    con.print(
+        f"[dim]{len(tasks)} held-out task(s); with few targets these numbers are per-target anecdotes, "
+        "not a population estimate (docs/evaluation.md)[/dim]"
+    )

@@ -22,12 +22,25 @@ class _RunProgress:
         self._run = None
 
     def _start(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                           console=console(stderr=True), transient=True)
+        self._p = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console(stderr=True),
+            transient=True,
+        )
         self._p.start()
         self._overall = self._p.add_task("runs", total=1)
         self._run = self._p.add_task("run", total=1, visible=False)
@@ -75,26 +88,82 @@ def _hp(pairs: Optional[List[str]]) -> dict:
 
 @app.command()
 def validate(
-    target: str = typer.Option(..., "--target", "-t", help="Target dataset: a registered name or a path to your data (folder, .csv, .npz)."),
-    top: int = typer.Option(3, "--top", "-k", help="Validate the K best-ranked sources that can be trained here (ignored with --sources)."),
-    sources: Optional[str] = typer.Option(None, "--sources", "-s", help="Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of several, 'imagenet', or checkpoint files (.pt/.pth)."),
-    strategy: str = typer.Option("finetune", "--strategy", help="Transfer strategy (comma-separated for several): finetune, gradual-unfreeze, feature-extractor, linear-probe, linear-svm, moment-init, domain-ri, domain-in, all-ri, all-in, radiomics (`dsim plugins` lists them)."),
-    backbone: str = typer.Option("smallcnn", "--backbone", "-b", help="Network: smallcnn (CPU-scale, 28 px) or any timm model (resnet18, resnet50, densenet121 ...)."),
-    folds: int = typer.Option(5, "--folds", help="Stratified k-fold cross-validation (80/10/10 train/val/test for k=5, as cats-scans)."),
-    train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Data-size curve: training images per run, e.g. 50,100,200,500,1000,2000 (Romero et al.)."),
-    image_size: int = typer.Option(28, "--image-size", help="Input size in pixels for pretraining and fine-tuning."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum fine-tuning epochs (early stopping on validation loss decides; default 30)."),
-    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs", help="Maximum source pretraining epochs (default 30)."),
-    target_max: Optional[int] = typer.Option(None, "--target-max", help="Use at most this many target images (seeded, stratified)."),
-    source_max: Optional[int] = typer.Option(None, "--source-max", help="Pretrain on at most this many images per source."),
-    executor: str = typer.Option("local", "--executor", help="local (sequential, GPU when present) or ray (pip install 'dsim[ray]')."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
+    target: str = typer.Option(
+        ...,
+        "--target",
+        "-t",
+        help="Target dataset: a registered name or a path to your data (folder, .csv, .npz).",
+    ),
+    top: int = typer.Option(
+        3,
+        "--top",
+        "-k",
+        help="Validate the K best-ranked sources that can be trained here (ignored with --sources).",
+    ),
+    sources: Optional[str] = typer.Option(
+        None,
+        "--sources",
+        "-s",
+        help="Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of several, 'imagenet', or checkpoint files (.pt/.pth).",
+    ),
+    strategy: str = typer.Option(
+        "finetune",
+        "--strategy",
+        help="Transfer strategy (comma-separated for several): finetune, gradual-unfreeze, feature-extractor, linear-probe, linear-svm, moment-init, domain-ri, domain-in, all-ri, all-in, radiomics (`dsim plugins` lists them).",
+    ),
+    backbone: str = typer.Option(
+        "smallcnn",
+        "--backbone",
+        "-b",
+        help="Network: smallcnn (CPU-scale, 28 px) or any timm model (resnet18, resnet50, densenet121 ...).",
+    ),
+    folds: int = typer.Option(
+        5,
+        "--folds",
+        help="Stratified k-fold cross-validation (80/10/10 train/val/test for k=5, as cats-scans).",
+    ),
+    train_sizes: Optional[str] = typer.Option(
+        None,
+        "--train-sizes",
+        help="Data-size curve: training images per run, e.g. 50,100,200,500,1000,2000 (Romero et al.).",
+    ),
+    image_size: int = typer.Option(
+        28, "--image-size", help="Input size in pixels for pretraining and fine-tuning."
+    ),
+    epochs: Optional[int] = typer.Option(
+        None,
+        "--epochs",
+        help="Maximum fine-tuning epochs (early stopping on validation loss decides; default 30).",
+    ),
+    pretrain_epochs: Optional[int] = typer.Option(
+        None, "--pretrain-epochs", help="Maximum source pretraining epochs (default 30)."
+    ),
+    target_max: Optional[int] = typer.Option(
+        None, "--target-max", help="Use at most this many target images (seeded, stratified)."
+    ),
+    source_max: Optional[int] = typer.Option(
+        None, "--source-max", help="Pretrain on at most this many images per source."
+    ),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (sequential, GPU when present) or ray (pip install 'dsim[ray]')."
+    ),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster address (default: start a local Ray)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for splits, initialisation and subsampling."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
-    hp: Optional[List[str]] = typer.Option(None, "--hp", help="Fine-tuning hyper-parameter key=value (lr, batch_size, patience, weight_decay, augment, ordinal ...); repeatable."),
-    store: Optional[str] = typer.Option(None, "--store", help="Results store file (default $DSIM_RESULTS or the user data dir)."),
+    hp: Optional[List[str]] = typer.Option(
+        None,
+        "--hp",
+        help="Fine-tuning hyper-parameter key=value (lr, batch_size, patience, weight_decay, augment, ordinal ...); repeatable.",
+    ),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Results store file (default $DSIM_RESULTS or the user data dir)."
+    ),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of AUC per source with error bars."),
-    measures: Optional[str] = typer.Option(None, "--measures", "-m", help="Measures for the ranking that predictions come from (default: all)."),
+    measures: Optional[str] = typer.Option(
+        None, "--measures", "-m", help="Measures for the ranking that predictions come from (default: all)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check a ranking with real transfer runs.
@@ -124,10 +193,26 @@ def validate(
     rp = _RunProgress(enabled=not as_json)
     try:
         report = _validate(
-            target, top=top, sources=split_list(sources), strategy=strategy, backbone=backbone, folds=folds,
-            train_sizes=train_sizes, executor=executor, address=address, seed=seed, hyperparameters=hyper,
-            pretrain_hyperparameters=php, target_max=target_max, source_max=source_max, store=store,
-            device=device, rank_options=ro, progress=rp.overall, run_progress=rp.run, on_event=rp.event,
+            target,
+            top=top,
+            sources=split_list(sources),
+            strategy=strategy,
+            backbone=backbone,
+            folds=folds,
+            train_sizes=train_sizes,
+            executor=executor,
+            address=address,
+            seed=seed,
+            hyperparameters=hyper,
+            pretrain_hyperparameters=php,
+            target_max=target_max,
+            source_max=source_max,
+            store=store,
+            device=device,
+            rank_options=ro,
+            progress=rp.overall,
+            run_progress=rp.run,
+            on_event=rp.event,
         )
     finally:
         rp.close()
@@ -157,17 +242,43 @@ def _print_report(report, plot) -> None:
     if report.baseline_auc is not None:
         title += f", from-scratch AUC {report.baseline_auc:.3f}"
     t = Table(title=title, title_justify="left")
-    for c in ("source", "strategy", "n", "folds", "AUC", "±", "acc", "kappa", "T (%)", "± T", "predicted", "pred. #"):
+    for c in (
+        "source",
+        "strategy",
+        "n",
+        "folds",
+        "AUC",
+        "±",
+        "acc",
+        "kappa",
+        "T (%)",
+        "± T",
+        "predicted",
+        "pred. #",
+    ):
         t.add_column(c, justify="left" if c in ("source", "strategy") else "right")
     for r in report.rows:
-        t.add_row(escape(r.source), r.strategy, str(r.train_size or "all"), f"{r.folds}" + (f" [red]({r.failed} failed)[/red]" if r.failed else ""),
-                  _f(r.auc), _f(r.auc_std), _f(r.accuracy), _f(r.kappa), _f(r.transferability, 1),
-                  _f(r.transferability_std, 1), _f(r.predicted, 2), str(r.predicted_rank or ""))
+        t.add_row(
+            escape(r.source),
+            r.strategy,
+            str(r.train_size or "all"),
+            f"{r.folds}" + (f" [red]({r.failed} failed)[/red]" if r.failed else ""),
+            _f(r.auc),
+            _f(r.auc_std),
+            _f(r.accuracy),
+            _f(r.kappa),
+            _f(r.transferability, 1),
+            _f(r.transferability_std, 1),
+            _f(r.predicted, 2),
+            str(r.predicted_rank or ""),
+        )
     con.print(t)
     rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
-    con.print(f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources; "
-              f"runs: {report.runs_done} done, {report.runs_skipped} from the store, {len(report.failures)} failed "
-              f"({report.seconds:.0f}s); store: {report.store}")
+    con.print(
+        f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources; "
+        f"runs: {report.runs_done} done, {report.runs_skipped} from the store, {len(report.failures)} failed "
+        f"({report.seconds:.0f}s); store: {report.store}"
+    )
     for n in report.notes:
         con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
     for f in report.failures:
@@ -178,13 +289,25 @@ def _print_report(report, plot) -> None:
 
 @app.command()
 def pretrain(
-    source: str = typer.Option(..., "--source", "-s", help="Source dataset name, 'a+b' for the union of several, or a path."),
+    source: str = typer.Option(
+        ..., "--source", "-s", help="Source dataset name, 'a+b' for the union of several, or a path."
+    ),
     backbone: str = typer.Option("smallcnn", "--backbone", "-b", help="smallcnn or any timm model name."),
-    init: str = typer.Option("random", "--init", help="Start from 'random' (seeded) or 'imagenet' weights (local cache; says how to supply them when absent)."),
+    init: str = typer.Option(
+        "random",
+        "--init",
+        help="Start from 'random' (seeded) or 'imagenet' weights (local cache; says how to supply them when absent).",
+    ),
     image_size: int = typer.Option(28, "--image-size"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (early stopping on a 10% hold-out; default 30)."),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="At most this many source images (seeded, stratified)."),
-    hp: Optional[List[str]] = typer.Option(None, "--hp", help="Hyper-parameter key=value (lr, batch_size, patience ...); repeatable."),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", help="Maximum epochs (early stopping on a 10% hold-out; default 30)."
+    ),
+    max_samples: Optional[int] = typer.Option(
+        None, "--max-samples", help="At most this many source images (seeded, stratified)."
+    ),
+    hp: Optional[List[str]] = typer.Option(
+        None, "--hp", help="Hyper-parameter key=value (lr, batch_size, patience ...); repeatable."
+    ),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     force: bool = typer.Option(False, "--force", help="Train again even when the checkpoint is cached."),
@@ -207,8 +330,17 @@ def pretrain(
     rp = _RunProgress(enabled=not as_json)
     t0 = time.perf_counter()
     try:
-        path = _pretrain(source, backbone, init=init, hyperparameters=hyper, max_samples=max_samples, seed=seed,
-                         device=device, progress=rp.run, force=force)
+        path = _pretrain(
+            source,
+            backbone,
+            init=init,
+            hyperparameters=hyper,
+            max_samples=max_samples,
+            seed=seed,
+            device=device,
+            progress=rp.run,
+            force=force,
+        )
     finally:
         rp.close()
     meta_path = path.with_suffix(".json")
@@ -220,9 +352,12 @@ def pretrain(
     con = console()
     con.print(f"checkpoint: {path}", highlight=False)
     if meta:
-        con.print(f"{meta.get('source')} on {meta.get('backbone')} ({meta.get('images')} images, {meta.get('num_classes')} classes): "
-                  f"{meta.get('epochs_run')} epochs, best {meta.get('best_epoch')}, hold-out accuracy {_f(val.get('accuracy'))}, "
-                  f"AUC {_f(val.get('auc'))}; {time.perf_counter() - t0:.1f}s this call", highlight=False)
+        con.print(
+            f"{meta.get('source')} on {meta.get('backbone')} ({meta.get('images')} images, {meta.get('num_classes')} classes): "
+            f"{meta.get('epochs_run')} epochs, best {meta.get('best_epoch')}, hold-out accuracy {_f(val.get('accuracy'))}, "
+            f"AUC {_f(val.get('auc'))}; {time.perf_counter() - t0:.1f}s this call",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -232,9 +367,13 @@ def results(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Only this strategy."),
     as_csv: bool = typer.Option(False, "--csv", help="Export CSV (one row per fold) to stdout."),
     as_json: bool = typer.Option(False, "--json", help="Export JSON (one object per fold) to stdout."),
-    import_published: bool = typer.Option(False, "--import-published", help="First import the published cats-scans results into the store."),
+    import_published: bool = typer.Option(
+        False, "--import-published", help="First import the published cats-scans results into the store."
+    ),
     failures: bool = typer.Option(False, "--failures", help="List the runs that failed and why."),
-    store: Optional[str] = typer.Option(None, "--store", help="Results store file (default $DSIM_RESULTS or the user data dir)."),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Results store file (default $DSIM_RESULTS or the user data dir)."
+    ),
 ) -> None:
     """List or export the results store: one row per finished fold of every `dsim validate` run
     (and imported published results), with AUC, accuracy, kappa and the run's setup."""
@@ -254,9 +393,24 @@ def results(
             return
         rows = st.rows(target=target, source=source, strategy=strategy)
         path = st.path
-    cols = ["source", "target", "strategy", "backbone", "fold", "seed", "setup", "auc", "accuracy", "kappa", "origin", "key"]
+    cols = [
+        "source",
+        "target",
+        "strategy",
+        "backbone",
+        "fold",
+        "seed",
+        "setup",
+        "auc",
+        "accuracy",
+        "kappa",
+        "origin",
+        "key",
+    ]
     if as_json:
-        print_json([{**{c: r[c] for c in cols}, "metrics": r["metrics"], "timings": r["timings"]} for r in rows])
+        print_json(
+            [{**{c: r[c] for c in cols}, "metrics": r["metrics"], "timings": r["timings"]} for r in rows]
+        )
         return
     if as_csv:
         import csv
@@ -272,6 +426,16 @@ def results(
     for c in ("source", "target", "strategy", "fold", "seed", "setup", "AUC", "acc", "kappa", "origin"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["source"], r["target"], r["strategy"], str(r["fold"]), str(r["seed"]), r["setup"],
-                  _f(r["auc"]), _f(r["accuracy"]), _f(r["kappa"]), r["origin"])
+        t.add_row(
+            r["source"],
+            r["target"],
+            r["strategy"],
+            str(r["fold"]),
+            str(r["seed"]),
+            r["setup"],
+            _f(r["auc"]),
+            _f(r["accuracy"]),
+            _f(r["kappa"]),
+            r["origin"],
+        )
     console().print(t)
