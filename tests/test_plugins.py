@@ -196,3 +196,75 @@ def test_example_third_party_plugin_is_picked_up(tmp_path):
         env_extra=env,
     )
     assert json.loads(same.stdout)["value"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_default_plugins_match_the_entry_points_in_pyproject():
+    """Built-ins are listed once in dsim.defaults and declared as entry points (the public path);
+    the two lists must stay the same."""
+    import tomllib
+
+    from dsim.defaults import DEFAULT_PLUGINS
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["dsim"]
+    assert declared == dict(DEFAULT_PLUGINS)
+
+
+def test_source_checkout_without_entry_points_still_has_every_builtin(fresh_plugins, monkeypatch):
+    """PYTHONPATH=src:plugins on a machine where dsim is not installed: no entry points at all."""
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: [])
+    fresh_plugins.reset()
+    ranking = dsim.rank("chest")
+    assert ranking.rows[0].source == "imagenet"
+    assert BUILTIN <= {name for name, _ in fresh_plugins.get_plugin_manager().list_name_plugin()}
+    assert all(fresh_plugins.is_builtin(n) for n in BUILTIN)
+
+
+def test_hooks_are_called_through_pluggy_and_traced():
+    r = run_dsim("rank", "--target", "chest", "--json", env_extra={"DSIM_TRACE": "1"})
+    assert r.returncode == 0, r.stderr
+    trace = [line for line in r.stderr.splitlines() if line.startswith("dsim trace:")]
+    assert any("dsim_known_results -> published: 120" in line for line in trace), r.stderr
+    assert any(line.startswith("dsim trace: dsim_ranking_done(ranking=Ranking)") for line in trace)
+
+
+def test_duplicate_name_warns_naming_both_and_the_builtin_wins(fresh_plugins, capsys):
+    class Impostor(dsim.Measure):
+        name = "expert"
+        needs = "card"
+        description = "a third-party measure that takes a built-in's name"
+
+    class P:
+        @dsim.hookimpl
+        def dsim_register_measures(self):
+            return [Impostor()]
+
+    fresh_plugins.register(P(), "impostor")
+    try:
+        measures = dsim.list_measures()
+        assert type(measures["expert"]).__name__ == "ExpertHamming"  # the built-in is kept
+        assert {"kind": "measure", "name": "expert", "kept": "expert", "ignored": "impostor"} in (
+            fresh_plugins.conflicts()
+        )
+        err = capsys.readouterr().err
+        line = [x for x in err.splitlines() if "impostor" in x]
+        assert len(line) == 1 and "'expert'" in line[0] and "ignored" in line[0]
+    finally:
+        fresh_plugins.unregister("impostor")
+
+
+def test_plugin_with_a_misspelt_hook_is_told_so(fresh_plugins):
+    class Typo:
+        @dsim.hookimpl
+        def dsim_register_measure(self):  # missing "s"
+            return []
+
+    fresh_plugins.register(Typo(), "typo-plugin")
+    try:
+        dsim.list_measures()
+        fails = dict(fresh_plugins.failures())
+        assert "unknown hook 'dsim_register_measure'" in fails["typo-plugin"]
+        assert "dsim_register_measures" in fails["typo-plugin"]
+    finally:
+        fresh_plugins.unregister("typo-plugin")

@@ -109,6 +109,28 @@ def test_loto_family_excludes_derived_datasets():
     assert seen["a"] == {"b"}
 
 
+def test_loto_holds_out_the_registry_family_by_default():
+    """Holding out chest must hold out pneumoniamnist (derived from it) too, with no family
+    argument: the rule comes from the registry, as `dsim predictor evaluate` uses it."""
+    res = [
+        dsim.TransferResult(s, t, f, auc, setup="x")
+        for t in ("chest", "pneumoniamnist", "breastmnist")
+        for s, auc in (("s1", 0.9), ("s2", 0.8), ("s3", 0.7), (t, 0.85))
+        for f in (1, 2)
+    ]
+    seen = {}
+    evaluate_loto(
+        Oracle,
+        res,
+        [],
+        {},
+        {},
+        targets=["chest"],
+        on_fit=lambda t, r, v: seen.setdefault(t, {x.target for x in r}),
+    )
+    assert seen["chest"] == {"breastmnist"}
+
+
 # --------------------------------------------------------------------------- metrics
 
 

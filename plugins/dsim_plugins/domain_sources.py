@@ -21,13 +21,7 @@ def medical_sources(exclude: str = "") -> list[str]:
     """Every registered medical dataset whose images are here, except ``exclude`` and its family:
     its parent, its children and its siblings (e.g. dermamnist for ham10000-8x8: both are isic)."""
     reg = dsim.get_registry()
-    ex = {exclude}
-    if exclude in reg:
-        c = reg.get(exclude)
-        ex |= {c.name, c.derived_from or ""}
-        ex |= {x.name for x in reg if x.derived_from == c.name}
-        if c.derived_from:
-            ex |= {x.name for x in reg if x.derived_from == c.derived_from}
+    ex = reg.family(exclude) if exclude else set()
     return sorted(
         c.name
         for c in reg

@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # records
     "DatasetCard": "dsim.records",
+    "CheckpointCard": "dsim.records",
     "ImageSet": "dsim.records",
     "Representation": "dsim.records",
     "Ranking": "dsim.records",
@@ -43,6 +44,7 @@ _EXPORTS = {
     "Predictor": "dsim.interfaces",
     "Candidate": "dsim.interfaces",
     "FoldData": "dsim.interfaces",
+    "Reproduction": "dsim.interfaces",
     # errors
     "DsimError": "dsim.errors",
     "UnknownNameError": "dsim.errors",

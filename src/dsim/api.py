@@ -85,18 +85,6 @@ def create_backbone(
     raise UnknownNameError("backbone", model_name, known)
 
 
-def _family(card: DatasetCard) -> set[str]:
-    """The card, its parent, its children and its siblings: the same images in other sizes
-    (dermamnist and ham10000-8x8 both derive from isic), never a candidate source for each other."""
-    fam = {card.name}
-    reg = get_registry()
-    if card.derived_from:
-        fam.add(card.derived_from)
-        fam |= {c.name for c in reg if c.derived_from == card.derived_from}
-    fam |= {c.name for c in reg if c.derived_from == card.name}
-    return fam
-
-
 def candidate_sources(
     target: DatasetCard,
     history: Sequence[TransferResult],
@@ -110,7 +98,7 @@ def candidate_sources(
     published study and both cards carry expert features.
     """
     reg = get_registry()
-    family = _family(target)
+    family = reg.family(target)
     with_results = {r.source for r in history if r.target in family}
     with_values = {v.source for v in values if v.target in family}
     study_sources = {r.source for r in history}
@@ -216,7 +204,7 @@ def rank(
             )
     if sources is not None:
         cands = [reg.resolve(s) for s in _resolve_names(sources) or []]
-        family = _family(tcard)
+        family = reg.family(tcard)
         for c in [c for c in cands if c.name in family]:
             skipped.append({"source": c.name, "reason": "same data as the target"})
         cands = [c for c in cands if c.name not in family]

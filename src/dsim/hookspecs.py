@@ -96,6 +96,34 @@ def dsim_register_predictors():
 
 
 @hookspec
+def dsim_register_checkpoints():
+    """Checkpoint cards (:class:`dsim.CheckpointCard`): pretrained networks that can be ranked
+    as candidate sources (``dsim rank --sources``, ``dsim zoo``).
+
+    Example::
+
+        @hookimpl
+        def dsim_register_checkpoints():
+            return [CheckpointCard(name="radimagenet-resnet50", architecture="resnet50",
+                                   weights="file:RadImageNet-ResNet50_notop.pth",
+                                   pretrained_on="radimagenet", licence="see RadImageNet")]
+    """
+
+
+@hookspec
+def dsim_register_reproductions():
+    """Reproductions (:class:`dsim.Reproduction`) of published analyses, recomputed from the
+    results a plugin ships (``dsim reproduce NAME``).
+
+    Example::
+
+        @hookimpl
+        def dsim_register_reproductions():
+            return [MyPaperReproduction()]  # name = "my-paper"
+    """
+
+
+@hookspec
 def dsim_known_results():
     """Measured transfer results (:class:`dsim.TransferResult`) this plugin brings as prior
     knowledge, e.g. a paper's released table.

@@ -35,6 +35,7 @@ __all__ = [
     "Predictor",
     "Candidate",
     "FoldData",
+    "Reproduction",
 ]
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
@@ -298,4 +299,31 @@ class Predictor:
         history: Sequence[TransferResult],
         measure_kinds: Mapping[str, str],
     ) -> Ranking:
+        raise NotImplementedError
+
+
+class Reproduction:
+    """A published analysis recomputed from the results a plugin ships (``dsim reproduce NAME``).
+
+    :meth:`run` returns a JSON-able report. For the terminal, the report may hold ``tables``
+    (each ``{"title", "columns", "rows"}``) and ``lines`` (short sentences), which the CLI prints;
+    ``figures`` lists the PNG files written to ``out``.
+
+    Example::
+
+        class MyPaper(Reproduction):
+            name = "my-paper"
+            title = "Doe et al. 2024, Table 2"
+
+            def run(self, out=None, *, figures=True):
+                rho = ...  # recomputed from the shipped table
+                return {"tables": [{"title": "Spearman rho", "columns": ["metric", "rho"],
+                                    "rows": [["logme", rho]]}], "lines": [], "figures": []}
+    """
+
+    name: str = ""
+    title: str = ""
+    description: str = ""
+
+    def run(self, out: Path | None = None, *, figures: bool = True) -> dict[str, Any]:
         raise NotImplementedError

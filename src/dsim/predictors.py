@@ -239,7 +239,10 @@ def evaluate_loto(
     Returns one dict per (setup, target) task with the metrics of :func:`ranking_metrics` plus
     ``setup``, ``target``, ``predictor``, ``ranking`` (sources best first) and ``n_train``.
     ``on_fit`` is called with what each fit saw (tests use it to prove nothing leaked)."""
-    family = family or (lambda t: {t})
+    if family is None:  # the registry's family rule: the held-out target's whole family is held out
+        from .registry import get_registry
+
+        family = get_registry().family
     tasks = _tasks(results)
     held = sorted({t.target for t in tasks} if targets is None else set(targets))
     out = []

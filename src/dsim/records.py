@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "EXPERT_FEATURES",
     "DatasetCard",
+    "CheckpointCard",
     "ImageSet",
     "Representation",
     "RankingRow",
@@ -124,6 +125,57 @@ class DatasetCard(_Record):
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"dataset card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class CheckpointCard(_Record):
+    """A pretrained network that can be ranked as a candidate source, like a dataset.
+
+    ``architecture`` names a backbone a backbone plugin builds (``dsim.create_backbone``);
+    ``weights`` says where the trained weights are: ``file:<name>`` (a file name looked up in
+    ``$DSIM_WEIGHTS_DIR``, or an absolute path), ``timm:<tag>`` (timm's pretrained weights, from
+    the local cache or with ``DSIM_ALLOW_DOWNLOAD=1``) or ``random`` (seeded random init).
+    ``sha256`` is checked when a weights file is read. ``pretrained_on`` names the dataset card it
+    was trained on, so that what is known about that dataset as a source applies to it.
+    """
+
+    name: str
+    architecture: str
+    weights: str
+    title: str = ""
+    aliases: tuple[str, ...] = ()
+    sha256: str | None = None
+    pretrained_on: str | None = None
+    family: str = ""  # architecture family (resnet, mobilenet, densenet ...), a card feature
+    parameters: int | None = None
+    num_classes: int | None = None  # outputs of its classifier, when it has one (LEEP, NCE)
+    input_size: int | None = None  # the image size it was trained at
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    licence: str = ""
+    papers: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    provider: str = "registry.yaml"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckpointCard:
+        d = dict(d)
+        for key in ("aliases", "papers", "notes", "mean", "std"):
+            if key in d and d[key] is not None:
+                v = d[key]
+                d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"checkpoint card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
+        missing = [k for k in ("name", "architecture", "weights") if not d.get(k)]
+        if missing:
+            raise ValueError(f"checkpoint card {d.get('name', '?')!r}: missing {', '.join(missing)}")
         return cls(**d)
 
     @property
@@ -357,7 +409,9 @@ class TransferResult(_Record):
     """One measured fine-tuning result: AUC of ``source`` -> ``target`` on one test fold.
 
     ``source == target`` is the target-only (from-scratch) baseline AUC(T). ``origin`` says where
-    the number comes from ("published:cats-scans" or "dsim validate").
+    the number comes from ("published:cats-scans" or "dsim validate"). ``repeat`` numbers
+    independent repetitions of the same protocol (another seed, another draw of the training
+    images); ``fold`` numbers the test folds within one repetition.
     """
 
     source: str
@@ -368,6 +422,7 @@ class TransferResult(_Record):
     setup: str = "default"  # groups results measured under one protocol (backbone, size, ...)
     accuracy: float | None = None
     kappa: float | None = None
+    repeat: int = 0
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .errors import DatasetError, DsimError, UnknownNameError
 from .plugins import collect, on_reset
 from .records import DatasetCard
 
-__all__ = ["Registry", "get_registry", "registry_path"]
+__all__ = ["Registry", "get_registry", "registry_path", "family"]
 
 
 def registry_path() -> Path:
@@ -82,6 +82,21 @@ class Registry:
             raise UnknownNameError("dataset", name, self.names())
         return self.cards[self._alias[key]]
 
+    def family(self, card: DatasetCard | str) -> set[str]:
+        """The names that hold the same images as ``card``: itself, its parent (``derived_from``),
+        its children and its siblings (the same parent), e.g. chest, pneumoniamnist and the 28 px
+        subset; dermamnist and ham10000-8x8 (both isic). A family member is never a candidate
+        source for another, and leave-one-target-out holds out the whole family. An aggregate
+        whose pretraining leaves the target out (MedMNIST leave-target-out) is no member."""
+        if isinstance(card, str):
+            card = self.get(card) if card in self else DatasetCard(name=card)
+        fam = {card.name}
+        if card.derived_from:
+            fam.add(card.derived_from)
+            fam |= {c.name for c in self if c.derived_from == card.derived_from}
+        fam |= {c.name for c in self if c.derived_from == card.name}
+        return fam
+
     def resolve(self, name_or_path: str) -> DatasetCard:
         """A card for a registered name, or a card for the user's own data at a path."""
         if name_or_path in self:
@@ -128,6 +143,11 @@ def get_registry() -> Registry:
             card = DatasetCard.from_dict({**card, "provider": plugin})
         reg.add(card)
     return reg
+
+
+def family(card: DatasetCard | str) -> set[str]:
+    """:meth:`Registry.family` of the process-wide registry."""
+    return get_registry().family(card)
 
 
 on_reset(get_registry.cache_clear)
