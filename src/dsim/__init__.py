@@ -48,6 +48,8 @@ _EXPORTS = {
     # errors
     "DsimError": "dsim.errors",
     "UnknownNameError": "dsim.errors",
+    "UnknownOptionError": "dsim.errors",
+    "Parameterised": "dsim.interfaces",
     "DatasetError": "dsim.errors",
     "DataMissingError": "dsim.errors",
     "PluginError": "dsim.errors",

@@ -10,6 +10,7 @@ from typing import Iterable
 __all__ = [
     "DsimError",
     "UnknownNameError",
+    "UnknownOptionError",
     "DatasetError",
     "DataMissingError",
     "PluginError",
@@ -35,6 +36,18 @@ class UnknownNameError(DsimError, KeyError):
         self.suggestions = closest(name, known)
         hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
         super().__init__(f"unknown {kind} {name!r}{hint} (list them with `dsim {_lister(kind)}`)")
+
+
+class UnknownOptionError(DsimError, KeyError):
+    """An option (parameter) that the measure, strategy or predictor it was given to does not take."""
+
+    def __init__(self, option: str, owner: str, known: Iterable[str]):
+        self.option, self.owner = option, owner
+        known = list(known)
+        self.suggestions = closest(option, known)
+        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        valid = f" (it takes {', '.join(known)})" if known and len(known) <= 12 else ""
+        super().__init__(f"unknown option {option!r} for {owner}{hint}{valid}")
 
 
 def _lister(kind: str) -> str:

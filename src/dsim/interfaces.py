@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cache import Cache
 
 __all__ = [
+    "Parameterised",
     "Context",
     "DatasetLoader",
     "BackboneFactory",
@@ -43,6 +44,51 @@ ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
 
 def _no_progress(description: str, done: int, total: int) -> None:
     return None
+
+
+class Parameterised:
+    """Parameters in the scikit-learn style: every keyword argument of ``__init__`` is a
+    parameter, stored unchanged as the attribute of the same name; nothing else is state.
+
+    :meth:`get_params` reads them back (measures use them as their cache config) and
+    :meth:`with_params` makes a copy with some changed; an unknown name is a one-line
+    :class:`dsim.UnknownOptionError` naming it and the nearest valid ones.
+    """
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        import inspect
+
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        sig = inspect.signature(init)
+        return [
+            n
+            for n, p in sig.parameters.items()
+            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in self.param_names()}
+
+    def with_params(self, **params: Any):
+        """A new instance with ``params`` changed (the others as they are here)."""
+        if not params:
+            return self
+        from .errors import UnknownOptionError
+
+        names = self.param_names()
+        for k in params:
+            if k not in names:
+                raise UnknownOptionError(k, f"{self._kind_label()} {getattr(self, 'name', '?')!r}", names)
+        return type(self)(**{**self.get_params(), **params})
+
+    def _kind_label(self) -> str:
+        for base, label in ((Measure, "measure"), (Strategy, "strategy"), (Predictor, "predictor")):
+            if isinstance(self, base):
+                return label
+        return type(self).__name__
 
 
 @dataclass
@@ -142,15 +188,21 @@ class BackboneFactory:
         raise NotImplementedError
 
 
-class Measure:
+class Measure(Parameterised):
     """A similarity (distance) or transferability score between a source and a target.
+
+    Parameters (probe network, sample sizes, ...) are keyword arguments of ``__init__`` with
+    defaults, scikit-learn style (:class:`Parameterised`); ``dsim.create_measure(name, **params)``
+    and ``-o key=value`` on the CLI set them, and an unknown name is refused. By default
+    :meth:`config`, the cache key of the numbers, is :meth:`get_params`.
 
     A measure computes one :class:`Representation` per dataset (cached by the core, keyed by the
     data fingerprint and :meth:`config`) and compares two of them. ``kind`` says how to read the
     number: ``"distance"`` (lower = more similar, expected to transfer better) or ``"score"``
     (higher = expected to transfer better). ``needs`` says what it needs: ``"card"`` (card facts
-    only), ``"images"`` (both datasets' images) or ``"source-model"`` (a network trained on the
-    source plus the target's images; such a measure overrides :meth:`pair`).
+    only), ``"images"`` (both datasets' images), ``"source-model"`` (a network trained on the
+    source plus the target's images; such a measure overrides :meth:`pair`) or ``"checkpoint"``
+    (the candidate network alone, no data at all; such a measure overrides :meth:`pair` too).
 
     Example (mean-intensity difference)::
 
@@ -169,11 +221,12 @@ class Measure:
     name: str = ""
     description: str = ""
     kind: str = "distance"  # "distance" | "score"
-    needs: str = "images"  # "card" | "images" | "source-model"
+    needs: str = "images"  # "card" | "images" | "source-model" | "checkpoint"
 
     def config(self, ctx: Context) -> dict[str, Any]:
-        """Everything that changes the numbers (probe, sizes, seeds...): part of the cache key."""
-        return {}
+        """Everything that changes the numbers (probe, sizes, seeds...): part of the cache key.
+        The default: every parameter (:meth:`get_params`)."""
+        return self.get_params()
 
     def applicable(self, card: DatasetCard) -> str | None:
         """Why this measure cannot describe ``card`` (one line), or None when it can. The core
@@ -249,7 +302,7 @@ class FoldData:
     source_checkpoint: str | None = None  # path of the source-pretrained checkpoint, if any
 
 
-class Strategy:
+class Strategy(Parameterised):
     """A transfer strategy: given a (possibly source-pretrained) backbone and one fold of the
     target, train and return metrics on the test fold (``auc``, ``accuracy``, ``kappa``...).
     """
@@ -272,7 +325,7 @@ class Candidate:
     contributions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
-class Predictor:
+class Predictor(Parameterised):
     """Ranks candidate sources for a target; an estimator in the scikit-learn sense.
 
     Parameters go to ``__init__``; :meth:`fit` learns from measured results only (no hidden global
