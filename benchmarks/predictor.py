@@ -76,8 +76,7 @@ def published():
 
 
 def load_matrix(path: Path):
-    """The CPU transfer matrix as TransferResults; repeats are kept apart by encoding them in the
-    fold number (fold + 1000 * repeat), so that ``repeat_of`` can find them again."""
+    """The CPU transfer matrix as TransferResults (independent repeats in ``repeat``)."""
     import dsim
 
     out = []
@@ -93,7 +92,8 @@ def load_matrix(path: Path):
                     dsim.TransferResult(
                         source=row["source"],
                         target=row["target"],
-                        fold=int(row["fold"]) + 1000 * rep,
+                        fold=int(row["fold"]),
+                        repeat=rep,
                         auc=float(row["auc"]),
                         origin="transfer_matrix",
                         setup=setup,
@@ -115,7 +115,7 @@ def load_matrix(path: Path):
 
 def matrix_values(results, cards, measures_wanted, options=None):
     import dsim
-    from dsim.predictors import pair_values
+    from dsim.evaluation import pair_values
 
     pairs = {(r.source, r.target) for r in results if r.source != r.target}
     measures = dsim.list_measures()
@@ -185,13 +185,13 @@ def model_scores(results, measures=("logme", "h-score"), cfg=FIXED_PRETRAIN):
     return computed_values(measures, [(s, t) for s, t in pairs if s in ckpts], opts)
 
 
-def run(results, values, cards, kinds, repeat_of=None):
-    from dsim.predictors import default_suite, evaluate_suite, noise_ceiling
+def run(results, values, cards, kinds):
+    from dsim.evaluation import default_suite, evaluate_suite, noise_ceiling
 
     suite = default_suite(sorted({v.measure for v in values}))
     t0 = time.perf_counter()
     out = evaluate_suite(suite, results, values, cards, kinds)
-    ceil = noise_ceiling(results, repeat_of=repeat_of)
+    ceil = noise_ceiling(results)
     return out, ceil, time.perf_counter() - t0
 
 
@@ -210,7 +210,8 @@ def in_sample(results, values, cards, kinds):
     """Fit on every target and rank the same targets: NOT an evaluation (the model has seen the
     answers); shown only to separate 'cannot represent' from 'cannot extrapolate'."""
     import dsim
-    from dsim.predictors import _tasks, ranking_metrics
+    from dsim.evaluation import ranking_metrics
+    from dsim.evaluation import tasks as _tasks
 
     pred = dsim.get_predictor("meta-ranker", select=False).fit(results, values, cards, kinds)
     rows = []
@@ -232,7 +233,7 @@ def hindsight(results, values, cards, kinds):
     from scipy.stats import spearmanr
 
     import dsim
-    from dsim.predictors import _tasks
+    from dsim.evaluation import tasks as _tasks
     from dsim_plugins.meta_predictor import card_features, measure_features
 
     measures = sorted({v.measure for v in values})
@@ -283,7 +284,7 @@ def _num(x, digits=2):
 
 
 def table(out, ceil, title):
-    from dsim.predictors import summarise
+    from dsim.evaluation import summarise
 
     tasks = [(r["setup"], r["target"]) for r in next(iter(out.values()))]
     multi = len({s for s, _ in tasks}) > 1
@@ -332,7 +333,7 @@ def table(out, ceil, title):
 def aggregate(every):
     """Mean rho per meta-dataset and over every held-out task of all of them (Agostinelli et al.
     2022: single setups flip conclusions, so the aggregate is what to read)."""
-    from dsim.predictors import summarise
+    from dsim.evaluation import summarise
 
     names = [n for n, _ in every]
     labels = [lab for lab in every[0][1] if all(lab in o for _, o in every)]
@@ -356,7 +357,7 @@ def aggregate(every):
 
 def verdict(out, n_targets=3):
     """One honest paragraph derived from the numbers: goal met or not, versus the best baseline."""
-    from dsim.predictors import summarise
+    from dsim.evaluation import summarise
 
     sm = {k: summarise(v) for k, v in out.items()}
     base = {k: v for k, v in sm.items() if not k.startswith("meta-ranker")}
@@ -379,7 +380,7 @@ def verdict(out, n_targets=3):
 
 
 def check_baselines(out):
-    from dsim.predictors import summarise
+    from dsim.evaluation import summarise
 
     lines, ok = (
         ["Check of the evaluation code (per-target Spearman of one feature, mean over the 3 targets):", ""],
@@ -513,7 +514,7 @@ def main(argv=None) -> int:
         mvals = matrix_values(mres, mcards, [m for m in args.measures.split(",") if m], opts)
         if args.model_scores and MATRIX not in paths:  # every matrix but the independent-pretraining one
             mvals += model_scores(mres, tuple(args.model_scores.split(",")))
-        mout, mceil, msecs = run(mres, mvals, mcards, kinds, repeat_of=lambda r: r.fold // 1000)
+        mout, mceil, msecs = run(mres, mvals, mcards, kinds)
         ntargets = len({r.target for r in mres})
         setups = sorted({m.group(0) for r in mres for m in [re.search(r"\bn\d+\b", r.setup)] if m})
         every.append(

@@ -115,10 +115,6 @@ def test_every_backbone_follows_the_timm_interface_dsim_uses(name, tmp_path):
     target = dsim.ImageSet(
         "t", np.random.default_rng(0).integers(0, 255, (40, 28, 28), dtype=np.uint8), np.arange(40) % 2
     )
-    ctx = dsim.Context(
-        seed=0,
-        device="cpu",
-        cache=None,
-        options={"source_checkpoints": {"s": str(ckpt)}, "backbone": name, "image_size": 32},
-    )
-    assert np.isfinite(dsim.list_measures()["logme"].pair(dsim.DatasetCard(name="s"), target, ctx))
+    ctx = dsim.Context(seed=0, device="cpu", cache=None)
+    logme = dsim.create_measure("logme", source_checkpoints={"s": str(ckpt)}, backbone=name, image_size=32)
+    assert np.isfinite(logme.pair(dsim.DatasetCard(name="s"), target, ctx))

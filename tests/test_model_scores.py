@@ -130,16 +130,24 @@ def target():
     return dsim.load_dataset(str(data_file("breastmnist.npz")), max_samples=120, seed=0)
 
 
-def _ctx(ckpts, **opts):
-    return dsim.Context(seed=0, device="cpu", options={"source_checkpoints": ckpts, "image_size": 32, **opts})
+def _ctx():
+    return dsim.Context(seed=0, device="cpu")
+
+
+def _p(ckpts, **params):
+    """The parameters of a source-model score over ``ckpts`` at 32 px."""
+    return {"source_checkpoints": ckpts, "image_size": 32, **params}
 
 
 def test_scores_of_a_source_checkpoint_on_real_target_images(checkpoints, target):
     assert source_num_classes(checkpoints["head5"]) == 5
     assert source_num_classes(checkpoints["body"]) is None
     src = dsim.DatasetCard(name="head5")
-    ctx = _ctx(checkpoints)
-    vals = {m.name: m.pair(src, target, ctx) for m in (LogME(), LEEP(), NCE(), HScore(), KNN())}
+    ctx = _ctx()
+    p = _p(checkpoints)
+    vals = {
+        m.name: m.pair(src, target, ctx) for m in (LogME(**p), LEEP(**p), NCE(**p), HScore(**p), KNN(**p))
+    }
     assert all(np.isfinite(v) for v in vals.values())
     prior = np.bincount(target.labels) / len(target)
     entropy = -np.sum(prior * np.log(prior))
@@ -147,25 +155,25 @@ def test_scores_of_a_source_checkpoint_on_real_target_images(checkpoints, target
     assert -entropy - 1e-9 <= vals["nce"] <= 0
     assert -entropy - 1e-6 <= vals["leep"] <= 0
     # recompute LEEP by hand from the model's own outputs
-    feats, logits = LEEP().target_outputs(src, target, ctx)
+    feats, logits = LEEP(**p).target_outputs(src, target, ctx)
     assert logits.shape == (len(target), 5)
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     assert vals["leep"] == pytest.approx(leep(p, target.labels), rel=1e-6)  # float32 logits
     assert vals["h-score"] == pytest.approx(h_score(feats, target.labels), rel=1e-9)
     assert 0 <= vals["knn"] <= 1 and vals["knn"] == pytest.approx(knn_auc(feats, target.labels, 10), rel=1e-9)
-    assert KNN().pair(src, target, _ctx(checkpoints, knn_k=3)) == pytest.approx(
+    assert KNN(**_p(checkpoints, knn_k=3)).pair(src, target, ctx) == pytest.approx(
         knn_auc(feats, target.labels, 3)
     )
 
 
 def test_checkpoint_without_head_and_missing_source(checkpoints, target):
-    ctx = _ctx(checkpoints)
-    assert np.isfinite(LogME().pair(dsim.DatasetCard(name="body"), target, ctx))
+    ctx, p = _ctx(), _p(checkpoints)
+    assert np.isfinite(LogME(**p).pair(dsim.DatasetCard(name="body"), target, ctx))
     with pytest.raises(dsim.DsimError, match="no classifier head"):
-        LEEP().pair(dsim.DatasetCard(name="body"), target, ctx)
+        LEEP(**p).pair(dsim.DatasetCard(name="body"), target, ctx)
     with pytest.raises(dsim.DsimError, match="'nowhere'"):
-        NCE().pair(dsim.DatasetCard(name="nowhere"), target, ctx)
+        NCE(**p).pair(dsim.DatasetCard(name="nowhere"), target, ctx)
 
 
 def test_rank_uses_source_checkpoints(checkpoints, target, tmp_path):

@@ -10,7 +10,6 @@ from scipy.optimize import linear_sum_assignment
 import dsim
 from dsim_plugins.otdd import (
     OTDD,
-    OTDDExact,
     bures_wasserstein,
     class_stats,
     cov_factor,
@@ -20,8 +19,12 @@ from dsim_plugins.otdd import (
 )
 
 
-def _ctx(**opts):
-    return dsim.Context(seed=0, device="cpu", cache=None, options={"otdd_max_samples": 300, **opts})
+def _ctx():
+    return dsim.Context(seed=0, device="cpu", cache=None)
+
+
+def _m(**params) -> OTDD:
+    return OTDD(**{"otdd_max_samples": 300, **params})
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +109,7 @@ def test_full_otdd_equals_a_brute_force_assignment():
     assert got == pytest.approx(C[r, c].mean(), rel=1e-9)
 
 
-@pytest.mark.parametrize("measure", [OTDD(), OTDDExact()], ids=["gaussian", "exact"])
+@pytest.mark.parametrize("measure", [_m(), _m(otdd_inner="exact")], ids=["gaussian", "exact"])
 def test_self_zero_symmetric_and_label_permutation_invariant(measure, breast, usps):
     ctx = _ctx()
     rb, ru = measure.represent(breast, ctx), measure.represent(usps, ctx)
@@ -123,40 +126,41 @@ def test_gaussian_and_exact_agree_on_real_data_and_closer_sets_are_closer(breast
     pneu = dsim.load_dataset(str(data_file("pneumoniamnist.npz")), max_samples=200, seed=0)
     ctx = _ctx()
     vals = {}
-    for m in (OTDD(), OTDDExact()):
+    for inner in ("gaussian", "exact"):
+        m = _m(otdd_inner=inner)
         rb, ru, rp = (m.represent(x, ctx) for x in (breast, usps, pneu))
-        vals[m.name] = (m.compare(rb, rp, ctx), m.compare(rb, ru, ctx), m.compare(rp, ru, ctx))
-    for a, b in zip(vals["otdd"], vals["otdd-exact"]):
+        vals[inner] = (m.compare(rb, rp, ctx), m.compare(rb, ru, ctx), m.compare(rp, ru, ctx))
+    for a, b in zip(vals["gaussian"], vals["exact"]):
         assert a == pytest.approx(b, rel=0.25)  # different inner costs, same scale
-    assert np.argsort(vals["otdd"]).tolist() == np.argsort(vals["otdd-exact"]).tolist()
+    assert np.argsort(vals["gaussian"]).tolist() == np.argsort(vals["exact"]).tolist()
 
 
 def test_sinkhorn_outer_is_debiased_and_close_to_exact(breast, usps):
-    m = OTDD()
-    ctx = _ctx(otdd_outer="sinkhorn", otdd_entreg=0.01)
+    m = _m(otdd_outer="sinkhorn", otdd_entreg=0.01)
+    ctx = _ctx()
     rb, ru = m.represent(breast, ctx), m.represent(usps, ctx)
     assert m.compare(rb, rb, ctx) == pytest.approx(0.0, abs=1e-6)
-    exact = m.compare(rb, ru, _ctx())
+    exact = _m().compare(rb, ru, ctx)
     assert m.compare(rb, ru, ctx) == pytest.approx(exact, rel=0.05)
 
 
 def test_subsampling_per_class_is_seeded_and_bounded(usps):
-    m = OTDD()
-    r1 = m.represent(usps, _ctx(otdd_max_samples=100))
-    r2 = m.represent(usps, _ctx(otdd_max_samples=100))
+    m = _m(otdd_max_samples=100)
+    r1 = m.represent(usps, _ctx())
+    r2 = m.represent(usps, _ctx())
     assert len(r1.arrays["y"]) == 100 and np.array_equal(r1.arrays["X"], r2.arrays["X"])
     assert set(np.unique(r1.arrays["y"])) == set(range(10))  # every class keeps its share
 
 
 def test_options_are_checked_and_pair_values_are_cached(breast, usps, tmp_path):
     with pytest.raises(dsim.DsimError, match="otdd_inner"):
-        OTDD().config(_ctx(otdd_inner="sliced"))
+        _m(otdd_inner="sliced").config(_ctx())
     with pytest.raises(dsim.DsimError, match="otdd_p=2"):
-        OTDD().config(_ctx(otdd_p=1))
+        _m(otdd_p=1).config(_ctx())
     cache = dsim.Cache(tmp_path)
-    ctx = dsim.Context(seed=0, cache=cache, options={"otdd_max_samples": 300})
-    v1 = OTDD().pair(breast, usps, ctx)
+    ctx = dsim.Context(seed=0, cache=cache)
+    v1 = _m().pair(breast, usps, ctx)
     hits = cache.hits
-    v2 = OTDD().pair(breast, usps, ctx)
+    v2 = _m().pair(breast, usps, ctx)
     assert v1 == v2 and cache.hits == hits + 2  # both representations from the cache ...
     assert any((tmp_path / "values").rglob("*.json"))  # ... and the OT value too

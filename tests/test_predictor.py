@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 import dsim
-from dsim.predictors import (
-    evaluate_loto,
-    fitted_info,
-    load_fitted,
-    noise_ceiling,
-    ranking_metrics,
-    save_fitted,
-    summarise,
-)
+from dsim.evaluation import evaluate_loto, noise_ceiling, ranking_metrics, summarise
+from dsim.predictors import fitted_info, load_fitted, save_fitted
 
 KINDS = {"expert": "distance", "task2vec": "distance"}
 
@@ -39,7 +32,7 @@ class Oracle(dsim.Predictor):
     name = "oracle"
 
     def fit(self, results, values, cards, measure_kinds):
-        from dsim.predictors import transfer_table
+        from dsim.evaluation import transfer_table
 
         self.t = {(r.source, r.target): r.t for r in transfer_table(results)}
         return self
@@ -187,22 +180,22 @@ def test_noise_ceiling_split_halves_and_repeats():
     assert noise_ceiling(noisy)[0]["split_half"] < 1.0
     # repeats: repeat 1 reverses the order -> the two repeats disagree completely
     rep = clean + [
-        dsim.TransferResult(s, "t", 100 + f, a, setup="x")
+        dsim.TransferResult(s, "t", f, a, setup="x", repeat=1)
         for s, a in {"s1": 0.8, "s2": 0.85, "s3": 0.9, "s4": 0.95, "t": 0.88}.items()
         for f in range(1, 5)
     ]
-    c = noise_ceiling(rep, repeat_of=lambda r: r.fold // 100)[0]
+    c = noise_ceiling(rep)[0]
     assert c["method"] == "repeats" and c["split_half"] == pytest.approx(-1.0) and c["ceiling"] == 0.0
     # four repeats that agree at rho = 0.8 pairwise: the mean of all four has reliability
     # 4 * 0.8 / (1 + 3 * 0.8) (Spearman-Brown), higher than two halves would give
     orders = [(0.95, 0.9, 0.85, 0.8), (0.9, 0.95, 0.85, 0.8), (0.95, 0.9, 0.8, 0.85), (0.9, 0.95, 0.8, 0.85)]
     four = [
-        dsim.TransferResult(s, "t", 100 * k + f, a, setup="x")
+        dsim.TransferResult(s, "t", f, a, setup="x", repeat=k)
         for k, o in enumerate(orders)
         for s, a in {**dict(zip(true, o)), "t": 0.7}.items()
         for f in range(1, 3)
     ]
-    c = noise_ceiling(four, repeat_of=lambda r: r.fold // 100)[0]
+    c = noise_ceiling(four)[0]
     r = c["split_half"]
     assert c["n_units"] == 4 and 0 < r < 1
     assert c["reliability"] == pytest.approx(4 * r / (1 + 3 * r))
@@ -416,18 +409,21 @@ def test_measured_sources_stay_measured_and_imagenet_first_for_chest(tmp_path, m
     monkeypatch.setenv("DSIM_PREDICTOR_DIR", str(tmp_path))
     ranking = dsim.rank("chest")
     assert ranking.predictor == "rank-aggregation" and ranking.sources[0] == "imagenet"
-    assert any("no fitted predictor" in n for n in ranking.notes)
+    assert any("the default" in n for n in ranking.notes)
+    with pytest.raises(dsim.DsimError, match="no fitted predictor yet"):
+        dsim.rank("chest", predictor="fitted")
     res, vals = published()
     save_fitted(dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, registry_cards(), KINDS), res)
-    ranking = dsim.rank("chest")
+    assert dsim.rank("chest").predictor == "rank-aggregation"  # a saved file changes nothing unasked
+    ranking = dsim.rank("chest", predictor="fitted")
     assert ranking.predictor == "meta-ranker" and ranking.sources[0] == "imagenet"
     assert ranking.rows[0].status == "measured"
     assert any("fitted meta-ranker" in n for n in ranking.notes)
     measured = {r.source for r in ranking.rows if r.status == "measured"}
     assert measured == {"imagenet", "textures", "stl10", "pcam-middle", "sti10", "pcam-small", "isic"}
     (tmp_path / "current.json").write_text("{not json")
-    ranking = dsim.rank("chest")
-    assert ranking.predictor == "rank-aggregation" and any("not usable" in n for n in ranking.notes)
+    with pytest.raises(dsim.DsimError, match="current.json: unreadable"):
+        dsim.rank("chest", predictor="fitted")
 
 
 # --------------------------------------------------------------------------- missing measures

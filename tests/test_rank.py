@@ -254,3 +254,56 @@ def test_the_same_skip_reason_for_many_sources_is_one_line(tmp_path):
     flat = " ".join(out.split())
     assert "usps" in flat.split("skipped")[0]  # ranked, above the skip lines
     assert "coil20" in flat.split("skipped", 1)[1]
+
+
+def test_every_registry_card_is_a_candidate_or_skipped_with_a_reason():
+    reg = dsim.get_registry()
+    tcard = reg.get("chest")
+    history, values = dsim.known_results(), dsim.known_measure_values()
+    chosen, skipped = dsim.candidate_sources(tcard, history, values, target_has_data=False)
+    names = {c.name for c in chosen}
+    left_out = {s["source"]: s["reason"] for s in skipped}
+    assert names and left_out and not names & set(left_out)
+    assert names | set(left_out) == {c.name for c in reg} - {"chest"}
+    assert left_out["pneumoniamnist"] == "same data as the target"
+    assert all(r for r in left_out.values())
+    assert "imagenet" in names  # a published source of chest
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"options": {"otdd_max_sample": 10}}, "unknown option 'otdd_max_sample'.*otdd_max_samples"),
+        ({"top": -1}, "top must be a whole number of at least 1"),
+        ({"top": 0}, "top must be a whole number of at least 1"),
+        ({"max_samples": 1}, "max_samples must be a whole number of at least 2"),
+        ({"measures": "expert", "options": {"task2vec_threads": 1}}, "parameter of measure 'task2vec'"),
+        ({"options": {"nope.x": 1}}, "unknown measure 'nope'"),
+    ],
+)
+def test_bad_knobs_are_refused_before_any_work(kwargs, needle):
+    with pytest.raises(dsim.DsimError, match=needle):
+        dsim.rank("chest", **kwargs)
+
+
+def test_measure_parameters_are_typed_and_per_measure():
+    otdd = dsim.create_measure("otdd", otdd_max_samples=10)
+    assert otdd.otdd_max_samples == 10 and dsim.list_measures()["otdd"].otdd_max_samples == 2000
+    assert otdd.config(dsim.Context())["otdd_max_samples"] == 10  # parameters are the cache config
+    with pytest.raises(dsim.UnknownOptionError, match="did you mean otdd_max_samples"):
+        dsim.create_measure("otdd", otdd_max_sample=10)
+    from dsim.catalog import configure_measures
+
+    every = dsim.list_measures()
+    conf = configure_measures(every, {"probe_weights": "random", "task2vec.image_size": 32})
+    assert conf["task2vec"].probe_weights == conf["otdd"].probe_weights == "random"  # every taker
+    assert conf["task2vec"].image_size == 32 and conf["otdd"].image_size == 64  # only the named one
+
+
+def test_cli_refuses_a_misspelt_option_in_one_line():
+    r = run_dsim("rank", "--target", "chest", "-o", "otdd_max_sample=10")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "otdd_max_sample" in err[0] and "otdd_max_samples" in err[0]
+    r = run_dsim("rank", "--target", "chest", "--top", "-1")
+    assert r.returncode == 2 and "--top" in r.stderr and "Traceback" not in r.stderr

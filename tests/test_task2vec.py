@@ -22,7 +22,6 @@ FAST = {
     "image_size": 32,
     "task2vec_fisher_samples": 128,
     "task2vec_epochs": 1,
-    "max_samples": 96,
 }
 
 
@@ -30,8 +29,13 @@ def _npz(name: str, n: int, seed: int = 0) -> dsim.ImageSet:
     return dsim.load_dataset(str(data_file(name)), max_samples=n, seed=seed)
 
 
-def _ctx(**opts) -> dsim.Context:
-    return dsim.Context(seed=0, device="cpu", cache=None, options={**FAST, **opts})
+def _ctx(seed: int = 0) -> dsim.Context:
+    return dsim.Context(seed=seed, device="cpu", cache=None, max_samples=96)
+
+
+def _m(measure=None, **params) -> Task2Vec:
+    """Task2Vec with the FAST parameters (and ``params``) set."""
+    return (measure or Task2Vec()).with_params(**{**FAST, **params})
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +45,26 @@ def breast():
 
 @pytest.fixture(scope="module")
 def breast_rep(breast):
-    return Task2Vec().represent(breast, _ctx())
+    return _m().represent(breast, _ctx())
 
 
 def test_embedding_bit_for_bit_repeatable_and_self_distance_zero(breast, breast_rep):
-    again = Task2Vec().represent(breast, _ctx())
+    again = _m().represent(breast, _ctx())
     h = breast_rep.arrays["hessian"]
     assert h.shape == again.arrays["hessian"].shape and h.size > 1000
     assert np.array_equal(h, again.arrays["hessian"])  # bit for bit, fresh probe and fresh RNG
     assert np.all(h >= 0) and h.max() > 0
     m = Task2Vec()
-    assert m.compare(breast_rep, breast_rep, _ctx()) == pytest.approx(0.0, abs=1e-12)
+    assert _m(m).compare(breast_rep, breast_rep, _ctx()) == pytest.approx(0.0, abs=1e-12)
     # a different seed draws other Monte-Carlo labels: not bit-identical, but close
-    other = m.represent(breast, dsim.Context(seed=1, device="cpu", options=FAST))
+    other = _m(m).represent(breast, _ctx(seed=1))
     assert not np.array_equal(h, other.arrays["hessian"])
 
 
 def test_label_renaming_gives_the_same_embedding(breast, breast_rep):
     perm = np.array([1, 0])
     renamed = dsim.ImageSet("renamed", breast.images, perm[breast.labels], class_names=("b", "a"))
-    rep = Task2Vec().represent(renamed, _ctx())
+    rep = _m().represent(renamed, _ctx())
     assert np.array_equal(rep.arrays["hessian"], breast_rep.arrays["hessian"])
     assert canonical_labels(np.array([5, 2, 5, 7, 2])).tolist() == [0, 1, 0, 2, 1]
 
@@ -98,17 +102,17 @@ def test_distances_match_the_published_formulas():
 
 def test_asymmetric_option_and_bad_option(breast_rep):
     m = Task2Vec()
-    sym = m.compare(breast_rep, breast_rep, _ctx())
-    asym = m.compare(breast_rep, breast_rep, _ctx(task2vec_distance="asymmetric"))
+    sym = _m(m).compare(breast_rep, breast_rep, _ctx())
+    asym = _m(m, task2vec_distance="asymmetric").compare(breast_rep, breast_rep, _ctx())
     assert asym < sym  # minus alpha times the (positive) distance to the trivial embedding
     with pytest.raises(dsim.DsimError, match="task2vec_distance"):
-        m.compare(breast_rep, breast_rep, _ctx(task2vec_distance="kl"))
+        _m(m, task2vec_distance="kl").compare(breast_rep, breast_rep, _ctx())
 
 
 @pytest.mark.slow
 def test_different_tasks_are_farther_than_two_samples_of_one(breast):
     pneu = _npz("pneumoniamnist.npz", 96)
-    m, ctx = Task2Vec(), _ctx(task2vec_fisher_samples=640)
+    m, ctx = _m(task2vec_fisher_samples=640), _ctx()
     full = _npz("breastmnist.npz", 400)
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(full))
@@ -119,18 +123,18 @@ def test_different_tasks_are_farther_than_two_samples_of_one(breast):
 
 def test_fingerprint_holds_the_probe_weights_and_imagenet_without_weights_skips():
     m = Task2Vec()
-    f0 = m.fingerprints(_ctx())
-    f1 = m.fingerprints(dsim.Context(seed=1, options=FAST))
+    f0 = _m(m).fingerprints(_ctx())
+    f1 = _m(m).fingerprints(_ctx(seed=1))
     assert f0["probe"] != f1["probe"]  # another random init is another probe
     probe = dsim.create_backbone("resnet18", weights="random", num_classes=2, seed=0)
     assert f0["probe"] == probe.dsim_weights_id
     with pytest.raises(dsim.WeightsMissingError):
-        m.fingerprints(_ctx(probe_weights="imagenet", probe="resnet10t"))
+        _m(m, probe_weights="imagenet", probe="resnet10t").fingerprints(_ctx())
 
 
 def test_cats_scans_protocol_averages_random_subset_pairs(breast):
-    m = Task2Vec()
-    ctx = _ctx(task2vec_protocol="cats-scans", task2vec_subsets=2, task2vec_subset_min=40, task2vec_pairs=5)
+    m = _m(task2vec_protocol="cats-scans", task2vec_subsets=2, task2vec_subset_min=40, task2vec_pairs=5)
+    ctx = _ctx()
     ra = m.represent(breast, ctx)
     rb = m.represent(_npz("pneumoniamnist.npz", 96), ctx)
     assert ra.arrays["hessians"].shape[0] == 2 and ra.meta["subset_size"] == 40
@@ -173,17 +177,15 @@ def test_label_draws_estimate_agrees_with_one_draw_per_forward(breast):
     one-draw-per-forward one as two seeds of the latter are to each other (up to noise)."""
     m = Task2Vec()
     opts = {"task2vec_fisher_samples": 512}
-    k1 = m.represent(breast, _ctx(task2vec_label_draws=1, **opts)).arrays["hessian"]
-    k4 = m.represent(breast, _ctx(task2vec_label_draws=4, **opts)).arrays["hessian"]
-    k1b = m.represent(
-        breast, dsim.Context(seed=1, device="cpu", options={**FAST, "task2vec_label_draws": 1, **opts})
-    ).arrays["hessian"]
+    k1 = _m(m, task2vec_label_draws=1, **opts).represent(breast, _ctx()).arrays["hessian"]
+    k4 = _m(m, task2vec_label_draws=4, **opts).represent(breast, _ctx()).arrays["hessian"]
+    k1b = _m(m, task2vec_label_draws=1, **opts).represent(breast, _ctx(seed=1)).arrays["hessian"]
     from scipy.stats import spearmanr
 
     assert spearmanr(k1, k4).correlation > 0.95
     assert symmetric_distance(k1, k4) < 3 * symmetric_distance(k1, k1b) + 1e-3
     with pytest.raises(dsim.DsimError, match="task2vec_label_draws"):
-        m.represent(breast, _ctx(task2vec_label_draws=0))
+        _m(m, task2vec_label_draws=0).represent(breast, _ctx())
 
 
 def test_bf16_precision_keeps_the_embedding_and_is_part_of_the_cache_key(breast):
@@ -195,16 +197,14 @@ def test_bf16_precision_keeps_the_embedding_and_is_part_of_the_cache_key(breast)
 
     m = Task2Vec()
     opts = {"task2vec_fisher_samples": 512}
-    f32 = m.represent(breast, _ctx(task2vec_precision="fp32", **opts)).arrays["hessian"]
-    b16 = m.represent(breast, _ctx(task2vec_precision="bf16", **opts)).arrays["hessian"]
-    other_seed = m.represent(
-        breast, dsim.Context(seed=1, device="cpu", options={**FAST, "task2vec_precision": "fp32", **opts})
-    ).arrays["hessian"]
+    f32 = _m(m, task2vec_precision="fp32", **opts).represent(breast, _ctx()).arrays["hessian"]
+    b16 = _m(m, task2vec_precision="bf16", **opts).represent(breast, _ctx()).arrays["hessian"]
+    other_seed = _m(m, task2vec_precision="fp32", **opts).represent(breast, _ctx(seed=1)).arrays["hessian"]
     assert not np.array_equal(f32, b16)  # it really ran in bf16
     assert spearmanr(f32, b16).correlation > 0.98
     assert symmetric_distance(f32, b16) < 2 * symmetric_distance(f32, other_seed) + 1e-3
-    assert m.config(_ctx(task2vec_precision="fp32"))["precision"] == "fp32"
-    assert m.config(_ctx(task2vec_precision="bf16"))["precision"] == "bf16"
+    assert _m(m, task2vec_precision="fp32").config(_ctx())["precision"] == "fp32"
+    assert _m(m, task2vec_precision="bf16").config(_ctx())["precision"] == "bf16"
     assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
     with pytest.raises(Task2VecError, match="task2vec_precision"):
         resolve_precision("fp8", "cpu")
@@ -214,7 +214,7 @@ def test_threads_option_is_restored_and_changes_nothing(breast, breast_rep):
     import torch
 
     before = torch.get_num_threads()
-    rep = Task2Vec().represent(breast, _ctx(task2vec_threads=1))
+    rep = _m(None, task2vec_threads=1).represent(breast, _ctx())
     assert torch.get_num_threads() == before
     assert np.allclose(rep.arrays["hessian"], breast_rep.arrays["hessian"], rtol=1e-3, atol=1e-12)
 
@@ -293,8 +293,8 @@ def test_variational_fisher_embeds_every_conv_filter_repeatably(breast):
     bit-for-bit repeatable, and a cache key of its own."""
     opts = {"task2vec_method": "variational", "task2vec_variational_samples": 256}
     m = Task2Vec()
-    a = m.represent(breast, _ctx(**opts))
-    b = m.represent(breast, _ctx(**opts))
+    a = _m(m, **opts).represent(breast, _ctx())
+    b = _m(m, **opts).represent(breast, _ctx())
     h, scale = a.arrays["hessian"], a.arrays["scale"]
     assert np.array_equal(h, b.arrays["hessian"])
     assert (
@@ -302,11 +302,14 @@ def test_variational_fisher_embeds_every_conv_filter_repeatably(breast):
     )  # layer3 + layer4 convs (incl. downsample) of resnet18
     assert np.all(h > 0) and np.all(scale > 0)
     assert [n.split(".")[-1] for n in a.meta["names"]][:3] == ["conv1", "conv2", "0"]
-    assert m.config(_ctx(**opts))["method"] == "variational" and m.config(_ctx())["method"] == "montecarlo"
-    other = m.represent(_npz("usps_16x16.npz", 96), _ctx(**opts))
-    d = m.compare(a, other, _ctx(**opts, task2vec_distance="asymmetric"))
+    assert (
+        _m(m, **opts).config(_ctx())["method"] == "variational"
+        and _m(m).config(_ctx())["method"] == "montecarlo"
+    )
+    other = _m(m, **opts).represent(_npz("usps_16x16.npz", 96), _ctx())
+    d = _m(m, **opts, task2vec_distance="asymmetric").compare(a, other, _ctx())
     assert d == pytest.approx(
         symmetric_distance(h, other.arrays["hessian"]) - 0.15 * symmetric_distance(h, scale)
     )
     with pytest.raises(dsim.DsimError, match="task2vec_method"):
-        m.represent(breast, _ctx(task2vec_method="laplace"))
+        _m(m, task2vec_method="laplace").represent(breast, _ctx())

@@ -23,8 +23,8 @@ the *target* images, without fine-tuning; higher = expected to transfer better (
   Transfer Learning"): ``tr(cov(f)^+ cov(E[f|y]))`` of the penultimate features ``f`` (a
   pseudo-inverse, so that rank-deficient features do not fail).
 
-The source model comes from ``ctx.option("source_checkpoints")``: a dict source name -> checkpoint
-path, created with ``dsim.create_backbone(option("backbone", "resnet18"), weights=path)``. LEEP
+The source model comes from the ``source_checkpoints`` parameter: a dict source name -> checkpoint
+path, created with ``dsim.create_backbone(backbone, weights=path)`` (``backbone`` parameter, default resnet18). LEEP
 and NCE need the checkpoint's classifier: the number of source classes is read from the
 checkpoint itself (a top-level ``num_classes`` entry if there is one, else the first dimension of
 the classifier weight the architecture names, e.g. ``fc.weight`` for ResNets; an explicit
@@ -212,11 +212,22 @@ class _SourceModelScore(dsim.Measure):
     needs = "source-model"
     uses_logits = False
 
+    def __init__(self, backbone="resnet18", image_size=64, source_checkpoints=None, source_num_classes=None):
+        self.backbone = backbone
+        self.image_size = image_size
+        self.source_checkpoints = source_checkpoints
+        self.source_num_classes = source_num_classes
+
+    def unavailable(self) -> str | None:
+        if not self.source_checkpoints:
+            return "needs source-pretrained checkpoints (run `dsim pretrain` or pass source_checkpoints)"
+        return None
+
     def config(self, ctx):
         return {
-            "backbone": ctx.option("backbone", "resnet18"),
-            "image_size": int(ctx.option("image_size", 64)),
-            "max_samples": ctx.option("max_samples"),
+            "backbone": self.backbone,
+            "image_size": int(self.image_size),
+            "max_samples": ctx.max_samples,
             "seed": ctx.seed,
             "version": 1,
         }
@@ -225,7 +236,7 @@ class _SourceModelScore(dsim.Measure):
         raise dsim.DsimError(f"{self.name} scores a source model on a target; use pair()")
 
     def _checkpoint(self, source, ctx) -> str:
-        ckpts = ctx.option("source_checkpoints") or {}
+        ckpts = self.source_checkpoints or {}
         names = getattr(source, "all_names", None) or (getattr(source, "name", str(source)),)
         for n in names:
             if n in ckpts:
@@ -236,13 +247,13 @@ class _SourceModelScore(dsim.Measure):
         raise ScoreError(f"{self.name}: no source checkpoint for {names[0]!r} in option source_checkpoints")
 
     def _num_classes(self, source, path, ctx) -> int:
-        opt = ctx.option("source_num_classes")
+        opt = self.source_num_classes
         name = getattr(source, "name", str(source))
         if isinstance(opt, int):
             return opt
         if isinstance(opt, dict) and name in opt:
             return int(opt[name])
-        arch = ctx.option("backbone", "resnet18")
+        arch = self.backbone
         model = dsim.create_backbone(arch, weights="random", num_classes=2)
         cls = model.default_cfg.get("classifier", "fc") if hasattr(model, "default_cfg") else "fc"
         k = source_num_classes(path, cls if isinstance(cls, str) else cls[0])
@@ -258,8 +269,8 @@ class _SourceModelScore(dsim.Measure):
         import torch
 
         path = self._checkpoint(source, ctx)
-        arch = ctx.option("backbone", "resnet18")
-        size = int(ctx.option("image_size", 64))
+        arch = self.backbone
+        size = int(self.image_size)
         k = self._num_classes(source, path, ctx) if self.uses_logits else 0
         key = dsim.stable_hash(
             {
@@ -307,7 +318,7 @@ class _SourceModelScore(dsim.Measure):
             if hit is not None:
                 return hit
         data = target
-        ms = ctx.option("max_samples")
+        ms = ctx.max_samples
         if ms and len(data) > int(ms):
             data = data.subsample(int(ms), seed=ctx.seed)
         feats, logits = self.target_outputs(source, data, ctx)
@@ -356,11 +367,17 @@ class KNN(_SourceModelScore):
     name = "knn"
     description = "kNN proxy: leave-one-out k-NN AUC on the source model's features (Renggli et al. 2022)"
 
+    def __init__(
+        self, backbone="resnet18", image_size=64, source_checkpoints=None, source_num_classes=None, knn_k=10
+    ):
+        super().__init__(backbone, image_size, source_checkpoints, source_num_classes)
+        self.knn_k = knn_k
+
     def config(self, ctx):
-        return {**super().config(ctx), "k": int(ctx.option("knn_k", 10))}
+        return {**super().config(ctx), "k": int(self.knn_k)}
 
     def score(self, feats, logits, labels, ctx):
-        return knn_auc(feats, labels, int(ctx.option("knn_k", 10)))
+        return knn_auc(feats, labels, int(self.knn_k))
 
 
 class HScore(_SourceModelScore):

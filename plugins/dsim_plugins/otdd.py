@@ -12,7 +12,7 @@ of class ``y`` of one dataset and class ``y'`` of the other. The value reported 
 the same quantity microsoft/otdd's ``DatasetDistance.distance()`` returns (which also divides
 both terms by ``p``; for ``p = 2`` it is half the squared OTDD of the paper).
 
-Options (``ctx.option``):
+Parameters (``__init__``; ``-o name=value`` on the CLI):
 
 * ``otdd_inner``: ``"gaussian"`` (default; each class a Gaussian, ``W_2^2`` in closed form =
   ``|mu - mu'|^2 + Bures^2(S, S')``, the reference's ``gaussian_approx``) or ``"exact"`` (the
@@ -68,9 +68,8 @@ class OTDDError(dsim.DsimError):
     measure_wide = True
 
 
-def _opts(ctx, forced: dict[str, Any] | None = None) -> dict[str, Any]:
-    o = {k: ctx.option(k, v) for k, v in DEFAULTS.items()}
-    o.update(forced or {})
+def check_options(o: dict[str, Any]) -> dict[str, Any]:
+    """The parameters ``o`` if they can work together, else a measure-wide OTDDError."""
     if o["otdd_inner"] not in ("gaussian", "exact"):
         raise OTDDError(f"otdd_inner={o['otdd_inner']!r}: use 'gaussian' or 'exact'")
     if o["otdd_outer"] not in ("exact", "sinkhorn"):
@@ -229,10 +228,41 @@ class OTDD(dsim.Measure):
     )
     kind = "distance"
     needs = "images"
-    forced: dict[str, Any] = {}
 
-    def _o(self, ctx):
-        return _opts(ctx, self.forced)
+    def __init__(
+        self,
+        otdd_inner=DEFAULTS["otdd_inner"],
+        otdd_outer=DEFAULTS["otdd_outer"],
+        otdd_entreg=DEFAULTS["otdd_entreg"],
+        otdd_debiased=DEFAULTS["otdd_debiased"],
+        otdd_features=DEFAULTS["otdd_features"],
+        otdd_image_size=DEFAULTS["otdd_image_size"],
+        otdd_channels=DEFAULTS["otdd_channels"],
+        otdd_lambda_x=DEFAULTS["otdd_lambda_x"],
+        otdd_lambda_y=DEFAULTS["otdd_lambda_y"],
+        otdd_p=DEFAULTS["otdd_p"],
+        otdd_max_samples=DEFAULTS["otdd_max_samples"],
+        otdd_min_labelcount=DEFAULTS["otdd_min_labelcount"],
+        probe_weights="imagenet",
+        image_size=64,
+    ):
+        self.otdd_inner = otdd_inner
+        self.otdd_outer = otdd_outer
+        self.otdd_entreg = otdd_entreg
+        self.otdd_debiased = otdd_debiased
+        self.otdd_features = otdd_features
+        self.otdd_image_size = otdd_image_size
+        self.otdd_channels = otdd_channels
+        self.otdd_lambda_x = otdd_lambda_x
+        self.otdd_lambda_y = otdd_lambda_y
+        self.otdd_p = otdd_p
+        self.otdd_max_samples = otdd_max_samples
+        self.otdd_min_labelcount = otdd_min_labelcount
+        self.probe_weights = probe_weights
+        self.image_size = image_size
+
+    def _o(self, ctx=None):
+        return check_options(self.get_params())
 
     def config(self, ctx):
         o = self._o(ctx)
@@ -241,7 +271,7 @@ class OTDD(dsim.Measure):
             keys += ["otdd_image_size", "otdd_channels"]
         cfg = {k: o[k] for k in keys}
         if o["otdd_features"] != "pixels":
-            cfg["image_size"] = ctx.option("image_size", 64)
+            cfg["image_size"] = self.image_size
         cfg.update(seed=ctx.seed, version=1)
         return cfg
 
@@ -268,11 +298,11 @@ class OTDD(dsim.Measure):
     def _backbone(self, ctx):
         o = self._o(ctx)
         cache = self.__dict__.setdefault("_models", {})
-        key = (o["otdd_features"], str(ctx.option("probe_weights", "imagenet")), ctx.seed)
+        key = (o["otdd_features"], str(self.probe_weights), ctx.seed)
         if key not in cache:
             cache[key] = dsim.create_backbone(
                 o["otdd_features"],
-                weights=str(ctx.option("probe_weights", "imagenet")),
+                weights=str(self.probe_weights),
                 num_classes=0,
                 seed=ctx.seed,
             )
@@ -297,7 +327,7 @@ class OTDD(dsim.Measure):
         return dsim.extract_features(
             self._backbone(ctx),
             data.images,
-            size=int(ctx.option("image_size", 64)),
+            size=int(self.image_size),
             device=ctx.torch_device(),
             progress=lambda d, i, t: ctx.progress("otdd: features", i, t),
         )
@@ -358,15 +388,6 @@ class OTDD(dsim.Measure):
         if ctx.cache is not None:
             ctx.cache.put_value(key, value, measure=self.name, source=rs.dataset, target=rt.dataset)
         return value
-
-
-class OTDDExact(OTDD):
-    """``otdd`` with the exact inner cost whatever the options say. Not registered as a measure
-    of its own (rank aggregation would count OTDD twice); users pass ``-o otdd_inner=exact``."""
-
-    name = "otdd-exact"
-    description = "OTDD with exact (POT emd) label-to-label Wasserstein costs; slower than 'otdd'"
-    forced = {"otdd_inner": "exact"}
 
 
 @dsim.hookimpl

@@ -44,3 +44,5 @@ DEFAULT_STRATEGY = "finetune"
 BASELINE_STRATEGY = "scratch"
 #: the probe network image measures use by default
 DEFAULT_PROBE = "resnet18"
+#: images per dataset that image measures of a ranking look at (a seeded stratified subsample)
+DEFAULT_MAX_SAMPLES = 1000

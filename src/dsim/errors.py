@@ -23,6 +23,10 @@ class DsimError(Exception):
     """Base class: an error the user can act on, with a one-line message."""
 
     exit_code = 2
+    #: True when the error is about a measure itself (missing probe weights, an impossible
+    #: parameter), not about one dataset: ``dsim rank`` then stops that measure for every source
+    #: instead of skipping one source at a time
+    measure_wide = False
 
     def __str__(self) -> str:  # keep it on one line
         return " ".join(str(self.args[0] if self.args else "").split())
@@ -68,6 +72,8 @@ class PluginError(DsimError):
 
 class WeightsMissingError(DsimError):
     """Pretrained weights are neither cached nor reachable."""
+
+    measure_wide = True
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

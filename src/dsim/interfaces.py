@@ -93,11 +93,13 @@ class Parameterised:
 
 @dataclass
 class Context:
-    """What the core hands to plugin code: seed, device, the representation cache, a progress
-    callback and free-form options from the CLI/API (e.g. ``probe``, ``max_samples``).
+    """What the core hands to plugin code for one piece of work: seed, device, the
+    representation cache, a progress callback, the image cap of a ranking (``max_samples``:
+    image measures look at a seeded stratified subsample of at most that many images per
+    dataset) and run-level facts the core sets (``options``, e.g. a run's ``label``).
 
-    A plugin reads options with ``ctx.option("probe", "resnet18")`` so that unknown options are
-    harmless and defaults live next to the code that uses them.
+    A measure's or strategy's own parameters are not here: they are ``__init__`` arguments
+    (:class:`Parameterised`).
     """
 
     seed: int = 0
@@ -105,6 +107,7 @@ class Context:
     cache: Cache | None = None
     progress: ProgressFn = _no_progress
     options: Mapping[str, Any] = field(default_factory=dict)
+    max_samples: int | None = None
 
     def option(self, name: str, default: Any = None) -> Any:
         value = self.options.get(name)
@@ -233,6 +236,12 @@ class Measure(Parameterised):
         already checks that images are available for ``needs == "images"``."""
         return None
 
+    def unavailable(self) -> str | None:
+        """Why this measure cannot run at all with its parameters (one line, e.g. a source-model
+        score given no checkpoints), or None. ``dsim rank`` leaves such a measure out, and says
+        why when the user asked for it by name."""
+        return None
+
     def fingerprints(self, ctx: Context) -> dict[str, str]:
         """Content hashes of anything besides the data the numbers depend on (e.g. the probe
         network's weights). Part of the cache key."""
@@ -329,12 +338,20 @@ class Predictor(Parameterised):
     """Ranks candidate sources for a target; an estimator in the scikit-learn sense.
 
     Parameters go to ``__init__``; :meth:`fit` learns from measured results only (no hidden global
-    state) and returns ``self``; :meth:`rank` returns a :class:`Ranking`. ``measure_kinds`` maps
-    each measure name to ``"distance"`` or ``"score"``.
+    state) and returns ``self``; :meth:`rank` returns a :class:`Ranking`, built with
+    :func:`dsim.assemble_ranking` (measured rows from the history, predicted rows from scores).
+    ``measure_kinds`` maps each measure name to ``"distance"`` or ``"score"``.
+
+    A learned predictor saves and restores what it learned through :meth:`get_state` /
+    :meth:`set_state` (JSON-able; ``dsim predictor fit`` writes it, ``--predictor fitted`` reads
+    it back and sets :attr:`fitted_from` to the saved document). :meth:`describe` gives the
+    features it sees for each candidate (the evaluation's headroom diagnostics read it).
     """
 
     name: str = ""
     description: str = ""
+    #: the saved document a loaded predictor came from (None when it was fitted in this process)
+    fitted_from: Mapping[str, Any] | None = None
 
     def fit(
         self,
@@ -353,6 +370,34 @@ class Predictor(Parameterised):
         measure_kinds: Mapping[str, str],
     ) -> Ranking:
         raise NotImplementedError
+
+    def get_state(self) -> dict[str, Any]:
+        """What :meth:`fit` learned, as JSON-able data (nothing for a fixed rule)."""
+        return {}
+
+    def set_state(self, state: Mapping[str, Any]) -> Predictor:
+        """Restore what :meth:`get_state` returned; returns ``self``."""
+        return self
+
+    def summary(self) -> list[str]:
+        """A few lines on what :meth:`fit` learned (``dsim predictor fit`` prints them)."""
+        return []
+
+    def describe(
+        self,
+        target: DatasetCard,
+        candidates: Sequence[Candidate],
+        history: Sequence[TransferResult],
+        measure_kinds: Mapping[str, str],
+    ) -> dict[str, dict[str, float]]:
+        """source -> {feature: value} as this predictor sees the candidates, oriented so that
+        higher = expected to transfer better. The default: each measure value (distances negated)."""
+        return {
+            c.source.name: {
+                m: (-v if measure_kinds.get(m, "distance") == "distance" else v) for m, v in c.values.items()
+            }
+            for c in candidates
+        }
 
 
 class Reproduction:

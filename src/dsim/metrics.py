@@ -6,7 +6,13 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["transferability", "auc_weighted_ovr", "measured_transferability", "target_baseline"]
+__all__ = [
+    "transferability",
+    "auc_weighted_ovr",
+    "measured_transferability",
+    "measured_basis",
+    "target_baseline",
+]
 
 
 def transferability(auc_source_to_target: float, auc_target_only: float) -> float:
@@ -35,22 +41,46 @@ def auc_weighted_ovr(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores, average="weighted", multi_class="ovr"))
 
 
-def measured_transferability(history, target: str) -> dict[str, tuple[float, float, float, int]]:
-    """source -> (mean T, std T over folds, mean AUC, n folds), per setup, averaged over setups."""
-    by_setup = defaultdict(lambda: defaultdict(dict))
+def _by_setup(history, target: str):
+    by_setup: dict = defaultdict(lambda: defaultdict(dict))
     for r in history:
         if r.target == target:
-            by_setup[r.setup][r.source][r.fold] = r.auc
+            by_setup[r.setup][r.source][(getattr(r, "repeat", 0), r.fold)] = r.auc
+    return by_setup
+
+
+def measured_basis(history, target: str) -> str | None:
+    """How :func:`measured_transferability` scores ``target``'s measured sources: ``"T"`` when some
+    setup has a target-only baseline (transferability against it), ``"AUC"`` when none has (AUC
+    relative to the mean AUC of that setup's sources, in %), None without measured sources."""
+    by_setup = _by_setup(history, target)
+    if any(table.get(target) for table in by_setup.values()):
+        return "T"
+    return "AUC" if any(s != target for table in by_setup.values() for s in table) else None
+
+
+def measured_transferability(history, target: str) -> dict[str, tuple[float, float, float, int]]:
+    """source -> (mean score, its std over folds, mean AUC, n folds), per setup, averaged over setups.
+
+    The score is transferability T (%) against the same fold's target-only baseline, over the
+    setups that have one. A target no setup has a baseline for (a published table of AUCs only)
+    is scored by each source's AUC relative to the mean AUC of its setup's sources (%), so that a
+    ranking of measured sources still exists; :func:`measured_basis` says which."""
+    by_setup = _by_setup(history, target)
+    basis = measured_basis(history, target)
     per_source = defaultdict(list)
     for _setup, table in by_setup.items():
         base = table.get(target)
-        if not base:
+        if basis == "T" and not base:
             continue
-        base_mean = float(np.mean(list(base.values())))
+        if base:  # each fold against the same fold's baseline (the mean baseline where it has none)
+            base_mean = float(np.mean(list(base.values())))
+        else:  # no baseline anywhere: against the mean AUC of the setup's sources
+            base, base_mean = {}, float(np.mean([a for folds in table.values() for a in folds.values()]))
         for source, folds in table.items():
             if source == target:
                 continue
-            ts = [transferability(auc, base.get(f, base_mean)) for f, auc in sorted(folds.items())]
+            ts = [transferability(auc, base.get(k, base_mean)) for k, auc in sorted(folds.items())]
             per_source[source].append((ts, list(folds.values())))
     out = {}
     for source, groups in per_source.items():

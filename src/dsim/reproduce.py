@@ -31,7 +31,7 @@ MEASURE_TITLES = {"expert": "expert features (Hamming distance)", "task2vec": "T
 
 
 def _published():
-    from .api import known_measure_values, known_results
+    from .catalog import known_measure_values, known_results
 
     results = [r for r in known_results() if r.origin == ORIGIN]
     values = [v for v in known_measure_values() if v.origin == ORIGIN]
@@ -52,7 +52,7 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
     when ``out`` is given and ``figures`` is true)."""
     from scipy.stats import spearmanr
 
-    from .predictors import transfer_table
+    from .evaluation import transfer_table
 
     results, values = _published()
     dist: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))

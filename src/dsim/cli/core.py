@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from dsim.defaults import DEFAULT_MAX_SAMPLES
+
 from . import app
 from ._util import Progress, console, parse_options, print_json, split_list
 
@@ -16,13 +18,19 @@ def rank(
         ...,
         "--target",
         "-t",
-        help="Target dataset: a registered name (see `dsim datasets`) or a path to your own data (folder with one sub-folder per class, .csv of path,label, or .npz).",
+        help=(
+            "Target dataset: a registered name (see `dsim datasets`) or a path to your own data (folder with"
+            " one sub-folder per class, .csv of path,label, or .npz)."
+        ),
     ),
     sources: Optional[str] = typer.Option(
         None,
         "--sources",
         "-s",
-        help="Comma-separated candidate sources (default: every source with data here, published results or known measure values).",
+        help=(
+            "Comma-separated candidate sources (default: every source with data here, published results or "
+            "known measure values)."
+        ),
     ),
     measures: Optional[str] = typer.Option(
         None,
@@ -32,7 +40,12 @@ def rank(
     ),
     top: Optional[int] = typer.Option(None, "--top", "-k", help="Show only the K best sources."),
     predictor: Optional[str] = typer.Option(
-        None, "--predictor", help="Predictor plugin (default: rank aggregation)."
+        None,
+        "--predictor",
+        help=(
+            "Predictor: a plugin name (`dsim plugins`), 'fitted' (the one `dsim predictor fit` saved) or a "
+            "saved predictor's .json (default: rank aggregation)."
+        ),
     ),
     probe: Optional[str] = typer.Option(
         None,
@@ -42,10 +55,13 @@ def rank(
     probe_weights: Optional[str] = typer.Option(
         None,
         "--probe-weights",
-        help="Probe weights: 'imagenet' (local cache only), 'random' (seeded random init, explicit) or a checkpoint file.",
+        help=(
+            "Probe weights: 'imagenet' (local cache only), 'random' (seeded random init, explicit) or a "
+            "checkpoint file."
+        ),
     ),
     max_samples: int = typer.Option(
-        1000,
+        DEFAULT_MAX_SAMPLES,
         "--max-samples",
         help="Images per dataset that image measures look at (seeded stratified subsample).",
     ),
@@ -57,7 +73,10 @@ def rank(
     as_csv: bool = typer.Option(
         False,
         "--csv",
-        help="Print one CSV row per source (rank, source, score, uncertainty, status, AUC, one column per measure).",
+        help=(
+            "Print one CSV row per source (rank, source, score, uncertainty, status, AUC, one column per "
+            "measure)."
+        ),
     ),
 ) -> None:
     """Rank candidate sources for a target dataset, best first.
@@ -69,10 +88,7 @@ def rank(
     import dsim
 
     opts = parse_options(option)
-    if probe:
-        opts["probe"] = probe
-    if probe_weights:
-        opts["probe_weights"] = probe_weights
+    _probe_flags(opts, split_list(measures), probe=probe, probe_weights=probe_weights)
     with Progress(enabled=not (as_json or as_csv)) as progress:
         ranking = dsim.rank(
             target,
@@ -92,6 +108,18 @@ def rank(
         _print_csv(ranking)
         return
     _print_ranking(ranking)
+
+
+def _probe_flags(opts: dict, measures: list[str] | None, **flags) -> None:
+    """``--probe`` / ``--probe-weights``: set on the selected measures that take them (a ranking
+    with card measures only ignores them); ``-o`` options stay strict."""
+    import dsim
+
+    every = dsim.list_measures()
+    chosen = [every[m] for m in (measures or every) if m in every]
+    for key, value in flags.items():
+        if value and any(key in m.param_names() for m in chosen):
+            opts.setdefault(key, value)
 
 
 def _print_csv(ranking) -> None:
@@ -164,7 +192,10 @@ def _print_ranking(ranking) -> None:
         if measures_:
             what.append(", ".join(measures_))
         if sources_:
-            what.append(("for " if measures_ else "") + ", ".join(sources_))
+            # a long list of registry cards left out is cut short (--json lists them all)
+            cut = not measures_ and len(sources_) > 8
+            shown = [*sources_[:6], f"and {len(sources_) - 6} more"] if cut else sources_
+            what.append(("for " if measures_ else "") + ", ".join(shown))
         con.print(f"[dim]skipped {' '.join(what)}: {reason}[/dim]", highlight=False)
 
 
@@ -174,7 +205,7 @@ def measure(
     target: str = typer.Option(..., "--target", "-t", help="Target dataset name or path."),
     measure_name: str = typer.Option(..., "--measure", "-m", help="Measure name (see `dsim plugins`)."),
     max_samples: int = typer.Option(
-        1000, "--max-samples", help="Images per dataset (seeded stratified subsample)."
+        DEFAULT_MAX_SAMPLES, "--max-samples", help="Images per dataset (seeded stratified subsample)."
     ),
     seed: int = typer.Option(0, "--seed"),
     probe: Optional[str] = typer.Option(
@@ -192,10 +223,7 @@ def measure(
     import dsim
 
     opts = parse_options(option)
-    if probe:
-        opts["probe"] = probe
-    if probe_weights:
-        opts["probe_weights"] = probe_weights
+    _probe_flags(opts, [measure_name], probe=probe, probe_weights=probe_weights)
     with Progress(enabled=not as_json) as progress:
         out = dsim.measure(
             source, target, measure_name, seed=seed, max_samples=max_samples, options=opts, progress=progress

@@ -79,11 +79,11 @@ def predictor_fit(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap ensemble."),
     as_json: bool = typer.Option(False, "--json", help="Print what was saved as JSON."),
 ) -> None:
-    """Fit a predictor on every known result (published + `dsim validate` runs) and save it; `dsim
-    rank` then uses it instead of rank aggregation."""
+    """Fit a predictor on every known result (published tables, imported tables and `dsim
+    validate` runs) and save it; `dsim rank --predictor fitted` ranks with it."""
     from dsim.predictors import fit_default, fitted_info, save_fitted
 
-    params = {"seed": seed} if name == "meta-ranker" else {}
+    params = {"seed": seed} if "seed" in dsim_param_names(name) else {}
     pred, results, values = fit_default(name, params)
     path = save_fitted(pred, results)
     doc = fitted_info(path)
@@ -94,33 +94,23 @@ def predictor_fit(
     info = doc["trained_on"]
     con.print(
         f"fitted {pred.name} on {info['n_results']} results ({len(values)} measure values), targets "
-        f"{', '.join(info['targets'])}; saved {path}"
+        f"{', '.join(info['targets'])}; saved {path}",
+        highlight=False,
     )
-    if hasattr(pred, "coefficients"):
-        coefs = sorted(pred.coefficients().items(), key=lambda kv: -abs(kv[1]))
-        con.print(
-            "weights (standardised features, > 0 = transfers better): "
-            + ", ".join(f"{k} {v:+.3f}" for k, v in coefs if abs(v) > 1e-4)
-        )
-    state = pred.get_state() if hasattr(pred, "get_state") else {}
-    if state.get("model") in ("learned", "skill-weighted", "best-rule") and state.get("inner_spearman"):
-        nan = float("nan")
-        learned = max(state["inner_spearman"].values())
-        mix, best = state.get("mix_spearman"), state.get("best_rule_spearman")
-        kept = {
-            "learned": "the learned weights",
-            "skill-weighted": "the skill-weighted rule mix",
-            "best-rule": f"one rule, {str(state.get('best_rule', '')).removeprefix('rule:')}",
-        }[state["model"]]
-        con.print(
-            f"model: {kept} — inner leave-one-target-out Spearman: learned {learned:.2f}, rule mix "
-            f"{mix if mix is not None else nan:.2f}, best single rule {best if best is not None else nan:.2f}"
-        )
+    for line in pred.summary():
+        con.print(line, highlight=False)
+
+
+def dsim_param_names(name: str) -> list[str]:
+    from dsim.catalog import list_predictors
+
+    cls = list_predictors().get(name)
+    return cls.param_names() if cls is not None else []
 
 
 @predictor_app.command("show")
 def predictor_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Show the fitted predictor `dsim rank` uses (or say that rank aggregation is used)."""
+    """Show the predictor `dsim predictor fit` saved last (`dsim rank --predictor fitted`)."""
     from dsim.predictors import fitted_info, predictor_dir
 
     doc = fitted_info()
@@ -128,15 +118,13 @@ def predictor_show(as_json: bool = typer.Option(False, "--json", help="Print JSO
         print_json(doc)
         return
     if doc is None:
-        console().print(
-            f"no fitted predictor in {predictor_dir()}: `dsim rank` uses rank aggregation "
-            "(run `dsim predictor fit`)"
-        )
+        console().print(f"no fitted predictor in {predictor_dir()} (run `dsim predictor fit`)")
         return
     info = doc["trained_on"]
     console().print(
         f"{doc['predictor']} {doc['params']} at {doc['path']}: trained on {info['n_results']} results, "
-        f"targets {', '.join(info['targets'])}"
+        f"targets {', '.join(info['targets'])}",
+        highlight=False,
     )
 
 
@@ -145,79 +133,66 @@ def predictor_evaluate(
     predictors: Optional[str] = typer.Option(
         None,
         "--predictors",
-        help="Comma-separated labels of the suite to run (default: all: meta-ranker, rank-aggregation, baselines, each measure alone).",
+        help="Comma-separated labels of the suite to run (default: all: meta-ranker, rank-aggregation, "
+        "baselines, each measure alone).",
     ),
+    setup: Optional[str] = typer.Option(
+        None,
+        "--setup",
+        help="Only results of this setup (exact name, or a prefix ending in ':'; `dsim results` lists "
+        "setups), e.g. a table imported with `dsim results import --setup NAME`.",
+    ),
+    metric: str = typer.Option("spearman", "--metric", help="Per-target column: spearman or weighted_tau."),
     as_json: bool = typer.Option(False, "--json", help="Print every task's metrics as JSON."),
 ) -> None:
-    """Leave-one-target-out evaluation on the results store: per held-out target, Spearman rho,
-    weighted Kendall tau, top-1 hit and regret of every predictor and baseline, beside the noise
-    ceiling of the measured ranking. A predictor never sees the results of the target it ranks."""
+    """Leave-one-target-out evaluation on every known result (or one setup): per held-out target,
+    Spearman rho, weighted Kendall tau, top-1 hit and regret of every predictor and baseline,
+    beside the noise ceiling of the measured ranking. A predictor never sees the results of the
+    target it ranks, nor of the datasets holding the same images (the registry's family rule)."""
     import dsim
-    from dsim.predictors import default_suite, evaluate_suite, noise_ceiling, pair_values, summarise
-    from dsim.registry import get_registry
-
-    results = dsim.known_results()
-    cards = {c.name: c for c in get_registry()}
-    measures = dsim.list_measures()
-    values = pair_values(
-        {(r.source, r.target) for r in results if r.source != r.target},
-        dsim.known_measure_values(),
-        cards,
-        measures,
+    from dsim.errors import DsimError
+    from dsim.evaluation import (
+        default_suite,
+        evaluate_suite,
+        meta_dataset,
+        noise_ceiling,
+        render_table,
+        summarise,
     )
-    kinds = {m.name: m.kind for m in measures.values()}
-    suite = default_suite(sorted({v.measure for v in values}))
+
+    if metric not in ("spearman", "weighted_tau"):
+        raise DsimError(f"--metric {metric!r}: use spearman or weighted_tau")
+    results = dsim.known_results()
+    if setup:
+        results = [
+            r for r in results if r.setup == setup or (setup.endswith(":") and r.setup.startswith(setup))
+        ]
+        if not results:
+            known = sorted({r.setup for r in dsim.known_results()})
+            raise DsimError(f"no results under setup {setup!r}; known setups: {', '.join(known)}")
+    meta = meta_dataset(setup or "known results", results)
+    suite = default_suite(sorted({v.measure for v in meta.values}))
     wanted = split_list(predictors)
     if wanted:
         unknown = sorted(set(wanted) - {s[0] for s in suite})
         if unknown:
-            raise dsim.DsimError(
+            raise DsimError(
                 f"unknown predictor label(s) {', '.join(unknown)}; choose from {', '.join(s[0] for s in suite)}"
             )
         suite = [s for s in suite if s[0] in wanted]
-    out = evaluate_suite(suite, results, values, cards, kinds)
-    ceil = noise_ceiling(results)
+    out = evaluate_suite(suite, meta.results, meta.values, meta.cards, meta.kinds)
+    if not any(out.values()):
+        raise DsimError("no target has three or more measured sources to evaluate on")
+    ceil = noise_ceiling(meta.results)
     if as_json:
         print_json(
             {"tasks": out, "summary": {k: summarise(v) for k, v in out.items()}, "noise_ceiling": ceil}
         )
         return
-    from rich.table import Table
-
-    tasks = [(r["setup"], r["target"]) for r in next(iter(out.values()))]
-    multi = len({s for s, _ in tasks}) > 1
-    label = (lambda s, t: f"{t} [{s}]") if multi else (lambda s, t: t)
-    table = Table(title="leave-one-target-out: Spearman rho per held-out target", title_justify="left")
-    table.add_column("predictor")
-    for s, t in tasks:
-        table.add_column(label(s, t), justify="right")
-    for col in ("mean rho", "w. tau", "top-1", "regret T", "regret AUC"):
-        table.add_column(col, justify="right")
-    cmap = {(c["setup"], c["target"]): c["ceiling"] for c in ceil}
-    table.add_row(
-        "[dim]noise ceiling[/dim]",
-        *[f"[dim]{cmap[k]:.2f}[/dim]" if k in cmap else "" for k in tasks],
-        "",
-        "",
-        "",
-        "",
-        "",
-    )
-    for lab, rows in out.items():
-        by = {(r["setup"], r["target"]): r for r in rows}
-        sm = summarise(rows)
-        table.add_row(
-            lab,
-            *[f"{by[k]['spearman']:.2f}" if k in by else "" for k in tasks],
-            f"{sm['spearman']:.2f}",
-            f"{sm['weighted_tau']:.2f}",
-            f"{sm['top1']:.2f}",
-            f"{sm['regret_t']:.2f}",
-            f"{sm.get('regret_auc', float('nan')):.3f}",
-        )
-    con = console()
-    con.print(table)
-    con.print(
-        f"[dim]{len(tasks)} held-out task(s); with few targets these numbers are per-target anecdotes, "
-        "not a population estimate (docs/evaluation.md)[/dim]"
+    for line in render_table(out, ceil, meta.name, metric=metric):
+        print(line)
+    n = len(next(iter(out.values())))
+    print(
+        f"{n} held-out task(s); with few targets these numbers are per-target anecdotes, not a population "
+        "estimate (docs/evaluation.md)"
     )

@@ -1,248 +1,18 @@
-"""Meta-learned source ranking, and the baselines it is judged against.
-
-``meta-ranker`` learns, from measured fine-tuning results, which sources transfer better to a
-target. Each (source, target) pair is described by:
-
-* every available measure, oriented so that higher = more similar and z-scored within the
-  target's candidate set (``sim:<measure>``; a measure missing for a source is imputed with the
-  target's average, i.e. 0, and reported as missing);
-* source properties from its card: log10 images, log10 classes, medical origin, grey-scale;
-* target-relative properties: same origin, same channels, same modality, and agreement on each of
-  the six cats-scans expert features (``expert_match:<feature>``, 0.5 when unknown).
-* the source's track record (``track_record``): its measured T z-scored among the sources of
-  every *other* target in the training history, averaged and shrunk towards 0 (sum / (n + 1));
-  a target's own results never enter its own value (see :func:`track_record`).
-
-Target-only properties are constant within one target's ranking, so a ranking objective cannot
-use them on their own; they enter through the target-relative features above.
-
-The objective is pairwise (RankNet / RankSVM with logistic loss): for every two sources of the
-same training target (and setup), a logistic regression on the difference of their standardised
-features predicts which transferred better. ``C`` (inverse L2 strength) is chosen by inner
-leave-one-target-out over the training targets when ``C="auto"``. A bootstrap ensemble (sources
-resampled within each target) gives the uncertainty.
-
-Model selection (``select=True``, the default): fixed rules — each similarity measure alone,
-their mean (rank aggregation), log source size, log source classes, the track record — are
-scored by how well they rank the training targets (mean Spearman). Two rule-based models, the
-*single best rule* and a *skill-weighted mix* (weights = skill, negatives at 0; on standardised
-features), are scored by the same inner leave-one-target-out as the learned model (rules and
-weights from the other training targets). The best of the three is kept, ties going to the
-simpler (one rule, then the mix); ``state["model"]`` says which (``learned``, ``skill-weighted``
-or ``best-rule``) and ``rule_spearman``, ``mix_spearman``, ``best_rule_spearman`` and
-``inner_spearman`` give the scores. With few or inconsistent training targets a fitted linear
-model can rank a new target worse than chance, and a mix can dilute one strong signal with
-weak ones; the rule-based models only re-use known signals. Scores are put on the transferability
-scale T (%) by a line fitted to the training targets (slope shared, intercept per target; a
-target with measured sources gets its own intercept from them). Because the model is linear,
-each row's ``contributions`` give, per feature, the raw value and its share of the predicted T.
-
-The baselines (``always-imagenet``, ``largest-source``, ``most-classes``, ``single-measure``) are
-predictors too, so ``dsim predictor evaluate`` and ``benchmarks/predictor.py`` treat every model
-the same way. Sources with measured results for the target are always ranked by those
-(*measured*); the predictor fills in the rest (*predicted*).
-"""
+"""The ``meta-ranker``: a pairwise logistic ranking model over the features of
+:mod:`.features`, with inner leave-one-target-out choice of C and of the model (learned weights,
+skill-weighted rule mix or the single best rule), and a bootstrap ensemble for uncertainty."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import numpy as np
 
 import dsim
 
-IMAGENET_NAMES = {"imagenet", "ilsvrc2012", "in1k", "imagenet-1k"}
+from .features import _groups, card_features, measure_features, track_record, track_table
+
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-
-
-# --------------------------------------------------------------------------- features
-
-
-def _log10(x):
-    try:
-        return math.log10(float(x)) if x is not None and float(x) > 0 else float("nan")
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _flag(cond, known):
-    return float(cond) if known else float("nan")
-
-
-def card_features(source: dsim.DatasetCard, target: dsim.DatasetCard) -> dict[str, float]:
-    """Features of a (source, target) pair taken from the two cards (NaN where a fact is missing)."""
-    s_med = source.origin in ("medical", "natural")
-    t_med = target.origin in ("medical", "natural")
-    f = {
-        "log10_size": _log10(source.size),
-        "log10_classes": _log10(source.num_classes),
-        "source_medical": _flag(source.origin == "medical", s_med),
-        "source_grey": _flag(source.channels == 1, source.channels is not None),
-        "same_origin": _flag(source.origin == target.origin, s_med and t_med),
-        "same_channels": _flag(
-            source.channels == target.channels, source.channels is not None and target.channels is not None
-        ),
-        "same_modality": _flag(
-            source.modality.strip().lower() == target.modality.strip().lower(),
-            bool(source.modality and target.modality),
-        ),
-    }
-    se, te = dict(source.expert or {}), dict(target.expert or {})
-    for k in dsim.EXPERT_FEATURES:
-        a, b = se.get(k), te.get(k)
-        f[f"expert_match:{k}"] = (
-            0.5
-            if a in (None, "") or b in (None, "")
-            else float(str(a).strip().lower() == str(b).strip().lower())
-        )
-    return f
-
-
-def measure_features(candidates, measures, kinds) -> dict[str, dict[str, float]]:
-    """source -> {"sim:<m>": z-score within the candidates, oriented so higher = more similar}."""
-    out = {c.source.name: {} for c in candidates}
-    for m in measures:
-        vals = {
-            c.source.name: float(c.values[m])
-            for c in candidates
-            if m in c.values and c.values[m] is not None and np.isfinite(c.values[m])
-        }
-        sign = -1.0 if kinds.get(m, "distance") == "distance" else 1.0
-        if vals:
-            v = np.array(list(vals.values())) * sign
-            mu, sd = float(v.mean()), float(v.std())
-            for name, x in vals.items():
-                out[name][f"sim:{m}"] = (sign * x - mu) / sd if sd > 0 else 0.0
-        for name in out:
-            out[name].setdefault(f"sim:{m}", float("nan"))
-    return out
-
-
-#: shrinkage of the track record towards "average source": a source measured on n other targets
-#: gets sum(z) / (n + TRACK_SHRINK), so one lucky target does not make a source look reliable
-TRACK_SHRINK = 1.0
-
-
-def track_table(groups) -> dict[str, list[tuple[str, float]]]:
-    """source -> [(target, z)]: the source's measured T z-scored among the sources of each
-    training group (setup, target) it was measured in."""
-    out = defaultdict(list)
-    for g in groups:
-        T = np.array([t for _, t, _ in g["members"]], float)
-        sd = float(T.std())
-        if len(T) < 2 or sd == 0:
-            continue
-        for (s, _t, _), z in zip(g["members"], (T - T.mean()) / sd):
-            out[s].append((g["target"], float(z)))
-    return dict(out)
-
-
-def track_record(table, source: str, exclude=()) -> float:
-    """How well ``source`` transferred to the targets of ``table`` other than ``exclude``: the
-    shrunk mean of its within-target z-scores (NaN when it has no such history). A target's own
-    results never enter its own track-record feature, in training or ranking."""
-    zs = [z for t, z in table.get(source, ()) if t not in exclude]
-    return float(sum(zs) / (len(zs) + TRACK_SHRINK)) if zs else float("nan")
-
-
-def _groups(results, values, cards):
-    """Training groups: one per (setup, target) with at least two measured sources, as lists of
-    (source, T, candidate)."""
-    vals = defaultdict(lambda: defaultdict(list))
-    for v in values:
-        if v.value is not None and np.isfinite(v.value):
-            vals[(v.source, v.target)][v.measure].append(float(v.value))
-    by_setup = defaultdict(list)
-    for r in results:
-        by_setup[r.setup].append(r)
-    groups = []
-    for setup, rs in sorted(by_setup.items()):
-        for target in sorted({r.target for r in rs}):
-            measured = dsim.measured_transferability(rs, target)
-            if len(measured) < 2:
-                continue
-            tcard = cards.get(target) or dsim.DatasetCard(name=target)
-            members = []
-            for source in sorted(measured):
-                card = cards.get(source) or dsim.DatasetCard(name=source)
-                v = {m: float(np.mean(xs)) for m, xs in vals.get((source, target), {}).items()}
-                members.append((source, measured[source][0], dsim.Candidate(source=card, values=v)))
-            groups.append({"setup": setup, "target": target, "tcard": tcard, "members": members})
-    return groups
-
-
-# --------------------------------------------------------------------------- shared ranking
-
-
-def assemble(
-    predictor,
-    target,
-    candidates,
-    history,
-    scores,
-    *,
-    uncertainty=None,
-    contributions=None,
-    calibrated=False,
-    measures=(),
-    notes=(),
-):
-    """Build a :class:`dsim.Ranking` from per-source predicted ``scores``.
-
-    Measured sources (history for this target) come with their measured T. Predicted scores are
-    used as they are when ``calibrated`` (already in T %); otherwise they are put on the T scale
-    by a least-squares line through the measured sources (two or more, with distinct scores) or
-    left unitless."""
-    measured = dsim.measured_transferability(history, target.name) if history else {}
-    uncertainty = uncertainty or {}
-    contributions = contributions or {}
-    notes = list(notes)
-    slope = intercept = spread = None
-    if not calibrated and measured:
-        xs = [scores[n] for n in measured if n in scores]
-        ys = [measured[n][0] for n in measured if n in scores]
-        if len(xs) >= 2 and np.ptp(xs) > 0:
-            slope, intercept = np.polyfit(xs, ys, 1)
-            resid = np.array(ys) - (slope * np.array(xs) + intercept)
-            spread = float(np.sqrt(np.sum(resid**2) / max(1, len(xs) - 2)))
-    on_t = calibrated or slope is not None or (bool(measured) and not scores)
-    rows = []
-    for c in candidates:
-        n = c.source.name
-        contrib = {k: dict(v) for k, v in contributions.get(n, {}).items()}
-        for m, v in c.values.items():
-            contrib.setdefault(m, {})["value"] = float(v)
-        if n in measured:
-            t, sd, auc, k = measured[n]
-            rows.append(
-                dsim.RankingRow(n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib)
-            )
-        elif n in scores:
-            s = float(scores[n])
-            unc = uncertainty.get(n)
-            if slope is not None:
-                s, unc = float(slope * s + intercept), spread
-            rows.append(dsim.RankingRow(n, s, "predicted", unc, contributions=contrib))
-    if measured and not calibrated and slope is None and any(r.status == "predicted" for r in rows):
-        notes.append(
-            "too few measured sources to put predicted scores on the T scale; predicted rows are unitless"
-        )
-        on_t = False
-    rows.sort(key=lambda r: (-r.score, r.status != "measured", r.source))
-    rows = tuple(dsim.RankingRow(**{**r.to_dict(), "rank": i + 1}) for i, r in enumerate(rows))
-    return dsim.Ranking(
-        target=target.name,
-        rows=rows,
-        predictor=predictor.name,
-        measures=tuple(sorted(measures)),
-        score_unit="transferability %" if on_t else "baseline score (higher is better)",
-        notes=tuple(notes),
-        target_auc=dsim.target_baseline(history or [], target.name),
-    )
-
-
-# --------------------------------------------------------------------------- meta-ranker
 
 
 def _rho(scores, T) -> float:
@@ -523,24 +293,58 @@ class MetaRanker(dsim.Predictor):
         st = self.get_state()
         return dict(zip(st["features"], np.mean(st["members"], axis=0).tolist()))
 
+    def summary(self) -> list[str]:
+        """The weights, and which model the inner leave-one-target-out kept and why."""
+        st = self.get_state()
+        coefs = sorted(self.coefficients().items(), key=lambda kv: -abs(kv[1]))
+        lines = [
+            "weights (standardised features, > 0 = transfers better): "
+            + ", ".join(f"{k} {v:+.3f}" for k, v in coefs if abs(v) > 1e-4)
+        ]
+        if st.get("inner_spearman"):
+            nan = float("nan")
+            learned = max(st["inner_spearman"].values())
+            mix, best = st.get("mix_spearman"), st.get("best_rule_spearman")
+            kept = {
+                "learned": "the learned weights",
+                "skill-weighted": "the skill-weighted rule mix",
+                "best-rule": f"one rule, {str(st.get('best_rule', '')).removeprefix('rule:')}",
+            }[st["model"]]
+            lines.append(
+                f"model: {kept} — inner leave-one-target-out Spearman: learned {learned:.2f}, rule mix "
+                f"{mix if mix is not None else nan:.2f}, best single rule {best if best is not None else nan:.2f}"
+            )
+        return lines
+
     # ---- ranking
+    def describe(self, target, candidates, history, measure_kinds):
+        """The features of each candidate as the model sees them (before standardisation): card
+        facts, z-scored measure values and, once fitted, the track record."""
+        st = self.state_ or {}
+        measures = st.get("measures") or sorted({m for c in candidates for m in c.values})
+        kinds = {**st.get("kinds", {}), **dict(measure_kinds)}
+        mf = measure_features(candidates, measures, kinds)
+        track = st.get("track")  # source -> [[target, z], ...], as track_table made it
+        out = {}
+        for c in candidates:
+            f = card_features(c.source, target)
+            f.update(mf[c.source.name])
+            if track is not None:
+                f["track_record"] = track_record(track, c.source.name, {target.name})
+            out[c.source.name] = f
+        return out
+
     def rank(self, target, candidates, history, measure_kinds):
         st = self.get_state()
         feats, mean = st["features"], np.array(st["mean"])
         scale = np.array([np.inf if x is None else x for x in st["scale"]], float)
         W = np.array(st["members"])
         w = W.mean(axis=0)
-        kinds = {**st["kinds"], **dict(measure_kinds)}
-        mf = measure_features(candidates, st["measures"], kinds)
-        track = st.get("track")  # source -> [[target, z], ...], as track_table made it
+        desc = self.describe(target, candidates, history, measure_kinds)
         names, raw = [], []
         for c in candidates:
-            f = card_features(c.source, target)
-            f.update(mf[c.source.name])
-            if track is not None:
-                f["track_record"] = track_record(track, c.source.name, {target.name})
             names.append(c.source.name)
-            raw.append([f.get(k, np.nan) for k in feats])
+            raw.append([desc[c.source.name].get(k, np.nan) for k in feats])
         X = np.array(raw, float).reshape(len(names), len(feats))
         missing = ~np.isfinite(X)
         Z = (np.where(missing, mean, X) - mean) / scale
@@ -601,7 +405,7 @@ class MetaRanker(dsim.Predictor):
             notes.append(f"no {', '.join(lacking)} values for this target; imputed with the target's average")
         if not calibrated:
             notes.append("meta-ranker could not be put on the T scale (non-positive slope on training data)")
-        return assemble(
+        return dsim.assemble_ranking(
             self,
             target,
             candidates,
@@ -616,87 +420,3 @@ class MetaRanker(dsim.Predictor):
 
 
 # --------------------------------------------------------------------------- baselines
-
-
-class _Baseline(dsim.Predictor):
-    """A fixed rule: score each candidate, rank by it (nothing is learned)."""
-
-    def __init__(self, use_measured: bool = True):
-        self.use_measured = use_measured
-
-    def score(self, target, candidate, kinds) -> float | None:
-        raise NotImplementedError
-
-    def get_state(self):
-        return {}
-
-    def set_state(self, state):
-        return self
-
-    def rank(self, target, candidates, history, measure_kinds):
-        scores, contrib = {}, {}
-        for c in candidates:
-            v = self.score(target, c, measure_kinds)
-            if v is not None and np.isfinite(v):
-                scores[c.source.name] = float(v)
-                contrib[c.source.name] = {self.name: {"value": float(v)}}
-        return assemble(
-            self,
-            target,
-            candidates,
-            history if self.use_measured else [],
-            scores,
-            contributions=contrib,
-            measures={m for c in candidates for m in c.values},
-        )
-
-
-class AlwaysImageNet(_Baseline):
-    name = "always-imagenet"
-    description = "baseline: ImageNet first, every other source tied"
-
-    def score(self, target, c, kinds):
-        names = {n.lower() for n in c.source.all_names}
-        return 1.0 if names & IMAGENET_NAMES else 0.0
-
-
-class _CardFact(_Baseline):
-    """Rank by log10 of one number on the source's card (sources without it are left out)."""
-
-    field = ""
-
-    def score(self, target, c, kinds):
-        v = _log10(getattr(c.source, self.field))
-        return None if math.isnan(v) else v
-
-
-class LargestSource(_CardFact):
-    name = "largest-source"
-    description = "baseline: sources with more images first (log10 images, from the card)"
-    field = "size"
-
-
-class MostClasses(_CardFact):
-    name = "most-classes"
-    description = "baseline: sources with more classes first (log10 classes, from the card)"
-    field = "num_classes"
-
-
-class SingleMeasure(_Baseline):
-    name = "single-measure"
-    description = "baseline: one similarity measure alone (most similar first)"
-
-    def __init__(self, measure: str = "task2vec", use_measured: bool = True):
-        self.measure = measure
-        self.use_measured = use_measured
-
-    def score(self, target, c, kinds):
-        v = c.values.get(self.measure)
-        if v is None or not np.isfinite(v):
-            return None
-        return -float(v) if kinds.get(self.measure, "distance") == "distance" else float(v)
-
-
-@dsim.hookimpl
-def dsim_register_predictors():
-    return [MetaRanker, AlwaysImageNet, LargestSource, MostClasses, SingleMeasure]

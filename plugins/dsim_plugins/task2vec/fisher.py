@@ -1,0 +1,202 @@
+"""The diagonal Fisher embedding of one task: the reference's Monte-Carlo estimator (one pass to
+cache the body's features, a classifier fit, squared batch gradients with labels drawn from the
+probe), or its variational estimator (:mod:`.variational`). Details and the differences from
+awslabs/aws-cv-task2vec (all about speed) are in docs/measures.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import dsim
+
+from .probe import _Probe, _set_bn
+from .settings import DEFAULTS, Task2VecError, resolve_precision
+from .variational import _variational
+
+
+def canonical_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0..K-1 in order of first appearance (renaming classes changes nothing)."""
+    labels = np.asarray(labels)
+    _, first = np.unique(labels, return_index=True)
+    order = labels[np.sort(first)]
+    lut = {int(c): i for i, c in enumerate(order)}
+    return np.array([lut[int(c)] for c in labels], dtype=np.int64) if len(labels) else labels.astype(np.int64)
+
+
+def task2vec_embedding(
+    images: np.ndarray,
+    labels: np.ndarray,
+    model,
+    *,
+    opts: dict[str, Any],
+    seed: int = 0,
+    device=None,
+    progress=None,
+) -> dict[str, Any]:
+    """Diagonal Monte-Carlo Fisher embedding of one task (see the module docstring).
+
+    ``model`` is a probe whose classifier has one output per class in ``labels`` (it is
+    re-fitted here). Returns ``{"hessian": (D,) float64, "names": [...], "sizes": [...],
+    "train_error": float}``. ``opts["task2vec_threads"] > 0`` runs it with that many torch
+    threads (restored afterwards); 0 leaves torch's setting.
+    """
+    import torch
+
+    threads = int({**DEFAULTS, **opts}["task2vec_threads"] or 0)
+    if threads <= 0:
+        return _embedding(images, labels, model, opts=opts, seed=seed, device=device, progress=progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _embedding(images, labels, model, opts=opts, seed=seed, device=device, progress=progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    progress = progress or (lambda *a: None)
+    device = device or torch.device("cpu")
+    opts = {**DEFAULTS, **opts}
+    labels = canonical_labels(labels)
+    n = len(labels)
+    k = int(labels.max()) + 1 if n else 0
+    if n < 2 or k < 2:
+        raise dsim.DsimError(
+            f"task2vec needs at least two images of two classes, got {n} images of {k} class(es)"
+        )
+    size = int(opts["image_size"])
+    bs = int(opts["task2vec_batch_size"])
+    skip = int(opts["task2vec_skip_layers"])
+    n_draws = int(opts["task2vec_fisher_samples"])
+    if n_draws < bs:
+        raise Task2VecError(f"task2vec_fisher_samples={n_draws} is smaller than one batch ({bs})")
+    model = model.to(device)
+    probe = _Probe(model, skip)
+    _set_bn(model, str(opts["task2vec_bn"]))
+    if str(opts["task2vec_bn"]) not in ("train", "eval"):
+        raise Task2VecError(f"task2vec_bn={opts['task2vec_bn']!r}: use 'train' or 'eval'")
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def inputs(idx):
+        return dsim.to_tensor(images[idx], size=size, channels=3).to(device)
+
+    # 1. cache the body's features once (sequential batches, no autograd)
+    cached, pooled = [], []
+    n_fc = len(probe.layers) - 1
+    with torch.inference_mode():
+        for start in range(0, n, bs):
+            idx = np.arange(start, min(n, start + bs))
+            h = inputs(idx)
+            h_skip = probe.forward_from(h, 0, skip) if skip else None
+            if skip:
+                cached.append(h_skip)
+            pooled.append(probe.forward_from(h_skip if skip else h, skip, n_fc))
+            progress("task2vec: features", int(idx[-1]) + 1, n)
+    pooled_t = torch.cat(pooled).clone()
+    cached_t = torch.cat(cached).clone() if skip else None
+    y_all = torch.from_numpy(labels).to(device)
+
+    # class-balanced draws, as the reference's WeightedRandomSampler
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    w = 1.0 / counts[labels] / k
+    weights = torch.as_tensor(w / w.sum(), dtype=torch.double)
+    n_batches = n_draws // bs  # drop_last
+    label_draws = int(opts["task2vec_label_draws"])
+    precision = resolve_precision(opts["task2vec_precision"], device)
+    if label_draws < 1:
+        raise Task2VecError(f"task2vec_label_draws={label_draws}: use 1 or more")
+
+    def draws():
+        return torch.multinomial(weights, n_batches * bs, replacement=True, generator=gen).view(n_batches, bs)
+
+    # 2. fit the classifier on the cached pooled features
+    clf = probe.classifier
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in clf.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(
+        clf.parameters(), lr=float(opts["task2vec_lr"]), weight_decay=float(opts["task2vec_weight_decay"])
+    )
+    epochs = int(opts["task2vec_epochs"])
+    for epoch in range(epochs):
+        for b in draws():
+            b = b.to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(clf(pooled_t[b]), y_all[b])
+            loss.backward()
+            opt.step()
+        progress("task2vec: classifier", epoch + 1, epochs)
+    with torch.no_grad():
+        train_error = float((clf(pooled_t).argmax(1) != y_all).float().mean())
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    method = str(opts["task2vec_method"])
+    if method == "variational":
+        return _variational(
+            probe,
+            model,
+            cached_t if skip else None,
+            inputs,
+            y_all,
+            weights,
+            skip,
+            opts,
+            gen,
+            device,
+            progress,
+            train_error,
+        )
+    if method != "montecarlo":
+        raise Task2VecError(f"task2vec_method={method!r}: use 'montecarlo' or 'variational'")
+
+    # 3. Monte-Carlo Fisher of the weights after layer ``skip``: ``n_batches`` draw-batches of
+    # 64 labels; each forward pass of a drawn batch of inputs serves ``label_draws`` independent
+    # label draws (one backward pass each, the graph kept between them). Every draw-batch is
+    # still the reference's squared batch gradient, so the expectation is unchanged; only the
+    # inputs are shared by ``label_draws`` consecutive draw-batches.
+    params = probe.weights
+    for p in params:
+        p.requires_grad_(True)
+    acc = [torch.zeros_like(p) for p in params]  # float32, as the reference
+    order = draws()
+    done = 0
+    for _i, b in enumerate(order):
+        if done >= n_batches:
+            break
+        kk = min(label_draws, n_batches - done)
+        x = cached_t[b.to(device)] if skip else inputs(b.numpy())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = probe.forward_from(x, skip)
+        out = out.float()
+        with torch.no_grad():
+            probs = F.softmax(out, dim=-1).cpu()
+            ys = torch.multinomial(probs, kk, replacement=True, generator=gen).T.contiguous().to(device)
+        for d in range(kk):
+            loss = F.cross_entropy(out, ys[d])
+            grads = torch.autograd.grad(loss, params, retain_graph=d < kk - 1)
+            for a, g in zip(acc, grads):
+                a.addcmul_(g, g)
+        done += kk
+        progress("task2vec: fisher", done, n_batches)
+    del out, loss, grads
+    for p in params:
+        p.requires_grad_(False)
+    hess, sizes = [], []
+    for a in acc:
+        a = (a / n_batches).reshape(a.shape[0], -1).mean(dim=1)
+        hess.append(a.double().cpu().numpy())
+        sizes.append(int(a.shape[0]))
+    return {
+        "hessian": np.concatenate(hess),
+        "names": list(probe.names),
+        "sizes": sizes,
+        "train_error": train_error,
+        "precision": precision,
+        "scale": np.ones(sum(sizes)),
+    }

@@ -1,0 +1,381 @@
+"""``dsim.rank``: the candidate sources of a target, every measure value dsim can get for them
+(published, cached or computed now), and the chosen predictor's ranking.
+
+The flow is a pure function of its arguments plus the plugins: which predictor ranks is an
+argument (:func:`dsim.predictors.choose_predictor`), never a file found on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cache import Cache
+from .catalog import configure_measures, known_measure_values, known_results, list_measures
+from .data import data_missing, load_dataset
+from .defaults import DEFAULT_MAX_SAMPLES
+from .errors import DsimError, UnknownNameError
+from .interfaces import Candidate, Context, Measure, Predictor
+from .plugins import notify
+from .records import DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
+from .registry import get_registry
+
+__all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
+
+
+def _names(names: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    out = tuple(n.strip() for n in names if n and n.strip())
+    return out or None
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """Every knob of a ranking, with its default; ``dsim.rank`` and ``dsim rank`` share it.
+
+    ``sources``/``measures`` restrict the candidates and measures (None: every candidate with
+    data, results or known values, and every measure that can run); ``predictor`` is a predictor
+    name, ``"fitted"`` (the one ``dsim predictor fit`` saved), a saved predictor's path, or None
+    (the default); ``top`` keeps the K best; image measures look at a seeded stratified subsample of
+    ``max_samples`` images per dataset; ``options`` set measure parameters (``name=value`` on
+    every measure that takes it, ``measure.name=value`` on one)."""
+
+    sources: tuple[str, ...] | None = None
+    measures: tuple[str, ...] | None = None
+    predictor: str | None = None
+    top: int | None = None
+    seed: int = 0
+    max_samples: int | None = DEFAULT_MAX_SAMPLES
+    device: str = "auto"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", _names(self.sources))
+        object.__setattr__(self, "measures", _names(self.measures))
+        if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
+            raise DsimError(f"top must be a whole number of at least 1, got {self.top!r} (--top)")
+        if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 2):
+            raise DsimError(
+                f"max_samples must be a whole number of at least 2, got {self.max_samples!r} (--max-samples)"
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise DsimError(f"seed must be a whole number of at least 0, got {self.seed!r} (--seed)")
+
+
+def candidate_sources(
+    target: DatasetCard,
+    history: Sequence[TransferResult],
+    values: Sequence[MeasureValue],
+    target_has_data: bool,
+) -> tuple[list[DatasetCard], list[dict[str, str]]]:
+    """The default candidate sources of a target, and every registry card left out with why.
+
+    A card is a candidate when it has measured results or known measure values for the target
+    (or a dataset of its family), when both its data and the target's are available locally, or
+    when it is a source of some published study and both cards carry expert features.
+    """
+    reg = get_registry()
+    family = reg.family(target)
+    with_results = {r.source for r in history if r.target in family}
+    with_values = {v.source for v in values if v.target in family}
+    study_sources = {r.source for r in history}
+    target_expert = bool(target.expert) or any(reg.get(n).expert for n in family if n in reg)
+    chosen, skipped = [], []
+    for card in reg:
+        if card.name == target.name:
+            continue
+        if card.name in family:
+            skipped.append({"source": card.name, "reason": "same data as the target"})
+        elif card.name in with_results or card.name in with_values:
+            chosen.append(card)
+        elif target_has_data and data_missing(card) is None:
+            chosen.append(card)
+        elif card.name in study_sources and card.expert and target_expert:
+            chosen.append(card)
+        elif not target_has_data and data_missing(card) is None:
+            skipped.append({"source": card.name, "reason": "the target has no images here to compare with"})
+        else:
+            skipped.append(
+                {"source": card.name, "reason": "no images here, no results or known values for this target"}
+            )
+    # sources known only from results (e.g. a user's dataset validated earlier): a bare card
+    for name in sorted((with_results | with_values) - {c.name for c in reg} - family):
+        chosen.append(DatasetCard(name=name, title="known from results only", provider="results"))
+    return chosen, skipped
+
+
+@dataclass
+class _Values:
+    values: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> measure -> value
+    origins: dict[str, dict[str, str]] = field(default_factory=dict)
+    contributions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def put(self, source: str, measure: str, value: float, origin: str, contrib=None) -> None:
+        self.values.setdefault(source, {})[measure] = float(value)
+        self.origins.setdefault(source, {})[measure] = origin
+        if contrib:
+            self.contributions.setdefault(source, {})[measure] = dict(contrib)
+
+    def has(self, source: str, measure: str) -> bool:
+        return measure in self.values.get(source, {})
+
+
+class _Images:
+    """The images of each dataset of one ranking, loaded once (seeded subsample)."""
+
+    def __init__(self, max_samples: int | None, seed: int):
+        self.max_samples, self.seed = max_samples, seed
+        self.loaded: dict[str, ImageSet] = {}
+
+    def __call__(self, card: DatasetCard) -> ImageSet:
+        if card.name not in self.loaded:
+            self.loaded[card.name] = load_dataset(card, max_samples=self.max_samples, seed=self.seed)
+        return self.loaded[card.name]
+
+
+def rank(
+    target: str | DatasetCard,
+    sources: Sequence[str] | str | None = None,
+    measures: Sequence[str] | str | None = None,
+    *,
+    predictor: str | Predictor | None = None,
+    top: int | None = None,
+    seed: int = 0,
+    max_samples: int | None = DEFAULT_MAX_SAMPLES,
+    device: str = "auto",
+    options: Mapping[str, Any] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    cache: Cache | None = None,
+) -> Ranking:
+    """Rank candidate sources for ``target`` (a registered name or a path to the user's data).
+
+    The arguments are those of :class:`RankConfig` (a predictor object may be passed as well).
+    Numbers from real fine-tuning are marked *measured*, the rest *predicted*; what was left
+    out is listed, with why, in ``Ranking.skipped``.
+    """
+    cfg = RankConfig(
+        sources=sources,
+        measures=measures,
+        predictor=None if isinstance(predictor, Predictor) else predictor,
+        top=top,
+        seed=seed,
+        max_samples=max_samples,
+        device=device,
+        options=dict(options or {}),
+    )
+    reg = get_registry()
+    tcard = target if isinstance(target, DatasetCard) else reg.resolve(target)
+    ctx = Context(
+        seed=cfg.seed,
+        device=cfg.device,
+        cache=cache if cache is not None else Cache(),
+        progress=progress or (lambda *a: None),
+        max_samples=cfg.max_samples,
+    )
+    history = known_results()
+    known_vals = known_measure_values()
+    use = _measures(cfg)
+    skipped: list[dict[str, str]] = []
+    images = _Images(cfg.max_samples, cfg.seed)
+
+    target_missing = data_missing(tcard)
+    target_data: ImageSet | None = None
+    if target_missing is None:  # read the target first: bad input fails before any work
+        target_data = images(tcard)
+        if target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
+            raise DsimError(
+                f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
+            )
+    cands = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    vals = _known_values(tcard, known_vals, use)
+    for m in use.values():
+        _compute(m, cands, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures)
+
+    candidates = [
+        Candidate(
+            source=c,
+            values=vals.values.get(c.name, {}),
+            origins=vals.origins.get(c.name, {}),
+            contributions=vals.contributions.get(c.name, {}),
+        )
+        for c in cands
+    ]
+    from .predictors import choose_predictor
+
+    pred, pred_note = choose_predictor(predictor if isinstance(predictor, Predictor) else cfg.predictor)
+    kinds = {m.name: m.kind for m in list_measures().values()}
+    ranking = pred.rank(tcard, candidates, history, kinds)
+    ranked = set(ranking.sources)
+    for c in cands:
+        if c.name not in ranked and not any(
+            s.get("source") == c.name and "measure" not in s for s in skipped
+        ):
+            skipped.append(
+                {"source": c.name, "reason": "no measure could describe it and no measured result"}
+            )
+    notes = list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes
+    ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
+    if cfg.top:
+        ranking = ranking.top(cfg.top)
+    notify("dsim_ranking_done", ranking=ranking)
+    return ranking
+
+
+def _measures(cfg: RankConfig) -> dict[str, Measure]:
+    """The measures of this ranking, with the options applied (unknown ones refused)."""
+    every = list_measures()
+    if cfg.measures is not None:
+        for m in cfg.measures:
+            if m not in every:
+                raise UnknownNameError("measure", m, every)
+    chosen = {n: every[n] for n in (cfg.measures or every)}
+    return configure_measures(chosen, cfg.options)
+
+
+def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> list[DatasetCard]:
+    reg = get_registry()
+    if cfg.sources is not None:
+        cands = [reg.resolve(s) for s in cfg.sources]
+        family = reg.family(tcard)
+        for c in [c for c in cands if c.name in family]:
+            skipped.append({"source": c.name, "reason": "same data as the target"})
+        cands = [c for c in cands if c.name not in family]
+    else:
+        cands, more = candidate_sources(tcard, history, known_vals, target_has_data)
+        skipped += more
+    if not cands:
+        raise DsimError(
+            f"no candidate sources for target {tcard.name!r}: none has data here, published results "
+            "or known measure values (name some with --sources, or set DSIM_DATA_DIR to where "
+            "source datasets live)"
+        )
+    return cands
+
+
+def _known_values(tcard: DatasetCard, known_vals, use: Mapping[str, Measure]) -> _Values:
+    """Known (published) values first, averaged over folds; only for this very target (a derived
+    dataset such as pneumoniamnist does not inherit the values measured on its parent)."""
+    acc: dict[tuple[str, str], list[float]] = {}
+    for v in known_vals:
+        if v.target == tcard.name and v.measure in use:
+            acc.setdefault((v.source, v.measure), []).append(v.value)
+    vals = _Values()
+    for (s, m), xs in acc.items():
+        vals.put(s, m, sum(xs) / len(xs), "published")
+    return vals
+
+
+def _compute(m, cands, tcard, target_data, target_missing, vals, images, ctx, skipped, wanted) -> None:
+    """Every value of measure ``m`` not known yet, computed (through the cache)."""
+    todo = [c for c in cands if not vals.has(c.name, m.name)]
+    if not todo:
+        return
+    why_m = m.unavailable()
+    if why_m:
+        if wanted:
+            skipped.append({"measure": m.name, "reason": why_m})
+        return
+    if m.needs in ("images", "source-model") and target_missing is not None:
+        skipped.append(
+            {"measure": m.name, "reason": f"target {tcard.name!r} images not available: {target_missing}"}
+        )
+        return
+    why_t = _applicable(m, tcard)
+    if why_t:
+        skipped.append({"measure": m.name, "reason": f"target {tcard.name!r}: {why_t}"})
+        return
+    if m.needs == "images":
+        ready = [c for c in todo if _applicable(m, c) is None and data_missing(c) is None]
+        _report_estimate(m, ctx, ready, images, target_data, vals.notes)
+    for i, c in enumerate(todo):
+        ctx.progress(f"{m.name}: {c.name}", i, len(todo))
+        why = _applicable(m, c)
+        if why is None and m.needs == "images":
+            why = data_missing(c)
+        if why:
+            skipped.append({"source": c.name, "measure": m.name, "reason": why})
+            continue
+        try:
+            if m.needs == "card":
+                s_obj, t_obj = c, tcard
+            elif m.needs == "source-model":
+                s_obj, t_obj = c, target_data
+            else:
+                s_obj, t_obj = images(c), target_data
+            value = m.pair(s_obj, t_obj, ctx)
+            contrib = _contributions(m, s_obj, t_obj, ctx, vals.notes) if m.needs == "card" else {}
+        except DsimError as exc:
+            if exc.measure_wide:  # about the measure itself (e.g. missing probe weights): stop it
+                skipped.append({"measure": m.name, "reason": str(exc)})
+                break
+            skipped.append({"source": c.name, "measure": m.name, "reason": str(exc)})
+            continue
+        except Exception as exc:  # a plugin that raises: name it, keep the rest
+            skipped.append(
+                {
+                    "source": c.name,
+                    "measure": m.name,
+                    "reason": f"measure plugin raised {type(exc).__name__}: {exc}",
+                }
+            )
+            continue
+        vals.put(c.name, m.name, value, "computed", contrib)
+    ctx.progress(f"{m.name}", len(todo), len(todo))
+
+
+def _applicable(m: Measure, card: DatasetCard) -> str | None:
+    try:
+        return m.applicable(card)
+    except Exception as exc:
+        return f"measure plugin raised {type(exc).__name__}: {exc}"
+
+
+def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> dict[str, float]:
+    from .measures import representation_of
+
+    try:
+        return dict(m.contributions(representation_of(m, s_obj, ctx), representation_of(m, t_obj, ctx), ctx))
+    except Exception as exc:  # the value stands; only its break-down is missing, and that is said
+        notes.append(
+            f"{m.name}: no break-down of the value for {getattr(s_obj, 'name', '?')}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return {}
+
+
+def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[str]) -> None:
+    """Ask an image measure how long its sources will take (``Measure.estimate_seconds``) and hand
+    the answer to ``ctx.progress.estimate(measure, seconds, n_sources)`` when the progress
+    callback has that method (the CLI's does). Sources (and a target) whose representation is
+    already cached are left out. An estimate never stops the work; a failing one is reported."""
+    report = getattr(ctx.progress, "estimate", None)
+    if report is None or not cards or target_data is None:
+        return
+    from .measures import representation_key
+
+    def cached(data) -> bool:  # already represented: costs nothing
+        return ctx.cache is not None and ctx.cache.get(m.name, representation_key(m, data, ctx)) is not None
+
+    try:
+        sizes = []
+        for c in cards:
+            try:
+                data = images(c)
+            except DsimError:  # unreadable: reported when its turn comes
+                continue
+            if not cached(data):
+                sizes.append(len(data))
+        if not sizes:
+            return
+        seconds = m.estimate_seconds(sizes, 0 if cached(target_data) else len(target_data), ctx)
+    except Exception as exc:
+        notes.append(f"{m.name}: no run-time estimate ({type(exc).__name__}: {exc})")
+        return
+    if seconds is not None:
+        report(m.name, float(seconds), len(sizes))
