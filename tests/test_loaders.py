@@ -625,11 +625,16 @@ def test_image_folder_bad_input(tmp_path):
             payload = whole[: len(whole) // 2]
         target.write_bytes(payload)
         with pytest.raises(DatasetError) as e:
-            ld.load({"path": str(root)}, "c")
+            ld.load({"path": str(root), "strict": True}, "c")
         one_line_naming(e.value, target)
         with pytest.raises(DatasetError) as e:
-            dsim.load_dataset(str(root))
+            dsim.load_dataset(str(root), strict=True)
         one_line_naming(e.value, target)
+        # by default the unreadable file is left out, named, and the good ones load
+        data = dsim.load_dataset(str(root))
+        assert len(data) == 5 and [w for w, _ in data.skipped] == [str(target)]
+        note = data.skipped_note()
+        assert "skipped 1 unreadable file(s) of 6" in note and str(target) in note and "\n" not in note
 
 
 def test_image_folder_public_path(tmp_path):
@@ -692,7 +697,6 @@ def test_csv_bad_input(tmp_path):
         "header_only.csv": ("path,label\n", ["empty", "no rows"]),
         "no_label.csv": ("path,class\na.png,1\n", ["missing column 'label'", "path, class"]),
         "no_path.csv": ("file,label\na.png,1\n", ["missing column 'path'", "file, label"]),
-        "missing_img.csv": ("path,label\na.png,0\n\nmissing.png,1\n", ["line 4", "missing.png", "not found"]),
         "empty_label.csv": ("path,label\na.png,\n", ["line 2", "empty label"]),
         "negative.csv": ("path,label\na.png,-1\n", ["line 2", "-1"]),
     }
@@ -702,13 +706,24 @@ def test_csv_bad_input(tmp_path):
         with pytest.raises(DatasetError) as e:
             ld.load({"path": str(p)}, name)
         one_line_naming(e.value, name, *words)
-    # a corrupt image named with its csv line
+    # a missing and a corrupt image, named with their csv lines: left out, or an error with strict
     (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    png(tmp_path / "c.png", seed=2)
     p = tmp_path / "corrupt.csv"
-    p.write_text("path,label\na.png,0\nbad.png,1\n")
+    p.write_text("path,label\na.png,0\nbad.png,1\n\nmissing.png,1\nc.png,1\n")
+    with pytest.raises(DatasetError) as e:
+        dsim.load_dataset(str(p), strict=True)
+    one_line_naming(e.value, "corrupt.csv line", "png")
+    data = dsim.load_dataset(str(p))
+    assert data.labels.tolist() == [0, 1] and len(data.skipped) == 2
+    where = " ".join(w for w, _ in data.skipped)
+    assert "corrupt.csv line 3" in where and "corrupt.csv line 5" in where
+    assert "missing.png not found" in " ".join(why for _, why in data.skipped)
+    # nothing readable at all: one error naming the table
+    p.write_text("path,label\nbad.png,1\nmissing.png,0\n")
     with pytest.raises(DatasetError) as e:
         dsim.load_dataset(str(p))
-    one_line_naming(e.value, "corrupt.csv line 3", "bad.png")
+    one_line_naming(e.value, "corrupt.csv", "no readable image")
     with pytest.raises(DataMissingError):
         ld.load({"path": str(tmp_path / "absent.csv")}, "a")
 

@@ -307,3 +307,26 @@ def test_cli_refuses_a_misspelt_option_in_one_line():
     assert len(err) == 1 and "otdd_max_sample" in err[0] and "otdd_max_samples" in err[0]
     r = run_dsim("rank", "--target", "chest", "--top", "-1")
     assert r.returncode == 2 and "--top" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rank_a_folder_with_a_corrupt_image_names_it_and_goes_on(tmp_path, shared_data):
+    """A user's folder with one corrupt PNG among good images: ranked, the file named in the
+    notes; with --strict the ranking fails naming it."""
+    from PIL import Image
+
+    data = dsim.load_dataset("breastmnist", max_samples=40, seed=0)
+    root = tmp_path / "my_ultrasound"
+    for i, (img, lab) in enumerate(zip(data.images, data.labels)):
+        d = root / data.class_names[lab].replace(",", "").replace(" ", "_")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0]).save(d / f"{i}.png")
+    bad = root / "malignant" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    r = run_dsim(
+        "rank", "--target", str(root), "--measures", "expert,otdd", "--sources", "pneumoniamnist,usps"
+    )
+    assert r.returncode == 0, r.stderr
+    flat = " ".join(r.stdout.split())
+    assert "skipped 1 unreadable file(s) of 41" in flat and "broken.png" in flat
+    r = run_dsim("rank", "--target", str(root), "--measures", "expert", "--strict")
+    assert r.returncode == 2 and "broken.png" in r.stderr and "Traceback" not in r.stderr

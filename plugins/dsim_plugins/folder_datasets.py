@@ -15,7 +15,9 @@ with the columns ``path`` and ``label`` (more columns are ignored, except ``spli
 :attr:`dsim.ImageSet.split`). A label is an integer class index or a class name (then the class
 names are the sorted distinct labels); relative paths are relative to the csv's folder.
 
-Images are read with PIL (PNG, JPEG, BMP, TIFF). An image counts as "colour" when its channels
+A file that cannot be read (corrupt, truncated, missing from the csv) is left out and named in
+:attr:`dsim.ImageSet.skipped` (``dsim rank`` prints the count and the first few); the loader arg
+``strict`` (``--strict``) fails on the first one instead. Images are read with PIL (PNG, JPEG, BMP, TIFF). An image counts as "colour" when its channels
 differ somewhere (an RGB file of a grey X-ray is grey). Images of another size are resized with
 PIL's bilinear filter. 16-bit grey images are scaled to 0..255 (divided by 257). Output is uint8
 ``(N,H,W,1)`` for L and ``(N,H,W,3)`` for RGB. Every error is a one-line :class:`dsim.DatasetError`
@@ -168,26 +170,50 @@ def read_images(
     *,
     image_size: tuple[int, int] | None = None,
     mode: str = "auto",
-) -> np.ndarray:
-    """Read ``files`` into one uint8 ``(N,H,W,C)`` array; ``where[i]`` names file i in errors."""
+    strict: bool = True,
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Read ``files`` into one uint8 ``(N,H,W,C)`` array; ``where[i]`` names file i in errors.
+
+    Returns the images, the indices of the files read, and (where, reason) of each file that
+    could not be read: with ``strict`` the first such file raises instead."""
     from PIL import Image
+
+    skipped: list[tuple[str, str]] = []
+    bad: set[int] = set()
+
+    def unreadable(i: int, exc: DatasetError) -> None:
+        if strict:
+            raise exc
+        bad.add(i)
+        skipped.append((where[i], str(exc).split(": ", 1)[-1]))
 
     if image_size is None:  # first pass: headers only, for the most common size
         sizes = Counter()
-        for f, w in zip(files, where):
-            im = _open(f, w)
+        for i, (f, w) in enumerate(zip(files, where)):
+            try:
+                im = _open(f, w)
+            except DatasetError as exc:
+                unreadable(i, exc)
+                continue
             sizes[im.size] += 1
             im.close()
         size_wh = sizes.most_common(1)[0][0] if sizes else None
     else:
         size_wh = (image_size[1], image_size[0])
-    arrays, colour = [], False
-    for f, w in zip(files, where):
-        a = _to_array(_open(f, w), f, w, size_wh)
+    arrays, kept, colour = [], [], False
+    for i, (f, w) in enumerate(zip(files, where)):
+        if i in bad:
+            continue
+        try:
+            a = _to_array(_open(f, w), f, w, size_wh)
+        except DatasetError as exc:
+            unreadable(i, exc)
+            continue
         if a.ndim == 3 and not colour:
             if (a[..., 0] != a[..., 1]).any() or (a[..., 0] != a[..., 2]).any():
                 colour = True
         arrays.append(a)
+        kept.append(i)
     if mode == "auto":
         mode = "RGB" if colour else "L"
     out = []
@@ -199,8 +225,17 @@ def read_images(
         else:
             out.append(np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a)
     if not out:
-        return np.zeros((0, 1, 1, 1), np.uint8)
-    return np.stack(out)
+        return np.zeros((0, 1, 1, 1), np.uint8), kept, skipped
+    return np.stack(out), kept, skipped
+
+
+def _kept(images, kept, skipped, where_all: str, labels, splits):
+    """Labels and splits of the files read; an error when none could be read."""
+    if not kept:
+        first = "; ".join(f"{w} ({why})" for w, why in skipped[:3])
+        raise DatasetError(f"{where_all}: no readable image ({len(skipped)} unreadable: {first})")
+    idx = np.asarray(kept, dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64)[idx], [splits[i] for i in kept]
 
 
 # --------------------------------------------------------------------------- image folder
@@ -267,14 +302,19 @@ class ImageFolderLoader(DatasetLoader):
             files += found
             labels += [class_names.index(d.name)] * len(found)
             splits += [split or ""] * len(found)
-        images = read_images(files, [str(f) for f in files], image_size=size, mode=mode)
+        strict = bool(args.get("strict", False))
+        images, kept, skipped = read_images(
+            files, [str(f) for f in files], image_size=size, mode=mode, strict=strict
+        )
+        labels, splits = _kept(images, kept, skipped, str(root), labels, splits)
         return ImageSet(
             name=name,
             images=images,
-            labels=np.asarray(labels, dtype=np.int64),
+            labels=labels,
             class_names=tuple(class_names),
             split=np.asarray(splits, dtype=str) if groups[0][0] is not None else None,
             source=str(root),
+            skipped=tuple(skipped),
         )
 
 
@@ -337,7 +377,8 @@ class CsvLoader(DatasetLoader):
         if not rows:
             raise DatasetError(f"{path}: empty csv (a header but no rows)")
         base = path.parent
-        files, where, raw_labels, splits = [], [], [], []
+        strict = bool(args.get("strict", False))
+        files, where, raw_labels, splits, missing = [], [], [], [], []
         for line, row in rows:
             at = f"{path} line {line}"
             cell, lab = row.get("path", ""), row.get("label", "")
@@ -349,7 +390,10 @@ class CsvLoader(DatasetLoader):
             if not f.is_absolute():
                 f = base / f
             if not f.is_file():
-                raise DatasetError(f"{at}: image file {cell} not found ({f})")
+                if strict:
+                    raise DatasetError(f"{at}: image file {cell} not found ({f})")
+                missing.append((at, f"image file {cell} not found"))
+                continue
             files.append(f)
             where.append(at)
             raw_labels.append(lab)
@@ -373,7 +417,8 @@ class CsvLoader(DatasetLoader):
             names, inv = np.unique(np.asarray(raw_labels, dtype=str), return_inverse=True)
             labels = inv.astype(np.int64).reshape(-1)
             class_names = tuple(str(n) for n in names)
-        images = read_images(files, where, image_size=size, mode=mode)
+        images, kept, skipped = read_images(files, where, image_size=size, mode=mode, strict=strict)
+        labels, splits = _kept(images, kept, missing + skipped, str(path), labels, splits)
         split = None
         if "split" in header and all(splits):
             split = np.asarray(splits, dtype=str)
@@ -384,6 +429,7 @@ class CsvLoader(DatasetLoader):
             class_names=class_names,
             split=split,
             source=str(path),
+            skipped=tuple(missing + skipped),
         )
 
 

@@ -34,14 +34,11 @@ preprocessed as everywhere in dsim (``dsim.to_tensor``, ``image_size`` option, d
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 import dsim
-
-_FEATURES: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
 
 
 class ScoreError(dsim.DsimError):
@@ -208,110 +205,110 @@ def source_num_classes(path: str | Path, classifier: str = "fc") -> int | None:
 
 
 class _SourceModelScore(dsim.Measure):
+    """A score of a pretrained network (a checkpoint candidate, or the file ``source_checkpoints``
+    maps a dataset candidate to) on the target's images, from its penultimate features (and,
+    for LEEP/NCE, its own classifier's outputs), extracted once per checkpoint content and target
+    and cached (``dsim.checkpoint_features``), so every score reuses them.
+
+    Parameters: ``image_size`` (None: the checkpoint's own input size, 64 for a mapped file);
+    ``source_checkpoints`` (dataset name -> checkpoint file) with ``backbone`` (its architecture)
+    and ``source_num_classes`` (an int or a dict per source; default: read from the file)."""
+
     kind = "score"
     needs = "source-model"
     uses_logits = False
 
-    def __init__(self, backbone="resnet18", image_size=64, source_checkpoints=None, source_num_classes=None):
+    def __init__(
+        self, backbone="resnet18", image_size=None, source_checkpoints=None, source_num_classes=None
+    ):
         self.backbone = backbone
         self.image_size = image_size
         self.source_checkpoints = source_checkpoints
         self.source_num_classes = source_num_classes
 
-    def unavailable(self) -> str | None:
-        if not self.source_checkpoints:
-            return "needs source-pretrained checkpoints (run `dsim pretrain` or pass source_checkpoints)"
-        return None
-
     def config(self, ctx):
-        return {
-            "backbone": self.backbone,
-            "image_size": int(self.image_size),
-            "max_samples": ctx.max_samples,
-            "seed": ctx.seed,
-            "version": 1,
-        }
+        return {"image_size": self.image_size, "max_samples": ctx.max_samples, "seed": ctx.seed, "version": 2}
 
     def represent(self, data, ctx):  # pragma: no cover - these measures work per pair
         raise dsim.DsimError(f"{self.name} scores a source model on a target; use pair()")
 
-    def _checkpoint(self, source, ctx) -> str:
+    def source_model(self, candidate):
+        """The checkpoint file ``source_checkpoints`` maps a dataset candidate to, as a card."""
         ckpts = self.source_checkpoints or {}
-        names = getattr(source, "all_names", None) or (getattr(source, "name", str(source)),)
-        for n in names:
+        for n in candidate.all_names:
             if n in ckpts:
-                path = str(Path(ckpts[n]).expanduser())
-                if not Path(path).is_file():
-                    raise ScoreError(f"{self.name}: checkpoint {path!r} of source {names[0]!r} not found")
-                return path
-        raise ScoreError(f"{self.name}: no source checkpoint for {names[0]!r} in option source_checkpoints")
+                path = Path(str(ckpts[n])).expanduser()
+                if not path.is_file():
+                    raise ScoreError(
+                        f"{self.name}: checkpoint {str(path)!r} of source {candidate.name!r} not found"
+                    )
+                return dsim.CheckpointCard(
+                    name=candidate.name,
+                    architecture=self.backbone,
+                    weights=f"file:{path.resolve()}",
+                    num_classes=self._mapped_classes(candidate.name),
+                    input_size=64,
+                    provider="source_checkpoints",
+                )
+        return None
 
-    def _num_classes(self, source, path, ctx) -> int:
+    def _mapped_classes(self, name):
         opt = self.source_num_classes
-        name = getattr(source, "name", str(source))
         if isinstance(opt, int):
             return opt
         if isinstance(opt, dict) and name in opt:
             return int(opt[name])
-        arch = self.backbone
-        model = dsim.create_backbone(arch, weights="random", num_classes=2)
-        cls = model.default_cfg.get("classifier", "fc") if hasattr(model, "default_cfg") else "fc"
-        k = source_num_classes(path, cls if isinstance(cls, str) else cls[0])
-        if k is None:
-            raise ScoreError(
-                f"{self.name}: checkpoint {path!r} of source {name!r} has no classifier head "
-                "(LEEP and NCE need the source model's class outputs; set source_num_classes if it has one)"
-            )
-        return k
+        return None
+
+    def _card(self, source) -> dsim.CheckpointCard:
+        if isinstance(source, dsim.CheckpointCard):
+            card = source
+        else:
+            card = self.source_model(source)
+            if card is None:
+                name = getattr(source, "name", str(source))
+                raise ScoreError(
+                    f"{self.name}: no source checkpoint for {name!r} in option source_checkpoints"
+                )
+        if card.weights.startswith("file:"):
+            path = Path(dsim.weights_argument(card))
+            updates = {}
+            if not card.sha256:
+                updates["sha256"] = dsim.file_digest(path)
+            if self.uses_logits and not card.num_classes:
+                model = dsim.create_backbone(card.architecture, weights="random", num_classes=2)
+                cls = model.default_cfg.get("classifier", "fc") if hasattr(model, "default_cfg") else "fc"
+                k = source_num_classes(path, cls if isinstance(cls, str) else cls[0])
+                if k is None:
+                    raise ScoreError(
+                        f"{self.name}: checkpoint {str(path)!r} of source {card.name!r} has no classifier head "
+                        "(LEEP and NCE need the source model's class outputs; set source_num_classes if it has one)"
+                    )
+                updates["num_classes"] = k
+            if updates:
+                import dataclasses
+
+                card = dataclasses.replace(card, **updates)
+        return card
 
     def target_outputs(self, source, target: dsim.ImageSet, ctx):
         """Penultimate features and (for LEEP/NCE) source-class logits of the target images."""
-        import torch
-
-        path = self._checkpoint(source, ctx)
-        arch = self.backbone
-        size = int(self.image_size)
-        k = self._num_classes(source, path, ctx) if self.uses_logits else 0
-        key = dsim.stable_hash(
-            {
-                "ckpt": str(path),
-                "mtime": Path(path).stat().st_mtime,
-                "arch": arch,
-                "size": size,
-                "k": k,
-                "data": target.fingerprint(),
-            }
+        card = self._card(source)
+        return dsim.checkpoint_features(
+            card, target, image_size=self.image_size, with_logits=self.uses_logits, ctx=ctx
         )
-        if key in _FEATURES:
-            _FEATURES.move_to_end(key)
-            return _FEATURES[key]
-        model = dsim.create_backbone(arch, weights=path, num_classes=k, seed=ctx.seed)
-        device = ctx.torch_device()
-        model = model.to(device).eval()
-        feats, logits = [], []
-        with torch.inference_mode():
-            for s in range(0, len(target), 128):
-                x = dsim.to_tensor(target.images[s : s + 128], size=size, channels=3).to(device)
-                f = model.forward_head(model.forward_features(x), pre_logits=True)
-                feats.append(f.float().cpu().numpy())
-                if k:
-                    logits.append(model.get_classifier()(f).float().cpu().numpy())
-                ctx.progress(f"{self.name}: target features", min(s + 128, len(target)), len(target))
-        out = (np.concatenate(feats), np.concatenate(logits) if k else None)
-        _FEATURES[key] = out
-        while len(_FEATURES) > 8:
-            _FEATURES.popitem(last=False)
-        return out
 
     def pair(self, source, target, ctx):
         if not isinstance(target, dsim.ImageSet):
             raise dsim.DsimError(f"{self.name} needs the target's images")
-        path = self._checkpoint(source, ctx)
-        from hashlib import sha256
-
-        h = sha256(Path(path).read_bytes()).hexdigest()
+        card = self._card(source)
         key = dsim.stable_hash(
-            {"measure": self.name, "ckpt": h, "data": target.fingerprint(), "config": self.config(ctx)}
+            {
+                "measure": self.name,
+                "checkpoint": {**card.to_dict(), "name": "", "provider": "", "title": ""},
+                "data": target.fingerprint(),
+                "config": self.config(ctx),
+            }
         )
         if ctx.cache is not None:
             hit = ctx.cache.get_value(key)
@@ -321,12 +318,10 @@ class _SourceModelScore(dsim.Measure):
         ms = ctx.max_samples
         if ms and len(data) > int(ms):
             data = data.subsample(int(ms), seed=ctx.seed)
-        feats, logits = self.target_outputs(source, data, ctx)
+        feats, logits = self.target_outputs(card, data, ctx)
         value = self.score(feats, logits, data.labels, ctx)
         if ctx.cache is not None:
-            ctx.cache.put_value(
-                key, value, measure=self.name, source=getattr(source, "name", ""), target=target.name
-            )
+            ctx.cache.put_value(key, value, measure=self.name, source=card.name, target=target.name)
         return value
 
     def score(self, feats, logits, labels, ctx) -> float:
@@ -368,7 +363,7 @@ class KNN(_SourceModelScore):
     description = "kNN proxy: leave-one-out k-NN AUC on the source model's features (Renggli et al. 2022)"
 
     def __init__(
-        self, backbone="resnet18", image_size=64, source_checkpoints=None, source_num_classes=None, knn_k=10
+        self, backbone="resnet18", image_size=None, source_checkpoints=None, source_num_classes=None, knn_k=10
     ):
         super().__init__(backbone, image_size, source_checkpoints, source_num_classes)
         self.knn_k = knn_k

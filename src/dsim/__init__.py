@@ -85,6 +85,12 @@ _EXPORTS = {
     "default_store_path": "dsim.store",
     # evaluation of predictors, and the one way a predictor builds its Ranking
     "assemble_ranking": "dsim.evaluation",
+    # checkpoints as candidates
+    "load_checkpoint": "dsim.checkpoints",
+    "checkpoint_features": "dsim.checkpoints",
+    "weights_argument": "dsim.checkpoints",
+    "checkpoint_missing": "dsim.checkpoints",
+    "load_zoo": "dsim.checkpoints",
     "meta_dataset": "dsim.evaluation",
     "MetaDataset": "dsim.evaluation",
     "evaluate_loto": "dsim.evaluation",

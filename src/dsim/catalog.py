@@ -140,6 +140,17 @@ def create_backbone(
     raise UnknownNameError("backbone", model_name, known)
 
 
+def backbone_missing(model_name: str, weights: str) -> str | None:
+    """Why the weights ``weights`` of backbone ``model_name`` are not usable here, or None."""
+    for plugin, f in collect("dsim_register_backbones"):
+        try:
+            if f.handles(model_name):
+                return f.missing(model_name, weights)
+        except Exception as exc:
+            record_failure(plugin, f"raised in missing({model_name!r}): {type(exc).__name__}: {exc}")
+    return f"no backbone plugin builds {model_name!r} (`dsim plugins` lists the backbones)"
+
+
 def list_checkpoints() -> dict[str, CheckpointCard]:
     """Every checkpoint card the plugins register, by name."""
     return named("dsim_register_checkpoints", "checkpoint")

@@ -57,11 +57,12 @@ def data_missing(card: DatasetCard) -> str | None:
 
 
 def load_dataset(
-    name_or_card: str | DatasetCard, *, max_samples: int | None = None, seed: int = 0
+    name_or_card: str | DatasetCard, *, max_samples: int | None = None, seed: int = 0, strict: bool = False
 ) -> ImageSet:
     """Load a registered dataset or a user path as an :class:`ImageSet`.
 
-    ``max_samples`` keeps a seeded, stratified subsample.
+    ``max_samples`` keeps a seeded, stratified subsample. Files a loader cannot read are left
+    out and listed in ``ImageSet.skipped``; ``strict`` makes the first such file an error.
     """
     if isinstance(name_or_card, DatasetCard):
         card = name_or_card
@@ -71,7 +72,7 @@ def load_dataset(
         card = get_registry().resolve(name_or_card)
     loader = _loader_for(card)
     try:
-        data = loader.load(card.loader_args, card.name)
+        data = loader.load({**card.loader_args, "strict": True} if strict else card.loader_args, card.name)
     except DsimError:
         raise
     except (ValueError, OSError, KeyError) as exc:

@@ -643,17 +643,20 @@ def assemble_ranking(
         contrib = {k: dict(v) for k, v in contributions.get(n, {}).items()}
         for m, v in c.values.items():
             contrib.setdefault(m, {})["value"] = float(v)
+        kind = {"kind": c.kind, "architecture": c.checkpoint.architecture if c.checkpoint else None}
         if n in measured:
             t, sd, auc, k = measured[n]
             rows.append(
-                RankingRow(n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib)
+                RankingRow(
+                    n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib, **kind
+                )
             )
         elif n in scores:
             s = float(scores[n])
             unc = uncertainty.get(n)
             if slope is not None:
                 s, unc = float(slope * s + intercept), spread
-            rows.append(RankingRow(n, s, "predicted", unc, contributions=contrib))
+            rows.append(RankingRow(n, s, "predicted", unc, contributions=contrib, **kind))
     if measured and not calibrated and slope is None and any(r.status == "predicted" for r in rows):
         notes.append(
             "too few measured sources to put predicted scores on the measured scale; "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .records import (
+    CheckpointCard,
     DatasetCard,
     ImageSet,
     MeasureValue,
@@ -167,7 +168,10 @@ class BackboneFactory:
 
     The module returned follows timm's model interface, which dsim's strategies and measures use:
     ``forward(x)`` (logits, or pooled features when ``num_classes=0``), ``forward_features(x)``,
-    ``forward_head(features, pre_logits=False)``, ``get_classifier()`` and ``num_features``.
+    ``forward_head(features, pre_logits=False)``, ``get_classifier()`` and ``num_features``. It
+    also carries ``dsim_weights_id``: the content id of its weights (a file's sha256, a pretrained
+    tag, or a hash of architecture and seed for a random init), which every cache built on the
+    network is keyed by; ``dsim.create_backbone`` refuses a network without it.
     """
 
     name: str = ""
@@ -178,6 +182,12 @@ class BackboneFactory:
 
     def list_models(self, pattern: str = "*") -> list[str]:
         return []
+
+    def missing(self, model_name: str, weights: str) -> str | None:
+        """Why ``create(model_name, weights=weights)`` would fail for want of the weights (one line
+        saying how to supply them), or None. Called without building the network (``dsim zoo``
+        lists many checkpoints); the default assumes the weights are there."""
+        return None
 
     def create(
         self,
@@ -234,6 +244,12 @@ class Measure(Parameterised):
     def applicable(self, card: DatasetCard) -> str | None:
         """Why this measure cannot describe ``card`` (one line), or None when it can. The core
         already checks that images are available for ``needs == "images"``."""
+        return None
+
+    def source_model(self, candidate: DatasetCard) -> CheckpointCard | None:
+        """For a ``source-model``/``checkpoint`` measure: the network that stands for a *dataset*
+        candidate (e.g. a checkpoint pretrained on it that the user named), or None. Checkpoint
+        candidates bring their own. The default: None (datasets are not scored)."""
         return None
 
     def unavailable(self) -> str | None:
@@ -326,12 +342,25 @@ class Strategy(Parameterised):
 
 @dataclass(frozen=True)
 class Candidate:
-    """One candidate source for a target, with every measure value dsim could get for the pair."""
+    """One candidate source for a target, with every measure value dsim could get for the pair.
+
+    A dataset candidate is its card (``source``). A checkpoint candidate carries its
+    :class:`dsim.CheckpointCard` in ``checkpoint``, and ``source`` is the card of the dataset it
+    was pretrained on under the checkpoint's name (so dataset-level facts apply to it)."""
 
     source: DatasetCard
     values: Mapping[str, float] = field(default_factory=dict)  # measure name -> value
     origins: Mapping[str, str] = field(default_factory=dict)  # measure name -> "computed"/"published"
     contributions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    checkpoint: CheckpointCard | None = None
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def kind(self) -> str:
+        return "checkpoint" if self.checkpoint is not None else "dataset"
 
 
 class Predictor(Parameterised):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .interfaces import Context, Measure
 from .records import DatasetCard, ImageSet, Representation, stable_hash
+
+if TYPE_CHECKING:  # the measure base class calls these helpers: no runtime import back
+    from .interfaces import Context, Measure
 
 __all__ = ["data_fingerprint", "representation_of", "representation_key", "measure_kinds"]
 

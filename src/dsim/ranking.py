@@ -19,7 +19,7 @@ from .defaults import DEFAULT_MAX_SAMPLES
 from .errors import DsimError, UnknownNameError
 from .interfaces import Candidate, Context, Measure, Predictor
 from .plugins import notify
-from .records import DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
+from .records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
 from .registry import get_registry
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
@@ -43,7 +43,11 @@ class RankConfig:
     name, ``"fitted"`` (the one ``dsim predictor fit`` saved), a saved predictor's path, or None
     (the default); ``top`` keeps the K best; image measures look at a seeded stratified subsample of
     ``max_samples`` images per dataset; ``options`` set measure parameters (``name=value`` on
-    every measure that takes it, ``measure.name=value`` on one)."""
+    every measure that takes it, ``measure.name=value`` on one); ``strict``: an unreadable image
+    file fails the ranking instead of being left out (and named in the notes). A ``sources`` entry
+    may name a checkpoint: a checkpoint card (``dsim zoo``), ``timm:<model>`` or a ``.pth/.pt``
+    file whose architecture ``arch`` names; ``zoo`` adds the checkpoint cards of YAML files (and,
+    without ``sources``, ranks those)."""
 
     sources: tuple[str, ...] | None = None
     measures: tuple[str, ...] | None = None
@@ -53,8 +57,12 @@ class RankConfig:
     max_samples: int | None = DEFAULT_MAX_SAMPLES
     device: str = "auto"
     options: Mapping[str, Any] = field(default_factory=dict)
+    strict: bool = False
+    arch: str | None = None
+    zoo: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "zoo", tuple([self.zoo] if isinstance(self.zoo, str) else self.zoo or ()))
         object.__setattr__(self, "sources", _names(self.sources))
         object.__setattr__(self, "measures", _names(self.measures))
         if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
@@ -129,14 +137,19 @@ class _Values:
 class _Images:
     """The images of each dataset of one ranking, loaded once (seeded subsample)."""
 
-    def __init__(self, max_samples: int | None, seed: int):
-        self.max_samples, self.seed = max_samples, seed
+    def __init__(self, max_samples: int | None, seed: int, strict: bool = False):
+        self.max_samples, self.seed, self.strict = max_samples, seed, strict
         self.loaded: dict[str, ImageSet] = {}
 
     def __call__(self, card: DatasetCard) -> ImageSet:
         if card.name not in self.loaded:
-            self.loaded[card.name] = load_dataset(card, max_samples=self.max_samples, seed=self.seed)
+            self.loaded[card.name] = load_dataset(
+                card, max_samples=self.max_samples, seed=self.seed, strict=self.strict
+            )
         return self.loaded[card.name]
+
+    def notes(self) -> list[str]:
+        return [n for d in self.loaded.values() if (n := d.skipped_note())]
 
 
 def rank(
@@ -152,6 +165,9 @@ def rank(
     options: Mapping[str, Any] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     cache: Cache | None = None,
+    strict: bool = False,
+    arch: str | None = None,
+    zoo: Sequence[str] | str = (),
 ) -> Ranking:
     """Rank candidate sources for ``target`` (a registered name or a path to the user's data).
 
@@ -168,6 +184,9 @@ def rank(
         max_samples=max_samples,
         device=device,
         options=dict(options or {}),
+        strict=strict,
+        arch=arch,
+        zoo=zoo,
     )
     reg = get_registry()
     tcard = target if isinstance(target, DatasetCard) else reg.resolve(target)
@@ -182,7 +201,7 @@ def rank(
     known_vals = known_measure_values()
     use = _measures(cfg)
     skipped: list[dict[str, str]] = []
-    images = _Images(cfg.max_samples, cfg.seed)
+    images = _Images(cfg.max_samples, cfg.seed, cfg.strict)
 
     target_missing = data_missing(tcard)
     target_data: ImageSet | None = None
@@ -192,10 +211,12 @@ def rank(
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
-    cands = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
     vals = _known_values(tcard, known_vals, use)
     for m in use.values():
-        _compute(m, cands, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures)
+        _compute(
+            m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures
+        )
 
     candidates = [
         Candidate(
@@ -203,6 +224,7 @@ def rank(
             values=vals.values.get(c.name, {}),
             origins=vals.origins.get(c.name, {}),
             contributions=vals.contributions.get(c.name, {}),
+            checkpoint=ckpt_of.get(c.name),
         )
         for c in cands
     ]
@@ -219,7 +241,7 @@ def rank(
             skipped.append(
                 {"source": c.name, "reason": "no measure could describe it and no measured result"}
             )
-    notes = list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes
+    notes = list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes + images.notes()
     ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
     if cfg.top:
         ranking = ranking.top(cfg.top)
@@ -238,24 +260,68 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
     return configure_measures(chosen, cfg.options)
 
 
-def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> list[DatasetCard]:
+def _zoo(cfg) -> dict[str, CheckpointCard]:
+    """The checkpoint cards this ranking knows: the registry's, plus those of ``--zoo`` files."""
+    from .checkpoints import load_zoo
+
+    known = dict(get_registry().checkpoints)
+    for path in cfg.zoo:
+        for card in load_zoo(path):
+            known[card.name] = card
+    for card in list(known.values()):
+        for alias in card.aliases:
+            known.setdefault(alias, card)
+    return known
+
+
+def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
+    """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
+    own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
+    from .checkpoints import as_source_card, checkpoint_from_spec, checkpoint_missing, load_zoo
+
     reg = get_registry()
+    known = _zoo(cfg)
+    ckpts: list[CheckpointCard] = []
     if cfg.sources is not None:
-        cands = [reg.resolve(s) for s in cfg.sources]
+        cands = []
+        for s in cfg.sources:
+            ck = checkpoint_from_spec(s, arch=cfg.arch, known=known)
+            if ck is None:
+                cands.append(reg.resolve(s))
+            else:
+                ckpts.append(ck)
         family = reg.family(tcard)
         for c in [c for c in cands if c.name in family]:
             skipped.append({"source": c.name, "reason": "same data as the target"})
         cands = [c for c in cands if c.name not in family]
+    elif cfg.zoo:
+        cands = []
+        ckpts = [c for path in cfg.zoo for c in load_zoo(path)]
     else:
         cands, more = candidate_sources(tcard, history, known_vals, target_has_data)
         skipped += more
+        if target_has_data:  # registered checkpoints whose weights files are here
+            ckpts = [
+                c
+                for c in reg.checkpoints.values()
+                if c.weights.startswith("file:") and not checkpoint_missing(c)
+            ]
+    datasets = {c.name: c for c in reg}
+    ckpt_of = {}
+    for ck in ckpts:
+        why = checkpoint_missing(ck)
+        if why:
+            skipped.append({"source": ck.name, "reason": why})
+            continue
+        cands.append(as_source_card(ck, datasets))
+        ckpt_of[ck.name] = ck
     if not cands:
         raise DsimError(
             f"no candidate sources for target {tcard.name!r}: none has data here, published results "
             "or known measure values (name some with --sources, or set DSIM_DATA_DIR to where "
             "source datasets live)"
         )
-    return cands
+    return cands, ckpt_of
 
 
 def _known_values(tcard: DatasetCard, known_vals, use: Mapping[str, Measure]) -> _Values:
@@ -271,7 +337,9 @@ def _known_values(tcard: DatasetCard, known_vals, use: Mapping[str, Measure]) ->
     return vals
 
 
-def _compute(m, cands, tcard, target_data, target_missing, vals, images, ctx, skipped, wanted) -> None:
+def _compute(
+    m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, wanted
+) -> None:
     """Every value of measure ``m`` not known yet, computed (through the cache)."""
     todo = [c for c in cands if not vals.has(c.name, m.name)]
     if not todo:
@@ -281,6 +349,30 @@ def _compute(m, cands, tcard, target_data, target_missing, vals, images, ctx, sk
         if wanted:
             skipped.append({"measure": m.name, "reason": why_m})
         return
+    networks = {}  # a network-based measure scores the candidates that are (or map to) a checkpoint
+    if m.needs in ("source-model", "checkpoint"):
+        networks = {c.name: ckpt_of.get(c.name) or m.source_model(c) for c in todo}
+        networks = {n: ck for n, ck in networks.items() if ck is not None}
+        if not networks:
+            if wanted:
+                skipped.append(
+                    {
+                        "measure": m.name,
+                        "reason": "scores pretrained networks: no candidate is a "
+                        "checkpoint (name some with --sources or --zoo)",
+                    }
+                )
+            return
+        lacking = [c for c in todo if c.name not in networks]
+        for c in lacking:
+            skipped.append(
+                {
+                    "source": c.name,
+                    "measure": m.name,
+                    "reason": "a dataset, not a checkpoint (`dsim pretrain` makes one from it)",
+                }
+            )
+        todo = [c for c in todo if c.name in networks]
     if m.needs in ("images", "source-model") and target_missing is not None:
         skipped.append(
             {"measure": m.name, "reason": f"target {tcard.name!r} images not available: {target_missing}"}
@@ -295,7 +387,7 @@ def _compute(m, cands, tcard, target_data, target_missing, vals, images, ctx, sk
         _report_estimate(m, ctx, ready, images, target_data, vals.notes)
     for i, c in enumerate(todo):
         ctx.progress(f"{m.name}: {c.name}", i, len(todo))
-        why = _applicable(m, c)
+        why = None if c.name in networks else _applicable(m, c)
         if why is None and m.needs == "images":
             why = data_missing(c)
         if why:
@@ -305,7 +397,9 @@ def _compute(m, cands, tcard, target_data, target_missing, vals, images, ctx, sk
             if m.needs == "card":
                 s_obj, t_obj = c, tcard
             elif m.needs == "source-model":
-                s_obj, t_obj = c, target_data
+                s_obj, t_obj = networks[c.name], target_data
+            elif m.needs == "checkpoint":
+                s_obj, t_obj = networks[c.name], None
             else:
                 s_obj, t_obj = images(c), target_data
             value = m.pair(s_obj, t_obj, ctx)

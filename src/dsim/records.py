@@ -198,6 +198,8 @@ class ImageSet:
     class_names: tuple[str, ...] = ()
     split: np.ndarray | None = None
     source: str = ""  # file or folder the images came from (for error messages)
+    #: files the loader could not read and left out, as (file or csv line, reason)
+    skipped: tuple[tuple[str, str], ...] = ()
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -229,6 +231,17 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def skipped_note(self, shown: int = 3) -> str | None:
+        """One line on the files the loader left out (count and the first few), or None."""
+        if not self.skipped:
+            return None
+        first = "; ".join(f"{w} ({why})" for w, why in self.skipped[:shown])
+        more = f"; and {len(self.skipped) - shown} more" if len(self.skipped) > shown else ""
+        return (
+            f"{self.name}: skipped {len(self.skipped)} unreadable file(s) of "
+            f"{len(self.skipped) + len(self)}: {first}{more} (--strict fails instead)"
+        )
 
     @property
     def num_classes(self) -> int:
@@ -262,6 +275,7 @@ class ImageSet:
             class_names=self.class_names,
             split=None if self.split is None else self.split[idx],
             source=self.source,
+            skipped=self.skipped,
         )
 
     def subsample(self, n: int | None, seed: int = 0) -> ImageSet:
@@ -367,6 +381,8 @@ class RankingRow(_Record):
     measured_auc: float | None = None
     n_measured: int = 0
     contributions: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    kind: str = "dataset"  # "dataset" | "checkpoint"
+    architecture: str | None = None  # of a checkpoint candidate
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ def rank(
         "--sources",
         "-s",
         help=(
-            "Comma-separated candidate sources (default: every source with data here, published results or "
-            "known measure values)."
+            "Comma-separated candidate sources: dataset names, checkpoint cards (`dsim zoo`), timm:<model> or "
+            ".pth/.pt files (with --arch); mixed in one ranking. Default: every dataset with data here, "
+            "published results or known values, and the checkpoints whose weights are here."
         ),
     ),
     measures: Optional[str] = typer.Option(
@@ -69,6 +70,22 @@ def rank(
     option: Optional[List[str]] = typer.Option(
         None, "--option", "-o", help="key=value passed to measure plugins (repeatable)."
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Fail on an unreadable image file instead of leaving it out (and naming it)."
+    ),
+    arch: Optional[str] = typer.Option(
+        None,
+        "--arch",
+        help="Architecture (a backbone name) of the .pth/.pt checkpoint files named in --sources.",
+    ),
+    zoo: Optional[List[str]] = typer.Option(
+        None,
+        "--zoo",
+        help=(
+            "YAML file of checkpoint cards (name, architecture, weights: file:<path> or timm:<name>, "
+            "pretrained_on ...); without --sources its checkpoints are the candidates (repeatable)."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
     as_csv: bool = typer.Option(
         False,
@@ -100,6 +117,9 @@ def rank(
             max_samples=max_samples,
             options=opts,
             progress=progress,
+            strict=strict,
+            arch=arch,
+            zoo=tuple(zoo or ()),
         )
     if as_json:
         print_json(ranking.to_dict())
@@ -113,6 +133,8 @@ def rank(
 def _probe_flags(opts: dict, measures: list[str] | None, **flags) -> None:
     """``--probe`` / ``--probe-weights``: set on the selected measures that take them (a ranking
     with card measures only ignores them); ``-o`` options stay strict."""
+    if not any(flags.values()):
+        return
     import dsim
 
     every = dsim.list_measures()
@@ -157,8 +179,12 @@ def _print_ranking(ranking) -> None:
     if ranking.target_auc is not None:
         title += f" (target-only AUC {ranking.target_auc:.3f})"
     table = Table(title=title, title_justify="left")
+    checkpoints = any(r.kind == "checkpoint" for r in ranking.rows)
     table.add_column("#", justify="right")
     table.add_column("source")
+    if checkpoints:  # a ranking with checkpoints says what each row is
+        table.add_column("kind")
+        table.add_column("architecture")
     table.add_column("T (%)" if on_t else "score", justify="right")
     table.add_column("±", justify="right")
     table.add_column("status")
@@ -167,12 +193,18 @@ def _print_ranking(ranking) -> None:
         table.add_column(m, justify="right")
     for r in ranking.rows:
         status = "[green]measured[/green]" if r.status == "measured" else "[yellow]predicted[/yellow]"
-        cells = [str(r.rank), r.source, _fmt(r.score), _fmt(r.uncertainty), status, _fmt(r.measured_auc, 3)]
+        cells = [str(r.rank), r.source]
+        if checkpoints:
+            cells += [r.kind, r.architecture or ""]
+        cells += [_fmt(r.score), _fmt(r.uncertainty), status, _fmt(r.measured_auc, 3)]
         cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in measures]
         table.add_row(*cells)
     con.print(table)
+    used = ", ".join(measures) or "no measure"
     con.print(
-        f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} over {', '.join(measures) or 'no measure'}"
+        f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} "
+        f"over {used}",
+        highlight=False,
     )
     for n in ranking.notes:
         con.print(f"[dim]note: {n}[/dim]")
@@ -302,3 +334,41 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
             provides = f"[red]error: {r['error']}[/red]"
         table.add_row(r["plugin"], r["package"], provides, ", ".join(r["events"]))
     console().print(table)
+
+
+@app.command()
+def zoo(
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON (each card and whether its weights are here)."
+    ),
+    file: Optional[List[str]] = typer.Option(None, "--zoo", help="Also the cards of these zoo YAML files."),
+) -> None:
+    """List the checkpoint cards dsim knows (registry, plugins, --zoo files) and whether their
+    weights are here. Shared files are found through DSIM_WEIGHTS_DIR; timm weights in the local
+    cache (or with DSIM_ALLOW_DOWNLOAD=1)."""
+    from dsim.checkpoints import checkpoint_missing, load_zoo
+    from dsim.registry import get_registry
+
+    cards = list(get_registry().checkpoints.values()) + [c for f in file or () for c in load_zoo(f)]
+    rows = [(c, checkpoint_missing(c)) for c in cards]
+    if as_json:
+        print_json([{**c.to_dict(), "weights_here": m is None, "weights_missing": m} for c, m in rows])
+        return
+    from rich.table import Table
+
+    table = Table(title="dsim checkpoint zoo", title_justify="left")
+    for col in ("name", "architecture", "pretrained on", "weights", "here"):
+        table.add_column(col)
+    for c, m in rows:
+        table.add_row(
+            c.name,
+            c.architecture,
+            c.pretrained_on or "",
+            c.weights,
+            "[green]yes[/green]" if m is None else "[dim]no[/dim]",
+        )
+    con = console()
+    con.print(table)
+    missing = [m for _, m in rows if m]
+    if missing:
+        con.print(f"[dim]{len(missing)} without weights here; e.g. {missing[0]}[/dim]", highlight=False)
