@@ -24,6 +24,8 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("model_scores", "dsim_plugins.model_scores"),
     ("meta_predictor", "dsim_plugins.meta_predictor"),
     ("small_cnn", "dsim_plugins.small_cnn"),
+    ("mobilenet_v1", "dsim_plugins.mobilenet_v1"),
+    ("cifar_resnet", "dsim_plugins.cifar_resnet"),
     ("finetune", "dsim_plugins.finetune"),
     ("linear_probe", "dsim_plugins.linear_probe"),
     ("moment_init", "dsim_plugins.moment_init"),
