@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("small_cnn", "dsim_plugins.small_cnn"),
     ("mobilenet_v1", "dsim_plugins.mobilenet_v1"),
     ("cifar_resnet", "dsim_plugins.cifar_resnet"),
+    ("torchvision_backbones", "dsim_plugins.torchvision_backbones"),
     ("finetune", "dsim_plugins.finetune"),
     ("linear_probe", "dsim_plugins.linear_probe"),
     ("moment_init", "dsim_plugins.moment_init"),
