@@ -158,7 +158,13 @@ class CifarResNetBackbones(dsim.BackboneFactory):
                 model = cls(depth, num_classes=10, in_chans=in_chans)
                 stored = 10
                 model.dsim_weights_id = dsim.stable_hash(
-                    {"arch": model_name, "init": "random", "seed": seed, "in_chans": in_chans}
+                    {
+                        "arch": model_name,
+                        "init": "random",
+                        "seed": seed,
+                        "in_chans": in_chans,
+                        "torch": torch.__version__.split("+")[0],
+                    }
                 )
             else:
                 sd = dsim.read_state_dict(path)

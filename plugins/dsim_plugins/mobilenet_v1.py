@@ -138,7 +138,13 @@ class MobileNetV1Backbones(dsim.BackboneFactory):
                 model = cls(num_classes=1000, in_chans=in_chans)
                 stored = 1000
                 model.dsim_weights_id = dsim.stable_hash(
-                    {"arch": NAME, "init": "random", "seed": seed, "in_chans": in_chans}
+                    {
+                        "arch": NAME,
+                        "init": "random",
+                        "seed": seed,
+                        "in_chans": in_chans,
+                        "torch": torch.__version__.split("+")[0],
+                    }
                 )
             else:
                 sd = dsim.read_state_dict(path)

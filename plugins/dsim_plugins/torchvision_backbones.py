@@ -246,6 +246,12 @@ def _resolve(model_name: str, arch: str, weights: str) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------ factory
+def _torchvision_version() -> str:
+    import torchvision
+
+    return torchvision.__version__.split("+")[0]
+
+
 def _build(arch: str, *, aux: bool, random_init: bool, num_classes: int):
     import torchvision.models as tvm
 
@@ -292,7 +298,14 @@ class TorchvisionBackbones(dsim.BackboneFactory):
                 net = _build(arch, aux=False, random_init=True, num_classes=1000)
                 model = cls(arch, net, transform_input=arch == "googlenet")
                 model.dsim_weights_id = dsim.stable_hash(
-                    {"arch": model_name, "init": "random", "seed": seed, "in_chans": 3}
+                    {
+                        "arch": model_name,
+                        "init": "random",
+                        "seed": seed,
+                        "in_chans": in_chans,
+                        "torch": torch.__version__.split("+")[0],
+                        "torchvision": _torchvision_version(),
+                    }
                 )
                 stored = 1000
             else:
