@@ -252,6 +252,9 @@ def test_weights_dirs_are_searched_in_order(tmp_path, monkeypatch):
     assert dsim.find_weights_file("w.pth") == a / "w.pth"
     assert dsim.find_weights_file(b / "w.pth") == b / "w.pth"  # an absolute path as is
     assert dsim.find_weights_file(tmp_path / "none.pth") is None
+    assert dsim.resolve_weights("some-net", "w.pth", {}) == a / "w.pth"
+    assert dsim.resolve_weights("some-net", "file:w.pth", {}) == a / "w.pth"
+    assert dsim.resolve_weights("some-net", "random", {}) is None
 
 
 # ------------------------------------------------------------------------------ timm's interface

@@ -164,7 +164,8 @@ def resolve_weights(model_name: str, weights: str, published: Mapping[str, tuple
     """The checkpoint file that ``weights`` names for the backbone ``model_name``, or None for
     ``"random"``. ``weights`` is a key of ``published`` (a pretraining-set name such as
     ``"imagenet"``, mapped to the published ``(file name, sha256)``: found in :func:`weights_dirs`
-    and checked), ``file:NAME`` (looked up in :func:`weights_dirs`) or a path. Anything else is a
+    and checked), ``file:NAME`` (looked up in :func:`weights_dirs`) or a path (a relative one not
+    found from the working directory is looked up in :func:`weights_dirs`). Anything else is a
     one-line :class:`dsim.WeightsMissingError`."""
     spec = str(weights)
     if spec == "random":
@@ -177,6 +178,9 @@ def resolve_weights(model_name: str, weights: str, published: Mapping[str, tuple
     path = Path(spec).expanduser()
     if path.is_file():
         return path
+    found = None if path.is_absolute() else find_weights_file(path)  # a file name in weights_dirs()
+    if found is not None:
+        return found
     if not path.suffix and len(path.parts) == 1:  # a weights name, not a path
         known = ", ".join(repr(k) for k in (*published, "random"))
         raise WeightsMissingError(
