@@ -1,9 +1,10 @@
 """Reproducing "Cats, not CAT scans" (van den Brandt et al.) from the table shipped with dsim.
 
-:func:`cats_scans` takes the published results (``dsim_known_results`` / ``dsim_known_measure_values``
-of the ``published`` plugin, origin ``published:cats-scans``), computes the transferability of
-every (source, target) pair, T = (AUC(S->T) - AUC(T)) / AUC(T) x 100 per fold against the same
-fold's target-only baseline and averaged over the five folds, and the Spearman correlation of the
+The reproduction ``cats-scans`` (``dsim reproduce cats-scans``; registered by the ``published``
+plugin) takes the published results (``dsim_known_results`` / ``dsim_known_measure_values`` of
+that plugin, origin ``published:cats-scans``), computes the transferability of every (source,
+target) pair, T = (AUC(S->T) - AUC(T)) / AUC(T) x 100 per fold against the same fold's
+target-only baseline and averaged over the five folds, and the Spearman correlation of the
 expert (Hamming) and Task2Vec (cosine, mean over folds) distances with it. It can write the
 paper's figure (transferability vs distance, one panel per measure) and the AUC heatmap as PNGs.
 
@@ -19,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DsimError
+import dsim
 
-__all__ = ["cats_scans", "PAPER", "ORIGIN"]
+__all__ = ["CatsScans", "cats_scans", "PAPER", "ORIGIN"]
 
 ORIGIN = "published:cats-scans"
 #: the numbers printed in the paper (Spearman rho of distance vs transferability)
@@ -30,16 +31,57 @@ TARGETS = ("isic", "chest", "pcam-middle")
 MEASURE_TITLES = {"expert": "expert features (Hamming distance)", "task2vec": "Task2Vec (cosine distance)"}
 
 
-def _published():
-    from .api import known_measure_values, known_results
+class CatsScans(dsim.Reproduction):
+    name = "cats-scans"
+    title = "Cats, not CAT scans (van den Brandt et al.): distance vs transferability"
+    description = (
+        "Spearman correlation of expert-feature and Task2Vec distances with the transferability T "
+        "of 21 (source, target) pairs, from the released table"
+    )
 
-    results = [r for r in known_results() if r.origin == ORIGIN]
-    values = [v for v in known_measure_values() if v.origin == ORIGIN]
+    def run(self, out: Path | None = None, *, figures: bool = True) -> dict[str, Any]:
+        return cats_scans(out, figures=figures)
+
+
+def _published():
+    results = [r for r in dsim.known_results() if r.origin == ORIGIN]
+    values = [v for v in dsim.known_measure_values() if v.origin == ORIGIN]
     if not results:
-        raise DsimError(
+        raise dsim.DsimError(
             "the published cats-scans table is not available (is the `published` plugin disabled?)"
         )
     return results, values
+
+
+def _pairs(results) -> list[dict[str, Any]]:
+    """Per measured (target, source) pair with a baseline: per-fold T against the same fold's
+    AUC(T) (the mean baseline where that fold's is missing), its mean and sd, the mean AUC."""
+    table: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        table[r.target][r.source][r.fold] = float(r.auc)
+    rows = []
+    for target, by_source in sorted(table.items()):
+        base = by_source.get(target)
+        if not base:
+            continue
+        base_mean = float(np.mean(list(base.values())))
+        for source in sorted(by_source):
+            if source == target:
+                continue
+            folds = by_source[source]
+            ts = [dsim.transferability(a, base.get(f, base_mean)) for f, a in sorted(folds.items())]
+            rows.append(
+                {
+                    "source": source,
+                    "target": target,
+                    "auc": float(np.mean(list(folds.values()))),
+                    "t": float(np.mean(ts)),
+                    "t_sd": float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
+                    "n_folds": len(ts),
+                    "target_auc": base_mean,
+                }
+            )
+    return rows
 
 
 def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[str, Any]:
@@ -52,8 +94,6 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
     when ``out`` is given and ``figures`` is true)."""
     from scipy.stats import spearmanr
 
-    from .predictors import transfer_table
-
     results, values = _published()
     dist: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
     dist_fold: dict[str, dict[tuple[str, str, int], float]] = defaultdict(dict)
@@ -64,24 +104,10 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
     measures = [m for m in ("expert", "task2vec") if m in dist] + sorted(set(dist) - {"expert", "task2vec"})
 
     pairs = []
-    for row in transfer_table(results):
-        d = {
-            m: float(np.mean(dist[m][(row.source, row.target)]))
-            if (row.source, row.target) in dist[m]
-            else None
-            for m in measures
-        }
+    for row in _pairs(results):
+        key = (row["source"], row["target"])
         pairs.append(
-            {
-                "source": row.source,
-                "target": row.target,
-                "auc": row.auc,
-                "t": row.t,
-                "t_sd": row.t_sd,
-                "n_folds": row.n,
-                "target_auc": row.base_auc,
-                **d,
-            }
+            {**row, **{m: float(np.mean(dist[m][key])) if key in dist[m] else None for m in measures}}
         )
 
     # per-fold transferability, for the per-fold variant of the correlation
@@ -127,6 +153,12 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
         "correlations": correlations,
         "auc_table": {s: dict(v) for s, v in auc.items()},
         "best_source": best,
+        "tables": [_correlation_table(correlations)],
+        "lines": [
+            "best source per target: " + ", ".join(f"{t}: {s}" for t, s in best.items()),
+            "the released table differs slightly from the paper's printed values (docs/reproduce.md); "
+            "neither correlation is significant at 0.05",
+        ],
         "figures": [],
     }
     if out is not None and figures:
@@ -137,6 +169,18 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
             str(_heatmap(auc, out / "cats_scans_auc_heatmap.png")),
         ]
     return report
+
+
+def _correlation_table(correlations) -> dict[str, Any]:
+    rows = []
+    for m, c in correlations.items():
+        pf = c.get("per_fold") or {}
+        rows.append([m, c["rho"], c["p"], c["n"], c["paper"], pf.get("rho"), pf.get("p"), pf.get("n")])
+    return {
+        "title": "Cats, not CAT scans: Spearman rho of distance vs transferability (mean over folds, per pair)",
+        "columns": ["measure", "rho", "p", "n", "paper", "per-fold rho", "per-fold p", "per-fold n"],
+        "rows": rows,
+    }
 
 
 def _plt():
