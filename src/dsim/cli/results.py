@@ -132,7 +132,9 @@ def results_import(
         ..., "--setup", help="Name of the protocol the results were measured under (one per table)."
     ),
     origin: Optional[str] = typer.Option(
-        None, "--origin", help="Where the numbers come from (default imported:<file name>)."
+        None,
+        "--origin",
+        help="Where the numbers come from (default: imported:FILE, FILE the table's file name).",
     ),
     store: Optional[str] = typer.Option(None, "--store", help=_STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the import summary as JSON."),
