@@ -167,19 +167,29 @@ def test_an_older_store_file_gains_the_repeat_column(tmp_path):
     con.executescript(OLD_SCHEMA)
     con.execute(
         "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        ("k1", "usps", "breastmnist", "smallcnn", "finetune", 2, 0, "dsim:smallcnn:28px", 0.77, 0.7, 0.3,
+        ("k1", "usps", "breastmnist", "smallcnn", "finetune", 2, 1, "dsim:smallcnn:28px", 0.77, 0.7, 0.3,
          '{"auc": 0.77}', "{}", None, None, "[]", "dsim validate", 1.0),
+    )  # fmt: skip
+    con.execute(
+        "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        ("ext:1", "imagenet", "chest", "resnet50", "finetune", 1, 0, "cats-scans:resnet50", 0.98, None, None,
+         '{"auc": 0.98}', "{}", None, None, "[]", "published:cats-scans", 1.0),
     )  # fmt: skip
     con.commit()
     con.close()
     with ResultsStore(path) as st:
         cols = {r[1] for r in st._con.execute("PRAGMA table_info(runs)")}
         assert {"repeat", "hyperparameters"} <= cols
-        (old,) = st.transfer_results()
-        assert (old.source, old.fold, old.auc, old.repeat) == ("usps", 2, 0.77, 0)
+        (old,) = st.transfer_results()  # the copied published row stays with its plugin
+        # an old dsim validate row: its seed is its repetition
+        assert (old.source, old.fold, old.auc, old.repeat) == ("usps", 2, 0.77, 1)
+        assert [r.repeat for r in st.transfer_results(include_published=True) if r.source == "imagenet"] == [
+            0
+        ]
         # both old and new rows read and write through the same columns
         spec = dsim.RunSpec("usps", "breastmnist", "smallcnn", "finetune", fold=0, seed=3)
         st.put(dsim.RunResult(spec=spec, metrics={"auc": 0.81}))
-        assert sorted((r.repeat, r.auc) for r in st.transfer_results()) == [(0, 0.77), (3, 0.81)]
+        assert sorted((r.repeat, r.auc) for r in st.transfer_results()) == [(1, 0.77), (3, 0.81)]
     with ResultsStore(path) as st:  # opening a migrated file again changes nothing
-        assert len(st) == 2
+        assert len(st) == 3
+        assert sorted(r.repeat for r in st.transfer_results()) == [1, 3]

@@ -15,7 +15,8 @@ is imported with :meth:`ResultsStore.import_table`, in one transaction.
 
 ``repeat`` numbers independent repetitions (for ``dsim validate`` runs: the seed); an older
 database file without the ``repeat`` and ``hyperparameters`` columns gains them when opened
-(``ALTER TABLE``; existing rows get repeat 0 and no hyper-parameters).
+(``ALTER TABLE``; its ``dsim validate`` rows get their seed as repeat, the others 0, and no
+hyper-parameters).
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ class ResultsStore:
             for col, decl in _ADDED_COLUMNS:
                 if col not in have:
                     self._con.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
+            if "repeat" not in have:  # dsim validate's runs: the seed is the repetition
+                self._con.execute("UPDATE runs SET repeat = seed WHERE origin = ?", (ORIGIN,))
             self._con.execute("COMMIT")
         except BaseException:
             self._con.execute("ROLLBACK")
