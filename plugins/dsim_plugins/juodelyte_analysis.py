@@ -10,8 +10,9 @@ then the mean over the 11 targets and each metric's rank per target among the pa
 (LogME, SFDA, LEEP, PARC, NCTI, NLEEP and the study's own "our"), compared with the released
 ``ktau_{dataset,model}_rank.csv``.
 
-"our" is the study's combined metric, as its notebooks compute it: per target, the linear-probe
-score ``lp`` and the feature-update score ``fu`` are each min-max scaled over the table's column
+"our" is the study's combined metric, as its notebooks compute it: per target, ``lp`` (a 5-NN vote
+in an NCA embedding of the features) and ``fu`` (a ratio of early-layer gradient norms of a
+triplet loss; both from the study's ``src/metrics.py``) are each min-max scaled over the column
 (the target's own row included where the released table has one) and multiplied.
 
 For the architecture table the released notebook (``architecture_transferability.ipynb``) does not
