@@ -225,7 +225,8 @@ def test_hooks_are_called_through_pluggy_and_traced():
     r = run_dsim("rank", "--target", "chest", "--json", env_extra={"DSIM_TRACE": "1"})
     assert r.returncode == 0, r.stderr
     trace = [line for line in r.stderr.splitlines() if line.startswith("dsim trace:")]
-    assert any("dsim_known_results -> published: 120" in line for line in trace), r.stderr
+    known = [line for line in trace if line.startswith("dsim trace: dsim_known_results ->")]
+    assert known and " published: 120" in known[0] and "published_juodelyte: " in known[0], r.stderr
     assert any(line.startswith("dsim trace: dsim_ranking_done(ranking=Ranking)") for line in trace)
 
 

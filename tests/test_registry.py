@@ -68,9 +68,27 @@ REQUIRED = (
         "usps",
         "mnist-test",
         "ham10000-8x8",
+        "busi-64",
+        "blood-pbc-28",
+        "dtd10",
+        # Juodelyte et al. 2024 and the parents of the local sets
+        "radimagenet",
+        "medmnist",
+        "busi",
+        "pbc",
     )
 )
-PAPERS = {"cats-scans", "fok", "romero", "jindal", "medmnist-v2"}
+PAPERS = {
+    "cats-scans",
+    "fok",
+    "romero",
+    "jindal",
+    "medmnist-v2",
+    "juodelyte2024",
+    "mei2022",
+    "acevedo2020",
+    "al-dhabyani2020",
+}
 VALUES = {
     "origin": {"natural", "medical"},
     "colour": {"grey", "colour"},
@@ -190,8 +208,56 @@ def test_derived_from_and_names_refer_to_cards():
     assert card("retinamnist").derived_from == "deepdrid"
     assert card("chestmnist").derived_from == "chestxray14"
     assert card("pathmnist").derived_from == "nct-crc-he-100k"  # not kather2016
-    assert card("bloodmnist").derived_from is None  # Acevedo et al., not fok's bloodcell
+    assert card("bloodmnist").derived_from == "pbc"  # Acevedo et al., not fok's bloodcell
     assert card("ham10000-8x8").derived_from == "isic"
+    assert card("breastmnist").derived_from == card("busi-64").derived_from == "busi"
+    assert card("blood-pbc-28").derived_from == "pbc"
+    assert card("dtd10").derived_from == "textures"
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("chest", "pneumoniamnist"),
+        ("isic", "dermamnist"),
+        ("isic", "ham10000-8x8"),
+        ("dermamnist", "ham10000-8x8"),
+        ("breastmnist", "busi-64"),
+        ("bloodmnist", "blood-pbc-28"),
+        ("textures", "dtd10"),
+    ],
+)
+def test_datasets_holding_the_same_images_are_one_family(a, b):
+    """Registry.family, from derived_from alone: parent, children and siblings, both ways."""
+    assert b in registry().family(a) and a in registry().family(b)
+    assert registry().family(a) == registry().family(b)
+
+
+def test_an_aggregate_is_in_no_family():
+    agg = card("medmnist")
+    assert agg.derived_from is None and len(agg.aggregate_of) == len(MEDMNIST_2D)
+    assert set(agg.aggregate_of) == set(MEDMNIST_2D)
+    assert registry().family(agg) == {"medmnist"}
+    for part in agg.aggregate_of:
+        assert "medmnist" not in registry().family(part), part
+    names = {c.name for c in cards()}
+    for c in cards():
+        assert set(c.aggregate_of) <= names, c.name
+    # the MedMNIST sets of different sources stay apart (pneumoniamnist is chest, not chestmnist)
+    assert "chestmnist" not in registry().family("pneumoniamnist")
+
+
+def test_juodelyte_dataset_names_are_card_names():
+    """Every source and target of the shipped dataset table is a card under its exact name."""
+    from importlib import resources
+
+    text = (
+        resources.files("dsim_plugins") / "published_data" / "juodelyte2024" / "AUCs_dataset.csv"
+    ).read_text()
+    rows = list(csv.reader(text.splitlines()))
+    used = set(rows[0][2:]) | {r[1] for r in rows[1:]}
+    names = {c.name for c in cards()}
+    assert used <= names, sorted(used - names)
 
 
 # -------------------------------------------------------------------- published expert distances
@@ -382,6 +448,9 @@ def test_local_cards_have_checksums():
         "ham10000-8x8",
         "pneumoniamnist",
         "breastmnist",
+        "busi-64",
+        "blood-pbc-28",
+        "dtd10",
     ):
         c = card(name)
         assert c.checksum and _local_file(c), name

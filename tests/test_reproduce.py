@@ -1,4 +1,5 @@
-"""`dsim reproduce cats-scans`: the paper's correlations from the shipped table."""
+"""`dsim reproduce cats-scans`: the paper's correlations from the shipped table; the core lookup of
+reproductions and the generic `dsim reproduce` command."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from dsim.reproduce import cats_scans
+import dsim
+from dsim.reproduce import reproduce, reproductions
+
+
+def cats_scans(out=None):
+    return reproduce("cats-scans", out)
 
 
 def _csv(name):
@@ -101,3 +107,23 @@ def test_cli_without_published_plugin_fails_in_one_line(monkeypatch, capsys, fre
     assert main(["reproduce", "cats-scans"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "published" in err[0]
+
+
+def test_reproductions_come_from_plugins_by_name():
+    reps = reproductions()
+    assert {"cats-scans", "juodelyte"} <= set(reps)
+    assert all(isinstance(r, dsim.Reproduction) and r.title for r in reps.values())
+    with pytest.raises(dsim.UnknownNameError) as e:
+        reproduce("cats-scan")
+    assert "cats-scans" in str(e.value)  # the close match is suggested
+
+
+def test_cli_lists_reproductions_and_renders_tables(capsys):
+    from dsim.cli import main
+
+    assert main(["reproduce"]) == 0
+    listing = capsys.readouterr().out
+    assert "cats-scans" in listing and "juodelyte" in listing
+    assert main(["reproduce", "cats-scans"]) == 0
+    text = capsys.readouterr().out
+    assert "expert" in text and "task2vec" in text and "best source per target" in text

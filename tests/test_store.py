@@ -94,10 +94,12 @@ def test_import_published_table(tmp_path):
     assert n == len(published) == len(st)
     assert st.import_published() == n and len(st) == n  # idempotent
     rows = st.rows(origin="published")
-    assert {r["target"] for r in rows} >= {"chest"}
-    assert all(r["backbone"] == "resnet50" for r in rows)
-    assert st.transfer_results() == []  # only dsim's own runs by default
-    assert len(st.transfer_results(include_imported=True)) == n
+    assert {r["target"] for r in rows} >= {"chest", "bloodmnist"}
+    assert all(r["backbone"] == "resnet50" for r in st.rows(origin="published:cats-scans"))
+    assert all(r["backbone"] == "resnet18" for r in rows if r["setup"] == "juodelyte2024:resnet18:224px")
+    assert st.transfer_results() == []  # only dsim's own runs (and imported tables) by default
+    assert len(st.transfer_results(include_published=True)) == n
+    assert len(st.transfer_results(include_imported=True)) == n  # the older name
 
 
 def test_results_store_plugin_marks_validated_results_known(tmp_path, monkeypatch, fresh_plugins):
@@ -115,7 +117,7 @@ def test_results_store_plugin_marks_validated_results_known(tmp_path, monkeypatc
     assert [(r.source, r.target, r.auc) for r in mine] == [("usps", "breastmnist", 0.81)]
     # published rows come once (from the published plugin), not twice
     pub = [r for r in dsim.known_results() if r.origin.startswith("published")]
-    assert len(pub) == len({(r.source, r.target, r.fold) for r in pub})
+    assert len(pub) == len({(r.setup, r.source, r.target, r.fold, r.repeat) for r in pub})
 
 
 def test_unreadable_store_is_one_line_error(tmp_path):

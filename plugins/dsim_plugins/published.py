@@ -4,7 +4,8 @@ Provides the measured transfer AUCs (``dsim_known_results``), the paper's per-fo
 distances (``dsim_known_measure_values``, measure ``task2vec``) and the paper's expert-feature
 Hamming distances (measure ``expert``; the majority vote of five observers, which can differ from
 a distance recomputed from dsim's cards). The CSVs ship inside this plugin
-(``published_data/``, with a README citing the paper and the released commit).
+(``published_data/``, with a README citing the paper and the released commit). It also registers
+the reproduction ``cats-scans`` (``dsim reproduce cats-scans``, :mod:`dsim_plugins.cats_scans_analysis`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ ORIGIN = "published:cats-scans"
 def _rows(name: str):
     text = (resources.files("dsim_plugins") / "published_data" / name).read_text()
     return list(csv.DictReader(text.splitlines()))
+
+
+@dsim.hookimpl
+def dsim_register_reproductions():
+    from .cats_scans_analysis import CatsScans
+
+    return [CatsScans()]
 
 
 @dsim.hookimpl

@@ -4,8 +4,10 @@ Design: the validate *driver* writes every finished fold to the store itself (on
 when runs execute on Ray workers; written before the run-finished event fires, so a tracker
 plugin that raises cannot lose a result). This plugin only reads: it hands the stored results to
 ``dsim rank``, which then marks the validated sources *measured* (and the predictor can learn
-from them). Rows imported from the published table are left to the ``published`` plugin, so
-nothing is counted twice. A store that does not exist yet yields nothing (and is not created).
+from them), and the results tables imported with ``dsim results import FILE.csv --setup NAME``
+(origin ``imported:<file name>`` unless given). Rows copied from the plugins' published tables
+(``dsim results --import-published``) are left to those plugins, so nothing is counted twice. A
+store that does not exist yet yields nothing (and is not created).
 """
 
 from __future__ import annotations
@@ -19,4 +21,4 @@ def dsim_known_results():
     if not path.exists():
         return []
     with dsim.ResultsStore(path) as store:
-        return store.transfer_results(include_imported=False)
+        return store.transfer_results(include_published=False)

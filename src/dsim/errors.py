@@ -56,7 +56,7 @@ class UnknownOptionError(DsimError, KeyError):
 
 
 def _lister(kind: str) -> str:
-    return {"dataset": "datasets"}.get(kind, "plugins")
+    return {"dataset": "datasets", "reproduction": "reproduce"}.get(kind, "plugins")
 
 
 class DatasetError(DsimError):

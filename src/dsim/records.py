@@ -89,6 +89,9 @@ class DatasetCard(_Record):
     ``loader`` names a dataset loader plugin and ``loader_args`` are passed to it; a card without a
     loader (e.g. ImageNet) can still be ranked by card-only measures (expert features) and by
     published results. ``expert`` maps each of :data:`EXPERT_FEATURES` to a categorical value.
+    ``derived_from`` names the dataset whose images this one holds (a family: never each other's
+    candidate source); ``aggregate_of`` lists the datasets a source was pretrained on together,
+    the target always left out, so that it is no member of any of their families.
     """
 
     name: str
@@ -107,6 +110,9 @@ class DatasetCard(_Record):
     licence: str = ""
     checksum: str | None = None  # sha256 of the canonical local file, when there is one
     derived_from: str | None = None  # e.g. pneumoniamnist derives from chest
+    #: pretrained on the union of these datasets, the target always left out (e.g. the
+    #: leave-target-out MedMNIST of Juodelyte et al. 2024); an aggregate is never in a target's family
+    aggregate_of: tuple[str, ...] = ()
     papers: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     provider: str = "registry.yaml"  # which plugin contributed the card
@@ -114,7 +120,7 @@ class DatasetCard(_Record):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DatasetCard:
         d = dict(d)
-        for key in ("aliases", "class_names", "papers", "notes"):
+        for key in ("aliases", "class_names", "papers", "notes", "aggregate_of"):
             if key in d and d[key] is not None:
                 v = d[key]
                 d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)

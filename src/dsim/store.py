@@ -8,8 +8,15 @@ The database runs in WAL mode with one short transaction per row, so a reader (`
 
 Location: ``$DSIM_RESULTS`` or ``<user data dir>/dsim/results.sqlite`` (``platformdirs``).
 
-The published cats-scans table can be imported (:meth:`ResultsStore.import_published`) so that
-the store holds all measured transfer results in one place; rows keep their ``origin``.
+The published tables the plugins ship can be copied in (:meth:`ResultsStore.import_published`) so
+that the store holds all measured transfer results in one place; rows keep their ``origin``. A
+results table of one's own (``dsim results import FILE.csv --setup NAME``, :mod:`dsim.results_table`)
+is imported with :meth:`ResultsStore.import_table`, in one transaction.
+
+``repeat`` numbers independent repetitions (for ``dsim validate`` runs: the seed); an older
+database file without the ``repeat`` and ``hyperparameters`` columns gains them when opened
+(``ALTER TABLE``; its ``dsim validate`` rows get their seed as repeat, the others 0, and no
+hyper-parameters).
 """
 
 from __future__ import annotations
@@ -45,7 +52,9 @@ CREATE TABLE IF NOT EXISTS runs (
     checkpoint TEXT,
     notes TEXT NOT NULL DEFAULT '[]',
     origin TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    repeat INTEGER NOT NULL DEFAULT 0,
+    hyperparameters TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs (target);
 CREATE TABLE IF NOT EXISTS failures (
@@ -57,6 +66,37 @@ CREATE TABLE IF NOT EXISTS failures (
 """
 
 ORIGIN = "dsim validate"
+#: columns added after the first release, with their definition (see ``ResultsStore._migrate``)
+_ADDED_COLUMNS = (
+    ("repeat", "INTEGER NOT NULL DEFAULT 0"),
+    ("hyperparameters", "TEXT NOT NULL DEFAULT '{}'"),
+)
+_COLUMNS = (
+    "key",
+    "source",
+    "target",
+    "backbone",
+    "strategy",
+    "fold",
+    "seed",
+    "setup",
+    "auc",
+    "accuracy",
+    "kappa",
+    "metrics",
+    "timings",
+    "spec",
+    "checkpoint",
+    "notes",
+    "origin",
+    "created",
+    "repeat",
+    "hyperparameters",
+)
+_INSERT = f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+#: key prefix of the rows of imported results tables (``import_table``); ``ext:`` marks the rows
+#: copied from the plugins' published results (``import_published``)
+TABLE_PREFIX = "table:"
 
 
 def default_store_path() -> Path:
@@ -93,8 +133,30 @@ class ResultsStore:
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise DsimError(f"results store {str(self.path)!r} cannot be opened: {exc}") from None
+
+    def _columns(self) -> set[str]:
+        return {r[1] for r in self._con.execute("PRAGMA table_info(runs)")}
+
+    def _migrate(self) -> None:
+        """Add the columns a database written by an older dsim lacks (one write transaction, so
+        that two processes opening the same old file do not both alter it)."""
+        if all(c in self._columns() for c, _ in _ADDED_COLUMNS):
+            return
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            have = self._columns()
+            for col, decl in _ADDED_COLUMNS:
+                if col not in have:
+                    self._con.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
+            if "repeat" not in have:  # dsim validate's runs: the seed is the repetition
+                self._con.execute("UPDATE runs SET repeat = seed WHERE origin = ?", (ORIGIN,))
+            self._con.execute("COMMIT")
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
 
     # ------------------------------------------------------------------ writing
     def put(self, result: RunResult, *, origin: str = ORIGIN) -> None:
@@ -120,8 +182,10 @@ class ResultsStore:
             json.dumps(list(result.notes)),
             origin,
             time.time(),
+            int(s.seed),  # repeat: runs with another seed are an independent repetition
+            json.dumps(dict(s.hyperparameters or {}), sort_keys=True, default=str),
         )
-        self._con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        self._con.execute(_INSERT, row)
         self._con.execute("DELETE FROM failures WHERE key = ?", (s.key,))
 
     def put_failure(self, spec: RunSpec, error: str) -> None:
@@ -143,12 +207,12 @@ class ResultsStore:
                     m["kappa"] = r.kappa
                 strategy = "scratch" if r.source == r.target else "finetune"
                 self._con.execute(
-                    "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _INSERT,
                     (
                         key,
                         r.source,
                         r.target,
-                        r.setup.split(":")[-1] if ":" in r.setup else "?",
+                        _backbone_of(r.setup),
                         strategy,
                         int(r.fold),
                         0,
@@ -163,14 +227,87 @@ class ResultsStore:
                         "[]",
                         r.origin or "imported",
                         time.time(),
+                        int(r.repeat),
+                        "{}",
                     ),
                 )
                 n += 1
             self._con.execute("COMMIT")
-        except Exception:
+        except BaseException:
             self._con.execute("ROLLBACK")
             raise
         return n
+
+    def import_table(
+        self,
+        results: Iterable[TransferResult],
+        *,
+        hyperparameters: Iterable[dict[str, Any]] | None = None,
+        backbones: Iterable[str] | None = None,
+        strategies: Iterable[str] | None = None,
+        table_id: str,
+    ) -> tuple[int, int]:
+        """Import a results table in one transaction: all its rows or none. ``table_id`` names
+        the import (e.g. its origin and setup); importing a table with the same id again
+        replaces the rows of the earlier import. Returns (rows written, earlier rows replaced).
+        ``hyperparameters``, ``backbones`` and ``strategies`` run parallel to ``results``."""
+        results = list(results)
+        hps = list(hyperparameters) if hyperparameters is not None else [{} for _ in results]
+        bbs = list(backbones) if backbones is not None else ["" for _ in results]
+        sts = list(strategies) if strategies is not None else [None for _ in results]
+        if not (len(hps) == len(bbs) == len(sts) == len(results)):
+            raise ValueError("import_table: hyperparameters, backbones and strategies must match the results")
+        prefix = f"{TABLE_PREFIX}{stable_hash(table_id)[:16]}:"
+        now = time.time()
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            (replaced,) = self._con.execute(
+                "SELECT COUNT(*) FROM runs WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchone()
+            self._con.execute("DELETE FROM runs WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+            for r, hp, bb, st in zip(results, hps, bbs, sts):
+                ident = {
+                    "setup": r.setup,
+                    "source": r.source,
+                    "target": r.target,
+                    "fold": r.fold,
+                    "repeat": r.repeat,
+                }
+                m = {"auc": r.auc}
+                if r.accuracy is not None:
+                    m["accuracy"] = r.accuracy
+                if r.kappa is not None:
+                    m["kappa"] = r.kappa
+                self._con.execute(
+                    _INSERT,
+                    (
+                        prefix + stable_hash(ident),
+                        r.source,
+                        r.target,
+                        bb or "",
+                        st or ("scratch" if r.source == r.target else "finetune"),
+                        int(r.fold),
+                        0,
+                        r.setup,
+                        r.auc,
+                        r.accuracy,
+                        r.kappa,
+                        json.dumps(m),
+                        "{}",
+                        None,
+                        None,
+                        "[]",
+                        r.origin,
+                        now,
+                        int(r.repeat),
+                        json.dumps(dict(hp), sort_keys=True, default=str),
+                    ),
+                )
+            self._con.execute("COMMIT")
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        return len(results), int(replaced)
 
     def import_published(self) -> int:
         """Import every result the plugins bring as prior knowledge (``dsim_known_results``
@@ -221,7 +358,7 @@ class ResultsStore:
             args.append(origin + "%")
         sql = (
             "SELECT key, source, target, backbone, strategy, fold, seed, setup, auc, accuracy, kappa, "
-            "metrics, timings, checkpoint, notes, origin, created FROM runs"
+            "metrics, timings, checkpoint, notes, origin, created, repeat, hyperparameters FROM runs"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -244,13 +381,14 @@ class ResultsStore:
             "notes",
             "origin",
             "created",
+            "repeat",
+            "hyperparameters",
         ]
         out = []
         for r in self._con.execute(sql, args):
             d = dict(zip(cols, r))
-            d["metrics"] = json.loads(d["metrics"])
-            d["timings"] = json.loads(d["timings"])
-            d["notes"] = json.loads(d["notes"])
+            for k in ("metrics", "timings", "notes", "hyperparameters"):
+                d[k] = json.loads(d[k])
             out.append(d)
         return out
 
@@ -260,11 +398,20 @@ class ResultsStore:
             for r in self._con.execute("SELECT key, label, error, created FROM failures ORDER BY created")
         ]
 
-    def transfer_results(self, *, include_imported: bool = False) -> list[TransferResult]:
-        """Stored rows as :class:`dsim.TransferResult` (the scratch baseline as source == target)."""
+    def transfer_results(
+        self, *, include_published: bool = False, include_imported: bool | None = None
+    ) -> list[TransferResult]:
+        """Stored rows as :class:`dsim.TransferResult` (the scratch baseline as source == target):
+        ``dsim validate``'s own runs and the imported results tables; with ``include_published``
+        also the rows copied from the plugins' published results (:meth:`import_published`),
+        which their plugins already provide. ``include_imported`` is the older name of
+        ``include_published``."""
+        if include_imported is not None:
+            include_published = include_imported
         out = []
         for d in self.rows():
-            if not include_imported and d["origin"] != ORIGIN:
+            own = d["origin"] == ORIGIN or d["key"].startswith(TABLE_PREFIX)
+            if not own and not include_published:
                 continue
             if d["auc"] is None:
                 continue
@@ -278,6 +425,7 @@ class ResultsStore:
                     setup=d["setup"],
                     accuracy=d["accuracy"],
                     kappa=d["kappa"],
+                    repeat=int(d["repeat"]),
                 )
             )
         return out
@@ -293,6 +441,13 @@ class ResultsStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _backbone_of(setup: str) -> str:
+    """The network a published setup names: its second field (``cats-scans:resnet50`` ->
+    ``resnet50``, ``juodelyte2024:resnet18:224px`` -> ``resnet18``), else ``?``."""
+    parts = setup.split(":")
+    return parts[1] if len(parts) > 1 and parts[1] else "?"
 
 
 def _num(x) -> float | None:

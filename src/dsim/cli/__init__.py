@@ -30,6 +30,8 @@ COMMAND_MODULES = [
     "dsim.cli.core",
     "dsim.cli.predictor",
     "dsim.cli.validate",
+    "dsim.cli.results",
+    "dsim.cli.reproduce",
 ]
 
 

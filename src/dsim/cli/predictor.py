@@ -1,4 +1,4 @@
-"""``dsim reproduce cats-scans``, ``dsim predictor fit|evaluate|show``."""
+"""``dsim predictor fit|evaluate|show``."""
 
 from __future__ import annotations
 
@@ -9,66 +9,10 @@ import typer
 from . import app
 from ._util import console, print_json, split_list
 
-reproduce_app = typer.Typer(
-    help="Reproduce published analyses from the results shipped with dsim.", no_args_is_help=True
-)
 predictor_app = typer.Typer(
     help="Fit, evaluate and inspect the predictor that `dsim rank` uses.", no_args_is_help=True
 )
-app.add_typer(reproduce_app, name="reproduce")
 app.add_typer(predictor_app, name="predictor")
-
-
-@reproduce_app.command("cats-scans")
-def reproduce_cats_scans(
-    out: Optional[str] = typer.Option(
-        None,
-        "--out",
-        "-o",
-        help="Folder for the PNG figures (transferability vs distance; AUC heatmap). No figures without it.",
-    ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print the whole reproduction (pairs, correlations, AUC table) as JSON."
-    ),
-) -> None:
-    """Recompute "Cats, not CAT scans": transferability of every (source, target) pair and the
-    Spearman correlation of expert and Task2Vec distances with it, from the shipped table.
-
-    Example: `dsim reproduce cats-scans --out figures/`.
-    """
-    from dsim.reproduce import cats_scans
-
-    rep = cats_scans(out)
-    if as_json:
-        print_json(rep)
-        return
-    from rich.table import Table
-
-    con = console()
-    table = Table(
-        title="Cats, not CAT scans: Spearman rho of distance vs transferability (mean over folds, per pair)",
-        title_justify="left",
-    )
-    for col in ("measure", "rho", "p", "n", "paper", "per-fold rho (p, n)"):
-        table.add_column(col, justify="left" if col == "measure" else "right")
-    for m, c in rep["correlations"].items():
-        pf = c.get("per_fold")
-        table.add_row(
-            m,
-            f"{c['rho']:.3f}",
-            f"{c['p']:.3f}",
-            str(c["n"]),
-            "" if c["paper"] is None else f"{c['paper']:.2f}",
-            "" if not pf else f"{pf['rho']:.3f} ({pf['p']:.3f}, {pf['n']})",
-        )
-    con.print(table)
-    con.print("best source per target: " + ", ".join(f"{t}: {s}" for t, s in rep["best_source"].items()))
-    con.print(
-        "[dim]the released table differs slightly from the paper's printed values (docs/reproduce.md); "
-        "neither correlation is significant at 0.05[/dim]"
-    )
-    for f in rep["figures"]:
-        con.print(f"wrote {f}")
 
 
 @predictor_app.command("fit")
