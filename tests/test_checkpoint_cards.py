@@ -212,10 +212,8 @@ def test_logme_runs_on_a_cifar_resnet_source_checkpoint(tmp_path):
     torch.save(src.state_dict(), ckpt)
     rng = np.random.default_rng(0)
     target = dsim.ImageSet("t", rng.integers(0, 255, (40, 28, 28), dtype=np.uint8), np.arange(40) % 2)
-    ctx = dsim.Context(
-        seed=0,
-        device="cpu",
-        cache=None,
-        options={"source_checkpoints": {"s": str(ckpt)}, "backbone": "cifar-resnet20", "image_size": 32},
+    ctx = dsim.Context(seed=0, device="cpu", cache=None)
+    logme = dsim.create_measure(
+        "logme", source_checkpoints={"s": str(ckpt)}, backbone="cifar-resnet20", image_size=32
     )
-    assert np.isfinite(dsim.list_measures()["logme"].pair(dsim.DatasetCard(name="s"), target, ctx))
+    assert np.isfinite(logme.pair(dsim.DatasetCard(name="s"), target, ctx))

@@ -126,6 +126,7 @@ def dsim_known_measure_values():
                                 value=value,
                                 fold=0,
                                 origin=ORIGIN,
+                                kind="score",
                             )
                         )
     return out

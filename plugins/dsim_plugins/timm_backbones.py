@@ -108,6 +108,19 @@ class TimmBackbones(dsim.BackboneFactory):
 
         return timm.list_models(pattern)
 
+    def missing(self, model_name: str, weights: str) -> str | None:
+        """ImageNet weights must be in the local cache (or a download allowed); a file must exist."""
+        if weights == "random":
+            return None
+        if weights == "imagenet":
+            if _cached_pretrained_file(model_name) or os.environ.get("DSIM_ALLOW_DOWNLOAD") == "1":
+                return None
+            return (
+                f"timm weights of {model_name!r} are not in the local cache: allow a download with "
+                "DSIM_ALLOW_DOWNLOAD=1 (needs network), or pass a checkpoint file"
+            )
+        return None if Path(weights).expanduser().is_file() else f"checkpoint file {weights!r} not found"
+
     def create(self, model_name, *, weights="imagenet", num_classes=0, in_chans=3, seed=0):
         import timm
         import torch

@@ -284,6 +284,21 @@ class TorchvisionBackbones(dsim.BackboneFactory):
 
         return [PREFIX + a for a in ARCHS if fnmatch.fnmatch(PREFIX + a, pattern)]
 
+    def missing(self, model_name: str, weights: str) -> str | None:
+        """ImageNet weights must be in torch hub's cache (or a download allowed)."""
+        arch = _arch_of(model_name)
+        if weights == "random" or arch is None:
+            return None
+        if weights in ("imagenet", f"torchvision:{arch}.IMAGENET1K_V1"):
+            path, url, _ = hub_file(arch)
+            if path.is_file() or os.environ.get("DSIM_ALLOW_DOWNLOAD") == "1":
+                return None
+            return (
+                f"no ImageNet weights for {model_name!r} in torch hub's cache: put {path.name} (from {url}) "
+                f"in {path.parent}, or allow a download with DSIM_ALLOW_DOWNLOAD=1"
+            )
+        return None if Path(weights).expanduser().is_file() else f"checkpoint file {weights!r} not found"
+
     def create(self, model_name, *, weights="imagenet", num_classes=0, in_chans=3, seed=0):
         import torch
 

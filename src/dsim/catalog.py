@@ -8,7 +8,7 @@ Every lookup goes through :mod:`dsim.plugins` (``pm.hook``), so an unknown name 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import DsimError, PluginError, UnknownNameError, UnknownOptionError
@@ -80,6 +80,16 @@ def configure_measures(
 def measure_kinds(measures: Mapping[str, Measure] | None = None) -> dict[str, str]:
     """measure name -> ``"distance"`` or ``"score"``."""
     return {n: m.kind for n, m in (measures if measures is not None else list_measures()).items()}
+
+
+def value_kinds(values: Iterable[MeasureValue]) -> dict[str, str]:
+    """:func:`measure_kinds` of the registered measures, plus the kind known values declare for
+    measures dsim cannot compute (a paper's own metric; ``"score"`` when they say nothing)."""
+    kinds = measure_kinds()
+    for v in values:
+        if v.measure not in kinds:
+            kinds[v.measure] = v.kind or "score"
+    return kinds
 
 
 def list_predictors() -> dict[str, type[Predictor]]:
@@ -156,14 +166,51 @@ def list_checkpoints() -> dict[str, CheckpointCard]:
     return named("dsim_register_checkpoints", "checkpoint")
 
 
+def canonical_names() -> Callable[[str], str]:
+    """name -> the registry's name for it: a dataset card's or a checkpoint card's name when
+    ``name`` is one of its aliases (a published table's ``densenet`` is the card
+    ``densenet121.tv_in1k``), else the name itself."""
+    from .registry import get_registry
+
+    reg = get_registry()
+    memo: dict[str, str] = {}
+
+    def canon(name: str) -> str:
+        if name not in memo:
+            if name in reg.cards or name in reg.checkpoints:
+                memo[name] = name
+            elif name in reg:
+                memo[name] = reg.get(name).name
+            else:
+                ck = reg.checkpoint(name)
+                memo[name] = ck.name if ck is not None else name
+        return memo[name]
+
+    return canon
+
+
+def _canonical(items, fields: tuple[str, ...] = ("source", "target")) -> list:
+    import dataclasses
+
+    canon = canonical_names()
+    out = []
+    for x in items:
+        renamed = {f: canon(getattr(x, f)) for f in fields}
+        out.append(
+            x if all(renamed[f] == getattr(x, f) for f in fields) else dataclasses.replace(x, **renamed)
+        )
+    return out
+
+
 def known_results() -> list[TransferResult]:
     """Every measured result the plugins bring (the published tables, the results store of
-    ``dsim validate``, imported tables ...)."""
-    return [r for _p, r in collect("dsim_known_results")]
+    ``dsim validate``, imported tables ...), under the registry's names."""
+    return _canonical([r for _p, r in collect("dsim_known_results")])
 
 
 def known_measure_values() -> list[MeasureValue]:
-    return [v for _p, v in collect("dsim_known_measure_values")]
+    """Every measure value the plugins know without computing it, under the registry's names."""
+    return _canonical([v for _p, v in collect("dsim_known_measure_values")])
 
 
 def names_of(items: Iterable[Any]) -> list[str]:

@@ -23,6 +23,7 @@ __all__ = [
     "checkpoint_from_spec",
     "checkpoint_missing",
     "weights_argument",
+    "network_spec",
     "load_checkpoint",
     "checkpoint_features",
     "as_source_card",
@@ -111,25 +112,31 @@ def checkpoint_from_spec(
     return None
 
 
-def weights_argument(card: CheckpointCard) -> str:
-    """What ``dsim.create_backbone(card.architecture, weights=...)`` needs: ``"random"``,
-    ``"imagenet"`` (timm's pretrained weights) or the path of the checked weights file."""
+def network_spec(card: CheckpointCard) -> tuple[str, str]:
+    """``(model name, weights)`` for ``dsim.create_backbone``: a ``timm:<tag>`` card builds the
+    timm model of that very pretrained tag with weights ``"imagenet"``; a ``file:`` card its
+    architecture with the path of the checked file; anything else (``random``, a backbone
+    plugin's own names such as ``torchvision:...``) is handed to the backbone plugin as it is."""
     w = card.weights
-    if w == "random":
-        return "random"
     if w.startswith("timm:"):
-        return "imagenet"
+        return w[5:] or card.architecture, "imagenet"
     if w.startswith("file:"):
         from .weights import locate_weights
 
-        return str(locate_weights(w[5:], sha256=card.sha256, what=f"checkpoint {card.name!r}"))
-    if card.architecture and w in ("imagenet", "cifar10"):  # a backbone plugin's own published weights
-        return w
-    raise DsimError(f"checkpoint {card.name!r}: weights {w!r} must be file:<name>, timm:<name> or random")
+        return card.architecture, str(
+            locate_weights(w[5:], sha256=card.sha256, what=f"checkpoint {card.name!r}")
+        )
+    return card.architecture, w
+
+
+def weights_argument(card: CheckpointCard) -> str:
+    """The ``weights`` argument of ``dsim.create_backbone`` for ``card`` (see :func:`network_spec`)."""
+    return network_spec(card)[1]
 
 
 def checkpoint_missing(card: CheckpointCard) -> str | None:
-    """Why ``card``'s weights cannot be used here (one line saying how to supply them), or None."""
+    """Why ``card``'s weights cannot be used here (one line saying how to supply them), or None.
+    Nothing is built or downloaded to find out."""
     w = card.weights
     if w == "random":
         return None
@@ -142,20 +149,18 @@ def checkpoint_missing(card: CheckpointCard) -> str | None:
         return None
     from .catalog import backbone_missing
 
-    return backbone_missing(card.architecture, weights_argument(card) if w.startswith("timm:") else w)
+    model, weights = (
+        (w[5:] or card.architecture, "imagenet") if w.startswith("timm:") else (card.architecture, w)
+    )
+    return backbone_missing(model, weights)
 
 
 def load_checkpoint(card: CheckpointCard, *, num_classes: int = 0, in_chans: int = 3, seed: int = 0):
     """The network of ``card`` with its weights (a feature extractor with ``num_classes=0``)."""
     from .catalog import create_backbone
 
-    return create_backbone(
-        card.architecture,
-        weights=weights_argument(card),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        seed=seed,
-    )
+    model_name, weights = network_spec(card)
+    return create_backbone(model_name, weights=weights, num_classes=num_classes, in_chans=in_chans, seed=seed)
 
 
 def as_source_card(card: CheckpointCard, datasets: Mapping[str, DatasetCard]) -> DatasetCard:

@@ -138,10 +138,15 @@ def pair_values(
     pairs = sorted(set(pairs))
     want = set(pairs)
     acc: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    kind: dict[str, str | None] = {}
     for v in known:
         if (v.source, v.target) in want and v.value is not None and np.isfinite(v.value):
             acc[(v.measure, v.source, v.target)].append(float(v.value))
-    out = [MeasureValue(m, s, t, float(np.mean(xs)), None, "known") for (m, s, t), xs in sorted(acc.items())]
+            kind.setdefault(v.measure, v.kind)
+    out = [
+        MeasureValue(m, s, t, float(np.mean(xs)), None, "known", kind=kind.get(m))
+        for (m, s, t), xs in sorted(acc.items())
+    ]
     if cards is None:
         return out
     if measures is None:
@@ -206,7 +211,7 @@ def meta_dataset(
     vals = pair_values(pairs, known_measure_values() if values is None else values, cards, measures)
     kinds = measure_kinds(measures)
     for v in vals:
-        kinds.setdefault(v.measure, "score")
+        kinds.setdefault(v.measure, v.kind or "score")
     return MetaDataset(name=name, results=results, values=vals, cards=cards, kinds=kinds)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cache import Cache
-from .catalog import configure_measures, known_measure_values, known_results, list_measures
+from .catalog import configure_measures, known_measure_values, known_results, list_measures, value_kinds
 from .data import data_missing, load_dataset
 from .defaults import DEFAULT_MAX_SAMPLES
 from .errors import DsimError, UnknownNameError
@@ -111,8 +111,9 @@ def candidate_sources(
             skipped.append(
                 {"source": card.name, "reason": "no images here, no results or known values for this target"}
             )
-    # sources known only from results (e.g. a user's dataset validated earlier): a bare card
-    for name in sorted((with_results | with_values) - {c.name for c in reg} - family):
+    # sources known only from results (e.g. a user's dataset validated earlier): a bare card;
+    # checkpoints measured elsewhere are candidates when named (--sources, --zoo) or when here
+    for name in sorted((with_results | with_values) - {c.name for c in reg} - family - set(reg.checkpoints)):
         chosen.append(DatasetCard(name=name, title="known from results only", provider="results"))
     return chosen, skipped
 
@@ -212,7 +213,7 @@ def rank(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
     cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
-    vals = _known_values(tcard, known_vals, use)
+    vals = _known_values(tcard, known_vals, use, cfg.measures)
     for m in use.values():
         _compute(
             m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures
@@ -231,7 +232,7 @@ def rank(
     from .predictors import choose_predictor
 
     pred, pred_note = choose_predictor(predictor if isinstance(predictor, Predictor) else cfg.predictor)
-    kinds = {m.name: m.kind for m in list_measures().values()}
+    kinds = value_kinds(known_vals)
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)
     for c in cands:
@@ -324,12 +325,16 @@ def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tu
     return cands, ckpt_of
 
 
-def _known_values(tcard: DatasetCard, known_vals, use: Mapping[str, Measure]) -> _Values:
+def _known_values(tcard: DatasetCard, known_vals, use: Mapping[str, Measure], wanted) -> _Values:
     """Known (published) values first, averaged over folds; only for this very target (a derived
-    dataset such as pneumoniamnist does not inherit the values measured on its parent)."""
+    dataset such as pneumoniamnist does not inherit the values measured on its parent). Values
+    of measures dsim cannot compute (a paper's own metric) come too, unless --measures says
+    which measures to use."""
+    registered = list_measures()
     acc: dict[tuple[str, str], list[float]] = {}
     for v in known_vals:
-        if v.target == tcard.name and v.measure in use:
+        keep = v.measure in use or (wanted is None and v.measure not in registered)
+        if v.target == tcard.name and keep:
             acc.setdefault((v.source, v.measure), []).append(v.value)
     vals = _Values()
     for (s, m), xs in acc.items():

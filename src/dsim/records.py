@@ -452,7 +452,9 @@ class TransferResult(_Record):
 @dataclass(frozen=True)
 class MeasureValue(_Record):
     """A measure's value for one (source, target) pair that is known without computing it, e.g.
-    the Task2Vec distances released with "Cats, not CAT scans" (one row per fold)."""
+    the Task2Vec distances released with "Cats, not CAT scans" (one row per fold). ``kind`` says
+    how to read a measure dsim cannot compute itself (``"score"``: higher = expected to transfer
+    better; ``"distance"``: lower); for a registered measure the measure's own kind applies."""
 
     measure: str
     source: str
@@ -460,6 +462,7 @@ class MeasureValue(_Record):
     value: float
     fold: int | None = None
     origin: str = ""
+    kind: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 import dsim
 
-from .features import _groups, card_features, measure_features, track_record, track_table
+from .features import TRACK_SHRINK, _groups, card_features, measure_features, track_record, track_table
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -229,15 +229,27 @@ class MetaRanker(dsim.Predictor):
                 model, w_fixed = "best-rule", rules[best_rule]
             elif w_mix is not None and mix_score >= inner[chosen] - 1e-9:
                 model, w_fixed = "skill-weighted", w_mix
+        rng = np.random.default_rng(self.seed)
         if model == "learned":
-            rng = np.random.default_rng(self.seed)
             W = [self._fit_w(mats, chosen)]
             for _ in range(max(0, self.n_members - 1)):
                 W.append(self._fit_w(mats, chosen, rng))
             W = np.array(W)
+            w = W.mean(axis=0)
         else:
-            W = np.array([w_fixed])
-        w = W.mean(axis=0)
+            # the rule model refitted on bootstrap resamples of the training groups: the spread of
+            # its scores across the members is each row's own uncertainty; the point is the fit on all
+            W = [w_fixed]
+            rules = self._rules(feats, keep)
+            for _ in range(max(0, self.n_members - 1)):
+                boot = [mats[i] for i in rng.integers(0, len(mats), len(mats))]
+                w_b, skill_b = self._mix(rules, boot)
+                if model == "best-rule":
+                    top_b = max(skill_b, key=skill_b.get) if skill_b else None
+                    w_b = rules[top_b] if top_b and skill_b[top_b] > 0 else w_fixed
+                W.append(w_fixed if w_b is None else w_b)
+            W = np.array(W)
+            w = np.asarray(w_fixed, float)
         # calibration: T = a * score + b_group
         num = den = 0.0
         for Z, T in mats:
@@ -258,6 +270,7 @@ class MetaRanker(dsim.Predictor):
             "scale": [float(x) if np.isfinite(x) else None for x in scale],
             "dropped": [f for f, k in zip(feats, keep) if not k],
             "members": W.tolist(),
+            "weights": w.tolist(),
             "measures": measures,
             "C": chosen,
             "inner_spearman": {str(k): v for k, v in inner.items()},
@@ -334,12 +347,38 @@ class MetaRanker(dsim.Predictor):
             out[c.source.name] = f
         return out
 
+    def _member_scores(self, Z, W, feats, mean, scale, names, target, st):
+        """Each member's scores: member b's weights on the features, with the track record recomputed
+        from a bootstrap resample b of the training targets (member 0: all of them), so that a source
+        measured on few or disagreeing targets gets a wider spread than one measured consistently."""
+        out = Z @ W.T
+        track, targets = st.get("track"), [t for t in st.get("targets", ()) if t != target.name]
+        if track is None or "track_record" not in feats or not targets:
+            return out
+        j = feats.index("track_record")
+        if not np.isfinite(scale[j]):
+            return out
+        rng = np.random.default_rng([self.seed, len(names)])
+        for b in range(1, W.shape[0]):
+            draw = [targets[i] for i in rng.integers(0, len(targets), len(targets))]
+            count = {t: draw.count(t) for t in set(draw)}
+            col = np.empty(len(names))
+            for i, n in enumerate(names):
+                zs = [z * count[t] for t, z in track.get(n, ()) if t in count]
+                k = sum(count[t] for t, _ in track.get(n, ()) if t in count)
+                raw = sum(zs) / (k + TRACK_SHRINK) if k else np.nan
+                col[i] = (raw if np.isfinite(raw) else mean[j]) - mean[j]
+            Zb = Z.copy()
+            Zb[:, j] = col / scale[j]
+            out[:, b] = Zb @ W[b]
+        return out
+
     def rank(self, target, candidates, history, measure_kinds):
         st = self.get_state()
         feats, mean = st["features"], np.array(st["mean"])
         scale = np.array([np.inf if x is None else x for x in st["scale"]], float)
         W = np.array(st["members"])
-        w = W.mean(axis=0)
+        w = np.array(st["weights"]) if "weights" in st else W.mean(axis=0)
         desc = self.describe(target, candidates, history, measure_kinds)
         names, raw = [], []
         for c in candidates:
@@ -349,7 +388,7 @@ class MetaRanker(dsim.Predictor):
         missing = ~np.isfinite(X)
         Z = (np.where(missing, mean, X) - mean) / scale
         s = Z @ w
-        member_s = Z @ W.T  # (n, members)
+        member_s = self._member_scores(Z, W, feats, mean, scale, names, target, st)  # (n, members)
         a = st["slope"]
         notes = []
         if st.get("model") == "best-rule":
