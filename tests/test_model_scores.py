@@ -180,11 +180,12 @@ def test_rank_uses_source_checkpoints(checkpoints, target, tmp_path):
     import dsim.api
 
     reg = dsim.get_registry()
-    tcard = reg.resolve("pneumoniamnist")
+    tcard = reg.resolve("busi-64")  # a target without published values: both must be computed
     ranking = dsim.rank(
         tcard,
         sources=["imagenet"],
         measures="leep,logme",
+        predictor="rank-aggregation",
         max_samples=80,
         options={"source_checkpoints": {"imagenet": checkpoints["head5"]}, "image_size": 32},
         cache=dsim.Cache(tmp_path),

@@ -407,14 +407,14 @@ def test_meta_ranker_contributions_explain_the_scores():
 
 def test_measured_sources_stay_measured_and_imagenet_first_for_chest(tmp_path, monkeypatch):
     monkeypatch.setenv("DSIM_PREDICTOR_DIR", str(tmp_path))
-    ranking = dsim.rank("chest")
-    assert ranking.predictor == "rank-aggregation" and ranking.sources[0] == "imagenet"
-    assert any("the default" in n for n in ranking.notes)
+    ranking = dsim.rank("chest")  # the default: the meta-ranker fitted on the shipped evidence
+    assert ranking.predictor == "meta-ranker" and ranking.sources[0] == "imagenet"
+    assert any("fitted on the evidence" in n and "published:juodelyte2024" in n for n in ranking.notes)
     with pytest.raises(dsim.DsimError, match="no fitted predictor yet"):
         dsim.rank("chest", predictor="fitted")
     res, vals = published()
     save_fitted(dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, registry_cards(), KINDS), res)
-    assert dsim.rank("chest").predictor == "rank-aggregation"  # a saved file changes nothing unasked
+    assert not any("fitted meta-ranker" in n for n in dsim.rank("chest").notes)  # not read unasked
     ranking = dsim.rank("chest", predictor="fitted")
     assert ranking.predictor == "meta-ranker" and ranking.sources[0] == "imagenet"
     assert ranking.rows[0].status == "measured"

@@ -41,6 +41,7 @@ import numpy as np
 import dsim
 from dsim_plugins.score_functions import ScoreError, _softmax, h_score, knn_auc, leep, logme, nce  # noqa: F401
 
+from . import score_functions
 
 # --------------------------------------------------------------------------------------------
 # the source model
@@ -153,7 +154,7 @@ class _SourceModelScore(dsim.Measure):
                 k = source_num_classes(path, cls if isinstance(cls, str) else cls[0])
                 if k is None:
                     raise ScoreError(
-                        f"{self.name}: checkpoint {str(path)!r} of source {card.name!r} has no classifier head "
+                        f"{self.name}: checkpoint {card.name!r} ({path.name}) has no classifier head "
                         "(LEEP and NCE need the source model's class outputs; set source_num_classes if it has one)"
                     )
                 updates["num_classes"] = k
@@ -255,6 +256,102 @@ class HScore(_SourceModelScore):
         return h_score(feats, labels)
 
 
+class NLEEP(_SourceModelScore):
+    name = "nleep"
+    description = "N-LEEP: LEEP over a Gaussian mixture of the source model's features (Li et al. 2021)"
+
+    def score(self, feats, logits, labels, ctx):
+        return score_functions.nleep(feats, labels, seed=ctx.seed)
+
+
+class SFDA(_SourceModelScore):
+    name = "sfda"
+    description = "SFDA: self-challenging Fisher discriminant analysis of the features (Shao et al. 2022)"
+
+    def score(self, feats, logits, labels, ctx):
+        return score_functions.sfda(feats, labels)
+
+
+class PARC(_SourceModelScore):
+    name = "parc"
+    description = "PARC: correlation of feature and label dissimilarities (Bolya et al. 2021)"
+
+    def score(self, feats, logits, labels, ctx):
+        return score_functions.parc(feats, labels)
+
+
+class LP(_SourceModelScore):
+    name = "lp"
+    description = (
+        "LP: NCA + 5-NN accuracy in the features, the forward half of Juodelyte et al. 2024's metric"
+    )
+
+    def score(self, feats, logits, labels, ctx):
+        return score_functions.lp(feats, labels)
+
+
+class FU(_SourceModelScore):
+    """The backward half of Juodelyte et al. 2024's metric: the triplet-loss gradient norm of a
+    deeper layer over the stem's, the network in eval mode, nothing updated. ``first``/``second``:
+    layer names; ``auto`` takes the network's first and second convolution (a ResNet's ``conv1``
+    and ``layer1.0.conv1``, as the study does)."""
+
+    name = "fu"
+    description = (
+        "FU: gradient-norm ratio of a deeper layer over the stem under a triplet loss (Juodelyte et al. 2024)"
+    )
+
+    def __init__(
+        self,
+        backbone="resnet18",
+        image_size=None,
+        source_checkpoints=None,
+        source_num_classes=None,
+        first="auto",
+        second="auto",
+    ):
+        super().__init__(backbone, image_size, source_checkpoints, source_num_classes)
+        self.first = first
+        self.second = second
+
+    def config(self, ctx):
+        return {**super().config(ctx), "first": self.first, "second": self.second}
+
+    def pair(self, source, target, ctx):
+        if not isinstance(target, dsim.ImageSet):
+            raise dsim.DsimError(f"{self.name} needs the target's images")
+        card = self._card(source)
+        key = dsim.stable_hash(
+            {
+                "measure": self.name,
+                "checkpoint": {**card.to_dict(), "name": "", "provider": "", "title": ""},
+                "data": target.fingerprint(),
+                "config": self.config(ctx),
+            }
+        )
+        if ctx.cache is not None and (hit := ctx.cache.get_value(key)) is not None:
+            return hit
+        import torch
+
+        data = target.subsample(int(ctx.max_samples), seed=ctx.seed) if ctx.max_samples else target
+        model = dsim.load_checkpoint(card, num_classes=0, seed=ctx.seed)
+        convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+        if len(convs) < 2:
+            raise ScoreError(f"fu: {card.architecture!r} has fewer than two convolutions")
+        first = convs[0] if self.first == "auto" else self.first
+        second = convs[1] if self.second == "auto" else self.second
+        size = int(self.image_size or card.input_size or 224)
+        mean = torch.tensor(card.mean).view(1, 3, 1, 1)
+        std = torch.tensor(card.std).view(1, 3, 1, 1)
+        x = (dsim.to_tensor(data.images, size=size, channels=3, normalize=False) - mean) / std
+        value = score_functions.fu(
+            model, x, data.labels, first=first, second=second, device=ctx.torch_device()
+        )
+        if ctx.cache is not None:
+            ctx.cache.put_value(key, value, measure=self.name, source=card.name, target=target.name)
+        return value
+
+
 @dsim.hookimpl
 def dsim_register_measures():
-    return [LogME(), LEEP(), NCE(), HScore(), KNN()]
+    return [LogME(), LEEP(), NCE(), HScore(), KNN(), NLEEP(), SFDA(), PARC(), LP(), FU()]

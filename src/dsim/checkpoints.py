@@ -28,6 +28,7 @@ __all__ = [
     "checkpoint_features",
     "as_source_card",
     "is_checkpoint_path",
+    "source_cards",
 ]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -282,3 +283,15 @@ def resolve_candidates(
 
 def zoo_key(cards: Sequence[CheckpointCard]) -> str:
     return stable_hash([c.to_dict() for c in cards])
+
+
+def source_cards() -> dict[str, DatasetCard]:
+    """Every card a candidate source can have: the registry's datasets, and each registered
+    checkpoint as its pretraining set's card under the checkpoint's name (:func:`as_source_card`)."""
+    from .registry import get_registry
+
+    reg = get_registry()
+    cards = {c.name: c for c in reg}
+    for ck in reg.checkpoints.values():
+        cards.setdefault(ck.name, as_source_card(ck, cards))
+    return cards

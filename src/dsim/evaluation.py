@@ -166,6 +166,11 @@ def pair_values(
                 value = float(m.pair(cards[s], cards[t], ctx))
             except DsimError:  # e.g. two cards that share no expert feature: no value for the pair
                 continue
+            except Exception as exc:  # a measure plugin's bug: said once, that measure left out
+                from .plugins import record_failure
+
+                record_failure(f"measure {m.name}", f"raised on {s} -> {t}: {type(exc).__name__}: {exc}")
+                break
             out.append(MeasureValue(m.name, s, t, value, None, "computed"))
     return out
 
@@ -651,6 +656,7 @@ def assemble_ranking(
         kind = {"kind": c.kind, "architecture": c.checkpoint.architecture if c.checkpoint else None}
         if n in measured:
             t, sd, auc, k = measured[n]
+            sd = sd if k > 1 else None  # one measurement: its spread is unknown, not zero
             rows.append(
                 RankingRow(
                     n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib, **kind

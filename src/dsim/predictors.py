@@ -27,6 +27,8 @@ __all__ = [
     "results_fingerprint",
     "fit_default",
     "choose_predictor",
+    "evidence_predictor",
+    "evidence",
     "FITTED",
 ]
 
@@ -57,8 +59,21 @@ def _params(pred: Predictor) -> dict[str, Any]:
 def save_fitted(pred: Predictor, results: Sequence[TransferResult], *, make_current: bool = True) -> Path:
     """Write a fitted predictor as JSON under :func:`predictor_dir`, named by the hash of its
     content, and (by default) make it the one ``dsim rank`` uses. Returns the file path."""
+    doc = _document(pred, results)
+    text = json.dumps(doc, sort_keys=True, indent=1)
+    key = stable_hash(json.loads(text))[:16]
+    d = predictor_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{pred.name}-{key}.json"
+    _atomic_write(path, text)
+    if make_current:
+        _atomic_write(d / "current.json", json.dumps({"file": path.name}))
+    return path
+
+
+def _document(pred: Predictor, results: Sequence[TransferResult]) -> dict[str, Any]:
     state = pred.get_state()
-    doc = {
+    return {
         "version": STATE_VERSION,
         "predictor": pred.name,
         "params": _params(pred),
@@ -70,15 +85,6 @@ def save_fitted(pred: Predictor, results: Sequence[TransferResult], *, make_curr
             "setups": sorted({r.setup for r in results}),
         },
     }
-    text = json.dumps(doc, sort_keys=True, indent=1)
-    key = stable_hash(json.loads(text))[:16]
-    d = predictor_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{pred.name}-{key}.json"
-    _atomic_write(path, text)
-    if make_current:
-        _atomic_write(d / "current.json", json.dumps({"file": path.name}))
-    return path
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -132,23 +138,86 @@ def fit_default(
     """Fit predictor ``name`` on every known result (published + ``dsim validate``), with the
     measure values known or computable from cards for those pairs. Returns (predictor, results,
     values)."""
-    from .catalog import get_predictor, known_measure_values, known_results, list_measures
-    from .registry import get_registry
+    from .catalog import get_predictor
+
+    results, values, cards, kinds = evidence(results)
+    pred = get_predictor(name, **dict(params or {}))
+    pred.fit(results, values, cards, kinds)
+    return pred, results, values
+
+
+def evidence(results: Sequence[TransferResult] | None = None):
+    """What a predictor learns from: every known result (or ``results``), the measure values of
+    their pairs (known, plus card-only measures), the candidates' cards and the measures' kinds."""
+    from .catalog import known_measure_values, known_results, list_measures, value_kinds
+    from .checkpoints import source_cards
 
     results = list(known_results() if results is None else results)
     if not results:
         raise DsimError(
-            "no measured results to fit on (the published plugin is disabled and no `dsim validate` runs exist)"
+            "no measured results to fit on (the published plugins are disabled and no `dsim validate` runs exist)"
         )
-    reg = get_registry()
-    cards = {c.name: c for c in reg}
-    measures = list_measures()
+    cards = source_cards()
+    known = known_measure_values()
     pairs = {(r.source, r.target) for r in results if r.source != r.target}
-    values = pair_values(pairs, known_measure_values(), cards, measures)
-    kinds = {m.name: m.kind for m in measures.values()}
-    pred = get_predictor(name, **dict(params or {}))
-    pred.fit(results, values, cards, kinds)
-    return pred, results, values
+    values = pair_values(pairs, known, cards, list_measures())
+    return results, values, cards, value_kinds(known)
+
+
+def _shipped_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("dsim") / "fitted"))
+
+
+def evidence_key(name: str, params: Mapping[str, Any], results, values) -> str:
+    """The content key of a predictor fitted on this evidence: its name, parameters, the results
+    and the measure values (a changed result or value is another key)."""
+    vals = sorted((v.measure, v.source, v.target, round(float(v.value), 10)) for v in values)
+    return stable_hash(
+        {
+            "version": STATE_VERSION,
+            "predictor": name,
+            "params": dict(params),
+            "results": results_fingerprint(results),
+            "values": stable_hash(vals),
+        }
+    )
+
+
+def evidence_predictor(
+    name: str | None = None, params: Mapping[str, Any] | None = None
+) -> tuple[Predictor, str]:
+    """The default predictor: ``name`` (the learned predictor) fitted on every known result,
+    shipped with dsim for the evidence it ships, else fitted once and cached under the evidence's
+    content key. Returns it with a note saying which."""
+    from .cache import default_cache_dir
+    from .catalog import get_predictor
+    from .defaults import LEARNED_PREDICTOR
+
+    name = name or LEARNED_PREDICTOR
+    params = dict(params or {})
+    results, values, cards, kinds = evidence()
+    key = evidence_key(name, params, results, values)[:24]
+    what = (
+        f"{name} fitted on the evidence: {len(results)} results for "
+        f"{len({r.target for r in results})} targets ({', '.join(sorted({r.origin for r in results}))})"
+    )
+    for where, path in (
+        ("shipped with dsim", _shipped_dir() / f"{key}.json"),
+        ("cached", default_cache_dir() / "predictors" / f"{key}.json"),
+    ):
+        if path.is_file():
+            try:
+                pred = load_fitted(path)
+            except DsimError:
+                continue  # unreadable: refit below
+            return pred, f"predictor: {what}; {where}"
+    pred = get_predictor(name, **params).fit(results, values, cards, kinds)
+    path = default_cache_dir() / "predictors" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    return pred, f"predictor: {what}; fitted now and cached ({path})"
 
 
 def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | None]:
@@ -156,18 +225,19 @@ def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | N
 
     ``choice``: a predictor object (used as is); a registered name (a fresh instance: a learned
     predictor must then be fitted by its caller); ``"fitted"`` (the one ``dsim predictor fit``
-    saved last); a path to a saved predictor (``.json``); or None, the default predictor
-    (:data:`dsim.defaults.DEFAULT_PREDICTOR`). Nothing is read from disk unless asked for."""
+    saved last); a path to a saved predictor (``.json``); or None, the default: the learned
+    predictor fitted on every known result (:func:`evidence_predictor`; rank aggregation,
+    :data:`dsim.defaults.DEFAULT_PREDICTOR`, when there is none to learn from)."""
     from .catalog import get_predictor
     from .defaults import DEFAULT_PREDICTOR
 
     if isinstance(choice, Predictor):
         return choice, None
     if choice is None:
-        return get_predictor(DEFAULT_PREDICTOR), (
-            f"predictor: {DEFAULT_PREDICTOR} (the default; `--predictor fitted` uses the one "
-            "`dsim predictor fit` learns from the results)"
-        )
+        try:
+            return evidence_predictor()
+        except DsimError as exc:  # no results, or the learned predictor is not installed
+            return get_predictor(DEFAULT_PREDICTOR), f"predictor: {DEFAULT_PREDICTOR} ({exc})"
     if choice == FITTED or str(choice).endswith(".json"):
         fitted = load_fitted(None if choice == FITTED else choice)
         if fitted is None:

@@ -189,15 +189,21 @@ def _print_ranking(ranking) -> None:
     table.add_column("±", justify="right")
     table.add_column("status")
     table.add_column("AUC", justify="right")
-    for m in measures:
+    shown = measures if len(measures) <= 4 else []  # many scores: named per row, values in --csv/--json
+    for m in shown:
         table.add_column(m, justify="right")
+    if not shown and measures:
+        table.add_column("ranked by")
     for r in ranking.rows:
         status = "[green]measured[/green]" if r.status == "measured" else "[yellow]predicted[/yellow]"
         cells = [str(r.rank), r.source]
         if checkpoints:
             cells += [r.kind, r.architecture or ""]
         cells += [_fmt(r.score), _fmt(r.uncertainty), status, _fmt(r.measured_auc, 3)]
-        cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in measures]
+        cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in shown]
+        if not shown and measures:
+            have = [m for m in measures if (r.contributions.get(m) or {}).get("value") is not None]
+            cells.append(f"{len(have)} scores" if len(have) > 3 else ", ".join(have))
         table.add_row(*cells)
     con.print(table)
     used = ", ".join(measures) or "no measure"
