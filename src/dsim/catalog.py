@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import DsimError, PluginError, UnknownNameError, UnknownOptionError
 from .interfaces import Measure, Predictor, Strategy
-from .plugins import collect, named, record_failure
+from .plugins import collect, named, on_reset, record_failure
 from .records import CheckpointCard, MeasureValue, TransferResult
 
 __all__ = [
@@ -202,15 +202,27 @@ def _canonical(items, fields: tuple[str, ...] = ("source", "target")) -> list:
     return out
 
 
+_KNOWN: dict[str, list] = {}
+
+
+def _known(hook: str) -> list:
+    if hook not in _KNOWN:
+        _KNOWN[hook] = _canonical([x for _p, x in collect(hook)])
+    return list(_KNOWN[hook])
+
+
 def known_results() -> list[TransferResult]:
     """Every measured result the plugins bring (the published tables, the results store of
     ``dsim validate``, imported tables ...), under the registry's names."""
-    return _canonical([r for _p, r in collect("dsim_known_results")])
+    return _known("dsim_known_results")
 
 
 def known_measure_values() -> list[MeasureValue]:
     """Every measure value the plugins know without computing it, under the registry's names."""
-    return _canonical([v for _p, v in collect("dsim_known_measure_values")])
+    return _known("dsim_known_measure_values")
+
+
+on_reset(_KNOWN.clear)
 
 
 def names_of(items: Iterable[Any]) -> list[str]:

@@ -7,6 +7,7 @@ docs/evaluation.md explains the protocol and what few held-out targets can and c
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import defaultdict
@@ -675,7 +676,7 @@ def assemble_ranking(
         )
         on_scale = False
     rows.sort(key=lambda r: (-r.score, r.status != "measured", r.source))
-    rows = tuple(RankingRow(**{**r.to_dict(), "rank": i + 1}) for i, r in enumerate(rows))
+    rows = tuple(dataclasses.replace(r, rank=i + 1) for i, r in enumerate(rows))
     if basis == "AUC":
         notes.append(
             "no setup has a target-only baseline for this target: measured rows are scored by AUC "

@@ -29,6 +29,7 @@ __all__ = [
     "choose_predictor",
     "evidence_predictor",
     "evidence",
+    "ship_evidence_predictor",
     "FITTED",
 ]
 
@@ -170,17 +171,31 @@ def _shipped_dir() -> Path:
     return Path(str(resources.files("dsim") / "fitted"))
 
 
-def evidence_key(name: str, params: Mapping[str, Any], results, values) -> str:
-    """The content key of a predictor fitted on this evidence: its name, parameters, the results
-    and the measure values (a changed result or value is another key)."""
-    vals = sorted((v.measure, v.source, v.target, round(float(v.value), 10)) for v in values)
+def _evidence_key(name: str, params: Mapping[str, Any]) -> str:
+    """The content key of a predictor fitted on the evidence, from what the fit is made of: its
+    name and parameters, every known result and value, and the cards (whose facts and expert
+    features become features): a change to any of them is another key. Cheap: nothing is fitted
+    or computed to find it."""
+    from .catalog import known_measure_values, known_results, list_measures
+    from .registry import get_registry
+
+    vals = sorted(
+        (v.measure, v.source, v.target, v.fold or 0, round(float(v.value), 10))
+        for v in known_measure_values()
+    )
+    cards = get_registry().fingerprint()
+    card_measures = sorted(
+        (n, stable_hash(m.get_params())) for n, m in list_measures().items() if m.needs == "card"
+    )
     return stable_hash(
         {
             "version": STATE_VERSION,
             "predictor": name,
             "params": dict(params),
-            "results": results_fingerprint(results),
+            "results": results_fingerprint(known_results()),
             "values": stable_hash(vals),
+            "cards": cards,
+            "card_measures": card_measures,
         }
     )
 
@@ -190,34 +205,29 @@ def evidence_predictor(
 ) -> tuple[Predictor, str]:
     """The default predictor: ``name`` (the learned predictor) fitted on every known result,
     shipped with dsim for the evidence it ships, else fitted once and cached under the evidence's
-    content key. Returns it with a note saying which."""
+    content key (:func:`_evidence_key`). Returns it with a note saying which."""
     from .cache import default_cache_dir
-    from .catalog import get_predictor
+    from .catalog import get_predictor, known_results
     from .defaults import LEARNED_PREDICTOR
 
     name = name or LEARNED_PREDICTOR
     params = dict(params or {})
-    results, values, cards, kinds = evidence()
-    key = evidence_key(name, params, results, values)[:24]
-    what = (
-        f"{name} fitted on the evidence: {len(results)} results for "
-        f"{len({r.target for r in results})} targets ({', '.join(sorted({r.origin for r in results}))})"
-    )
-    for where, path in (
-        ("shipped with dsim", _shipped_dir() / f"{key}.json"),
-        ("cached", default_cache_dir() / "predictors" / f"{key}.json"),
-    ):
+    key = _evidence_key(name, params)[:24]
+    results = known_results()
+    origins = ", ".join(sorted({r.origin for r in results}))
+    what = f"{name} fitted on the evidence: {len(results)} results for {len({r.target for r in results})} targets ({origins})"
+    cached = default_cache_dir() / "predictors" / f"{key}.json"
+    for where, path in (("shipped with dsim", _shipped_dir() / f"{key}.json"), ("cached", cached)):
         if path.is_file():
             try:
-                pred = load_fitted(path)
+                return load_fitted(path), f"predictor: {what}; {where}"
             except DsimError:
                 continue  # unreadable: refit below
-            return pred, f"predictor: {what}; {where}"
+    results, values, cards, kinds = evidence()
     pred = get_predictor(name, **params).fit(results, values, cards, kinds)
-    path = default_cache_dir() / "predictors" / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(_document(pred, results), sort_keys=True, indent=1))
-    return pred, f"predictor: {what}; fitted now and cached ({path})"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    return pred, f"predictor: {what}; fitted now and cached ({cached})"
 
 
 def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | None]:
@@ -256,3 +266,22 @@ def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | N
             note += "; the known results have changed since (run `dsim predictor fit` to refresh)"
         return fitted, note
     return get_predictor(str(choice)), None
+
+
+def ship_evidence_predictor() -> Path:
+    """Fit the default predictor on the evidence dsim ships and write it into the package
+    (``src/dsim/fitted/``), so that a fresh install ranks without fitting first. Run it whenever
+    the shipped evidence or the learned predictor changes (a test says when it is stale)."""
+    from .defaults import LEARNED_PREDICTOR
+
+    d = _shipped_dir()
+    for old in d.glob("*.json"):
+        old.unlink()
+    results, values, cards, kinds = evidence()
+    from .catalog import get_predictor
+
+    pred = get_predictor(LEARNED_PREDICTOR).fit(results, values, cards, kinds)
+    path = d / f"{_evidence_key(LEARNED_PREDICTOR, {})[:24]}.json"
+    d.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    return path

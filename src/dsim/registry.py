@@ -9,6 +9,7 @@ that claims it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from functools import lru_cache
 from importlib import resources
@@ -34,13 +35,35 @@ def _norm(name: str) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
+    """The registry file, parsed; the parse is cached as JSON under the sha256 of the file's text
+    (the cache dir's ``registry/``), which reads ~10x faster than YAML."""
+    import hashlib
+    import json
+
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster when present
-        return yaml.load(path.read_text(), Loader=loader) or {}
+        text = path.read_text()
     except FileNotFoundError:
         raise DsimError(f"{path}: dataset registry not found") from None
+    from .cache import default_cache_dir
+
+    cached = default_cache_dir() / "registry" / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
+    try:
+        return json.loads(cached.read_text())
+    except (OSError, ValueError):
+        pass  # not cached yet (or unreadable): parse the YAML
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+        doc = yaml.load(text, Loader=loader) or {}
     except yaml.YAMLError as exc:
         raise DsimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, cached)
+    except OSError:  # a read-only cache dir: parse again next time
+        pass
+    return doc
 
 
 def load_registry_yaml(path: Path) -> list[DatasetCard]:
@@ -80,6 +103,15 @@ class Registry:
         self.checkpoints[card.name] = card
         for n in card.all_names:
             self._ckpt_alias.setdefault(_norm(n), card.name)
+
+    def fingerprint(self) -> str:
+        """A content hash of every card (dataset and checkpoint), for keys of what is learned from them."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for card in (*self.cards.values(), *self.checkpoints.values()):
+            h.update(repr(card).encode())
+        return h.hexdigest()
 
     def checkpoint(self, name: str) -> CheckpointCard | None:
         """The checkpoint card of a name or alias, or None."""
