@@ -493,3 +493,44 @@ def test_cli_fit_show_evaluate(tmp_path, monkeypatch, capsys):
     assert set(out["summary"]) == {"most-classes", "always-imagenet"}
     assert {c["target"] for c in out["noise_ceiling"]} >= {"chest", "isic", "pcam-middle"}
     assert main(["predictor", "evaluate", "--predictors", "nope"]) == 2
+
+
+def test_the_shipped_default_predictor_is_the_one_for_the_shipped_evidence():
+    """A fresh install ranks with the meta-ranker shipped in dsim/fitted/, fitted on the evidence
+    dsim ships; it is stale as soon as that evidence, a card or the learned predictor changes."""
+    from dsim.predictors import _evidence_key, _shipped_dir
+
+    key = _evidence_key("meta-ranker", {})[:24]
+    assert (_shipped_dir() / f"{key}.json").is_file(), (
+        "the shipped default predictor is stale: run "
+        "`python -c 'from dsim.predictors import ship_evidence_predictor as s; s()'`"
+    )
+    ranking = dsim.rank("chest")
+    assert ranking.predictor == "meta-ranker"
+    assert any(n.endswith("shipped with dsim") for n in ranking.notes)
+    unc = {round(r.uncertainty, 6) for r in ranking.rows if r.status == "predicted"}
+    assert len(unc) > 1  # each predicted row has its own spread
+
+
+@pytest.mark.slow
+def test_other_evidence_is_fitted_once_and_cached(fresh_plugins, tmp_path, monkeypatch):
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path))
+
+    class Lab:
+        @dsim.hookimpl
+        def dsim_known_results(self):
+            return [
+                dsim.TransferResult(s, "chest", f, a, origin="my-lab", setup="lab")
+                for s, a in (("imagenet", 0.9), ("stl10", 0.85), ("chest", 0.8), ("isic", 0.7))
+                for f in (0, 1)
+            ]
+
+    fresh_plugins.register(Lab(), "my-lab")
+    try:
+        first = dsim.rank("chest", measures="expert")
+        assert any("fitted now and cached" in n and "my-lab" in n for n in first.notes)
+        again = dsim.rank("chest", measures="expert")
+        assert any(n.endswith("; cached") for n in again.notes)
+        assert [r.source for r in again.rows] == [r.source for r in first.rows]
+    finally:
+        fresh_plugins.unregister("my-lab")

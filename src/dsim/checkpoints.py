@@ -166,7 +166,15 @@ def load_checkpoint(card: CheckpointCard, *, num_classes: int = 0, in_chans: int
 
 def as_source_card(card: CheckpointCard, datasets: Mapping[str, DatasetCard]) -> DatasetCard:
     """The dataset card a checkpoint candidate is ranked with: the card of the set it was pretrained
-    on (its facts and expert features apply), under the checkpoint's name, without images."""
+    on (its facts, expert features and images apply), under the checkpoint's name, with the
+    network's facts in ``network``."""
+    net = {
+        "architecture": card.architecture,
+        "family": card.family,
+        "parameters": card.parameters,
+        "weights": card.weights,
+        "pretrained_on": card.pretrained_on,
+    }
     base = datasets.get(card.pretrained_on or "")
     if base is None:
         return DatasetCard(
@@ -175,18 +183,18 @@ def as_source_card(card: CheckpointCard, datasets: Mapping[str, DatasetCard]) ->
             title=card.title or f"checkpoint {card.name}",
             provider=card.provider,
             licence=card.licence,
+            network=net,
         )
     return dataclasses.replace(
         base,
         name=card.name,
         aliases=card.aliases,
         title=card.title or f"{card.architecture} pretrained on {base.name}",
-        loader=None,
-        loader_args={},
-        derived_from=None,
+        derived_from=base.name,
         checksum=None,
         provider=card.provider,
         notes=(f"checkpoint: {card.architecture}, weights {card.weights}; dataset facts of {base.name}",),
+        network=net,
     )
 
 

@@ -184,6 +184,9 @@ def _evidence_key(name: str, params: Mapping[str, Any]) -> str:
         for v in known_measure_values()
     )
     cards = get_registry().fingerprint()
+    from .catalog import list_predictors
+
+    cls = list_predictors().get(name)
     card_measures = sorted(
         (n, stable_hash(m.get_params())) for n, m in list_measures().items() if m.needs == "card"
     )
@@ -195,9 +198,27 @@ def _evidence_key(name: str, params: Mapping[str, Any]) -> str:
             "results": results_fingerprint(known_results()),
             "values": stable_hash(vals),
             "cards": cards,
+            "code": _code_id(cls) if cls is not None else None,
             "card_measures": card_measures,
         }
     )
+
+
+def _code_id(cls) -> str:
+    """A content hash of the source files of the package a predictor class comes from: a changed
+    predictor (its features, its model selection) is another fit."""
+    import hashlib
+    import sys
+
+    mod = sys.modules.get(cls.__module__)
+    path = Path(getattr(mod, "__file__", "") or "")
+    root = path.parent if (path.parent / "__init__.py").exists() and cls.__module__.count(".") > 1 else path
+    files = sorted(root.rglob("*.py")) if root.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def evidence_predictor(

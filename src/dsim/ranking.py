@@ -309,8 +309,11 @@ def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tu
             ]
     datasets = {c.name: c for c in reg}
     ckpt_of = {}
+    family = reg.family(tcard)
     for ck in ckpts:
         why = checkpoint_missing(ck)
+        if ck.pretrained_on and ck.pretrained_on in family:
+            why = f"pretrained on {ck.pretrained_on}, the same data as the target"
         if why:
             skipped.append({"source": ck.name, "reason": why})
             continue

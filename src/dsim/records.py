@@ -113,6 +113,10 @@ class DatasetCard(_Record):
     #: pretrained on the union of these datasets, the target always left out (e.g. the
     #: leave-target-out MedMNIST of Juodelyte et al. 2024); an aggregate is never in a target's family
     aggregate_of: tuple[str, ...] = ()
+    #: for a card that stands for a pretrained checkpoint (a checkpoint candidate is ranked as its
+    #: pretraining set's card under its own name): the network's facts, e.g. ``architecture``,
+    #: ``family``, ``parameters``, ``weights`` (empty for a dataset)
+    network: Mapping[str, Any] = field(default_factory=dict)
     papers: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     provider: str = "registry.yaml"  # which plugin contributed the card
@@ -124,7 +128,7 @@ class DatasetCard(_Record):
             if key in d and d[key] is not None:
                 v = d[key]
                 d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-        for key in ("expert", "loader_args"):
+        for key in ("expert", "loader_args", "network"):
             if d.get(key) is None:
                 d[key] = {}
         names = {f.name for f in dataclasses.fields(cls)}

@@ -40,6 +40,9 @@ def card_features(source: dsim.DatasetCard, target: dsim.DatasetCard) -> dict[st
             bool(source.modality and target.modality),
         ),
     }
+    net = dict(source.network or {})  # a checkpoint candidate: facts of the network itself
+    f["log10_parameters"] = _log10(net.get("parameters"))
+    f["random_init"] = _flag(net.get("weights") == "random", bool(net))
     se, te = dict(source.expert or {}), dict(target.expert or {})
     for k in dsim.EXPERT_FEATURES:
         a, b = se.get(k), te.get(k)
