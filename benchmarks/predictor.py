@@ -1,571 +1,268 @@
-"""Evaluate dsim's predictors against the baselines, leave-one-target-out.
+"""Judge dsim's predictors against every baseline, leave-one-target-out, on every meta-dataset.
 
-    python benchmarks/predictor.py                      # print the markdown report
-    python benchmarks/predictor.py --write              # also update benchmarks/RESULTS.md and docs/
-    python benchmarks/predictor.py --measures task2vec  # also compute image measures on the CPU matrix
+    python benchmarks/predictor.py                  # print the markdown report
+    python benchmarks/predictor.py --write          # also write benchmarks/results/predictor.md + plots
+    python benchmarks/predictor.py --only juodelyte-datasets,cats-scans
 
-Meta-datasets:
-
-1. the published cats-scans table (9 sources x 3 targets, ResNet50, 5 folds), with the paper's
-   expert and Task2Vec distances;
-2. the CPU transfer matrix of ``benchmarks/transfer_matrix.py``
-   (``benchmarks/transfer_matrix_results.csv``: source,target,fold,repeat,auc,setup), when it
-   exists; its measure values are the card-only measures (expert features) plus any image
-   measure named with ``--measures``.
-
-For each, every predictor is fit on all targets but one and ranks the held-out target's sources;
-Spearman rho, weighted Kendall tau, top-1 hit and regret are reported per held-out target and
-averaged, beside the noise ceiling of the measured ranking (split halves of the folds for the
-published table, independent repeats for the CPU matrix). As a check of the evaluation code, the
-single-feature baselines must give the per-target Spearman values quoted in the issue for the
-published table (number of classes 0.53, log size 0.37, Task2Vec 0.25, expert -0.16).
+Meta-datasets: the Juodelyte et al. 2024 tables (15 source datasets x 12 MedMNIST targets; 9
+ImageNet architectures x 11 targets; the study's eight metrics as measure values; noise ceilings
+from the spread of its near-best configurations), the cats-scans table, and the CPU transfer
+matrices of benchmarks/transfer_matrix.py. Each predictor is fitted on all targets but one (and
+that target's family) and ranks the held-out target's sources; the per-target weighted Kendall
+tau (Juodelyte et al.'s convention), Spearman rho, top-1 hit and regret are reported beside the
+noise ceiling, with a paired bootstrap interval of the meta-ranker minus the track record.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # transfer_matrix.load_all
 REPO = HERE.parent
-MATRIX = HERE / "transfer_matrix_results.csv"
-#: the CPU meta-datasets evaluated by default (each on its own): N = 200 fine-tuning and linear
-#: probe with independent pretraining per repeat; N = 500 linear probe over fixed source
-#: checkpoints, every shared data set as a target; the same with a second backbone (smallcnn, width 32)
-MATRICES = (
-    (MATRIX,),
-    (
-        HERE / "transfer_matrix_results_lp500.csv",
-        HERE / "transfer_matrix_results_lp500_natural.csv",
-        HERE / "transfer_matrix_results_lp200.csv",
+OUT = HERE / "results" / "predictor.md"
+#: the CPU matrices, each one meta-dataset (their CSVs: source,target,fold,repeat,auc,setup,strategy)
+MATRICES = {
+    "cpu n200 (ft+lp)": ("transfer_matrix_results.csv",),
+    "cpu lp w16": (
+        "transfer_matrix_results_lp500.csv",
+        "transfer_matrix_results_lp500_natural.csv",
+        "transfer_matrix_results_lp200.csv",
     ),
-    (HERE / "transfer_matrix_results_lp500_w32.csv", HERE / "transfer_matrix_results_lp200_w32.csv"),
-)
-#: how the N = 500 matrix pretrained its sources (benchmarks/transfer_matrix.py --pretrain-seed 0
-#: --source-max 2000 --pretrain-epochs 10 --backbone smallcnn-w16): with it the model-based scores
-#: (LogME, H-score) of the very checkpoints the matrix transferred from can be computed
-FIXED_PRETRAIN = {
-    "backbone": "smallcnn-w16",
-    "hyperparameters": {"epochs": 10, "image_size": 28, "seed": 0},
-    "source_max": 2000,
-    "seed": 0,
+    "cpu lp w32": ("transfer_matrix_results_lp500_w32.csv", "transfer_matrix_results_lp200_w32.csv"),
 }
-START, END = "<!-- predictor-benchmark:start -->", "<!-- predictor-benchmark:end -->"
-#: per-target Spearman of each single feature, averaged over isic/chest/pcam-middle (issue 6)
-EXPECTED_BASELINES = {
-    "most-classes": 0.53,
-    "largest-source": 0.37,
-    "task2vec alone": 0.25,
-    "expert alone": -0.16,
-}
+JUODELYTE = "published:juodelyte2024"
 
 
-def published():
+def juodelyte(setup: str, name: str):
+    """The study's table of one setup as a meta-dataset, and its noise ceilings."""
     import dsim
+    from dsim.evaluation import meta_dataset, parametric_ceiling
 
-    res = [r for r in dsim.known_results() if r.origin == "published:cats-scans"]
-    vals = [v for v in dsim.known_measure_values() if v.origin == "published:cats-scans"]
-    return res, vals
+    results = [r for r in dsim.known_results() if r.origin == JUODELYTE and r.setup == setup]
+    values = [v for v in dsim.known_measure_values() if v.origin == JUODELYTE]
+    meta = meta_dataset(name, results, values)
+    sd = noise_sd()
+    canon = dsim.canonical_names()
+    table = "dataset" if "resnet18" in setup else "architectures"
+    by = {(t, canon(s)): v for (tab, s, t), v in sd.items() if tab == table}
+    ceil = parametric_ceiling(results, lambda _s, t, src: by.get((t, src)), method="near-best configurations")
+    return meta, ceil
 
 
-def load_matrix(path: Path):
-    """The CPU transfer matrix as TransferResults (independent repeats in ``repeat``)."""
+def noise_sd():
+    """(table, source, target) -> sd of the test AUC over the study's top-5 configurations."""
+    from importlib import resources
+
+    text = (
+        resources.files("dsim_plugins") / "published_data" / "juodelyte2024" / "noise_summary.csv"
+    ).read_text()
+    out = {}
+    for row in csv.DictReader(text.splitlines()):
+        try:
+            out[(row["table"], row["source"], row["target"])] = float(row["topk_sd"])
+        except ValueError:
+            continue
+    return out
+
+
+def cats_scans():
     import dsim
+    from dsim.evaluation import meta_dataset, noise_ceiling
 
-    out = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                rep = int(row.get("repeat") or 0)
+    results = [r for r in dsim.known_results() if r.origin == "published:cats-scans"]
+    values = [v for v in dsim.known_measure_values() if v.origin == "published:cats-scans"]
+    return meta_dataset("cats-scans", results, values), noise_ceiling(results)
+
+
+def matrix(name: str, files, measures=(), options=None):
+    """A CPU transfer matrix as a meta-dataset: every strategy its own setup, the from-scratch
+    baseline shared by them; card sizes capped at the 2 000 images each source was pretrained on."""
+    import dataclasses
+
+    import dsim
+    from dsim.evaluation import meta_dataset, noise_ceiling
+
+    results = []
+    for f in files:
+        with open(HERE / f, newline="") as fh:
+            for row in csv.DictReader(fh):
                 setup = row.get("setup") or "cpu"
                 strat = row.get("strategy")
                 if strat and strat != "scratch" and strat not in setup:
-                    setup = f"{setup}:{strat}"  # fine-tuning and linear probe are separate tasks
-                out.append(
+                    setup = f"{setup}:{strat}"
+                results.append(
                     dsim.TransferResult(
                         source=row["source"],
                         target=row["target"],
                         fold=int(row["fold"]),
-                        repeat=rep,
+                        repeat=int(row.get("repeat") or 0),
                         auc=float(row["auc"]),
                         origin="transfer_matrix",
                         setup=setup,
                     )
                 )
-            except (KeyError, ValueError) as exc:
-                raise SystemExit(f"{path}: bad row {row} ({exc})") from None
-    # the from-scratch baseline (source == target) is shared by every strategy of its setup:
-    # give each strategy's task its own copy so that T can be computed for it
-    setups = {r.setup for r in out if r.source != r.target}
-    extra = []
-    for r in out:
-        if r.source == r.target:
-            for st in setups:
-                if st != r.setup and st.startswith(r.setup + ":"):
-                    extra.append(dsim.TransferResult(**{**r.to_dict(), "setup": st}))
-    return out + extra
-
-
-def matrix_values(results, cards, measures_wanted, options=None):
-    import dsim
-    from dsim.evaluation import pair_values
-
-    pairs = {(r.source, r.target) for r in results if r.source != r.target}
-    measures = dsim.list_measures()
-    vals = pair_values(pairs, dsim.known_measure_values(), cards, measures)
-    have = {(v.measure, v.source, v.target) for v in vals}
-    return vals + computed_values(measures_wanted, [p for p in sorted(pairs)], options, skip=have)
-
-
-def computed_values(measures, pairs, options=None, skip=()):
-    """``dsim.measure`` for every (measure, source, target) not in ``skip``; a pair a measure
-    cannot do is reported on stderr and left out."""
-    import dsim
-
-    vals = []
+    setups = {r.setup for r in results if r.source != r.target}
+    results += [
+        dataclasses.replace(r, setup=s)
+        for r in results
+        if r.source == r.target
+        for s in setups
+        if s != r.setup and s.startswith(r.setup + ":")
+    ]
+    cards = {
+        n: (dataclasses.replace(c, size=min(c.size, 2000)) if c.size else c)
+        for n, c in dsim.source_cards().items()
+    }
+    values = list(dsim.known_measure_values())
+    pairs = sorted({(r.source, r.target) for r in results if r.source != r.target})
     for m in measures:
         for s, t in pairs:
-            if (m, s, t) in skip:
-                continue
             try:
-                out = dsim.measure(s, t, m, options=options)
+                values.append(dsim.MeasureValue(m, s, t, dsim.measure(s, t, m, options=options)["value"]))
             except dsim.DsimError as exc:
                 print(f"skipped {m} {s}->{t}: {exc}", file=sys.stderr)
-                continue
-            vals.append(dsim.MeasureValue(m, s, t, out["value"], None, "computed"))
-    return vals
+    return meta_dataset(name, results, values, cards=cards), noise_ceiling(results)
 
 
-def model_scores(results, measures=("logme", "h-score"), cfg=FIXED_PRETRAIN):
-    """LogME / H-score (or any source-model score) of each source's matrix checkpoint on each
-    target (fixed-pretraining matrices only: one checkpoint per source for every repeat). The
-    backbone is read from the matrix's setup (``dsim:<backbone>:28px:...``); a meta-dataset mixing
-    backbones is refused, since a measure value is keyed by (source, target) alone. The
-    checkpoints come from the content-keyed cache (``dsim.pretrain`` with the matrix's exact data
-    and settings; trained now if absent)."""
-    import os
+def evaluate(meta, ceil, only_measures=None):
+    from dsim.evaluation import default_suite, evaluate_suite
 
-    from transfer_matrix import load_all
-
-    import dsim
-
-    backbones = {r.setup.split(":")[1] for r in results if r.setup.startswith("dsim:")}
-    if len(backbones) > 1:
-        raise SystemExit(f"model scores: one backbone per meta-dataset, got {sorted(backbones)}")
-    cfg = {**cfg, "backbone": backbones.pop() if backbones else cfg["backbone"]}
-    data = load_all(
-        Path(os.environ.get("DSIM_DATA_DIR", REPO.parent / "shared" / "data").split(os.pathsep)[0])
-    )
-    pairs = sorted({(r.source, r.target) for r in results if r.source != r.target})
-    ckpts = {}
-    for src in sorted({s for s, _ in pairs}):
-        if src in data:
-            sub = data[src].subsample(cfg["source_max"], seed=cfg["seed"])
-            ckpts[src] = str(
-                dsim.pretrain(
-                    sub,
-                    cfg["backbone"],
-                    hyperparameters=cfg["hyperparameters"],
-                    max_samples=cfg["source_max"],
-                    seed=cfg["seed"],
-                )
-            )
-    opts = {
-        "source_checkpoints": ckpts,
-        "backbone": cfg["backbone"],
-        "image_size": cfg["hyperparameters"]["image_size"],
-    }
-    return computed_values(measures, [(s, t) for s, t in pairs if s in ckpts], opts)
+    measures = sorted({v.measure for v in meta.values} if only_measures is None else only_measures)
+    suite = default_suite(measures)
+    return evaluate_suite(suite, meta.results, meta.values, meta.cards, meta.kinds)
 
 
-def run(results, values, cards, kinds):
-    from dsim.evaluation import default_suite, evaluate_suite, noise_ceiling
+def verdict(name, out, ceil) -> list[str]:
+    """The paired bootstrap of the meta-ranker against the track record and the best single
+    measure, and the goal line."""
+    from dsim.evaluation import paired_bootstrap, summarise
 
-    suite = default_suite(sorted({v.measure for v in values}))
-    t0 = time.perf_counter()
-    out = evaluate_suite(suite, results, values, cards, kinds)
-    ceil = noise_ceiling(results)
-    return out, ceil, time.perf_counter() - t0
-
-
-def _task_candidates(task, values, cards):
-    """The measured sources of one task as Candidates, with their measure values for its target."""
-    import dsim
-
-    out = []
-    for r in task.rows:
-        v = {x.measure: x.value for x in values if x.source == r.source and x.target == task.target}
-        out.append(dsim.Candidate(source=cards.get(r.source) or dsim.DatasetCard(name=r.source), values=v))
-    return out
-
-
-def in_sample(results, values, cards, kinds):
-    """Fit on every target and rank the same targets: NOT an evaluation (the model has seen the
-    answers); shown only to separate 'cannot represent' from 'cannot extrapolate'."""
-    import dsim
-    from dsim.evaluation import ranking_metrics
-    from dsim.evaluation import tasks as _tasks
-
-    pred = dsim.get_predictor("meta-ranker", select=False).fit(results, values, cards, kinds)
-    rows = []
-    for task in _tasks(results):
-        cands = _task_candidates(task, values, cards)
-        rk = pred.rank(cards.get(task.target) or dsim.DatasetCard(name=task.target), cands, [], kinds)
-        m = ranking_metrics(
-            {r.source: r.t for r in task.rows}, rk.sources, {r.source: r.score for r in rk.rows}
+    sm = {k: summarise(v) for k, v in out.items()}
+    lines = []
+    singles = {k: v for k, v in sm.items() if k.endswith(" alone")}
+    best_single = max(singles, key=lambda k: singles[k].get("weighted_tau", -9)) if singles else None
+    m = sm.get("meta-ranker", {})
+    for other in [x for x in ("track-record", best_single) if x and x in out]:
+        b = paired_bootstrap(out["meta-ranker"], out[other], "weighted_tau")
+        lines.append(
+            f"- meta-ranker minus {other} (weighted tau): {b['mean']:+.2f}, 95 % interval "
+            f"{b['low']:+.2f}..{b['high']:+.2f} over {b['n_tasks']} tasks (better on {b['better']}, worse on {b['worse']})"
         )
-        rows.append((task.target, m["spearman"]))
-    return rows
+    hits = int(round(m.get("top1", 0) * m.get("n_tasks", 0)))
+    lines.append(
+        f"- meta-ranker: mean weighted tau {m.get('weighted_tau', float('nan')):.2f}, top-1 {hits}/{int(m.get('n_tasks', 0))}"
+    )
+    return lines + [""]
 
 
-def hindsight(results, values, cards, kinds):
-    """Per task, the single feature (a measure, a card fact, a card match) whose ranking agrees
-    best with the measured one, chosen WITH that task's answers: not a predictor, an upper bound
-    on what picking one of the available signals per target could reach. A predictor that must
-    pick without the answers cannot be expected above it."""
-    from scipy.stats import spearmanr
+def headroom(meta) -> list[str]:
+    import numpy as np
 
     import dsim
-    from dsim.evaluation import tasks as _tasks
-    from dsim_plugins.meta_predictor import card_features, measure_features
+    from dsim.evaluation import hindsight, in_sample
 
-    measures = sorted({v.measure for v in values})
-    out = []
-    for task in _tasks(results):
-        tcard = cards.get(task.target) or dsim.DatasetCard(name=task.target)
-        cands = _task_candidates(task, values, cards)
-        mf = measure_features(cands, measures, kinds)
-        T = np.array([r.t for r in task.rows])
-        cols = {}
-        for c in cands:
-            f = card_features(c.source, tcard)
-            f.update(mf[c.source.name])
-            for k, v in f.items():
-                cols.setdefault(k, []).append(v)
-        rhos = {
-            k: float(spearmanr(v, T).statistic)
-            for k, v in cols.items()
-            if np.all(np.isfinite(v)) and np.ptp(v) > 0
-        }
-        best = max(rhos, key=rhos.get)
-        out.append((task.target, best, rhos[best]))
-    return out
+    def make():
+        return dsim.get_predictor("meta-ranker", select=False)
 
-
-def headroom(results, values, cards, kinds):
-    """What the features could reach at best (neither number is a predictor): the hindsight best
-    single feature per task, and the learned linear model fit on every target, held-out ones
-    included, ranking those same targets."""
+    hs = hindsight(meta, make)
+    ins = in_sample(meta, make)
+    if not hs:
+        return []
     from collections import Counter
 
-    hs = hindsight(results, values, cards, kinds)
-    ins = in_sample(results, values, cards, kinds)
-    picked = sorted(Counter(f for _, f, _ in hs).items(), key=lambda kv: (-kv[1], kv[0]))
+    picked = ", ".join(f"{f} x{n}" for f, n in Counter(f for _, _, f, _ in hs).most_common(6))
     return [
-        f"Headroom (neither is a predictor): the best single feature per task, picked *with* that task's "
-        f"answers, averages rho {np.mean([r for _, _, r in hs]):.2f} (picked: "
-        + ", ".join(f"{f} x{n}" for f, n in picked)
-        + f"); the learned pairwise model fit on every target, held-out ones included, ranks those same "
-        f"targets at {np.mean([r for _, r in ins]):.2f} (" + ", ".join(f"{t} {r:.2f}" for t, r in ins) + ").",
+        f"- headroom (neither is a predictor): the best single feature per target chosen *with* its answers "
+        f"averages rho {np.mean([r for *_, r in hs]):.2f} ({picked}); the learned model fitted on every "
+        f"target, held-out ones included, reaches rho {np.mean([r for *_, r in ins]):.2f}.",
         "",
     ]
 
 
-def _num(x, digits=2):
-    """A number for the table; 'n/a' where it is undefined (e.g. Spearman of a constant ranking)."""
-    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
-
-
-def table(out, ceil, title):
+def aggregate(every) -> list[str]:
     from dsim.evaluation import summarise
 
-    tasks = [(r["setup"], r["target"]) for r in next(iter(out.values()))]
-    multi = len({s for s, _ in tasks}) > 1
-    name = (lambda s, t: f"{t} ({s})") if multi else (lambda s, t: t)
-    cmap = {(c["setup"], c["target"]): c for c in ceil}
-    lines = [f"**{title}** — Spearman rho per held-out target (leave-one-target-out)", ""]
-    head = [
-        "predictor",
-        *[name(s, t) for s, t in tasks],
-        "mean rho",
-        "weighted tau",
-        "top-1",
-        "regret T (pts)",
-        "regret AUC",
-    ]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines.append(
-        "| *noise ceiling* | "
-        + " | ".join(f"*{cmap[k]['ceiling']:.2f}*" if k in cmap else "n/a" for k in tasks)
-        + " | | | | | |"
-    )
-    for label, rows in out.items():
-        by = {(r["setup"], r["target"]): r for r in rows}
-        sm = summarise(rows)
-        nan = float("nan")
-        cells = [_num(by[k].get("spearman")) if k in by else "" for k in tasks]
-        lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | **{_num(sm.get('spearman', nan))}** | "
-            f"{_num(sm.get('weighted_tau', nan))} | "
-            f"{int(round(sm.get('top1', 0.0) * sm['n_tasks']))}/{int(sm['n_tasks'])} | "
-            f"{_num(sm.get('regret_t', nan))} | {_num(sm.get('regret_auc', nan), 3)} |"
-        )
-    lines += [
-        "",
-        "Noise ceiling: "
-        + "; ".join(
-            f"{name(c['setup'], c['target'])}: split-half rho {c['split_half']:.2f} over {c['n_splits']} {c['method']} "
-            f"splits, reliability {c['reliability']:.2f}, ceiling {c['ceiling']:.2f}"
-            for c in ceil
-        ),
-        "",
-    ]
-    return lines
-
-
-def aggregate(every):
-    """Mean rho per meta-dataset and over every held-out task of all of them (Agostinelli et al.
-    2022: single setups flip conclusions, so the aggregate is what to read)."""
-    from dsim.evaluation import summarise
-
-    names = [n for n, _ in every]
     labels = [lab for lab in every[0][1] if all(lab in o for _, o in every)]
     lines = [
-        "**All meta-datasets** — mean Spearman rho per meta-dataset (held-out tasks in brackets) and over "
-        "all held-out tasks",
+        "**All meta-datasets** — mean weighted tau per meta-dataset (held-out tasks) and over every task",
         "",
         "| predictor | "
         + " | ".join(f"{n} ({len(next(iter(o.values())))})" for n, o in every)
         + " | all tasks |",
-        "|" + "---|" * (len(names) + 2),
+        "|" + "---|" * (len(every) + 2),
     ]
     for lab in labels:
-        rows = [r for _, o in every for r in o[lab]]
-        cells = [_num(summarise(o[lab]).get("spearman", np.nan)) for _, o in every]
+        cells = [f"{summarise(o[lab]).get('weighted_tau', float('nan')):.2f}" for _, o in every]
+        allrows = [r for _, o in every for r in o[lab]]
         lines.append(
-            f"| {lab} | " + " | ".join(cells) + f" | **{_num(summarise(rows).get('spearman', np.nan))}** |"
+            f"| {lab} | "
+            + " | ".join(cells)
+            + f" | **{summarise(allrows).get('weighted_tau', float('nan')):.2f}** |"
         )
     return lines + [""]
 
 
-def verdict(out, n_targets=3):
-    """One honest paragraph derived from the numbers: goal met or not, versus the best baseline."""
-    from dsim.evaluation import summarise
-
-    sm = {k: summarise(v) for k, v in out.items()}
-    base = {k: v for k, v in sm.items() if not k.startswith("meta-ranker")}
-    best = max(base, key=lambda k: base[k].get("spearman", -np.inf))
-    m = sm["meta-ranker"]
-    hits = int(round(m.get("top1", 0.0) * m["n_tasks"]))
-    goal = (
-        m.get("spearman", -1) >= 0.8
-        and m.get("spearman", -1) > base[best].get("spearman", -1) + 0.1
-        and hits >= int(np.ceil(2 * m["n_tasks"] / 3))
-    )
-    return [
-        f"Verdict: meta-ranker mean rho {_num(m.get('spearman', np.nan))} vs best baseline {best} "
-        f"{_num(base[best].get('spearman', np.nan))}; "
-        f"top-1 {hits}/{int(m['n_tasks'])}. Goal (rho >= 0.8, clearly above every baseline, top-1 on >= 2/3 of the held-out tasks): "
-        f"{'met' if goal else 'NOT met'}."
-        + (" See docs/evaluation.md for what so few held-out targets can show." if n_targets <= 3 else ""),
-        "",
-    ]
-
-
-def check_baselines(out):
-    from dsim.evaluation import summarise
-
-    lines, ok = (
-        ["Check of the evaluation code (per-target Spearman of one feature, mean over the 3 targets):", ""],
-        True,
-    )
-    for label, want in EXPECTED_BASELINES.items():
-        got = summarise(out[label])["spearman"]
-        good = abs(got - want) <= 0.01
-        ok &= good
-        lines.append(f"- {label}: {got:.3f} (issue: {want:+.2f}) {'ok' if good else 'MISMATCH'}")
-    return lines + [""], ok
-
-
-def plot(out, ceil, path: Path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(out)
-    tasks = [(r["setup"], r["target"]) for r in out[labels[0]]]
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(labels) + 3), 4.2))
-    width = 0.8 / len(tasks)
-    for j, k in enumerate(tasks):
-        ys = [next(r["spearman"] for r in out[lab] if (r["setup"], r["target"]) == k) for lab in labels]
-        ax.bar(np.arange(len(labels)) + (j - (len(tasks) - 1) / 2) * width, ys, width, label=k[1])
-    for c in ceil:
-        ax.axhline(c["ceiling"], color="grey", lw=0.6, ls=":")
-    ax.axhline(0.8, color="red", lw=0.8, ls="--", label="goal 0.8")
-    ax.axhline(0, color="black", lw=0.5)
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("Spearman rho on the held-out target")
-    ax.set_ylim(-1, 1.05)
-    ax.set_title(title + " (dotted: noise ceilings)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--write", action="store_true", help=f"write the report to {OUT.relative_to(REPO)}")
+    ap.add_argument("--only", default="", help="comma-separated meta-dataset names (default: all)")
     ap.add_argument(
-        "--write", action="store_true", help="update benchmarks/RESULTS.md (own section) and docs/img plots"
+        "--measures", default="", help="image measures to compute on the CPU matrices (e.g. otdd)"
     )
-    ap.add_argument(
-        "--matrix",
-        action="append",
-        default=[],
-        help="transfer-matrix CSVs (comma-separated: one meta-dataset) to evaluate on; repeatable; "
-        "default: the benchmarks' own",
-    )
-    ap.add_argument(
-        "--model-scores",
-        nargs="?",
-        const="logme,h-score",
-        default=None,
-        help="also source-model scores of the matrix's own source checkpoints (fixed-pretraining "
-        "matrices); a comma list, default logme,h-score (knn, leep, nce also exist)",
-    )
-    ap.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        default=[],
-        help="KEY=VALUE option for the measures computed with --measures (e.g. probe_weights=random)",
-    )
-    ap.add_argument(
-        "--measures", default="", help="image measures to compute on the CPU transfer matrix (e.g. task2vec)"
-    )
+    ap.add_argument("-o", "--option", action="append", default=[], help="KEY=VALUE measure parameter")
     args = ap.parse_args(argv)
-
     import dsim
-    from dsim.registry import get_registry
-
-    cards = {c.name: c for c in get_registry()}
-    kinds = {m.name: m.kind for m in dsim.list_measures().values()}
-    kinds.setdefault("task2vec", "distance")
-    kinds.setdefault("expert", "distance")
-
-    lines = [
-        "## Predictor: leave-one-target-out (issue 6)",
-        "",
-        f"`DSIM_DATA_DIR=../shared/data python benchmarks/predictor.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"on {time.strftime('%Y-%m-%d')}, CPU. Source facts (images, classes, "
-        "origin, channels, modality, expert features) from the registry cards; measure values from the "
-        "published table (for the CPU matrices: the measures named, computed on the shared data; card sizes capped at "
-        "the 2 000 images each source was pretrained on). A predictor never sees the held-out target's results (tests/test_predictor.py "
-        "checks it with an oracle that would score 1.0 if anything leaked).",
-        "",
-    ]
-    res, vals = published()
-    out, ceil, secs = run(res, vals, cards, kinds)
-    lines += table(out, ceil, "Published cats-scans table (3 targets x 7 sources)")
-    every = [("cats-scans", out)]
-    chk, ok = check_baselines(out)
-    lines += verdict(out) + chk
-    lines += headroom(res, vals, cards, kinds)
-    lines += [f"({secs:.0f} s for the whole suite on 2 CPU cores.)", ""]
-    figs = []
-    if args.write:
-        img = REPO / "docs" / "img"
-        img.mkdir(parents=True, exist_ok=True)
-        figs.append(plot(out, ceil, img / "predictor_loto_published.png", "cats-scans, leave-one-target-out"))
+    from dsim.evaluation import render_table
 
     opts = dict(kv.split("=", 1) for kv in args.option)
-    opts = {k: (int(v) if v.isdigit() else v) for k, v in opts.items()}
-    matrices = (
-        [tuple(Path(x) for x in m.split(",")) for m in args.matrix]
-        if args.matrix
-        else [tuple(p for p in group if p.exists()) for group in MATRICES]
-    )
-    matrices = [m for m in matrices if m]
-    if not matrices:
-        lines += [f"CPU transfer matrix: `{MATRIX.relative_to(REPO)}` not there yet; rerun when it is.", ""]
-    for paths in matrices:
-        for p in paths:
-            if not p.exists():
-                raise SystemExit(f"error: {p} not found")
-        path = paths[0]
-        mres = [r for p in paths for r in load_matrix(p)]
-        # the matrices pretrain every source on at most --source-max (2 000) images: the cards'
-        # sizes are those of the whole datasets, so the predictors see the size actually used
-        from dataclasses import replace
-
-        mcards = {
-            n: (replace(c, size=min(c.size, FIXED_PRETRAIN["source_max"])) if c.size else c)
-            for n, c in cards.items()
-        }
-        mvals = matrix_values(mres, mcards, [m for m in args.measures.split(",") if m], opts)
-        if args.model_scores and MATRIX not in paths:  # every matrix but the independent-pretraining one
-            mvals += model_scores(mres, tuple(args.model_scores.split(",")))
-        mout, mceil, msecs = run(mres, mvals, mcards, kinds)
-        ntargets = len({r.target for r in mres})
-        setups = sorted({m.group(0) for r in mres for m in [re.search(r"\bn\d+\b", r.setup)] if m})
-        every.append(
-            (
-                "cpu "
-                + (path.stem.replace("transfer_matrix_results", "").strip("_") or "n200")
-                + (f" ({'+'.join(setups)})" if len(setups) > 1 else ""),
-                mout,
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    builders = {
+        "juodelyte-datasets": lambda: juodelyte("juodelyte2024:resnet18:224px", "juodelyte-datasets"),
+        "juodelyte-architectures": lambda: juodelyte(
+            "juodelyte2024:architectures:224px", "juodelyte-architectures"
+        ),
+        "cats-scans": cats_scans,
+    }
+    for name, files in MATRICES.items():
+        if all((HERE / f).exists() for f in files):
+            builders[name] = lambda name=name, files=files: matrix(
+                name, files, [m for m in args.measures.split(",") if m], opts
             )
-        )
-        lines += table(
-            mout,
-            mceil,
-            f"CPU transfer matrix ({' + '.join(p.name for p in paths)}, {len(mres)} runs, "
-            f"{ntargets} targets)",
-        )
-        lines += verdict(mout, ntargets)
-        lines += headroom(mres, mvals, mcards, kinds)
-        lines += [
-            f"Measures available to the predictors: {', '.join(sorted({v.measure for v in mvals})) or 'none'}. "
-            f"({msecs:.0f} s.)",
-            "",
-        ]
-        if args.write:
-            stem = "predictor_loto_cpu_matrix" + path.stem.replace("transfer_matrix_results", "")
-            figs.append(
-                plot(
-                    mout,
-                    mceil,
-                    REPO / "docs" / "img" / f"{stem}.png",
-                    f"CPU matrix {path.stem.replace('transfer_matrix_results', '').strip('_') or 'n200'}, "
-                    "leave-one-target-out",
-                )
-            )
-
+    cmd = "python benchmarks/predictor.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        "## Predictors, leave-one-target-out, on every meta-dataset",
+        "",
+        f"`DSIM_DATA_DIR=../shared/data {cmd.strip()}` on {time.strftime('%Y-%m-%d')}, dsim {dsim.__version__}, CPU. "
+        "Per held-out target: weighted Kendall tau (`scipy.stats.weightedtau(predicted, measured)`, "
+        "Juodelyte et al.'s convention), over the sources measured for it; a predictor never sees the held-out "
+        "target's results, nor those of datasets holding the same images.",
+        "",
+    ]
+    every = []
+    for name, build in builders.items():
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        meta, ceil = build()
+        out = evaluate(meta, ceil)
+        lines += render_table(out, ceil, f"{name} ({len(meta.results)} results)", metric="weighted_tau")
+        lines += verdict(name, out, ceil) + headroom(meta)
+        lines += [f"({time.perf_counter() - t0:.0f} s)", ""]
+        every.append((name, out))
+        print(f"done {name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if len(every) > 1:
         lines += aggregate(every)
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = HERE / "RESULTS.md"
-        old = path.read_text() if path.exists() else "# Benchmark results\n"
-        block = f"{START}\n{text}\n{END}\n"
-        if START in old and END in old:
-            new = old[: old.index(START)] + block + old[old.index(END) + len(END) + 1 :]
-        else:
-            new = old.rstrip("\n") + "\n\n" + block
-        path.write_text(new)
-        for f in figs:
-            print(f"wrote {f}", file=sys.stderr)
-    return 0 if ok else 1
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(text + "\n")
+        print(f"wrote {OUT}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

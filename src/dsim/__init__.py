@@ -101,6 +101,8 @@ _EXPORTS = {
     "weights_argument": "dsim.checkpoints",
     "checkpoint_missing": "dsim.checkpoints",
     "load_zoo": "dsim.checkpoints",
+    "source_cards": "dsim.checkpoints",
+    "canonical_names": "dsim.catalog",
     "meta_dataset": "dsim.evaluation",
     "MetaDataset": "dsim.evaluation",
     "evaluate_loto": "dsim.evaluation",
