@@ -29,6 +29,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("moment_init", "dsim_plugins.moment_init"),
     ("domain_sources", "dsim_plugins.domain_sources"),
     ("radiomics", "dsim_plugins.radiomics"),
+    ("filter_structure", "dsim_plugins.filter_structure"),
     ("results_store", "dsim_plugins.results_store"),
 )
 
@@ -44,3 +45,5 @@ DEFAULT_STRATEGY = "finetune"
 BASELINE_STRATEGY = "scratch"
 #: the probe network image measures use by default
 DEFAULT_PROBE = "resnet18"
+#: the checkpoint measure ``dsim filters`` draws and scores filters with (Fok 2019)
+FILTER_MEASURE = "filter-structure"

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "dsim.cli.core",
     "dsim.cli.predictor",
     "dsim.cli.validate",
+    "dsim.cli.filters",
 ]
 
 
