@@ -11,9 +11,22 @@ Weights, never downloaded silently:
   checkpoint with a ``state_dict`` key, ``.pth``/``.bin``/``.safetensors``); a classifier of
   another size is dropped.
 * ``weights="random"``: seeded random initialisation, an explicit choice (tests, offline probes).
+* ``weights="timm:<tag>"`` (as checkpoint cards write it): timm's pretrained weights ``<tag>``
+  (e.g. ``densenet121.tv_in1k``) for the architecture named, as ``"imagenet"`` finds them.
 
 Every model gets ``model.dsim_weights_id``, a content id of its weights (file hash, timm tag, or
 architecture + seed) that caches built on it are keyed by.
+
+Checkpoint cards (``dsim_register_checkpoints``): timm's ImageNet checkpoints for the nine
+architecture families of Juodelyte et al. 2024's architecture study (``AUCs_model.csv``;
+github.com/DovileDo/transferability-in-medical-imaging, ``src/fine-tuning_imagenet.py``, which
+uses ``torchvision.models.<arch>(weights='IMAGENET1K_V1')``). Where timm carries torchvision's own
+weights (``densenet121.tv_in1k``, ``vgg11.tv_in1k``, ``resnet18.tv_in1k``) the card is the study's
+network and carries its short name as an alias; for efficientnet (``efficientnet_v2_s``), mnasnet
+(``mnasnet1_0``), mobilenet (``mobilenet_v3_small``) and convnext (``convnext_tiny``) timm has the
+same architecture (same parameter count) trained by others, so those cards carry no study alias:
+the study's networks are in ``dsim_plugins.torchvision_backbones``, with googlenet and shufflenet,
+which timm does not have. The cards need no weights; availability is checked when one is used.
 """
 
 from __future__ import annotations
@@ -99,6 +112,11 @@ class TimmBackbones(dsim.BackboneFactory):
         import timm
         import torch
 
+        if str(weights).startswith("timm:"):
+            tag = str(weights)[5:]
+            if tag.split(".")[0] != model_name.split(".")[0]:
+                raise dsim.DsimError(f"weights {weights!r} are not for timm model {model_name!r}")
+            model_name, weights = tag, "imagenet"
         if not self.handles(model_name):
             raise dsim.UnknownNameError("backbone", model_name, timm.list_models())
         with torch.random.fork_rng(devices=[]):
@@ -196,3 +214,107 @@ def _adapt_in_chans(w, in_chans: int):
 @dsim.hookimpl
 def dsim_register_backbones():
     return [TimmBackbones()]
+
+
+_IMAGENET_TERMS = "ImageNet terms: non-commercial research"
+#: timm tag -> (study alias or None, family, parameters with the 1000-class head, input size,
+#: mean, std, licence as timm lists it, how it relates to the study's torchvision network)
+_TIMM_CARDS = {
+    "densenet121.tv_in1k": (
+        "densenet",
+        "densenet",
+        7_978_856,
+        224,
+        None,
+        "apache-2.0",
+        "torchvision's densenet121 IMAGENET1K_V1 weights, as the study used them",
+    ),
+    "vgg11.tv_in1k": (
+        "vgg",
+        "vgg",
+        132_863_336,
+        224,
+        None,
+        "bsd-3-clause",
+        "torchvision's vgg11 IMAGENET1K_V1 weights, as the study used them",
+    ),
+    "resnet18.tv_in1k": (
+        "resnet",
+        "resnet",
+        11_689_512,
+        224,
+        None,
+        "bsd-3-clause",
+        "torchvision's resnet18 IMAGENET1K_V1 weights, as the study used them",
+    ),
+    "tf_efficientnetv2_s.in1k": (
+        None,
+        "efficientnet",
+        21_458_488,
+        300,
+        (0.5, 0.5, 0.5),
+        "apache-2.0",
+        "EfficientNetV2-S with Google's ImageNet-1k weights; the study's "
+        "'efficientnet' is torchvision's (tv-efficientnet_v2_s)",
+    ),
+    "mnasnet_100.rmsp_in1k": (
+        None,
+        "mnasnet",
+        4_383_312,
+        224,
+        None,
+        "apache-2.0",
+        "MnasNet-B1 1.0 trained by timm; the study's 'mnasnet' is torchvision's (tv-mnasnet1_0)",
+    ),
+    "mobilenetv3_small_100.lamb_in1k": (
+        None,
+        "mobilenet",
+        2_542_856,
+        224,
+        None,
+        "apache-2.0",
+        "MobileNetV3-Small 1.0 trained by timm; the study's 'mobilenet' "
+        "is torchvision's (tv-mobilenet_v3_small)",
+    ),
+    "convnext_tiny.fb_in1k": (
+        None,
+        "convnext",
+        28_589_128,
+        224,
+        None,
+        "apache-2.0",
+        "ConvNeXt-T with Facebook's ImageNet-1k weights; the study's 'convnext' "
+        "is torchvision's (tv-convnext_tiny)",
+    ),
+}
+
+
+@dsim.hookimpl
+def dsim_register_checkpoints():
+    cards = []
+    for tag, (alias, family, params, size, norm, licence, note) in _TIMM_CARDS.items():
+        arch = tag.split(".")[0]
+        cards.append(
+            dsim.CheckpointCard(
+                name=tag,
+                title=f"timm {tag} (ImageNet-1k)",
+                architecture=arch,
+                weights=f"timm:{tag}",
+                aliases=(alias,) if alias else (),
+                pretrained_on="imagenet",
+                family=family,
+                parameters=params,
+                num_classes=1000,
+                input_size=size,
+                **({"mean": norm, "std": norm} if norm else {}),
+                licence=f"{licence} (as timm lists it); {_IMAGENET_TERMS}",
+                papers=(
+                    ("Juodelyte et al. 2024, On dataset transferability in medical image classification",)
+                    if alias
+                    else ()
+                ),
+                notes=(note,),
+                provider="timm_backbones",
+            )
+        )
+    return cards

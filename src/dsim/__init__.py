@@ -54,6 +54,7 @@ _EXPORTS = {
     "DataMissingError": "dsim.errors",
     "PluginError": "dsim.errors",
     "WeightsMissingError": "dsim.errors",
+    "WeightsChecksumError": "dsim.errors",
     # functions
     "rank": "dsim.api",
     "measure": "dsim.api",
@@ -65,6 +66,15 @@ _EXPORTS = {
     "load_dataset": "dsim.data",
     "find_data_file": "dsim.data",
     "data_dirs": "dsim.data",
+    # checkpoint files: lookup, content check, strict loading
+    "weights_dirs": "dsim.weights",
+    "find_weights_file": "dsim.weights",
+    "check_sha256": "dsim.weights",
+    "locate_weights": "dsim.weights",
+    "resolve_weights": "dsim.weights",
+    "adapt_in_chans": "dsim.weights",
+    "read_state_dict": "dsim.weights",
+    "load_strict": "dsim.weights",
     "get_registry": "dsim.registry",
     "Cache": "dsim.cache",
     "representation_of": "dsim.measures",

@@ -15,6 +15,7 @@ __all__ = [
     "DataMissingError",
     "PluginError",
     "WeightsMissingError",
+    "WeightsChecksumError",
     "closest",
 ]
 
@@ -68,6 +69,11 @@ class PluginError(DsimError):
 
 class WeightsMissingError(DsimError):
     """Pretrained weights are neither cached nor reachable."""
+
+
+class WeightsChecksumError(WeightsMissingError):
+    """A weights file whose content (sha256) is not the expected one: the right weights are not
+    available here, as when they are missing."""
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

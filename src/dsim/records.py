@@ -139,7 +139,9 @@ class CheckpointCard(_Record):
     ``architecture`` names a backbone a backbone plugin builds (``dsim.create_backbone``);
     ``weights`` says where the trained weights are: ``file:<name>`` (a file name looked up in
     ``$DSIM_WEIGHTS_DIR``, or an absolute path), ``timm:<tag>`` (timm's pretrained weights, from
-    the local cache or with ``DSIM_ALLOW_DOWNLOAD=1``) or ``random`` (seeded random init).
+    the local cache or with ``DSIM_ALLOW_DOWNLOAD=1``), ``torchvision:<arch>.<WEIGHTS>``
+    (torchvision's weights, from torch hub's cache) or ``random`` (seeded random init); the
+    backbone plugins take it as is: ``dsim.create_backbone(card.architecture, weights=card.weights)``.
     ``sha256`` is checked when a weights file is read. ``pretrained_on`` names the dataset card it
     was trained on, so that what is known about that dataset as a source applies to it.
     """
