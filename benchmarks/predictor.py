@@ -150,22 +150,35 @@ def model_scores(results, measures=("logme", "h-score"), cfg=FIXED_PRETRAIN):
     backbones is refused, since a measure value is keyed by (source, target) alone. The
     checkpoints come from the content-keyed cache (``dsim.pretrain`` with the matrix's exact data
     and settings; trained now if absent)."""
+    backbones = {r.setup.split(":")[1] for r in results if r.setup.startswith("dsim:")}
+    if len(backbones) > 1:
+        raise SystemExit(f"model scores: one backbone per meta-dataset, got {sorted(backbones)}")
+    cfg = {**cfg, "backbone": backbones.pop() if backbones else cfg["backbone"]}
+    pairs = sorted({(r.source, r.target) for r in results if r.source != r.target})
+    ckpts = matrix_checkpoints(sorted({s for s, _ in pairs}), cfg)
+    opts = {
+        "source_checkpoints": ckpts,
+        "backbone": cfg["backbone"],
+        "image_size": cfg["hyperparameters"]["image_size"],
+    }
+    return computed_values(measures, [(s, t) for s, t in pairs if s in ckpts], opts)
+
+
+def matrix_checkpoints(sources, cfg=FIXED_PRETRAIN) -> dict[str, str]:
+    """source -> checkpoint path of a fixed-pretraining matrix's sources: ``dsim.pretrain`` with
+    the matrix's exact data and settings, so the content-keyed cache returns the very files the
+    matrix transferred from (trained now if absent). Sources without data here are left out."""
     import os
 
     from transfer_matrix import load_all
 
     import dsim
 
-    backbones = {r.setup.split(":")[1] for r in results if r.setup.startswith("dsim:")}
-    if len(backbones) > 1:
-        raise SystemExit(f"model scores: one backbone per meta-dataset, got {sorted(backbones)}")
-    cfg = {**cfg, "backbone": backbones.pop() if backbones else cfg["backbone"]}
     data = load_all(
         Path(os.environ.get("DSIM_DATA_DIR", REPO.parent / "shared" / "data").split(os.pathsep)[0])
     )
-    pairs = sorted({(r.source, r.target) for r in results if r.source != r.target})
     ckpts = {}
-    for src in sorted({s for s, _ in pairs}):
+    for src in sources:
         if src in data:
             sub = data[src].subsample(cfg["source_max"], seed=cfg["seed"])
             ckpts[src] = str(
@@ -177,12 +190,7 @@ def model_scores(results, measures=("logme", "h-score"), cfg=FIXED_PRETRAIN):
                     seed=cfg["seed"],
                 )
             )
-    opts = {
-        "source_checkpoints": ckpts,
-        "backbone": cfg["backbone"],
-        "image_size": cfg["hyperparameters"]["image_size"],
-    }
-    return computed_values(measures, [(s, t) for s, t in pairs if s in ckpts], opts)
+    return ckpts
 
 
 def run(results, values, cards, kinds, repeat_of=None):

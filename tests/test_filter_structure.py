@@ -87,7 +87,10 @@ def _smallcnn(seed=0):
 def test_score_model_reads_the_first_layer_and_is_cached_by_content(tmp_path):
     import torch
 
-    measure = fs.FilterStructure(n_null=199)
+    # the default layer: the deepest whose output is still 4 x 4 at the image size (smallcnn halves it 3x)
+    assert fs.FilterStructure().layer_name(_smallcnn()) == "features.12"  # 32 px -> 4 x 4
+    assert fs.FilterStructure(image_size=28).layer_name(_smallcnn()) == "features.8"  # 28 px -> 3 x 3 at .12
+    measure = fs.FilterStructure(layer="first", view="kernels", n_null=199)
     assert measure.kind == "score" and measure.needs == "checkpoint"
     model = _smallcnn()
     random_score = measure.score_model(model)
@@ -136,6 +139,31 @@ def test_unknown_layer_lists_the_valid_ones():
     assert (
         "\n" not in msg and "did you mean" in msg and "features.0, features.4, features.8, features.12" in msg
     )
+
+
+@pytest.fixture
+def shared_weights(monkeypatch):
+    from conftest import REPO
+
+    d = REPO.parent / "shared" / "weights"
+    if not (d / "mobilenetv1_x0.25_imagenet.pth").exists():
+        pytest.skip("../shared/weights is not beside the repo")
+    monkeypatch.setenv("DSIM_WEIGHTS_DIR", str(d))
+    return d
+
+
+def test_trained_checkpoints_have_more_structure_than_their_random_init(shared_weights):
+    """The shared ImageNet MobileNet's deeper channels maximise into textures, its random-init
+    copy's into noise; CIFAR ResNet-20's first-layer kernels are edges far more often than chance."""
+    am = fs.FilterStructure(
+        layer="stage2.0.3", view="images", image_size=32, steps=32, max_channels=16, n_null=99
+    )
+    imagenet = am.score_model(dsim.create_backbone("mobilenetv1-x0.25", weights="imagenet"))
+    random_init = am.score_model(dsim.create_backbone("mobilenetv1-x0.25", weights="random"))
+    assert imagenet >= 0.75 and random_init <= 0.1
+    kernels = fs.FilterStructure(layer="first", view="kernels", n_null=199)
+    cifar = kernels.score_model(dsim.create_backbone("cifar-resnet20", weights="cifar10"))
+    assert cifar >= 0.25 > kernels.score_model(dsim.create_backbone("cifar-resnet20", weights="random"))
 
 
 def test_dsim_filters_writes_the_figure_and_scores(tmp_path, capsys):

@@ -49,6 +49,10 @@ smooths (no blur, jitter or frequency parametrisation): that would put into the 
 structure the test looks for. The network is in eval mode (batch-norm running statistics). For the
 first layer, a linear map of the input, the channel objective's optimum is a uniform colour, so
 the first layer is judged by its kernels.
+
+**The score** of a checkpoint (:class:`FilterStructure`) is the share of structured filters of one
+layer: by default the activation-maximisation images of a deep conv layer (the class says which
+and why).
 """
 
 from __future__ import annotations
@@ -62,7 +66,10 @@ import dsim
 
 METHODS = ("autocorr", "directional", "orientation")
 VIEWS = ("kernels", "images")
-FIRST = "first"
+FIRST, LAST, AUTO = "first", "last", "auto"
+#: ``layer="auto"``: the deepest conv layer whose output at the image size is at least this many
+#: positions on each side (a 1 x 1 output maximises into the footprint of one receptive field)
+AUTO_MIN_SIDE = 4
 #: activation-maximisation settings the measure and ``dsim filters`` use (module docs)
 AM_LR, AM_L2, AM_CLIP, AM_INIT_STD = 0.05, 0.01, 3.0, 0.1
 
@@ -84,20 +91,54 @@ def conv_layers(model) -> dict[str, Any]:
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def resolve_layer(model, layer: str) -> str:
-    """The name of the conv layer ``layer`` (``"first"``: the first one); an unknown name is a
-    one-line :class:`FilterError` listing the valid ones."""
+def output_sizes(model, image_size: int, in_chans: int | None = None) -> dict[str, tuple[int, int]]:
+    """The spatial size of every conv layer's output for an ``image_size`` px input (one forward
+    pass of a zero image in eval mode; the model's mode is restored)."""
+    import torch
+
+    convs = conv_layers(model)
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[-2:])))
+        for n, m in convs.items()
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        c = int(next(iter(convs.values())).in_channels) if in_chans is None else int(in_chans)
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(torch.zeros(1, c, int(image_size), int(image_size), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return sizes
+
+
+def resolve_layer(model, layer: str, image_size: int | None = None) -> str:
+    """The name of the conv layer ``layer``: a ``Conv2d`` name, ``"first"``, ``"last"`` or
+    ``"auto"`` (the deepest whose output at ``image_size`` px is at least :data:`AUTO_MIN_SIDE`
+    positions a side; the first layer when none is). An unknown name is a one-line
+    :class:`FilterError` listing the valid ones."""
     convs = conv_layers(model)
     if not convs:
         raise FilterError(f"{type(model).__name__} has no Conv2d layer to analyse")
-    if layer == FIRST:
-        return next(iter(convs))
+    names = list(convs)
+    if layer in (FIRST, LAST):
+        return names[0] if layer == FIRST else names[-1]
+    if layer == AUTO:
+        if image_size is None:
+            raise FilterError("layer 'auto' needs the image size the layer is maximised at")
+        sizes = output_sizes(model, image_size)
+        big = [n for n in names if n in sizes and min(sizes[n]) >= AUTO_MIN_SIDE]
+        return big[-1] if big else names[0]
     if layer not in convs:
-        names = list(convs)
         near = difflib.get_close_matches(str(layer), names, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(near)}? " if near else ""
         raise FilterError(
-            f"unknown layer {layer!r}; {hint}valid layers ({len(names)} Conv2d): {FIRST}, {', '.join(names)}"
+            f"unknown layer {layer!r}; {hint}valid layers ({len(names)} Conv2d): "
+            f"{FIRST}, {LAST}, {AUTO}, {', '.join(names)}"
         )
     return layer
 
@@ -139,7 +180,7 @@ def activation_maximisation(
     forward and backward passes. The model is left as it was (mode and ``requires_grad``)."""
     import torch
 
-    name = resolve_layer(model, layer)
+    name = resolve_layer(model, layer, image_size)
     conv = conv_layers(model)[name]
     n_out = int(conv.out_channels)
     chans = list(range(n_out)) if channels is None else [int(c) for c in channels]
@@ -184,31 +225,30 @@ def activation_maximisation(
 # the statistics and their permutation null
 # --------------------------------------------------------------------------------------------
 
-_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (dy, dx): 0, 90, 135 and 45 degrees
-
-
-def _pairs(h: int, w: int, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat index pairs (p, p + (dy, dx)) inside an ``h x w`` grid."""
-    idx = np.arange(h * w).reshape(h, w)
-    x0, x1 = max(0, -dx), w - max(0, dx)
-    return idx[0 : h - dy, x0:x1].ravel(), idx[dy:h, x0 + dx : x1 + dx].ravel()
-
 
 def _lag_products(z: np.ndarray, h: int, w: int):
-    """Per direction: (sum over its pairs of <z_p, z_q>, number of pairs); z is (..., C, h*w)."""
-    out = []
-    for dy, dx in _DIRECTIONS:
-        p, q = _pairs(h, w, dy, dx)
-        out.append(((z[..., p] * z[..., q]).sum(axis=(-1, -2)), len(p)))
-    return out
+    """Per direction: (sum over its neighbour pairs of <z_p, z_q>, number of pairs), for z of
+    shape (..., C, h*w); slices of the (h, w) grid, so no copies."""
+    a = z.reshape(*z.shape[:-1], h, w)
+    views = (
+        (a[..., :, :-1], a[..., :, 1:]),  # (0, 1)
+        (a[..., :-1, :], a[..., 1:, :]),  # (1, 0)
+        (a[..., :-1, :-1], a[..., 1:, 1:]),  # (1, 1)
+        (a[..., :-1, 1:], a[..., 1:, :-1]),  # (1, -1)
+    )
+    return [(np.einsum("...cij,...cij->...", u, v), u.shape[-1] * u.shape[-2]) for u, v in views]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.shape(num)), where=den > 0)
 
 
+def _energy(z: np.ndarray) -> np.ndarray:
+    return np.einsum("...ck,...ck->...", z, z)
+
+
 def _stat_autocorr(z: np.ndarray, h: int, w: int) -> np.ndarray:
-    energy = (z * z).sum(axis=(-1, -2))
+    energy = _energy(z)
     lags = _lag_products(z, h, w)
     num = sum(s for s, _ in lags)
     pairs = sum(k for _, k in lags)
@@ -216,7 +256,7 @@ def _stat_autocorr(z: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _stat_directional(z: np.ndarray, h: int, w: int) -> np.ndarray:
-    energy = (z * z).sum(axis=(-1, -2))
+    energy = _energy(z)
     return np.max([_ratio(h * w * s, k * energy) for s, k in _lag_products(z, h, w)], axis=0)
 
 
@@ -285,11 +325,10 @@ def structure_test(
     for j0 in range(0, int(n_null), chunk):
         j1 = min(int(n_null), j0 + chunk)
         perms = np.argsort(rng.random((j1 - j0, hw)), axis=1)
-        shuffled = np.take_along_axis(
-            np.broadcast_to(z[:, None], (n, j1 - j0, c, hw)),
-            np.broadcast_to(perms[None, :, None, :], (n, j1 - j0, c, hw)),
-            axis=-1,
-        )
+        # (n, k, C, hw), contiguous: permutation j of the positions, the same for every channel
+        shuffled = z[
+            np.arange(n)[:, None, None, None], np.arange(c)[None, None, :, None], perms[None, :, None, :]
+        ]
         null[:, j0:j1] = stat_fn(shuffled, h, w)
     p = (1.0 + (null >= stat[:, None] - 1e-12).sum(axis=1)) / (1.0 + int(n_null))
     null_mean = null.mean(axis=1)
@@ -329,10 +368,19 @@ class FilterStructure(dsim.Measure):
     tested as the module docs describe; higher = expected to transfer better, by Fok's finding
     (a hypothesis: benchmarks/filter_structure.py checks it on dsim's own checkpoints).
 
-    Parameters: ``layer`` (``"first"`` or a conv layer name), ``view`` (``"kernels"``: the layer's
-    kernels; ``"images"``: activation-maximisation images of its first ``max_channels`` channels,
-    ``image_size`` px, ``steps`` ascent steps), ``method``, ``threshold`` (p-value), ``min_effect``,
-    ``n_null`` shufflings and ``seed`` (of the shufflings and of the images' start noise).
+    Parameters: ``layer`` (``"auto"``, ``"last"``, ``"first"`` or a conv layer name; see
+    :func:`resolve_layer`), ``view`` (``"images"``:
+    activation-maximisation images of the layer's first ``max_channels`` channels, ``image_size``
+    px, ``steps`` ascent steps; ``"kernels"``: the layer's kernels), ``method``, ``threshold``
+    (p-value), ``min_effect``, ``n_null`` shufflings and ``seed`` (of the shufflings and of the
+    images' start noise).
+
+    Default: activation-maximisation images (32 px) of the deepest conv layer whose output is
+    still at least 4 x 4 there (``"auto"``: features.12 of smallcnn, stage1.5.3 of MobileNetV1,
+    layer2.1.conv2 of resnet18). On the shared checkpoints deeper layers' images separate trained
+    from random-init networks at every threshold (ImageNet MobileNet 88-100 % vs 0 %), while
+    first-layer 3x3 kernels are few and mostly colour blobs even after ImageNet training (1 of 8
+    structured; docs/filters.md).
     """
 
     name = "filter-structure"
@@ -342,8 +390,8 @@ class FilterStructure(dsim.Measure):
 
     def __init__(
         self,
-        layer: str = FIRST,
-        view: str = "kernels",
+        layer: str = AUTO,
+        view: str = "images",
         method: str = "autocorr",
         threshold: float = 0.05,
         min_effect: float = 0.1,
@@ -370,7 +418,7 @@ class FilterStructure(dsim.Measure):
             raise FilterError(f"filter-structure: unknown view {self.view!r} (one of {', '.join(VIEWS)})")
         if self.view == "kernels":
             return layer_kernels(model, self.layer)
-        conv = conv_layers(model)[resolve_layer(model, self.layer)]
+        conv = conv_layers(model)[self.layer_name(model)]
         n = min(int(conv.out_channels), int(self.max_channels))
         return activation_maximisation(
             model,
@@ -383,7 +431,7 @@ class FilterStructure(dsim.Measure):
 
     def layer_name(self, model, layer: str | None = None) -> str:
         """The conv layer ``layer`` (default: this measure's) names in ``model`` (:func:`resolve_layer`)."""
-        return resolve_layer(model, self.layer if layer is None else layer)
+        return resolve_layer(model, self.layer if layer is None else layer, int(self.image_size))
 
     def weights_id(self, model) -> str:
         """The content id of ``model``'s weights (:func:`weights_fingerprint`)."""

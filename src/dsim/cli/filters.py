@@ -80,7 +80,9 @@ def _mosaic(arrays, structured, kind: str, show: int):
     n = min(len(arrays), show)
     scale = max(1, math.ceil(12 / min(arrays.shape[-2:])))  # 3x3 kernels drawn at 12x12
     h, w = arrays.shape[-2] * scale, arrays.shape[-1] * scale
-    cols = max(1, math.ceil(math.sqrt(n)))
+    root = max(1, math.ceil(math.sqrt(n)))
+    # a full last row where a divisor of n close to the square root allows it (32 -> 8 x 4)
+    cols = next((c for c in range(root, 2 * root + 1) if n % c == 0), root)
     rows = max(1, math.ceil(n / cols))
     pad = 1
     out = np.ones((rows * (h + 2 * pad) + 1, cols * (w + 2 * pad) + 1, 3))
@@ -93,7 +95,7 @@ def _mosaic(arrays, structured, kind: str, show: int):
     return out
 
 
-def _figure(checkpoints: list[dict[str, Any]], out: Path, show: int, method: str) -> None:
+def _figure(checkpoints: list[dict[str, Any]], out: Path, show: int, method: str, dpi: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,11 +103,22 @@ def _figure(checkpoints: list[dict[str, Any]], out: Path, show: int, method: str
 
     n_rows = len(checkpoints[0]["panels"])
     n_cols = len(checkpoints)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 4.0 * n_rows), squeeze=False)
+    mosaics = [
+        [_mosaic(p["arrays"], p["structured"], p["view"], show) for p in ck["panels"]] for ck in checkpoints
+    ]
+    # each row as tall as its tallest mosaic (8 kernels in a 4 x 2 grid need half the height)
+    ratios = [max(m[i].shape[0] / m[i].shape[1] for m in mosaics) for i in range(n_rows)]
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(4.2 * n_cols, sum(3.6 * r + 0.5 for r in ratios)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3.6 * r + 0.5 for r in ratios]},
+    )
     for j, ck in enumerate(checkpoints):
         for i, p in enumerate(ck["panels"]):
             ax = axes[i][j]
-            ax.imshow(_mosaic(p["arrays"], p["structured"], p["view"], show), interpolation="nearest")
+            ax.imshow(mosaics[j][i], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             what = "kernels" if p["view"] == "kernels" else "act. max."
@@ -116,8 +129,8 @@ def _figure(checkpoints: list[dict[str, Any]], out: Path, show: int, method: str
                 fontsize=9,
             )
     fig.suptitle(f"filter structure ({method}); green frame = structured", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the suptitle
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
 
 
@@ -134,7 +147,7 @@ def filters(
         None,
         "--layer",
         "-l",
-        help="A deeper conv layer to show by activation maximisation (repeatable); the first layer is always shown as kernels.",
+        help="A conv layer to show by activation maximisation, by name or 'last' (repeatable); the first layer is always shown as kernels.",
     ),
     compare_weights: Optional[str] = typer.Option(
         None,
@@ -158,7 +171,11 @@ def filters(
         64, "--max-channels", help="Channels of a deeper layer to maximise and score."
     ),
     show: int = typer.Option(64, "--show", help="Filters drawn per panel (all are scored)."),
+    dpi: int = typer.Option(110, "--dpi", help="Resolution of the figure."),
     seed: int = typer.Option(0, "--seed", help="Seed of random weights, the shufflings and the start noise."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="torch threads (default: torch's choice; 1 is faster on busy shared cores)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the scores (and per-filter p-values) as JSON."),
 ) -> None:
     """Draw a checkpoint's first-layer kernels and activation-maximisation images of deeper layers,
@@ -181,7 +198,8 @@ def filters(
         steps=steps,
         max_channels=max_channels,
     )
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    if threads:
+        torch.set_num_threads(threads)
     checkpoints = []
     for w in [weights] + ([compare_weights] if compare_weights else []):
         model = _network(arch, w, seed)
@@ -199,7 +217,7 @@ def filters(
                 "panels": panels,
             }
         )
-    _figure(checkpoints, out, show, method)
+    _figure(checkpoints, out, show, method, dpi)
     report = {
         "figure": str(out),
         "method": method,
