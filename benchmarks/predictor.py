@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # matrices, transfer_matrix
 REPO = HERE.parent
 OUT = HERE / "results" / "predictor.md"
 #: the CPU matrices, each one meta-dataset (their CSVs: source,target,fold,repeat,auc,setup,strategy)
@@ -78,53 +79,26 @@ def cats_scans():
     return meta_dataset("cats-scans", results, values), noise_ceiling(results)
 
 
-def matrix(name: str, files, measures=(), options=None):
-    """A CPU transfer matrix as a meta-dataset: every strategy its own setup, the from-scratch
-    baseline shared by them; card sizes capped at the 2 000 images each source was pretrained on."""
+def matrix(name: str, files, measures=(), options=None, model_scores=()):
+    """A CPU transfer matrix as a meta-dataset; card sizes capped at the 2 000 images each source
+    was pretrained on; ``measures`` computed on the shared data, ``model_scores`` on the matrix's
+    own source checkpoints (fixed-pretraining matrices)."""
     import dataclasses
+
+    import matrices
 
     import dsim
     from dsim.evaluation import meta_dataset, noise_ceiling
 
-    results = []
-    for f in files:
-        with open(HERE / f, newline="") as fh:
-            for row in csv.DictReader(fh):
-                setup = row.get("setup") or "cpu"
-                strat = row.get("strategy")
-                if strat and strat != "scratch" and strat not in setup:
-                    setup = f"{setup}:{strat}"
-                results.append(
-                    dsim.TransferResult(
-                        source=row["source"],
-                        target=row["target"],
-                        fold=int(row["fold"]),
-                        repeat=int(row.get("repeat") or 0),
-                        auc=float(row["auc"]),
-                        origin="transfer_matrix",
-                        setup=setup,
-                    )
-                )
-    setups = {r.setup for r in results if r.source != r.target}
-    results += [
-        dataclasses.replace(r, setup=s)
-        for r in results
-        if r.source == r.target
-        for s in setups
-        if s != r.setup and s.startswith(r.setup + ":")
-    ]
+    results = [r for f in files for r in matrices.load_matrix(HERE / f)]
     cards = {
         n: (dataclasses.replace(c, size=min(c.size, 2000)) if c.size else c)
         for n, c in dsim.source_cards().items()
     }
-    values = list(dsim.known_measure_values())
     pairs = sorted({(r.source, r.target) for r in results if r.source != r.target})
-    for m in measures:
-        for s, t in pairs:
-            try:
-                values.append(dsim.MeasureValue(m, s, t, dsim.measure(s, t, m, options=options)["value"]))
-            except dsim.DsimError as exc:
-                print(f"skipped {m} {s}->{t}: {exc}", file=sys.stderr)
+    values = list(dsim.known_measure_values()) + matrices.computed_values(measures, pairs, options)
+    if model_scores and tuple(files) != MATRICES["cpu n200 (ft+lp)"]:  # that one pretrained per repeat
+        values += matrices.model_scores(results, tuple(model_scores))
     return meta_dataset(name, results, values, cards=cards), noise_ceiling(results)
 
 
@@ -214,6 +188,11 @@ def main(argv=None) -> int:
         "--measures", default="", help="image measures to compute on the CPU matrices (e.g. otdd)"
     )
     ap.add_argument("-o", "--option", action="append", default=[], help="KEY=VALUE measure parameter")
+    ap.add_argument(
+        "--model-scores",
+        default="",
+        help="source-model scores of the fixed-pretraining matrices' checkpoints (logme,h-score)",
+    )
     args = ap.parse_args(argv)
     import dsim
     from dsim.evaluation import render_table
@@ -230,7 +209,11 @@ def main(argv=None) -> int:
     for name, files in MATRICES.items():
         if all((HERE / f).exists() for f in files):
             builders[name] = lambda name=name, files=files: matrix(
-                name, files, [m for m in args.measures.split(",") if m], opts
+                name,
+                files,
+                [m for m in args.measures.split(",") if m],
+                opts,
+                [m for m in args.model_scores.split(",") if m],
             )
     cmd = "python benchmarks/predictor.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [

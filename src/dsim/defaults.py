@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("moment_init", "dsim_plugins.moment_init"),
     ("domain_sources", "dsim_plugins.domain_sources"),
     ("radiomics", "dsim_plugins.radiomics"),
+    ("filter_structure", "dsim_plugins.filter_structure"),
     ("results_store", "dsim_plugins.results_store"),
 )
 
@@ -50,3 +51,5 @@ BASELINE_STRATEGY = "scratch"
 DEFAULT_PROBE = "resnet18"
 #: images per dataset that image measures of a ranking look at (a seeded stratified subsample)
 DEFAULT_MAX_SAMPLES = 1000
+#: the checkpoint measure ``dsim filters`` draws and scores filters with (Fok 2019)
+FILTER_MEASURE = "filter-structure"

@@ -386,7 +386,7 @@ def _compute(
             {"measure": m.name, "reason": f"target {tcard.name!r} images not available: {target_missing}"}
         )
         return
-    why_t = _applicable(m, tcard)
+    why_t = None if m.needs == "checkpoint" else _applicable(m, tcard)
     if why_t:
         skipped.append({"measure": m.name, "reason": f"target {tcard.name!r}: {why_t}"})
         return

@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "dsim.cli.validate",
     "dsim.cli.results",
     "dsim.cli.reproduce",
+    "dsim.cli.filters",
 ]
 
 
