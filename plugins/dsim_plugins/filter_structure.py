@@ -484,7 +484,9 @@ class FilterStructure(dsim.Measure):
         if isinstance(source, nn.Module):
             return self.score_model(source, cache=ctx.cache)
         if isinstance(source, dsim.CheckpointCard):  # a checkpoint candidate of a ranking
-            return self.score_model(dsim.load_checkpoint(source, num_classes=0, seed=ctx.seed), cache=ctx.cache)
+            return self.score_model(
+                dsim.load_checkpoint(source, num_classes=0, seed=ctx.seed), cache=ctx.cache
+            )
         raise FilterError(
             "filter-structure scores a checkpoint, not a dataset pair: call score_model(network) "
             "or `dsim filters --arch A --weights W`"

@@ -38,6 +38,7 @@ class MetaRanker(dsim.Predictor):
         seed: int = 0,
         select: bool = True,
         track: bool = True,
+        interactions: bool = False,
     ):
         self.C = C
         self.n_members = n_members
@@ -46,6 +47,7 @@ class MetaRanker(dsim.Predictor):
         self.seed = seed
         self.select = select
         self.track = track
+        self.interactions = interactions
         self.state_ = None
 
     @staticmethod
@@ -67,8 +69,10 @@ class MetaRanker(dsim.Predictor):
         source's track record on the other training targets."""
         rules = {}
         n = len(feats)
-        sims = [i for i, f in enumerate(feats) if keep[i] and f.startswith("sim:")]
+        sims = [i for i, f in enumerate(feats) if keep[i] and f.startswith("sim:") and " x " not in f]
         for i, f in enumerate(feats):
+            if " x " in f:  # a target-fact correction is no rule of its own
+                continue
             if keep[i] and (f.startswith("sim:") or f in ("log10_size", "log10_classes", "track_record")):
                 w = np.zeros(n)
                 w[i] = 1.0
@@ -96,6 +100,48 @@ class MetaRanker(dsim.Predictor):
                 rows.append(f)
             out.append(([s for s, _, _ in g["members"]], np.array([t for _, t, _ in g["members"]]), rows))
         return out
+
+    #: target facts the corrections are made of, and the source-side features they multiply
+    TARGET_FACTS = ("target_grey", "target_log10_classes", "target_log10_size")
+    CORRECTED = ("track_record", "log10_size", "log10_classes", "source_medical", "source_grey")
+
+    def _interaction_spec(self, feats, keep, groups):
+        """Which features get target corrections, and the target facts' mean and scale over the
+        training groups (so a new target is standardised the same way)."""
+        src = [i for i, f in enumerate(feats) if keep[i] and (f.startswith("sim:") or f in self.CORRECTED)]
+        raw = np.array([self._raw_facts(g["tcard"]) for g in groups], float)
+        mu = np.nanmean(raw, axis=0) if len(raw) else np.zeros(len(self.TARGET_FACTS))
+        mu = np.where(np.isfinite(mu), mu, 0.0)
+        sd = np.nanstd(raw, axis=0) if len(raw) else np.ones(len(self.TARGET_FACTS))
+        sd = np.where(
+            np.isfinite(sd) & (sd > 0), sd, np.inf
+        )  # a fact constant over the targets: no correction
+        names = [f"{feats[i]} x {t}" for i in src for t in self.TARGET_FACTS]
+        return {
+            "src": src,
+            "mean": mu.tolist(),
+            "scale": [float(x) if np.isfinite(x) else None for x in sd],
+            "names": names,
+        }
+
+    @staticmethod
+    def _raw_facts(tcard):
+        return [
+            float(tcard.channels == 1) if tcard.channels else np.nan,
+            math.log10(tcard.num_classes) if tcard.num_classes else np.nan,
+            math.log10(tcard.size) if tcard.size else np.nan,
+        ]
+
+    def _target_facts(self, tcard, inter):
+        raw = np.array(self._raw_facts(tcard), float)
+        mu = np.array(inter["mean"], float)
+        sd = np.array([np.inf if x is None else x for x in inter["scale"]], float)
+        return (np.where(np.isfinite(raw), raw, mu) - mu) / sd
+
+    @staticmethod
+    def _expand(Z, tf, inter):
+        cols = [Z[:, i] * tf[k] for i in inter["src"] for k in range(len(tf))]
+        return np.hstack([Z, np.column_stack(cols)]) if cols else Z
 
     @staticmethod
     def _pairs(Z, T, weight, rng=None):
@@ -188,6 +234,23 @@ class MetaRanker(dsim.Predictor):
             return train, held
 
         folds = {t: split(t) for t in targets} if len(targets) >= 2 else {}
+        # target-specific corrections: each source-side feature times each (standardised) target
+        # fact, so that a feature may weigh differently for grey or colour, small or large targets
+        inter = self._interaction_spec(feats, keep, groups) if self.interactions else None
+        if inter is not None:
+            tfs = [self._target_facts(g["tcard"], inter) for g in groups]
+            for t, (tr, te) in list(folds.items()):
+                tr_tf = [f for f, g in zip(tfs, groups) if g["target"] != t]
+                te_tf = [f for f, g in zip(tfs, groups) if g["target"] == t]
+                folds[t] = (
+                    [(self._expand(Z, f, inter), T) for (Z, T), f in zip(tr, tr_tf)],
+                    [(self._expand(Z, f, inter), T) for (Z, T), f in zip(te, te_tf)],
+                )
+            mats = [(self._expand(Z, f, inter), T) for (Z, T), f in zip(mats, tfs)]
+            feats = feats + inter["names"]
+            keep = np.concatenate([keep, np.ones(len(inter["names"]), bool)])
+            mean = np.concatenate([mean, np.zeros(len(inter["names"]))])
+            scale = np.concatenate([scale, np.ones(len(inter["names"]))])
         # C: inner leave-one-target-out over the training targets
         chosen, inner = self.C, {}
         if self.C == "auto":
@@ -271,6 +334,7 @@ class MetaRanker(dsim.Predictor):
             "dropped": [f for f, k in zip(feats, keep) if not k],
             "members": W.tolist(),
             "weights": w.tolist(),
+            "interactions": inter,
             "measures": measures,
             "C": chosen,
             "inner_spearman": {str(k): v for k, v in inner.items()},
@@ -370,6 +434,10 @@ class MetaRanker(dsim.Predictor):
                 col[i] = (raw if np.isfinite(raw) else mean[j]) - mean[j]
             Zb = Z.copy()
             Zb[:, j] = col / scale[j]
+            inter = st.get("interactions")
+            if inter:
+                nb = len(feats) - len(inter["names"])
+                Zb = self._expand(Zb[:, :nb], self._target_facts(target, inter), inter)
             out[:, b] = Zb @ W[b]
         return out
 
@@ -387,6 +455,10 @@ class MetaRanker(dsim.Predictor):
         X = np.array(raw, float).reshape(len(names), len(feats))
         missing = ~np.isfinite(X)
         Z = (np.where(missing, mean, X) - mean) / scale
+        inter = st.get("interactions")
+        if inter:  # the target-fact corrections, from the standardised base features
+            nb = len(feats) - len(inter["names"])
+            Z = self._expand(Z[:, :nb], self._target_facts(target, inter), inter)
         s = Z @ w
         member_s = self._member_scores(Z, W, feats, mean, scale, names, target, st)  # (n, members)
         a = st["slope"]
