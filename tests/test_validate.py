@@ -70,7 +70,7 @@ def test_metrics_match_scikit_learn():
 
 
 def test_transferability_and_spearman_in_report():
-    from dsim.validation import SourceRow, _spearman
+    from dsim.report import SourceRow, spearman
 
     rows = [
         SourceRow(
@@ -93,7 +93,7 @@ def test_transferability_and_spearman_in_report():
             ("d", 0.6, -4, 0.5),
         ]
     ]
-    rho, n = _spearman(rows)
+    rho, n = spearman(rows)
     assert rho == pytest.approx(1.0) and n == 4
     assert dsim.transferability(0.9, 0.8) == pytest.approx(12.5)
 
@@ -117,7 +117,7 @@ def test_validate_end_to_end_then_skips_finished(tmp_path):
     assert 0 <= rows["gen-s"].accuracy <= 1 and rows["gen-s"].kappa is not None
     d = rep.to_dict()
     assert json.loads(json.dumps(d))["rows"][0]["source"]
-    from dsim.validation import plot_report
+    from dsim.report import plot_report
 
     out = plot_report(rep, tmp_path / "auc.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -124,12 +124,18 @@ def _classifier_cls():
     import torch.nn as nn
 
     class Classifier(nn.Module):
-        """A backbone (feature extractor, ``num_classes=0``) with a linear head."""
+        """A backbone (feature extractor, ``num_classes=0``) with a linear head; see
+        :func:`build_classifier` for its public structure."""
 
         def __init__(self, body, num_features: int, num_classes: int):
             super().__init__()
             self.body = body
             self.head = nn.Linear(num_features, num_classes)
+
+        @property
+        def backbone(self):
+            """The feature extractor from the backbone plugin (what a checkpoint holds)."""
+            return self.body
 
         def forward(self, x):
             return self.head(self.body(x))
@@ -139,7 +145,13 @@ def _classifier_cls():
 
 def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans: int = 3, seed: int = 0):
     """``backbone`` from the backbone plugins with ``weights`` ("random", "imagenet" or a
-    checkpoint path) and a seeded linear head of ``num_classes`` outputs."""
+    checkpoint path) and a seeded linear head of ``num_classes`` outputs.
+
+    The returned ``torch.nn.Module`` is public API: ``model.backbone`` is the feature extractor
+    (timm's interface, ``num_features``; its ``state_dict`` is what a source checkpoint holds and
+    is registered as the sub-module ``body``), ``model.head`` the ``torch.nn.Linear`` on top, and
+    ``model(x)`` the logits. Strategies change weights through ``train_and_evaluate``'s
+    ``transform_model``, which receives this model."""
     import torch
 
     from .api import create_backbone
@@ -159,7 +171,7 @@ def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans:
 def layer_groups(model, n: int = 3) -> list[list]:
     """Split the body's parameters into ``n`` consecutive groups (input side first); the head
     joins the last group. For discriminative learning rates and gradual unfreezing."""
-    body = list(model.body.parameters())
+    body = list(model.backbone.parameters())
     head = list(model.head.parameters())
     chunks = np.array_split(np.arange(len(body)), n) if body else [np.arange(0)]
     groups = [[body[i] for i in c] for c in chunks]
@@ -491,7 +503,8 @@ def train_and_evaluate(
     trains), ``"gradual"`` (three layer groups, discriminative learning rates lr/9, lr/3, lr;
     the middle group unfrozen after 10 % of the iterations, the input-side group after 20 %;
     Romero et al.). ``transform_model(model)`` may change the weights before training (e.g.
-    moment-preserving re-initialisation).
+    moment-preserving re-initialisation); it receives the :func:`build_classifier` model, whose
+    ``backbone`` and ``head`` are public.
     """
     hp = dict(spec.hyperparameters)
     if schedule:
@@ -505,7 +518,7 @@ def train_and_evaluate(
         transform_model(model)
     groups = lr_mults = unfreeze = None
     if mode == "frozen":
-        groups = [list(model.body.parameters()), list(model.head.parameters())]
+        groups = [list(model.backbone.parameters()), list(model.head.parameters())]
         lr_mults, unfreeze = [1.0, 1.0], [None, 0.0]
     elif mode == "gradual":
         groups = layer_groups(model, 3)
