@@ -180,3 +180,15 @@ def test_two_processes_sharing_a_cache_train_a_checkpoint_once(tmp_path):
     assert results[0][1] == results[1][1]
     assert len(list((tmp_path / "cache" / "checkpoints").rglob("*.json"))) == 1
     assert not list((tmp_path / "cache" / "checkpoints").rglob("*.lock"))
+
+
+def test_job_data_rebuilt_from_names_must_match_the_driver(cache):
+    from dsim.pretraining import job_data
+
+    data = _data()
+    job, union = plan_job("gen-s+gen-u", BACKBONE, hyperparameters=TINY_PRETRAIN, max_samples=90, inline=data)
+    assert job.sources == ("gen-s", "gen-u") and union.num_classes == 4 + 3
+    assert job_data(job, inline=data).fingerprint() == job.fingerprint
+    other = {**data, "gen-u": gratings(120, k=3, seed=8, name="gen-u")}
+    with pytest.raises(dsim.DsimError, match="differs from the driver's"):
+        job_data(job, inline=other)

@@ -185,3 +185,108 @@ def test_killed_worker_is_retried_once_then_reported(cluster, driver_cache, tmp_
         r["source"] == "gen-s" and r["strategy"] == "finetune" and r["fold"] == 0 for r in store.rows()
     )
     assert [f["label"] for f in store.failures()] == [twice]
+
+
+@pytest.mark.slow
+def test_node_lost_after_pretraining_loses_no_checkpoint(cluster, driver_cache, tmp_path):
+    """The node that trained the first checkpoint dies while its dependents are queued: they still
+    get it (the driver holds it, or Ray rebuilds it once) and the validation completes."""
+    from dsim.executors import RayExecutor
+
+    ex = RayExecutor(address=cluster.address)
+    removed = []
+
+    def on_event(kind: str, message: str) -> None:
+        if kind == "done" and message.startswith("pretrained") and not removed:
+            node_id = next(iter(ex.job_nodes.values()))
+            node = next(n for n in cluster.nodes if n.node_id == node_id)
+            cluster.cluster.remove_node(node, allow_graceful=False)
+            cluster.nodes.remove(node)
+            removed.append(node_id)
+
+    kw = _args(sources=["gen-s", "gen-u"], folds=3)
+    rep = dsim.validate(
+        "gen-t", executor=ex, store=ResultsStore(tmp_path / "r.sqlite"), on_event=on_event, **kw
+    )
+    # a fresh node for whatever runs next on this cluster
+    cluster.nodes.append(
+        cluster.cluster.add_node(num_cpus=1, env_vars={"DSIM_CACHE_DIR": str(cluster.root / "node2-cache")})
+    )
+    assert removed, "no pretraining finished: the test proves nothing"
+    assert not rep.failures, rep.failures
+    assert rep.runs_done == rep.runs_total == 3 + 2 * 3
+    assert rep.pretrained == 2 and len(_files(driver_cache, "*.json")) == 2
+
+
+@pytest.mark.slow
+def test_driver_killed_on_ray_resumes_recomputing_nothing(cluster, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent
+    store_path, cache = tmp_path / "r.sqlite", tmp_path / "driver-cache"
+    env = {
+        **os.environ,
+        "DSIM_RESULTS": str(store_path),
+        "DSIM_CACHE_DIR": str(cache),
+        "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+    }
+    no_data = str(cluster.root / "no-data")
+    script = (
+        "import sys, dsim\n"
+        "from dsim.executors import RayExecutor\n"
+        "from gen_data import gratings, TINY, TINY_PRETRAIN, BACKBONE\n"
+        "data = {'gen-t': gratings(90, k=2, seed=5, name='gen-t'), 'gen-s': gratings(100, k=4, seed=6, name='gen-s'),\n"
+        "        'gen-u': gratings(100, k=3, seed=7, name='gen-u')}\n"
+        f"ex = RayExecutor(address={cluster.address!r}, runtime_env={{'env_vars': {{'DSIM_DATA_DIR': {no_data!r}}}}})\n"
+        "rep = dsim.validate('gen-t', sources=['gen-s', 'gen-u'], backbone=BACKBONE, folds=3, executor=ex,\n"
+        "    hyperparameters=TINY, pretrain_hyperparameters=TINY_PRETRAIN, inline=data, predict=False, device='cpu')\n"
+        "print('RESULT', rep.runs_done, rep.runs_skipped, rep.runs_total, rep.pretrained, flush=True)\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 300
+    before = []
+    while time.time() < deadline and p.poll() is None:
+        if store_path.exists():
+            before = ResultsStore(store_path).rows()
+            if len(before) >= 4:
+                break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    kept = {r["key"]: r["created"] for r in ResultsStore(store_path).rows()}
+    assert 4 <= len(kept) < 9, "killed after everything finished (or nothing): the test proves nothing"
+    trained_before = {p.stem for p in _files(cache, "*.json")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    done, skipped, total, pretrained = map(int, out.stdout.split("RESULT")[1].split())
+    assert total == 9 and skipped == len(kept) and done == total - len(kept)
+    after = {r["key"]: r["created"] for r in ResultsStore(store_path).rows()}
+    assert len(after) == 9 and all(after[k] == c for k, c in kept.items()), "a finished fold was recomputed"
+    # checkpoints trained before the kill are in the driver's cache: only the others were trained
+    assert pretrained == 2 - len(trained_before)
+    assert {json.loads(p.read_text())["source"] for p in _files(cache, "*.json")} == {"gen-s", "gen-u"}
+
+
+def test_shared_placement_makes_workers_read_registered_data(cluster, driver_cache, tmp_path, shared_data):
+    """With data_placement="shared" a worker loads registered datasets from its own DSIM_DATA_DIR;
+    these workers have none, so the pretraining job fails there and names the dataset, its runs
+    fail with its message, and the runs on shipped (in-memory) data go on."""
+    from dsim.executors import RayExecutor
+
+    ex = RayExecutor(address=cluster.address)
+    rep = dsim.validate(
+        "gen-t",
+        executor=ex,
+        store=ResultsStore(tmp_path / "r.sqlite"),
+        data_placement="shared",
+        **_args(sources=["breastmnist"], source_max=100),
+    )
+    assert ex.stats["datasets_put"] == 1  # the in-memory target only
+    assert rep.runs_done == 2 and len(rep.failures) == 2
+    for f in rep.failures:
+        assert f["error"].startswith(f["run"] + ": ") and "breastmnist" in f["error"][len(f["run"]) :], f
+    assert rep.pretrained == 0 and not _files(driver_cache, "*.json")

@@ -320,7 +320,7 @@ def test_cli_validate_results_pretrain(tmp_path, monkeypatch, capsys, shared_dat
     assert rep["runs_total"] == 6 and rep["runs_done"] == 6, rep["failures"]
     # the plan goes to stderr before the runs; usps's checkpoint is the one `dsim pretrain` made
     # above (same data, epochs, cap and size), so nothing is pretrained
-    assert "plan: 6 runs, 0 pretraining jobs, 1 pretrained checkpoints cached" in out.err
+    assert "plan: 6 runs, 0 pretraining jobs, 1 pretrained checkpoint cached" in out.err
     assert rep["pretraining_jobs"] == 1 and rep["pretrained"] == 0
     assert {r["train_size"] for r in rep["rows"]} == {60}
     assert (tmp_path / "p.png").exists()

@@ -143,7 +143,9 @@ def _pretrain_task(job: PretrainJob, device: str, cpus: float, data) -> dict:
         return {"error": str(exc)}
     except Exception as exc:  # one job's crash must not take down the others
         return {"error": _message(exc, f"pretrain {job.describe()}")}
-    return {"key": job.key, "blob": blob, "meta": meta}
+    import ray
+
+    return {"key": job.key, "blob": blob, "meta": meta, "node": ray.get_runtime_context().get_node_id()}
 
 
 def _run_task(spec: RunSpec, device: str, cpus: float, target, checkpoint) -> dict:
@@ -202,6 +204,7 @@ class RayExecutor:
         self.max_retries = max_retries
         self.poll_s = poll_s
         self.stats: dict[str, int] = {}
+        self.job_nodes: dict[str, str] = {}  # pretraining key -> id of the Ray node that trained it
 
     def _init(self):
         try:
@@ -373,6 +376,7 @@ class RayExecutor:
                     out["error"] if not out.get("crashed") else f"pretrain {job.describe()}: {out['error']}"
                 )
             else:
+                self.job_nodes[job.key] = out.get("node", "")
                 path = save_checkpoint(job, out["blob"], out["meta"])
         finally:
             lock = claims.pop(job.key, None)

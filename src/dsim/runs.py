@@ -163,12 +163,16 @@ class Work:
         return [s for s in self.runs if self.checkpoint_of.get(s.key) == job_key]
 
     def describe(self) -> str:
-        parts = [f"{len(self.runs)} runs", f"{len(self.jobs)} pretraining jobs"]
+        parts = [_count(len(self.runs), "run"), _count(len(self.jobs), "pretraining job")]
         if self.cached_jobs:
-            parts.append(f"{len(self.cached_jobs)} pretrained checkpoints cached")
+            parts.append(_count(len(self.cached_jobs), "pretrained checkpoint") + " cached")
         if self.failed:
-            parts.append(f"{len(self.failed)} runs that cannot start")
+            parts.append(_count(len(self.failed), "run") + " that cannot start")
         return ", ".join(parts)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def plan_work(

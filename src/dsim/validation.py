@@ -113,9 +113,13 @@ class _Estimate:
         )
         self.say(
             "info",
-            f"estimate: about {_duration(total)} left for {self.runs_left} runs and {self.jobs_left} "
-            f"pretraining jobs, {self.slots} at a time ({calib})",
+            f"estimate: about {_duration(total)} left for {_count(self.runs_left, 'run')} and "
+            f"{_count(self.jobs_left, 'pretraining job')}, {self.slots} at a time ({calib})",
         )
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _duration(s: float) -> str:
@@ -214,7 +218,7 @@ def validate(
     slots = ex.slots(work) if hasattr(ex, "slots") else 1
     say(
         "plan",
-        f"plan: {work.describe()} (of {len(specs)} runs, {skipped} in the store); executor "
+        f"plan: {work.describe()} (of {_count(len(specs), 'run')}, {skipped} in the store); executor "
         f"{getattr(ex, 'name', type(ex).__name__)}, {slots} at a time",
     )
     pr = progress or _noop

@@ -171,7 +171,7 @@ def validate(
     address: Optional[str] = typer.Option(
         _D.address,
         "--address",
-        help="Ray cluster address, e.g. ray://head:10001 or auto (default: start a local Ray).",
+        help="Ray cluster address: host:6379, or auto on a node of a running cluster (default: start a local Ray).",
     ),
     cpus_per_run: Optional[float] = typer.Option(
         _D.cpus_per_run,
