@@ -290,3 +290,18 @@ def test_shared_placement_makes_workers_read_registered_data(cluster, driver_cac
     for f in rep.failures:
         assert f["error"].startswith(f["run"] + ": ") and "breastmnist" in f["error"][len(f["run"]) :], f
     assert rep.pretrained == 0 and not _files(driver_cache, "*.json")
+
+
+def test_resources_no_node_can_give_are_refused_in_one_line(cluster, driver_cache, tmp_path):
+    from dsim.executors import RayExecutor
+
+    for knob, what in (({"gpus_per_run": 0.5}, "0.5 GPUs"), ({"cpus_per_run": 2}, "2 CPUs")):
+        with pytest.raises(dsim.DsimError, match=f"no node of the cluster has .*{what}") as e:
+            dsim.validate(
+                "gen-t",
+                executor=RayExecutor(address=cluster.address),
+                store=ResultsStore(tmp_path / "r.sqlite"),
+                **_args(sources=["gen-s"]),
+                **knob,
+            )
+        assert "\n" not in str(e.value) and "1 CPU/0 GPU" in str(e.value)

@@ -2,8 +2,7 @@
 
 ``local`` runs the plan in this process, each job just before its first run; ``ray`` submits
 jobs and runs as Ray tasks (checkpoints and data through the object store, a crashed task retried
-once). Both call back on the driver, which stores every result as it arrives.
-See docs/validate.md ("Executors", "Running on a cluster").
+once). Both report back to the driver, which stores every result as it arrives.
 """
 
 from __future__ import annotations
@@ -233,11 +232,20 @@ class RayExecutor:
         return ray
 
     def _resources(self, ray, work: Work) -> tuple[float, float]:
+        """CPUs and GPUs per task; refused when no node could ever run such a task (Ray would
+        leave it pending for ever)."""
         res = ray.cluster_resources()
         cpus = float(work.cpus_per_run) if work.cpus_per_run is not None else 1.0
         gpus = work.gpus_per_run
         if gpus is None:
             gpus = 1.0 if float(res.get("GPU", 0)) >= 1 and work.device != "cpu" else 0.0
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(float(r.get("CPU", 0)) >= cpus and float(r.get("GPU", 0)) >= float(gpus) for r in nodes):
+            have = ", ".join(f"{r.get('CPU', 0):g} CPU/{r.get('GPU', 0):g} GPU" for r in nodes) or "none"
+            raise DsimError(
+                f"executor 'ray': no node of the cluster has {cpus:g} CPUs and {float(gpus):g} GPUs for a "
+                f"run (--cpus-per-run/--gpus-per-run); its nodes have {have}"
+            )
         return cpus, float(gpus)
 
     def slots(self, work: Work) -> int:

@@ -1,9 +1,8 @@
 """Source pretraining: one :class:`PretrainJob` per distinct checkpoint, and its content-keyed cache.
 
 A job's key hashes the training data's fingerprint, backbone, init, hyper-parameters and seed;
-its checkpoint lives at ``$DSIM_CACHE_DIR/checkpoints/<key>.pt``. A lock file beside it makes
-two processes sharing the cache train it once; :class:`Checkpoint` carries it to a worker.
-See docs/validate.md ("Pretraining", "Running on a cluster").
+its checkpoint lives at ``$DSIM_CACHE_DIR/checkpoints/<key>.pt``, a lock file beside it makes
+processes sharing the cache train it once, and :class:`Checkpoint` carries it to a worker.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """dsim's training and evaluation engine: the one train loop every deep strategy uses.
 
-* :class:`TrainConfig` holds the hyper-parameters (they enter every run's content key);
-* :func:`build_classifier` puts a linear head on a backbone from any backbone plugin
-  (``dsim.create_backbone``) and splits it into layer groups for discriminative learning rates;
-* :func:`fit` trains with early stopping on the validation loss (the best epoch's weights are kept),
-  class weights against imbalance, optional one-cycle schedule, discriminative learning rates and
-  gradual unfreezing (Romero et al.), light augmentation (flips and shifts);
-* :func:`predict_proba` evaluates under ``torch.inference_mode``;
-* :func:`classification_metrics` gives AUC (one-vs-rest, weighted by class prior, as cats-scans),
-  accuracy and Cohen's kappa (quadratic for ordinal grades).
-
-Speed: the images of a fold are turned into one tensor once (they are small), pinned in memory and
-copied with ``non_blocking`` on CUDA; on CUDA the step runs under AMP (bfloat16 where supported,
-else float16 with a gradient scaler) and in ``channels_last``. A DataLoader with workers is not
-used for in-memory folds: measured, it only adds overhead at this scale (benchmarks/train_loop.py).
-
-Faults: a non-finite loss stops the run with a :class:`TrainingError` naming it; a CUDA
-out-of-memory batch restarts the fit with half the batch size and says so in the result's notes.
+:class:`TrainConfig` (hyper-parameters, all in the run key), :func:`build_classifier` (a backbone
+plugin's network plus a linear head), :func:`fit` (early stopping, class weights, AMP on CUDA,
+OOM back-off), :func:`predict_proba` and :func:`classification_metrics`. docs/validate.md.
 """
 
 from __future__ import annotations

@@ -53,8 +53,10 @@ def _sizes(x: str | Sequence[int | None] | None) -> tuple[int | None, ...]:
 class ValidateConfig:
     """The settings of one ``dsim.validate``: what to run, how to train, where to run it.
 
-    Everything except ``executor``, ``address``, ``device``, the resources and ``data_placement``
-    enters the run keys (a changed hyper-parameter is another run; a changed executor is not).
+    What to train (strategies, baseline, backbone, folds, train sizes, seed, caps and
+    hyper-parameters) enters the run keys: a changed hyper-parameter is another run. Which
+    sources (``top``, ``predict``, ``rank_options``) and where to run (``executor``, ``address``,
+    ``device``, resources, ``data_placement``) do not: the same run elsewhere is the same run.
     """
 
     top: int = 3  # without explicit sources: the K best-ranked sources that can be trained here

@@ -1,9 +1,8 @@
 """``dsim.validate``: check a ranking with real transfer runs (the orchestration).
 
-Rank the target's sources (or take the given ones), plan the runs and the pretraining jobs they
-need (:mod:`dsim.runs`), skip what the results store has, hand the rest to an executor
-(:mod:`dsim.executors`), store each result on the driver as it arrives, and report
-(:mod:`dsim.report`). docs/validate.md tells the whole flow.
+Rank the target's sources (or take the given ones), plan the runs and their pretraining jobs
+(:mod:`dsim.runs`), skip what the results store has, hand the rest to an executor
+(:mod:`dsim.executors`), store each result as it arrives, report (:mod:`dsim.report`).
 """
 
 from __future__ import annotations
