@@ -1,5 +1,5 @@
-"""dsim validate end to end: planning, store, resume after SIGKILL, faults, metrics, report, CLI,
-Ray."""
+"""dsim validate end to end: planning, store, resume after SIGKILL, faults, metrics, report, CLI.
+(Ray: tests/test_ray_cluster.py; the pretraining stage and its lock: tests/test_pretraining.py.)"""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_metrics_match_scikit_learn():
 
 
 def test_transferability_and_spearman_in_report():
-    from dsim.validation import SourceRow, _spearman
+    from dsim.report import SourceRow, spearman
 
     rows = [
         SourceRow(
@@ -93,7 +93,7 @@ def test_transferability_and_spearman_in_report():
             ("d", 0.6, -4, 0.5),
         ]
     ]
-    rho, n = _spearman(rows)
+    rho, n = spearman(rows)
     assert rho == pytest.approx(1.0) and n == 4
     assert dsim.transferability(0.9, 0.8) == pytest.approx(12.5)
 
@@ -117,7 +117,7 @@ def test_validate_end_to_end_then_skips_finished(tmp_path):
     assert 0 <= rows["gen-s"].accuracy <= 1 and rows["gen-s"].kappa is not None
     d = rep.to_dict()
     assert json.loads(json.dumps(d))["rows"][0]["source"]
-    from dsim.validation import plot_report
+    from dsim.report import plot_report
 
     out = plot_report(rep, tmp_path / "auc.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -307,6 +307,8 @@ def test_cli_validate_results_pretrain(tmp_path, monkeypatch, capsys, shared_dat
             "200",
             "--image-size",
             "16",
+            "--cpus-per-run",
+            "1",
             "--plot",
             str(tmp_path / "p.png"),
             "--json",
@@ -316,6 +318,10 @@ def test_cli_validate_results_pretrain(tmp_path, monkeypatch, capsys, shared_dat
     assert rc == 0, out.err
     rep = json.loads(out.out)
     assert rep["runs_total"] == 6 and rep["runs_done"] == 6, rep["failures"]
+    # the plan goes to stderr before the runs; usps's checkpoint is the one `dsim pretrain` made
+    # above (same data, epochs, cap and size), so nothing is pretrained
+    assert "plan: 6 runs, 0 pretraining jobs, 1 pretrained checkpoint cached" in out.err
+    assert rep["pretraining_jobs"] == 1 and rep["pretrained"] == 0
     assert {r["train_size"] for r in rep["rows"]} == {60}
     assert (tmp_path / "p.png").exists()
     assert main(["results", "--csv"]) == 0
@@ -338,20 +344,24 @@ def test_help_does_not_import_torch():
     assert "--train-sizes" in out.stdout and "resumes" in out.stdout
 
 
-# ------------------------------------------------------------------ Ray
-# ~35 s (Ray start + one worker importing torch); in the default run so that CI exercises Ray
-# (ray is in the dev extra); skipped with a reason where Ray is not installed
-@pytest.mark.timeout(600)
-def test_validate_through_ray_local(tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dsim[ray]')")
-    from dsim.executors import RayExecutor
+def test_validate_config_holds_every_knob_once():
+    from dsim.defaults import BASELINE_STRATEGY, DEFAULT_BACKBONE, DEFAULT_STRATEGY
+    from dsim.validation import ValidateConfig
 
-    store = ResultsStore(tmp_path / "r.sqlite")
-    try:
-        rep = _small_validate(store, sources=["gen-s"], executor=RayExecutor(num_cpus=1))
-    finally:
-        ray.shutdown()
-    assert rep.runs_done == 4 and not rep.failures, rep.failures
-    assert len(store) == 4  # written by the driver as results came back
-    local = _small_validate(ResultsStore(tmp_path / "l.sqlite"), sources=["gen-s"])
-    assert [r.auc for r in rep.rows] == pytest.approx([r.auc for r in local.rows])  # same seeds, same numbers
+    d = ValidateConfig()
+    assert (d.backbone, d.strategies, d.baseline) == (
+        DEFAULT_BACKBONE,
+        (DEFAULT_STRATEGY,),
+        BASELINE_STRATEGY,
+    )
+    c = ValidateConfig.build(d, strategy="finetune,linear-probe", train_sizes="50,100", folds=3)
+    assert c.strategies == ("finetune", "linear-probe") and c.train_sizes == (50, 100) and c.folds == 3
+    assert ValidateConfig.build(c, folds=4).strategies == c.strategies  # the rest kept
+    with pytest.raises(dsim.UnknownOptionError, match="'fold'.*did you mean folds"):
+        ValidateConfig.build(fold=3)
+    with pytest.raises(dsim.DsimError, match="folds must be at least 2"):
+        ValidateConfig(folds=1)
+    with pytest.raises(dsim.DsimError, match="data placement 'nfs'"):
+        ValidateConfig(data_placement="nfs")
+    with pytest.raises(dsim.UnknownOptionError, match="'epochs' for dsim.validate"):
+        dsim.validate("gen-t", epochs=3)

@@ -30,14 +30,17 @@ def medical_sources(exclude: str = "") -> list[str]:
 
 
 class DomainSource(dsim.Strategy):
+    """Pretrain from ``pretrain_init`` on the run's source, or on the union of all medical sources
+    (``aggregate``), then fine-tune; dsim's pretraining stage reads both declarations."""
+
     uses_source = True
 
-    def __init__(self, name: str, init: str, aggregate: bool):
+    def __init__(self, name: str, pretrain_init: str = "random", aggregate: bool = False):
         self.name = name
-        self.pretrain_init = init
+        self.pretrain_init = pretrain_init
         self.aggregate = aggregate
         what = "the union of all medical sources" if aggregate else "the domain source"
-        self.description = f"pretrain on {what} from {'ImageNet' if init == 'imagenet' else 'random'} init, then fine-tune (Jindal & Singh)"
+        self.description = f"pretrain on {what} from {'ImageNet' if pretrain_init == 'imagenet' else 'random'} init, then fine-tune (Jindal & Singh)"
 
     def pretrain_sources(self, source: str, target: str) -> str:
         if not self.aggregate:

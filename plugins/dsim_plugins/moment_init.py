@@ -12,11 +12,13 @@ import dsim
 
 
 def preserve_moments(model, seed: int = 0) -> None:
+    """Re-draw the backbone's conv/linear weights of a ``dsim.train_and_evaluate`` model (its
+    public ``model.backbone``) from N(mean, std) of each tensor; the head is left alone."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in model.body.modules():
+        for module in model.backbone.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 w = module.weight
                 mean, std = w.mean(), w.std()

@@ -120,8 +120,9 @@ _EXPORTS = {
     "train_and_evaluate": "dsim.training",
     "ResultsStore": "dsim.store",
     "validate": "dsim.validation",
-    "pretrain": "dsim.validation",
-    "ValidationReport": "dsim.validation",
+    "ValidateConfig": "dsim.validate_config",
+    "pretrain": "dsim.pretraining",
+    "ValidationReport": "dsim.report",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,15 +1,32 @@
-"""Loading a dataset by name or path through the loader plugins."""
+"""Loading a dataset by name or path through the loader plugins.
+
+Also what validation needs on top: a card check, an in-process cache of loaded (capped) datasets,
+``a+b`` source unions, and telling checkpoint files from dataset names.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping, Sequence
 
 from .errors import DataMissingError, DatasetError, DsimError
 from .plugins import named
 from .records import DatasetCard, ImageSet
 
-__all__ = ["data_dirs", "find_data_file", "load_dataset", "data_missing"]
+__all__ = [
+    "data_dirs",
+    "find_data_file",
+    "load_dataset",
+    "data_missing",
+    "resolve_card",
+    "check_card",
+    "load_checked",
+    "source_names",
+    "is_checkpoint_path",
+    "union",
+    "resolve_name",
+]
 
 
 def data_dirs() -> list[Path]:
@@ -89,3 +106,109 @@ def load_dataset(
             f"its card says {card.num_classes}"
         )
     return data.subsample(max_samples, seed=seed)
+
+
+# ------------------------------------------------------------------------------ validation data
+def resolve_card(name_or_card: str | DatasetCard) -> DatasetCard:
+    """The card of a registered name, or of a user path (its loader claims it)."""
+    if isinstance(name_or_card, DatasetCard):
+        return name_or_card
+    from .registry import get_registry
+
+    return get_registry().resolve(str(name_or_card))
+
+
+def check_card(card: DatasetCard, data: ImageSet) -> None:
+    """Refuse data whose classes do not match its card (a wrong card would mislabel every run)."""
+    import numpy as np
+
+    found = len(np.unique(data.labels))
+    if card.num_classes and (data.num_classes != card.num_classes or found > card.num_classes):
+        raise DsimError(
+            f"dataset {card.name!r}: its card says {card.num_classes} classes but the data "
+            f"({data.source or 'loaded images'}) has {max(data.num_classes, found)}; fix the card's "
+            "num_classes/class_names or the labels"
+        )
+
+
+#: datasets loaded in this process, keyed by card content, cap and seed (a changed card reloads)
+_LOADED: dict[str, ImageSet] = {}
+_LOADED_MAX = 16
+
+
+def load_checked(
+    name: str,
+    *,
+    max_samples: int | None = None,
+    seed: int = 0,
+    inline: Mapping[str, ImageSet] | None = None,
+) -> ImageSet:
+    """A dataset for training: an in-memory one from ``inline`` (subsampled), else the registered
+    or user dataset ``name`` loaded once per process and checked against its card."""
+    if inline and name in inline:
+        data = inline[name]
+        return data.subsample(max_samples, seed=seed) if max_samples else data
+    from .records import stable_hash
+
+    card = resolve_card(name)
+    key = stable_hash({"card": card.to_dict(), "max": max_samples, "seed": seed})
+    if key not in _LOADED:
+        data = load_dataset(card, max_samples=max_samples, seed=seed)
+        check_card(card, data)
+        if len(_LOADED) >= _LOADED_MAX:
+            _LOADED.clear()
+        _LOADED[key] = data
+    return _LOADED[key]
+
+
+def source_names(source: str | Sequence[str]) -> list[str]:
+    """The datasets of a source: ``"a+b"`` (or a list) is the union of ``a`` and ``b``."""
+    if isinstance(source, str):
+        return [s for s in source.split("+") if s]
+    return list(source)
+
+
+def is_checkpoint_path(name: str) -> bool:
+    """Whether a source names a checkpoint file rather than a dataset."""
+    return Path(name).suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def union(sets: Sequence[ImageSet], name: str) -> ImageSet:
+    """Several sources as one dataset: class sets concatenated (Jindal & Singh's aggregated
+    source: 15 + 2 + 5 = 22 labels), images resized to a common 28 px RGB for stacking."""
+    if len(sets) == 1:
+        return sets[0]
+    import numpy as np
+
+    from .tensors import to_tensor
+
+    imgs, labels, names, off = [], [], [], 0
+    for s in sets:
+        x = to_tensor(s.images, size=28, channels=3, normalize=False)
+        imgs.append((x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+        labels.append(s.labels + off)
+        names += [f"{s.name}:{c}" for c in s.class_names]
+        off += s.num_classes
+    return ImageSet(
+        name=name, images=np.concatenate(imgs), labels=np.concatenate(labels), class_names=tuple(names)
+    )
+
+
+def resolve_name(x: str, inline: dict[str, ImageSet]) -> str:
+    """A dataset's name as results are stored under it. The user's own data at a path is loaded
+    once here into ``inline`` under its card name (the file's stem), to travel with the jobs."""
+    if x in inline or x == "imagenet" or is_checkpoint_path(x):
+        return x
+    from .registry import get_registry
+
+    if x in get_registry():
+        return get_registry().get(x).name
+    if Path(x).expanduser().exists():
+        card = resolve_card(x)
+        if card.name not in inline:
+            inline[card.name] = load_dataset(card)
+        return card.name
+    return x

@@ -330,11 +330,24 @@ class FoldData:
 class Strategy(Parameterised):
     """A transfer strategy: given a (possibly source-pretrained) backbone and one fold of the
     target, train and return metrics on the test fold (``auc``, ``accuracy``, ``kappa``...).
+
+    A strategy that ``uses_source`` gets the source checkpoint in ``FoldData.source_checkpoint``;
+    dsim pretrains it beforehand, once per distinct (:meth:`pretrain_sources`, backbone,
+    :attr:`pretrain_init`, hyper-parameters), and caches it by content.
     """
 
     name: str = ""
     description: str = ""
-    uses_source: bool = True  # False for from-scratch baselines and classical pipelines
+    #: False for from-scratch baselines and classical pipelines (no source, no pretraining)
+    uses_source: bool = True
+    #: the weights source pretraining starts from: ``"random"`` (seeded) or ``"imagenet"``
+    pretrain_init: str = "random"
+
+    def pretrain_sources(self, source: str, target: str) -> str:
+        """The dataset(s) to pretrain on for a run from ``source`` to ``target``: a name, or
+        ``"a+b"`` for the union of several. The default is the source itself; the target is
+        always left out of a union."""
+        return source
 
     def run(self, spec: RunSpec, data: FoldData, ctx: Context) -> Mapping[str, float]:
         raise NotImplementedError

@@ -1,22 +1,8 @@
 """dsim's training and evaluation engine: the one train loop every deep strategy uses.
 
-* :class:`TrainConfig` holds the hyper-parameters (they enter every run's content key);
-* :func:`build_classifier` puts a linear head on a backbone from any backbone plugin
-  (``dsim.create_backbone``) and splits it into layer groups for discriminative learning rates;
-* :func:`fit` trains with early stopping on the validation loss (the best epoch's weights are kept),
-  class weights against imbalance, optional one-cycle schedule, discriminative learning rates and
-  gradual unfreezing (Romero et al.), light augmentation (flips and shifts);
-* :func:`predict_proba` evaluates under ``torch.inference_mode``;
-* :func:`classification_metrics` gives AUC (one-vs-rest, weighted by class prior, as cats-scans),
-  accuracy and Cohen's kappa (quadratic for ordinal grades).
-
-Speed: the images of a fold are turned into one tensor once (they are small), pinned in memory and
-copied with ``non_blocking`` on CUDA; on CUDA the step runs under AMP (bfloat16 where supported,
-else float16 with a gradient scaler) and in ``channels_last``. A DataLoader with workers is not
-used for in-memory folds: measured, it only adds overhead at this scale (benchmarks/train_loop.py).
-
-Faults: a non-finite loss stops the run with a :class:`TrainingError` naming it; a CUDA
-out-of-memory batch restarts the fit with half the batch size and says so in the result's notes.
+:class:`TrainConfig` (hyper-parameters, all in the run key), :func:`build_classifier` (a backbone
+plugin's network plus a linear head), :func:`fit` (early stopping, class weights, AMP on CUDA,
+OOM back-off), :func:`predict_proba` and :func:`classification_metrics`. docs/validate.md.
 """
 
 from __future__ import annotations
@@ -124,12 +110,18 @@ def _classifier_cls():
     import torch.nn as nn
 
     class Classifier(nn.Module):
-        """A backbone (feature extractor, ``num_classes=0``) with a linear head."""
+        """A backbone (feature extractor, ``num_classes=0``) with a linear head; see
+        :func:`build_classifier` for its public structure."""
 
         def __init__(self, body, num_features: int, num_classes: int):
             super().__init__()
             self.body = body
             self.head = nn.Linear(num_features, num_classes)
+
+        @property
+        def backbone(self):
+            """The feature extractor from the backbone plugin (what a checkpoint holds)."""
+            return self.body
 
         def forward(self, x):
             return self.head(self.body(x))
@@ -139,7 +131,13 @@ def _classifier_cls():
 
 def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans: int = 3, seed: int = 0):
     """``backbone`` from the backbone plugins with ``weights`` ("random", "imagenet" or a
-    checkpoint path) and a seeded linear head of ``num_classes`` outputs."""
+    checkpoint path) and a seeded linear head of ``num_classes`` outputs.
+
+    The returned ``torch.nn.Module`` is public API: ``model.backbone`` is the feature extractor
+    (timm's interface, ``num_features``; its ``state_dict`` is what a source checkpoint holds and
+    is registered as the sub-module ``body``), ``model.head`` the ``torch.nn.Linear`` on top, and
+    ``model(x)`` the logits. Strategies change weights through ``train_and_evaluate``'s
+    ``transform_model``, which receives this model."""
     import torch
 
     from .api import create_backbone
@@ -159,7 +157,7 @@ def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans:
 def layer_groups(model, n: int = 3) -> list[list]:
     """Split the body's parameters into ``n`` consecutive groups (input side first); the head
     joins the last group. For discriminative learning rates and gradual unfreezing."""
-    body = list(model.body.parameters())
+    body = list(model.backbone.parameters())
     head = list(model.head.parameters())
     chunks = np.array_split(np.arange(len(body)), n) if body else [np.arange(0)]
     groups = [[body[i] for i in c] for c in chunks]
@@ -491,7 +489,8 @@ def train_and_evaluate(
     trains), ``"gradual"`` (three layer groups, discriminative learning rates lr/9, lr/3, lr;
     the middle group unfrozen after 10 % of the iterations, the input-side group after 20 %;
     Romero et al.). ``transform_model(model)`` may change the weights before training (e.g.
-    moment-preserving re-initialisation).
+    moment-preserving re-initialisation); it receives the :func:`build_classifier` model, whose
+    ``backbone`` and ``head`` are public.
     """
     hp = dict(spec.hyperparameters)
     if schedule:
@@ -505,7 +504,7 @@ def train_and_evaluate(
         transform_model(model)
     groups = lr_mults = unfreeze = None
     if mode == "frozen":
-        groups = [list(model.body.parameters()), list(model.head.parameters())]
+        groups = [list(model.backbone.parameters()), list(model.head.parameters())]
         lr_mults, unfreeze = [1.0, 1.0], [None, 0.0]
     elif mode == "gradual":
         groups = layer_groups(model, 3)

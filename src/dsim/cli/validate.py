@@ -8,17 +8,24 @@ from typing import List, Optional
 
 import typer
 
+from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+
 from . import app
 from ._util import console, parse_options, print_json, split_list
 
+#: the defaults every option below shows (one place: ValidateConfig's fields)
+_D = ValidateConfig()
+
 
 class _RunProgress:
-    """Two rich bars on stderr: overall runs (with ETA) and the epochs of the run in flight."""
+    """Rich bars on stderr: pretraining jobs and runs finished across all workers (with ETA), and
+    the epochs of the run in flight in this process (local executor)."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and sys.stderr.isatty()
         self._p = None
         self._overall = None
+        self._pre = None
         self._run = None
 
     def _start(self):
@@ -42,6 +49,7 @@ class _RunProgress:
             transient=True,
         )
         self._p.start()
+        self._pre = self._p.add_task("pretraining", total=1, visible=False)
         self._overall = self._p.add_task("runs", total=1)
         self._run = self._p.add_task("run", total=1, visible=False)
 
@@ -50,6 +58,11 @@ class _RunProgress:
             return
         if self._p is None:
             self._start()
+        if desc == "pretraining":
+            self._p.update(
+                self._pre, description="pretraining", completed=done, total=max(total, 1), visible=total > 0
+            )
+            return
         self._p.update(self._overall, description="all runs", completed=done, total=max(total, 1))
 
     def run(self, desc: str, done: int, total: int) -> None:
@@ -72,6 +85,8 @@ class _RunProgress:
             con.print(f"[red]failed[/red] {message}", highlight=False)
         elif kind == "warning":
             con.print(f"[yellow]warning[/yellow] {message}", highlight=False)
+        elif kind == "plan":
+            con.print(message, highlight=False)
         elif kind == "info":
             con.print(f"[dim]{message}[/dim]", highlight=False)
         elif kind == "done" and not self.enabled:
@@ -95,7 +110,7 @@ def validate(
         help="Target dataset: a registered name or a path to your data (folder, .csv, .npz).",
     ),
     top: int = typer.Option(
-        3,
+        _D.top,
         "--top",
         "-k",
         help="Validate the K best-ranked sources that can be trained here (ignored with --sources).",
@@ -107,18 +122,18 @@ def validate(
         help="Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of several, 'imagenet', or checkpoint files (.pt/.pth).",
     ),
     strategy: str = typer.Option(
-        "finetune",
+        ",".join(_D.strategies),
         "--strategy",
         help="Transfer strategy (comma-separated for several): finetune, gradual-unfreeze, feature-extractor, linear-probe, linear-svm, moment-init, domain-ri, domain-in, all-ri, all-in, radiomics (`dsim plugins` lists them).",
     ),
     backbone: str = typer.Option(
-        "smallcnn",
+        _D.backbone,
         "--backbone",
         "-b",
         help="Network: smallcnn (CPU-scale, 28 px) or any timm model (resnet18, resnet50, densenet121 ...).",
     ),
     folds: int = typer.Option(
-        5,
+        _D.folds,
         "--folds",
         help="Stratified k-fold cross-validation (80/10/10 train/val/test for k=5, as cats-scans).",
     ),
@@ -128,15 +143,19 @@ def validate(
         help="Data-size curve: training images per run, e.g. 50,100,200,500,1000,2000 (Romero et al.).",
     ),
     image_size: int = typer.Option(
-        28, "--image-size", help="Input size in pixels for pretraining and fine-tuning."
+        DEFAULT_TRAIN["image_size"],
+        "--image-size",
+        help="Input size in pixels for pretraining and fine-tuning.",
     ),
     epochs: Optional[int] = typer.Option(
         None,
         "--epochs",
-        help="Maximum fine-tuning epochs (early stopping on validation loss decides; default 30).",
+        help=f"Maximum fine-tuning epochs (early stopping on validation loss decides; default {DEFAULT_TRAIN['epochs']}).",
     ),
     pretrain_epochs: Optional[int] = typer.Option(
-        None, "--pretrain-epochs", help="Maximum source pretraining epochs (default 30)."
+        None,
+        "--pretrain-epochs",
+        help=f"Maximum source pretraining epochs (default {DEFAULT_PRETRAIN['epochs']}).",
     ),
     target_max: Optional[int] = typer.Option(
         None, "--target-max", help="Use at most this many target images (seeded, stratified)."
@@ -145,13 +164,32 @@ def validate(
         None, "--source-max", help="Pretrain on at most this many images per source."
     ),
     executor: str = typer.Option(
-        "local", "--executor", help="local (sequential, GPU when present) or ray (pip install 'dsim[ray]')."
+        _D.executor,
+        "--executor",
+        help="local (sequential, GPU when present) or ray (pip install 'dsim[ray]').",
     ),
     address: Optional[str] = typer.Option(
-        None, "--address", help="Ray cluster address (default: start a local Ray)."
+        _D.address,
+        "--address",
+        help="Ray cluster address: host:6379, or auto on a node of a running cluster (default: start a local Ray).",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for splits, initialisation and subsampling."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
+    cpus_per_run: Optional[float] = typer.Option(
+        _D.cpus_per_run,
+        "--cpus-per-run",
+        help="CPUs each pretraining job and run asks Ray for; torch threads are set to match (default 1 on Ray; locally: torch's own).",
+    ),
+    gpus_per_run: Optional[float] = typer.Option(
+        _D.gpus_per_run,
+        "--gpus-per-run",
+        help="GPUs each task asks Ray for, fractional (0.25: four runs share a GPU; default 1 when the cluster has GPUs, else 0).",
+    ),
+    data_placement: str = typer.Option(
+        _D.data_placement,
+        "--data-placement",
+        help=f"{' or '.join(DATA_PLACEMENTS)}: the driver ships every dataset through Ray's object store, or workers read registered datasets from their own DSIM_DATA_DIR (shared storage).",
+    ),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed for splits, initialisation and subsampling."),
+    device: str = typer.Option(_D.device, "--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
     hp: Optional[List[str]] = typer.Option(
         None,
         "--hp",
@@ -169,7 +207,8 @@ def validate(
     """Check a ranking with real transfer runs.
 
     Ranks the sources of TARGET (or takes --sources), pretrains each source once (cached by
-    content; see `dsim pretrain`), fine-tunes on the target with k-fold cross-validation, and
+    content; see `dsim pretrain`; the plan of runs and pretraining jobs is printed before they
+    start), fine-tunes on the target with k-fold cross-validation, and
     reports measured AUC, accuracy, Cohen's kappa and transferability
     T = (AUC(S->T) - AUC(T)) / AUC(T) x 100 against a from-scratch baseline, next to the predicted
     score, with the Spearman correlation between them.
@@ -182,6 +221,23 @@ def validate(
     """
     from dsim.validation import validate as _validate
 
+    config = ValidateConfig(
+        top=top,
+        strategies=strategy,
+        backbone=backbone,
+        folds=folds,
+        train_sizes=train_sizes,
+        seed=seed,
+        target_max=target_max,
+        source_max=source_max,
+        executor=executor,
+        address=address,
+        device=device,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        data_placement=data_placement,
+        rank_options={"measures": split_list(measures)} if measures else {},
+    )
     hyper = _hp(hp)
     hyper["image_size"] = image_size
     if epochs is not None:
@@ -189,27 +245,15 @@ def validate(
     php = {"image_size": image_size}
     if pretrain_epochs is not None:
         php["epochs"] = pretrain_epochs
-    ro = {"measures": split_list(measures)} if measures else {}
     rp = _RunProgress(enabled=not as_json)
     try:
         report = _validate(
             target,
-            top=top,
-            sources=split_list(sources),
-            strategy=strategy,
-            backbone=backbone,
-            folds=folds,
-            train_sizes=train_sizes,
-            executor=executor,
-            address=address,
-            seed=seed,
+            config,
             hyperparameters=hyper,
             pretrain_hyperparameters=php,
-            target_max=target_max,
-            source_max=source_max,
+            sources=split_list(sources),
             store=store,
-            device=device,
-            rank_options=ro,
             progress=rp.overall,
             run_progress=rp.run,
             on_event=rp.event,
@@ -217,7 +261,7 @@ def validate(
     finally:
         rp.close()
     if plot:
-        from dsim.validation import plot_report
+        from dsim.report import plot_report
 
         plot_report(report, plot)
     if as_json:
@@ -277,7 +321,8 @@ def _print_report(report, plot) -> None:
     con.print(
         f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources; "
         f"runs: {report.runs_done} done, {report.runs_skipped} from the store, {len(report.failures)} failed "
-        f"({report.seconds:.0f}s); store: {report.store}"
+        f"({report.seconds:.0f}s); pretraining: {report.pretraining_jobs} jobs, {report.pretrained} trained now; "
+        f"store: {report.store}"
     )
     for n in report.notes:
         con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
@@ -292,15 +337,17 @@ def pretrain(
     source: str = typer.Option(
         ..., "--source", "-s", help="Source dataset name, 'a+b' for the union of several, or a path."
     ),
-    backbone: str = typer.Option("smallcnn", "--backbone", "-b", help="smallcnn or any timm model name."),
+    backbone: str = typer.Option(_D.backbone, "--backbone", "-b", help="smallcnn or any timm model name."),
     init: str = typer.Option(
         "random",
         "--init",
         help="Start from 'random' (seeded) or 'imagenet' weights (local cache; says how to supply them when absent).",
     ),
-    image_size: int = typer.Option(28, "--image-size"),
+    image_size: int = typer.Option(DEFAULT_PRETRAIN["image_size"], "--image-size"),
     epochs: Optional[int] = typer.Option(
-        None, "--epochs", help="Maximum epochs (early stopping on a 10% hold-out; default 30)."
+        None,
+        "--epochs",
+        help=f"Maximum epochs (early stopping on a 10% hold-out; default {DEFAULT_PRETRAIN['epochs']}).",
     ),
     max_samples: Optional[int] = typer.Option(
         None, "--max-samples", help="At most this many source images (seeded, stratified)."
@@ -321,7 +368,7 @@ def pretrain(
     """
     import json as _json
 
-    from dsim.validation import pretrain as _pretrain
+    from dsim.pretraining import pretrain as _pretrain
 
     hyper = _hp(hp)
     hyper["image_size"] = image_size
