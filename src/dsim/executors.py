@@ -218,8 +218,10 @@ class RayExecutor:
             }
             if self.address:
                 kw["address"] = self.address
-            elif self.num_cpus:
-                kw["num_cpus"] = self.num_cpus
+            else:  # a Ray of its own here, never a cluster another process happens to run
+                kw["address"] = "local"
+                if self.num_cpus:
+                    kw["num_cpus"] = self.num_cpus
             if self.runtime_env:
                 kw["runtime_env"] = self.runtime_env
             try:
