@@ -1,0 +1,170 @@
+"""Checkpoints as candidates in a ranking, as a new user would ask: a folder of their own images,
+the shared checkpoints, a file of their own with --arch, random init and a timm name."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dsim
+
+WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "weights"
+needs_weights = pytest.mark.skipif(
+    not (WEIGHTS / "cifar10_resnet20.pth").exists(), reason="needs ../shared/weights"
+)
+
+
+def run_dsim(*args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dsim", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A small folder of ultrasound images dsim has never seen as a registered name."""
+    from PIL import Image
+
+    data = dsim.load_dataset("breastmnist", max_samples=60, seed=1)
+    root = tmp_path_factory.mktemp("user") / "my_ultrasound"
+    for i, (img, lab) in enumerate(zip(data.images, data.labels)):
+        d = root / ("malignant" if lab == 0 else "benign_or_normal")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0]).save(d / f"{i}.png")
+    return root
+
+
+@needs_weights
+def test_rank_mixed_checkpoints_for_a_users_folder(folder, tmp_path):
+    import torch
+
+    own = tmp_path / "my_smallcnn.pth"
+    torch.save(dsim.create_backbone("smallcnn", weights="random", num_classes=0, seed=3).state_dict(), own)
+    env = {"DSIM_WEIGHTS_DIR": str(WEIGHTS), "DSIM_CACHE_DIR": str(tmp_path / "cache")}
+    r = run_dsim(
+        "rank",
+        "--target",
+        str(folder),
+        "--sources",
+        f"mobilenetv1-x0.25-imagenet,cifar10-resnet20,{own},timm:resnet18.a1_in1k",
+        "--arch",
+        "smallcnn",
+        "--measures",
+        "logme,h-score",
+        "--max-samples",
+        "60",
+        "--json",
+        env_extra=env,
+    )
+    assert r.returncode == 0, r.stderr
+    rk = json.loads(r.stdout)
+    rows = {x["source"]: x for x in rk["rows"]}
+    assert set(rows) == {"mobilenetv1-x0.25-imagenet", "cifar10-resnet20", "my_smallcnn"}
+    assert {x["kind"] for x in rows.values()} == {"checkpoint"}
+    assert rows["cifar10-resnet20"]["architecture"] == "cifar-resnet20"
+    assert rows["my_smallcnn"]["architecture"] == "smallcnn"
+    assert all(np.isfinite(x["contributions"]["logme"]["value"]) for x in rows.values())
+    # the timm checkpoint without cached weights: skipped, one line saying how to supply them
+    why = [s["reason"] for s in rk["skipped"] if s.get("source") == "timm:resnet18.a1_in1k"]
+    assert why and "DSIM_ALLOW_DOWNLOAD=1" in why[0]
+    # a second ranking reads every feature from the cache (nothing is extracted again)
+    again = run_dsim(
+        "rank",
+        "--target",
+        str(folder),
+        "--sources",
+        "mobilenetv1-x0.25-imagenet,cifar10-resnet20",
+        "--measures",
+        "logme,h-score,knn",
+        "--max-samples",
+        "60",
+        "--json",
+        env_extra=env,
+    )
+    assert again.returncode == 0, again.stderr
+    feats = list((tmp_path / "cache" / "representations" / "features").rglob("*.json"))
+    assert len(feats) == 3  # one per (checkpoint, target), shared by all scores and both rankings
+
+
+@needs_weights
+def test_wrong_architecture_and_missing_files_are_one_line(folder, tmp_path):
+    env = {"DSIM_WEIGHTS_DIR": str(WEIGHTS)}
+    r = run_dsim(
+        "rank",
+        "--target",
+        str(folder),
+        "--sources",
+        str(WEIGHTS / "cifar10_resnet20.pth"),
+        "--arch",
+        "cifar-resnet32",
+        "--measures",
+        "logme",
+        "--json",
+        env_extra=env,
+    )
+    assert r.returncode == 0, r.stderr  # the ranking goes on; the candidate is skipped, named
+    why = " ".join(s["reason"] for s in json.loads(r.stdout)["skipped"])
+    assert "cifar10_resnet20.pth" in why and "layer1.3.conv1.weight" in why
+    r = run_dsim(
+        "rank", "--target", str(folder), "--sources", str(tmp_path / "nope.pth"), "--arch", "smallcnn"
+    )
+    assert (
+        r.returncode == 2
+        and "nope.pth" in r.stderr
+        and "not found" in r.stderr
+        and "Traceback" not in r.stderr
+    )
+    r = run_dsim("rank", "--target", str(folder), "--sources", str(WEIGHTS / "cifar10_resnet20.pth"))
+    assert r.returncode == 2 and "--arch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_zoo_file_and_zoo_listing(folder, tmp_path):
+    import torch
+
+    f = tmp_path / "a.pth"
+    torch.save(dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=1).state_dict(), f)
+    zoo = tmp_path / "my_zoo.yaml"
+    zoo.write_text(
+        "checkpoints:\n"
+        "  - {name: lab-a, architecture: smallcnn-w16, weights: 'file:a.pth', pretrained_on: usps}\n"
+        "  - {name: lab-random, architecture: smallcnn-w16, weights: random}\n"
+    )
+    rk = dsim.rank(
+        str(folder), zoo=str(zoo), measures="logme", max_samples=60, cache=dsim.Cache(tmp_path / "c")
+    )
+    assert {r.source for r in rk.rows} == {"lab-a", "lab-random"}
+    lab = next(r for r in rk.rows if r.source == "lab-a")
+    assert lab.kind == "checkpoint" and lab.architecture == "smallcnn-w16"
+    r = run_dsim("zoo", "--zoo", str(zoo), "--json")
+    assert r.returncode == 0, r.stderr
+    cards = {c["name"]: c for c in json.loads(r.stdout)}
+    assert cards["lab-a"]["weights_here"] and cards["lab-random"]["weights_here"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("checkpoints:\n  - {name: x, weights: random}\n")
+    with pytest.raises(dsim.DsimError, match="bad.yaml: checkpoint entry #1 .*missing architecture"):
+        dsim.rank(str(folder), zoo=str(bad))
+
+
+def test_a_checkpoint_pretrained_on_the_targets_images_is_no_candidate(tmp_path):
+    import torch
+
+    f = tmp_path / "p.pth"
+    torch.save(dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=1).state_dict(), f)
+    zoo = tmp_path / "z.yaml"
+    zoo.write_text(
+        "checkpoints:\n"
+        f"  - {{name: on-pneumonia, architecture: smallcnn-w16, weights: 'file:{f}', pretrained_on: pneumoniamnist}}\n"
+        f"  - {{name: on-usps, architecture: smallcnn-w16, weights: 'file:{f}', pretrained_on: usps}}\n"
+    )
+    rk = dsim.rank("chest", zoo=str(zoo), measures="expert")
+    assert [r.source for r in rk.rows] == ["on-usps"]
+    assert any(
+        s.get("source") == "on-pneumonia" and "same data as the target" in s["reason"] for s in rk.skipped
+    )
