@@ -387,6 +387,7 @@ class FilterStructure(dsim.Measure):
     description = "share of structured filters of a checkpoint, permutation-tested (Fok 2019); the network alone, no data"
     kind = "score"
     needs = "checkpoint"
+    opt_in = True  # activation maximisation costs minutes a checkpoint; no transfer signal found
 
     def __init__(
         self,

@@ -216,6 +216,8 @@ class Measure(Parameterised):
     only), ``"images"`` (both datasets' images), ``"source-model"`` (a network trained on the
     source plus the target's images; such a measure overrides :meth:`pair`) or ``"checkpoint"``
     (the candidate network alone, no data at all; such a measure overrides :meth:`pair` too).
+    ``opt_in = True`` keeps a measure out of a ranking that names no measures: it runs only when
+    named (``--measures``), for one that is slow or not shown to predict transfer.
 
     Example (mean-intensity difference)::
 
@@ -235,6 +237,7 @@ class Measure(Parameterised):
     description: str = ""
     kind: str = "distance"  # "distance" | "score"
     needs: str = "images"  # "card" | "images" | "source-model" | "checkpoint"
+    opt_in: bool = False  # True: only when named (--measures), never in the default set
 
     def config(self, ctx: Context) -> dict[str, Any]:
         """Everything that changes the numbers (probe, sizes, seeds...): part of the cache key.

@@ -103,8 +103,8 @@ def candidate_sources(
             chosen.append(card)
         elif target_has_data and data_missing(card) is None:
             chosen.append(card)
-        elif card.name in study_sources and card.expert and target_expert:
-            chosen.append(card)
+        elif card.name in study_sources and (card.expert and target_expert or not target.expert):
+            chosen.append(card)  # measured elsewhere: its track record and facts rank it
         elif not target_has_data and data_missing(card) is None:
             skipped.append({"source": card.name, "reason": "the target has no images here to compare with"})
         else:
@@ -208,6 +208,7 @@ def rank(
     target_data: ImageSet | None = None
     if target_missing is None:  # read the target first: bad input fails before any work
         target_data = images(tcard)
+        tcard = _with_data_facts(tcard, target_data)
         if target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
@@ -250,6 +251,21 @@ def rank(
     return ranking
 
 
+def _with_data_facts(card: DatasetCard, data: ImageSet) -> DatasetCard:
+    """A user's target card (a folder, a csv) knows nothing but its path: fill in what its images
+    say (channels, classes, images, size), so that card facts (grey or colour, ...) count."""
+    facts = {}
+    if card.channels is None:
+        facts["channels"] = data.channels
+    if card.num_classes is None:
+        facts["num_classes"] = data.num_classes
+    if card.size is None and not data.skipped:
+        facts["size"] = len(data)
+    if not card.image_size:
+        facts["image_size"] = "x".join(str(n) for n in data.image_shape)
+    return dataclasses.replace(card, **facts) if facts else card
+
+
 def _measures(cfg: RankConfig) -> dict[str, Measure]:
     """The measures of this ranking, with the options applied (unknown ones refused)."""
     every = list_measures()
@@ -257,7 +273,8 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
         for m in cfg.measures:
             if m not in every:
                 raise UnknownNameError("measure", m, every)
-    chosen = {n: every[n] for n in (cfg.measures or every)}
+    names = cfg.measures or [n for n, m in every.items() if not m.opt_in]
+    chosen = {n: every[n] for n in names}
     return configure_measures(chosen, cfg.options)
 
 
@@ -476,6 +493,8 @@ def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[st
         if not sizes:
             return
         seconds = m.estimate_seconds(sizes, 0 if cached(target_data) else len(target_data), ctx)
+    except DsimError:  # e.g. missing probe weights: the measure's own skip line says so
+        return
     except Exception as exc:
         notes.append(f"{m.name}: no run-time estimate ({type(exc).__name__}: {exc})")
         return

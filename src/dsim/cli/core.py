@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import List, Optional
 
 import typer
@@ -130,6 +131,23 @@ def rank(
     _print_ranking(ranking)
 
 
+def _ranked_by(row, measures, means) -> str:
+    """What ranked a row: for a learned predictor the two features that set it apart most from the
+    other candidates (its contribution minus their mean), else the measures it has values of; a
+    measured row is placed by its own fine-tuning result."""
+    if row.status == "measured":
+        return "fine-tuning"
+    contrib = [
+        (abs(v["contribution"] - means.get(k, 0.0)), k)
+        for k, v in row.contributions.items()
+        if isinstance(v, dict) and v.get("contribution") is not None and k not in measures
+    ]
+    if row.status == "predicted" and contrib and max(c for c, _ in contrib) > 1e-9:
+        return ", ".join(k.removeprefix("sim:") for _, k in sorted(contrib, reverse=True)[:2])
+    have = [m for m in measures if (row.contributions.get(m) or {}).get("value") is not None]
+    return f"{len(have)} scores" if len(have) > 3 else ", ".join(have)
+
+
 def _probe_flags(opts: dict, measures: list[str] | None, **flags) -> None:
     """``--probe`` / ``--probe-weights``: set on the selected measures that take them (a ranking
     with card measures only ignores them); ``-o`` options stay strict."""
@@ -169,7 +187,15 @@ def _fmt(x, digits=2):
     return "" if x is None else f"{x:.{digits}f}"
 
 
+def _cell(text: str):
+    """A table cell that never wraps: cut with an ellipsis when its column is narrowed."""
+    from rich.text import Text
+
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
 def _print_ranking(ranking) -> None:
+    from rich import box
     from rich.table import Table
 
     con = console()
@@ -178,32 +204,42 @@ def _print_ranking(ranking) -> None:
     title = f"Sources for target [bold]{ranking.target}[/bold]"
     if ranking.target_auc is not None:
         title += f" (target-only AUC {ranking.target_auc:.3f})"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     checkpoints = any(r.kind == "checkpoint" for r in ranking.rows)
-    table.add_column("#", justify="right")
+    aucs = any(r.measured_auc is not None for r in ranking.rows)
+    # Rows never wrap: numbers keep their width; names give way to an ellipsis on a narrow
+    # terminal (rich narrows only the columns that may wrap; their cells are no-wrap Text).
+    table.add_column("#", justify="right", no_wrap=True)
     table.add_column("source")
-    if checkpoints:  # a ranking with checkpoints says what each row is
-        table.add_column("kind")
-        table.add_column("architecture")
-    table.add_column("T (%)" if on_t else "score", justify="right")
-    table.add_column("±", justify="right")
-    table.add_column("status")
-    table.add_column("AUC", justify="right")
+    if checkpoints:  # a ranking with checkpoints says what each row is: blank = a dataset
+        table.add_column("checkpoint of")
+    table.add_column("T (%)" if on_t else "score", justify="right", no_wrap=True)
+    table.add_column("±", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    if aucs:
+        table.add_column("AUC", justify="right", no_wrap=True)
     shown = measures if len(measures) <= 4 else []  # many scores: named per row, values in --csv/--json
     for m in shown:
-        table.add_column(m, justify="right")
+        table.add_column(m, justify="right", no_wrap=True)
     if not shown and measures:
         table.add_column("ranked by")
+    means: dict[str, float] = {}  # each feature's mean contribution over the predicted rows
+    pred = [r for r in ranking.rows if r.status == "predicted"]
+    for r in pred:
+        for k, v in r.contributions.items():
+            if isinstance(v, dict) and v.get("contribution") is not None:
+                means[k] = means.get(k, 0.0) + v["contribution"] / len(pred)
     for r in ranking.rows:
         status = "[green]measured[/green]" if r.status == "measured" else "[yellow]predicted[/yellow]"
-        cells = [str(r.rank), r.source]
+        cells = [str(r.rank), _cell(r.source)]
         if checkpoints:
-            cells += [r.kind, r.architecture or ""]
-        cells += [_fmt(r.score), _fmt(r.uncertainty), status, _fmt(r.measured_auc, 3)]
+            cells.append(_cell(r.architecture or "" if r.kind == "checkpoint" else ""))
+        cells += [_fmt(r.score), _fmt(r.uncertainty), status]
+        if aucs:
+            cells.append(_fmt(r.measured_auc, 3))
         cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in shown]
         if not shown and measures:
-            have = [m for m in measures if (r.contributions.get(m) or {}).get("value") is not None]
-            cells.append(f"{len(have)} scores" if len(have) > 3 else ", ".join(have))
+            cells.append(_cell(_ranked_by(r, measures, means)))
         table.add_row(*cells)
     con.print(table)
     used = ", ".join(measures) or "no measure"
@@ -220,6 +256,12 @@ def _print_ranking(ranking) -> None:
         reason = s["reason"]
         if s.get("source"):  # the same reason for many sources: one line, the source names listed once
             reason = reason.replace(repr(s["source"]), "this source")
+            # a missing file names itself and its download link: one line for all (--json has each)
+            reason = re.sub(
+                r"^\S+ not found in (\S+); download .*$",
+                r"images not found in \1 (--json gives each download link)",
+                reason,
+            )
         measures_, sources_ = grouped.setdefault(reason, ([], []))
         if s.get("measure") and s["measure"] not in measures_:
             measures_.append(s["measure"])
@@ -231,7 +273,7 @@ def _print_ranking(ranking) -> None:
             what.append(", ".join(measures_))
         if sources_:
             # a long list of registry cards left out is cut short (--json lists them all)
-            cut = not measures_ and len(sources_) > 8
+            cut = len(sources_) > 8
             shown = [*sources_[:6], f"and {len(sources_) - 6} more"] if cut else sources_
             what.append(("for " if measures_ else "") + ", ".join(shown))
         con.print(f"[dim]skipped {' '.join(what)}: {reason}[/dim]", highlight=False)

@@ -43,8 +43,11 @@ class IntensityHistogram(dsim.Measure):
     kind = "distance"
     needs = "images"
 
+    def __init__(self, bins: int = 32):  # a parameter: `dsim rank -o bins=16` sets it
+        self.bins = bins
+
     def config(self, ctx):
-        return {"bins": int(ctx.option("bins", 32))}
+        return {"bins": int(self.bins)}
 
     def represent(self, data, ctx):
         bins = self.config(ctx)["bins"]
