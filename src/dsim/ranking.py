@@ -208,7 +208,14 @@ def rank(
     target_data: ImageSet | None = None
     if target_missing is None:  # read the target first: bad input fails before any work
         target_data = images(tcard)
-        if target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
+        if target_data.multilabel:
+            counts = target_data.class_counts()
+            if not ((counts > 0) & (counts < len(target_data))).any():
+                raise DsimError(
+                    f"target {tcard.name!r} ({target_data.source}): no label has both positive and "
+                    "negative images"
+                )
+        elif target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
