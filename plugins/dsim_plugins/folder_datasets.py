@@ -15,6 +15,23 @@ with the columns ``path`` and ``label`` (more columns are ignored, except ``spli
 :attr:`dsim.ImageSet.split`). A label is an integer class index or a class name (then the class
 names are the sorted distinct labels); relative paths are relative to the csv's folder.
 
+**Multi-label targets** (several findings per image, or none) in a csv, without a ``label``
+column, one of two ways:
+
+* a ``labels`` column of ``|``-separated label names (NIH ChestX-ray14's ``Finding Labels``:
+  ``Effusion|Mass``); an empty cell is an image without any finding, and so is the value the
+  loader arg ``none_label`` names (default ``No Finding``, in any case, as NIH writes it); the
+  labels are the sorted distinct names;
+* one 0/1 column per label: every column other than ``path`` and ``split`` (at least two), or
+  the columns the loader arg ``label_columns`` names (a list or comma-separated; the others are
+  then ignored, e.g. CheXpert's Sex and Age). The header's names are the label names. A cell
+  other than 0 or 1 (CheXpert's -1 "uncertain", a blank) is refused, naming the line and column.
+
+Either way a label that is never positive is refused, named (map or drop it first).
+
+An image folder (``image-folder``) holds one class per image: it cannot express a multi-label
+target; give those as a csv or an ``.npz`` with an ``(N, L)`` 0/1 label matrix.
+
 A file that cannot be read (corrupt, truncated, missing from the csv) is left out and named in
 :attr:`dsim.ImageSet.skipped` (``dsim rank`` prints the count and the first few); the loader arg
 ``strict`` (``--strict``) fails on the first one instead. Images are read with PIL (PNG, JPEG, BMP, TIFF). An image counts as "colour" when its channels
@@ -337,20 +354,22 @@ class CsvLoader(DatasetLoader):
             return f"{p}: no such file"
         return None
 
-    def _rows(self, path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    def _rows(self, path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]], list[str]]:
+        """The header (lower case), the rows (csv line, cells by column) and the header as written."""
         try:
             with open(path, newline="", encoding="utf-8-sig") as f:
                 reader = csv.reader(f)
                 header = next(reader, None)
                 rows = []
                 if header is None:
-                    return [], []
+                    return [], [], []
+                original = [h.strip() for h in header]
                 header = [h.strip().lower() for h in header]
                 for row in reader:
                     if not any(cell.strip() for cell in row):
                         continue  # blank line
                     rows.append((reader.line_num, dict(zip(header, (c.strip() for c in row)))))
-                return header, rows
+                return header, rows, original
         except UnicodeDecodeError as exc:
             raise DatasetError(f"{path}: not a UTF-8 text file ({_one_line(exc)})") from None
         except csv.Error as exc:
@@ -366,13 +385,20 @@ class CsvLoader(DatasetLoader):
             raise DataMissingError(f"{path}: no such file")
         size = parse_image_size(args.get("image_size"), str(path))
         mode = parse_mode(args.get("mode"), str(path))
-        header, rows = self._rows(path)
+        header, rows, original = self._rows(path)
         if not header:
             raise DatasetError(f"{path}: empty csv (expected a header path,label and one row per image)")
+        if "path" in header and "label" not in header:
+            label_cols = _label_columns(path, header, original, args)
+            if label_cols is not None:
+                if not rows:
+                    raise DatasetError(f"{path}: empty csv (a header but no rows)")
+                return self._load_multilabel(path, name, args, header, rows, label_cols, size, mode)
         for col in ("path", "label"):
             if col not in header:
                 raise DatasetError(
-                    f"{path}: missing column {col!r} (header: {', '.join(header)}; expected path,label)"
+                    f"{path}: missing column {col!r} (header: {', '.join(header)}; expected path,label, "
+                    "or for multi-label targets path,labels or path plus one 0/1 column per label)"
                 )
         if not rows:
             raise DatasetError(f"{path}: empty csv (a header but no rows)")
@@ -431,6 +457,124 @@ class CsvLoader(DatasetLoader):
             source=str(path),
             skipped=tuple(missing + skipped),
         )
+
+    def _images_of(self, path, args, rows):
+        """The image files of the csv's rows: (files, where, kept rows, splits, missing)."""
+        strict = bool(args.get("strict", False))
+        files, where, kept, splits, missing = [], [], [], [], []
+        for line, row in rows:
+            at = f"{path} line {line}"
+            cell = row.get("path", "")
+            if not cell:
+                raise DatasetError(f"{at}: empty path")
+            f = Path(cell).expanduser()
+            if not f.is_absolute():
+                f = path.parent / f
+            if not f.is_file():
+                if strict:
+                    raise DatasetError(f"{at}: image file {cell} not found ({f})")
+                missing.append((at, f"image file {cell} not found"))
+                continue
+            files.append(f)
+            where.append(at)
+            kept.append(row)
+            splits.append(row.get("split", ""))
+        return files, where, kept, splits, missing
+
+    def _load_multilabel(self, path, name, args, header, rows, label_cols, size, mode) -> ImageSet:
+        """A multi-label csv (module docs): a ``labels`` column or one 0/1 column per label."""
+        strict = bool(args.get("strict", False))
+        files, where, kept, splits, missing = self._images_of(path, args, rows)
+        if label_cols == "labels":
+            none = str(args.get("none_label", "No Finding") or "").strip().lower()
+            sets = []
+            for row in kept:
+                names = [n.strip() for n in row.get("labels", "").split("|")]
+                sets.append({n for n in names if n and n.lower() != none})
+            names = tuple(sorted(set().union(*sets))) if sets else ()
+            if len(names) < 2:
+                raise DatasetError(
+                    f"{path}: the labels column names {len(names)} label(s); a multi-label target needs two "
+                    "or more (one class per image: use a label column)"
+                )
+            col = {n: j for j, n in enumerate(names)}
+            matrix = np.zeros((len(sets), len(names)), dtype=np.int64)
+            for i, labs in enumerate(sets):
+                matrix[i, [col[n] for n in labs]] = 1
+        else:
+            keys, names, auto = label_cols
+            hint = (
+                " (without a label column every column but path and split is a 0/1 label; name the "
+                "label columns with the loader arg label_columns)"
+                if auto
+                else ""
+            )
+            matrix = np.zeros((len(kept), len(keys)), dtype=np.int64)
+            for i, (at, row) in enumerate(zip(where, kept)):
+                for j, (k, n) in enumerate(zip(keys, names)):
+                    matrix[i, j] = _zero_one(row.get(k, ""), at, n, hint)
+        images, ok, skipped = read_images(files, where, image_size=size, mode=mode, strict=strict)
+        if not ok:
+            _kept(images, ok, missing + skipped, str(path), [], [])
+        idx = np.asarray(ok, dtype=np.int64)
+        labels = matrix[idx]
+        dsim.check_label_columns(labels, names, str(path))
+        split = None
+        if "split" in header and all(splits[i] for i in ok):
+            split = np.asarray([splits[i] for i in ok], dtype=str)
+        return ImageSet(
+            name=name,
+            images=images,
+            labels=labels,
+            class_names=tuple(names),
+            split=split,
+            source=str(path),
+            skipped=tuple(missing + skipped),
+            task="multi-label",
+        )
+
+
+def _label_columns(path: Path, header: list[str], original: list[str], args: Mapping[str, Any]):
+    """How a csv without a ``label`` column gives multi-label targets: ``"labels"`` (a column of
+    ``|``-separated names), ``(keys, names, auto)`` of its 0/1 label columns (``auto``: taken as
+    every column but path and split, not named by ``label_columns``), or None (neither)."""
+    wanted = args.get("label_columns")
+    if wanted:
+        if isinstance(wanted, str):
+            wanted = [w for w in wanted.split(",")]
+        keys, names = [], []
+        for w in wanted:
+            k = str(w).strip().lower()
+            if k not in header:
+                raise DatasetError(
+                    f"{path}: label_columns names {str(w).strip()!r}, not a column (header: {', '.join(original)})"
+                )
+            keys.append(k)
+            names.append(original[header.index(k)])
+        if len(keys) < 2:
+            raise DatasetError(
+                f"{path}: label_columns names {len(keys)} column(s); a multi-label target needs two or more"
+            )
+        return keys, names, False
+    if "labels" in header:
+        return "labels"
+    keys = [h for h in header if h not in ("path", "split") and h]
+    if len(keys) < 2:
+        return None
+    return keys, [original[header.index(k)] for k in keys], True
+
+
+def _zero_one(cell: str, at: str, column: str, hint: str = "") -> int:
+    try:
+        v = float(cell)
+    except ValueError:
+        v = None
+    if v not in (0.0, 1.0):
+        if v == -1.0:
+            hint = " (CheXpert's -1 'uncertain' must be mapped to 0 or 1 first)"
+        shown = repr(cell) if cell else "empty"
+        raise DatasetError(f"{at}: column {column!r} is {shown}; label columns take 0 or 1{hint}")
+    return int(v)
 
 
 @dsim.hookimpl

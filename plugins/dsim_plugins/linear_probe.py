@@ -7,6 +7,11 @@ one-vs-rest linear SVM):
   AUC from the softmax of its decision values.
 
 Features come from the source checkpoint (``dsim pretrain``) in ``torch.inference_mode``.
+
+A multi-label target is fitted one-vs-rest, one binary classifier per label on the same features
+(a logistic regression, C by CV per label; a linear SVM whose decision values pass a sigmoid); a
+label without positive (or negative) training images gets its training prevalence as its
+probability. The fold is scored by the mean per-label AUC like every multi-label run.
 """
 
 from __future__ import annotations
@@ -51,45 +56,68 @@ def _full_probs(clf, x, k):
     return out
 
 
+def _logistic_cv(y, seed: int):
+    """Standardised features + L2 logistic regression, C by (at most 3-fold) CV, class-balanced."""
+    from inspect import signature
+
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cv = int(min(3, np.bincount(y)[np.bincount(y) > 0].min()))
+    # L2 and accuracy as CV score, spelled out so that scikit-learn 1.10's new defaults
+    # cannot move the results (and its FutureWarnings stay quiet)
+    kw = {"l1_ratios": (0.0,), "scoring": "accuracy"}
+    if "use_legacy_attributes" in signature(LogisticRegressionCV).parameters:
+        kw["use_legacy_attributes"] = False
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegressionCV(
+            Cs=[0.001, 0.01, 0.1, 1.0],
+            cv=max(2, cv),
+            class_weight="balanced",
+            max_iter=2000,
+            random_state=seed,
+            **kw,
+        ),
+    )
+
+
+def per_label(x, y, x_test, fit_score) -> np.ndarray:
+    """One-vs-rest over the columns of a multi-label ``y``: ``fit_score(x, y_j, x_test)`` gives
+    label j's test probabilities; a label constant in training gets that constant."""
+    out = np.zeros((len(x_test), y.shape[1]))
+    for j in range(y.shape[1]):
+        yj = y[:, j]
+        out[:, j] = yj[0] if yj.min() == yj.max() else fit_score(x, yj, x_test)
+    return out
+
+
 class LinearProbe(dsim.Strategy):
     name = "linear-probe"
-    description = "frozen source features + logistic regression (C by CV), scikit-learn"
+    description = (
+        "frozen source features + logistic regression (C by CV; one per label if multi-label), scikit-learn"
+    )
     uses_source = True
 
     def run(self, spec, data, ctx):
-        from inspect import signature
-
-        from sklearn.linear_model import LogisticRegressionCV
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
         ftr, fva, fte = _features(spec, data, ctx)
         x = np.concatenate([ftr, fva])
         y = np.concatenate([data.train.labels, data.val.labels])
-        cv = int(min(3, np.bincount(y)[np.bincount(y) > 0].min()))
-        # L2 and accuracy as CV score, spelled out so that scikit-learn 1.10's new defaults
-        # cannot move the results (and its FutureWarnings stay quiet)
-        kw = {"l1_ratios": (0.0,), "scoring": "accuracy"}
-        if "use_legacy_attributes" in signature(LogisticRegressionCV).parameters:
-            kw["use_legacy_attributes"] = False
-        clf = make_pipeline(
-            StandardScaler(),
-            LogisticRegressionCV(
-                Cs=[0.001, 0.01, 0.1, 1.0],
-                cv=max(2, cv),
-                class_weight="balanced",
-                max_iter=2000,
-                random_state=spec.seed,
-                **kw,
-            ),
-        )
+        if data.train.multilabel:
+
+            def fit_score(xa, ya, xt):
+                return _logistic_cv(ya, spec.seed).fit(xa, ya).predict_proba(xt)[:, 1]
+
+            return dsim.fold_metrics(spec, data, per_label(x, y, fte, fit_score))
+        clf = _logistic_cv(y, spec.seed)
         clf.fit(x, y)
         return dsim.fold_metrics(spec, data, _full_probs(clf, fte, data.train.num_classes))
 
 
 class LinearSVM(dsim.Strategy):
     name = "linear-svm"
-    description = "frozen source features + one-vs-rest linear SVM (Fok's FE), scikit-learn"
+    description = "frozen source features + one-vs-rest linear SVM (Fok's FE; one per label if multi-label)"
     uses_source = True
 
     def run(self, spec, data, ctx):
@@ -100,15 +128,25 @@ class LinearSVM(dsim.Strategy):
         ftr, fva, fte = _features(spec, data, ctx)
         x = np.concatenate([ftr, fva])
         y = np.concatenate([data.train.labels, data.val.labels])
-        clf = make_pipeline(
-            StandardScaler(),
-            LinearSVC(
-                C=float(spec.hyperparameters.get("svm_c", 0.01)),
-                class_weight="balanced",
-                max_iter=5000,
-                random_state=spec.seed,
-            ),
-        )
+
+        def svm():
+            return make_pipeline(
+                StandardScaler(),
+                LinearSVC(
+                    C=float(spec.hyperparameters.get("svm_c", 0.01)),
+                    class_weight="balanced",
+                    max_iter=5000,
+                    random_state=spec.seed,
+                ),
+            )
+
+        if data.train.multilabel:
+
+            def fit_score(xa, ya, xt):
+                return 1.0 / (1.0 + np.exp(-svm().fit(xa, ya).decision_function(xt)))
+
+            return dsim.fold_metrics(spec, data, per_label(x, y, fte, fit_score))
+        clf = svm()
         clf.fit(x, y)
         scores = clf.decision_function(fte)
         k = data.train.num_classes

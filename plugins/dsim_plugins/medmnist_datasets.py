@@ -11,8 +11,10 @@ downloaded when ``DSIM_OFFLINE=1`` or when the network cannot be reached: then a
 :class:`dsim.DataMissingError` says exactly which file to put where. Local files are not checked
 against the release MD5 (a local copy may be a deliberate subset, as the test data is).
 
-Class names come from ``medmnist.INFO[flag]["label"]``. Only 2-D, single-label sets are supported
-(not ChestMNIST's multi-label targets, not the 3-D volumes).
+Class names come from ``medmnist.INFO[flag]["label"]``. Only 2-D sets are supported (not the 3-D
+volumes). A set MedMNIST calls multi-label (ChestMNIST: 14 findings of NIH ChestX-ray14, an image
+may have several or none) loads as a multi-label :class:`dsim.ImageSet`, its labels the ``(N, 14)``
+0/1 matrix, ``class_names`` the 14 finding names.
 """
 
 from __future__ import annotations
@@ -131,10 +133,6 @@ class MedMNISTLoader(DatasetLoader):
         if info is not None:
             if flag.endswith("3d"):
                 raise DatasetError(f"dataset {name!r}: {flag} holds 3-D volumes; dsim reads 2-D images only")
-            if "multi-label" in str(info.get("task", "")):
-                raise DatasetError(
-                    f"dataset {name!r}: {flag} is multi-label ({info.get('task')}); dsim needs one class per image"
-                )
             if _url_md5(info, size)[0] is None and not dsim.find_data_file(*_file_names(flag, size)):
                 raise DatasetError(f"dataset {name!r}: MedMNIST has no {size} px release of {flag}")
         return flag, size, info
@@ -168,9 +166,14 @@ class MedMNISTLoader(DatasetLoader):
         if info and info.get("label"):
             labels = info["label"]
             class_names = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
-        data = read_npz(path, name, split=args.get("split"))
+        multilabel = bool(info) and "multi-label" in str(info.get("task", ""))
+        data = read_npz(path, name, split=args.get("split"), task="multi-label" if multilabel else None)
         if class_names is not None:
-            if len(data) and int(data.labels.max()) >= len(class_names):
+            if data.multilabel and data.num_classes != len(class_names):
+                raise DatasetError(
+                    f"{path}: {data.num_classes} label columns but {flag} has {len(class_names)} labels"
+                )
+            if not data.multilabel and len(data) and int(data.labels.max()) >= len(class_names):
                 raise DatasetError(
                     f"{path}: label {int(data.labels.max())} but {flag} has {len(class_names)} classes"
                 )
@@ -181,6 +184,7 @@ class MedMNISTLoader(DatasetLoader):
                 class_names=tuple(class_names),
                 split=data.split,
                 source=data.source,
+                task=data.task if data.multilabel else "",
             )
         return data
 

@@ -30,6 +30,10 @@ checkpoint itself (a top-level ``num_classes`` entry if there is one, else the f
 the classifier weight the architecture names, e.g. ``fc.weight`` for ResNets; an explicit
 ``source_num_classes`` option, an int or a dict per source, overrides both). Images are
 preprocessed as everywhere in dsim (``dsim.to_tensor``, ``image_size`` option, default 64).
+
+A multi-label target (labels an ``(N, L)`` 0/1 matrix) is scored as ``score_functions`` reads one:
+LogME's evidence per label column and the kNN proxy's per-label AUCs, averaged; every other score
+on each label's binary task, averaged over the labels (docs/measures.md).
 """
 
 from __future__ import annotations

@@ -9,12 +9,19 @@ It understands the layouts the public small datasets come in:
 * images ``(N,H,W)``, ``(N,H,W,C)`` or channel-first ``(N,C,H,W)`` (taken as channel-first when
   dim 1 is 1 or 3 and the last dim is not), always returned as ``(N,H,W,C)``;
 * labels ``(N,)`` or ``(N,1)``; integer-valued float labels; **one-hot labels ``(N,K)`` are turned
-  into class indices with argmax** (rows that are not one-hot, i.e. multi-label targets, are
-  refused); string labels become indices into their sorted unique values.
+  into class indices with argmax**; string labels become indices into their sorted unique values;
+* **multi-label targets**: labels ``(N,L)`` of 0/1 whose rows are not all one-hot (an image may
+  have several findings, or none) are kept as the multi-hot matrix, one column per label (in
+  every split of the file); an array of label names (``label_names``, ``class_names``,
+  ``classes`` or ``names``, L strings) names the columns. Values other than 0/1 (CheXpert's -1
+  "uncertain", a blank) are refused, naming the row and label; so is a label that is never
+  positive. ``task: multi-label`` reads one-hot rows as multi-label too (a card with
+  ``task: multi-label`` does the same).
 
 Loader args: ``file`` (a bare name is looked up in ``dsim.data_dirs()`` — ``$DSIM_DATA_DIR`` then
 the user data dir; an absolute path is taken as is), optional ``images_key``/``labels_key`` to
-name the arrays, ``split`` to keep one split only ("train", "val" or "test") and ``class_names``.
+name the arrays, ``split`` to keep one split only ("train", "val" or "test"), ``class_names``
+and ``task`` ("multi-class", "ordinal" or "multi-label"; default: from the labels).
 
 Files are read with ``allow_pickle=False``. Every error is a one-line :class:`dsim.DatasetError`
 that names the file. The array-normalising functions here are reused by the ``medmnist`` loader.
@@ -37,6 +44,7 @@ __all__ = [
     "SPLITS",
     "normalise_images",
     "normalise_labels",
+    "is_multi_hot",
     "read_npz",
     "resolve_file",
 ]
@@ -89,12 +97,37 @@ def normalise_images(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
-def normalise_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
+def is_multi_hot(arr: np.ndarray) -> bool:
+    """Whether ``arr`` is an ``(N, L)`` 0/1 matrix (L >= 2) whose rows are not all one-hot: a
+    multi-label target rather than one-hot classes."""
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or arr.shape[1] < 2 or arr.dtype.kind not in "biuf" or not arr.size:
+        return False
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        return False
+    return bool(np.isin(arr, (0, 1)).all() and not (arr.sum(axis=1) == 1).all())
+
+
+def normalise_labels(
+    arr: np.ndarray, where: str, *, multilabel: bool = False, names: Sequence[str] | None = None
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Labels as int64 ``(N,)`` and, for string labels, their class names (else None).
 
-    Accepts ``(N,)``, ``(N,1)``, integer-valued floats and one-hot ``(N,K)`` (argmax).
+    Accepts ``(N,)``, ``(N,1)``, integer-valued floats and one-hot ``(N,K)`` (argmax); with
+    ``multilabel``, an ``(N, L)`` 0/1 matrix, returned as it is (int64). ``names``: the label
+    names an error about a column names.
     """
     arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and arr.ndim == 2 and np.isnan(arr).any():
+        r, c = (int(v[0]) for v in np.nonzero(np.isnan(arr)))
+        what = f"label {names[c]!r}" if names is not None and c < len(names) else f"column {c}"
+        raise DatasetError(f"{where}: labels contain NaN (row {r}, {what})")
+    if multilabel:
+        if arr.ndim != 2 or arr.shape[1] < 2:
+            raise DatasetError(
+                f"{where}: multi-label targets must be an (N, L) 0/1 matrix, got labels of shape {arr.shape}"
+            )
+        return dsim.multi_hot(arr, where, names), None
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.dtype.kind in "US":
@@ -111,10 +144,7 @@ def normalise_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str
     if arr.ndim == 2:
         if arr.size and np.isin(arr, (0, 1)).all() and (arr.sum(axis=1) == 1).all():
             return arr.argmax(axis=1).astype(np.int64), None
-        raise DatasetError(
-            f"{where}: labels of shape {arr.shape} are not one-hot (multi-label targets are not "
-            "supported; give one class per image)"
-        )
+        return normalise_labels(arr, where, multilabel=True, names=names)  # not 0/1: says which
     if arr.ndim != 1:
         raise DatasetError(f"{where}: labels must be (N,), (N,1) or one-hot (N,K), got shape {arr.shape}")
     if arr.dtype.kind == "f":
@@ -198,6 +228,17 @@ def _array(z, key: str, path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: array {key!r} is corrupt ({type(exc).__name__}: {exc})") from None
 
 
+def _given_names(z, keys, path, class_names) -> tuple[str, ...] | None:
+    """The class (label) names the caller gave or the file holds, for error messages."""
+    if class_names is not None:
+        return tuple(str(c) for c in class_names)
+    for k in keys:
+        if k.lower() in _CLASS_NAME_KEYS:
+            cn = _array(z, k, path)
+            return tuple(str(c) for c in cn.astype(str)) if cn.dtype.kind in "US" and cn.ndim == 1 else None
+    return None
+
+
 def read_npz(
     path: Path,
     name: str,
@@ -206,11 +247,14 @@ def read_npz(
     labels_key: str | None = None,
     split: str | None = None,
     class_names: Sequence[str] | None = None,
+    task: str | None = None,
 ) -> ImageSet:
     """Read one ``.npz`` file into an :class:`dsim.ImageSet` (see the module docstring)."""
     path = Path(path)
     if split is not None and split not in SPLITS:
         raise DatasetError(f"{path}: split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if task and task not in dsim.TASKS:
+        raise DatasetError(f"{path}: task must be one of {', '.join(dsim.TASKS)}, got {task!r}")
     with _open(path) as z:
         keys = list(z.files)
         shown = ", ".join(keys) if keys else "none"
@@ -250,9 +294,12 @@ def read_npz(
                 raise DatasetError(f"{path}: has no {split!r} split (keys found: {shown})")
 
         images, labels, splits, names = [], [], [], None
+        raw = {lk: _array(z, lk, path) for _, _, lk in parts}
+        multilabel = task == "multi-label" or any(is_multi_hot(a) for a in raw.values())
+        given = _given_names(z, keys, path, class_names)
         for s, ik, lk in parts:
             img = normalise_images(_array(z, ik, path), f"{path} [{ik}]")
-            lab, lab_names = normalise_labels(_array(z, lk, path), f"{path} [{lk}]")
+            lab, lab_names = normalise_labels(raw[lk], f"{path} [{lk}]", multilabel=multilabel, names=given)
             if len(img) != len(lab):
                 raise DatasetError(f"{path}: {len(img)} images in {ik!r} but {len(lab)} labels in {lk!r}")
             if lab_names is not None:
@@ -277,6 +324,11 @@ def read_npz(
                 allnames = np.concatenate(labels).astype(str)
                 uniq, idx = np.unique(allnames, return_inverse=True)
                 names, labels = tuple(str(u) for u in uniq), [idx.astype(np.int64)]
+            if multilabel and len({lab.shape[1] for lab in labels}) > 1:
+                raise DatasetError(
+                    f"{path}: splits have different numbers of label columns "
+                    f"({', '.join(f'{p[2]} {lab.shape[1]}' for p, lab in zip(parts, labels))})"
+                )
             dtypes = {a.dtype for a in images}
             if len(dtypes) > 1:
                 images = [a.astype(np.float32) for a in images]
@@ -289,9 +341,25 @@ def read_npz(
                 if k.lower() in _CLASS_NAME_KEYS:
                     cn = _array(z, k, path)
                     if cn.dtype.kind in "US" and cn.ndim == 1:
-                        if not len(all_labels) or len(cn) > int(all_labels.max()):
+                        if multilabel:
+                            if len(cn) != all_labels.shape[1]:
+                                raise DatasetError(
+                                    f"{path}: {len(cn)} label names in {k!r} for "
+                                    f"{all_labels.shape[1]} label columns"
+                                )
+                            names = tuple(str(c) for c in cn.astype(str))
+                        elif not len(all_labels) or len(cn) > int(all_labels.max()):
                             names = tuple(str(c) for c in cn.astype(str))
                     break
+    if class_names is not None and multilabel:
+        class_names = tuple(str(c) for c in class_names)
+        if len(class_names) != all_labels.shape[1]:
+            raise DatasetError(
+                f"{path}: {len(class_names)} class names given for {all_labels.shape[1]} label columns"
+            )
+        names, class_names = class_names, None
+    if multilabel:
+        dsim.check_label_columns(all_labels, names or [str(i) for i in range(all_labels.shape[1])], str(path))
     if class_names is not None:
         class_names = tuple(str(c) for c in class_names)
         if len(all_labels) and int(all_labels.max()) >= len(class_names):
@@ -306,6 +374,7 @@ def read_npz(
         class_names=names or (),
         split=np.concatenate(splits) if splits else None,
         source=str(path),
+        task="multi-label" if multilabel else (task or ""),
     )
 
 
@@ -313,7 +382,7 @@ class NpzLoader(DatasetLoader):
     name = "npz"
     description = (
         ".npz archive of images and labels (images/labels, x_train/y_train..., MedMNIST "
-        "train_images/train_labels...; channel-first, (N,1) and one-hot labels handled)"
+        "train_images/train_labels...; channel-first, (N,1), one-hot and multi-label 0/1 (N,L) labels handled)"
     )
 
     def claims(self, path: Path) -> Mapping[str, Any] | None:
@@ -343,6 +412,7 @@ class NpzLoader(DatasetLoader):
             labels_key=args.get("labels_key"),
             split=args.get("split"),
             class_names=args.get("class_names"),
+            task=args.get("task"),
         )
 
 

@@ -31,6 +31,12 @@ Parameters (``__init__``; ``-o name=value`` on the CLI):
   keeps its share), so large sets stay cheap; ``otdd_min_labelcount`` (2): classes with fewer
   images are left out (as the reference does).
 
+A multi-label dataset (labels an ``(N, L)`` 0/1 matrix) is read over its *label sets*: each
+distinct combination of labels (an image's set of findings, the empty set included) is one
+class, the natural reading of "a label is the distribution of its images" when an image has
+several; combinations with fewer than ``otdd_min_labelcount`` images are left out as rare
+classes are (their number is in the representation's meta).
+
 The per-dataset representation (cached) holds the features, the canonical labels and, for the
 Gaussian inner cost, per-class means and covariance *factors* ``L`` with ``L L^T = Sigma``
 (the centred samples / sqrt(n - 1) when a class has fewer samples than dimensions, else
@@ -215,6 +221,23 @@ def class_stats(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     return {"means": means, "factors": F, "ranks": np.array([f.shape[1] for f in facs])}
 
 
+def label_sets(data: dsim.ImageSet) -> dsim.ImageSet:
+    """A multi-label set as a single-label one whose classes are its distinct label combinations
+    (named ``a+b``, ``(none)`` for an image without any label), in order of first appearance."""
+    combos, first, inverse = np.unique(data.labels, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # renumber by first appearance, independent of the sort
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    names = tuple("+".join(n for n, v in zip(data.class_names, combos[i]) if v) or "(none)" for i in order)
+    return dsim.ImageSet(
+        name=data.name,
+        images=data.images,
+        labels=rank[inverse.reshape(-1)],
+        class_names=names,
+        source=data.source,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # the measures
 # --------------------------------------------------------------------------------------------
@@ -339,6 +362,8 @@ class OTDD(dsim.Measure):
         full = data
         if len(data) > int(o["otdd_max_samples"]):
             data = data.subsample(int(o["otdd_max_samples"]), seed=ctx.seed)
+        if data.multilabel:
+            data = label_sets(data)
         counts = np.bincount(data.labels)
         keep_classes = np.flatnonzero(counts >= int(o["otdd_min_labelcount"]))
         if len(keep_classes) == 0:
@@ -360,6 +385,8 @@ class OTDD(dsim.Measure):
             ],
             "dim": int(X.shape[1]),
         }
+        if full.multilabel:
+            meta.update(label_sets=True, left_out=int(len(data) - len(y)))
         return self.representation(full, ctx, meta=meta, arrays=arrays)
 
     def compare(self, source, target, ctx):

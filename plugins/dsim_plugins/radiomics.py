@@ -16,6 +16,12 @@ uniform(0.05, 0.95). The forest (``n_estimators`` trees, balanced class weights)
 max_depth, min_samples_leaf and max_features. Every candidate's CV AUC, the winner and its
 setting go into the run's metrics (``cv_auc``, ``cv_auc_<model>``, ``chosen_<model>`` = 1) and
 notes. No source, no GPU (scikit-image + scikit-learn).
+
+A multi-label target is fitted per label: each label's binary task gets its own model search
+and winner on the same features; the run's ``cv_auc`` is the mean over labels of the winners'
+CV AUC, ``cv_auc_<model>`` the mean of that model's, and ``chosen_<model>`` how many labels chose
+it. A label with fewer than two positive (or negative) training images cannot be
+cross-validated: it gets its training prevalence as its probability (named in the notes).
 """
 
 from __future__ import annotations
@@ -179,6 +185,8 @@ class Radiomics(dsim.Strategy):
             raise dsim.DsimError("strategy 'radiomics': no model to try (models is empty)")
         x = radiomics_features(np.concatenate([data.train.images, data.val.images]), levels=self.levels)
         y = np.concatenate([data.train.labels, data.val.labels])
+        if data.train.multilabel:
+            return self._per_label(spec, data, models, x, y)
         est, chosen, scores, folds = select_model(
             x,
             y,
@@ -199,6 +207,46 @@ class Radiomics(dsim.Strategy):
             f"radiomics: {chosen} ({_fmt(scores[chosen][1])}) chosen by {folds}-fold CV AUC "
             f"{scores[chosen][0]:.3f} over " + ", ".join(f"{m} {s:.3f}" for m, (s, _) in scores.items())
         ]
+        return metrics
+
+    def _per_label(self, spec, data, models, x, y):
+        """A multi-label fold: one model search per label (module docs)."""
+        xt = radiomics_features(data.test.images, levels=self.levels)
+        names = data.train.class_names
+        probs = np.zeros((len(xt), y.shape[1]))
+        chosen_n = dict.fromkeys(models, 0)
+        cv_best, cv_of, constant = [], {m: [] for m in models}, []
+        for j in range(y.shape[1]):
+            yj = y[:, j]
+            if np.bincount(yj, minlength=2).min() < 2:
+                probs[:, j] = yj.mean()
+                constant.append(names[j])
+                continue
+            est, chosen, scores, _ = select_model(
+                x,
+                yj,
+                models,
+                n_iter=int(self.n_iter),
+                cv=int(self.cv),
+                seed=spec.seed,
+                n_estimators=int(self.n_estimators),
+            )
+            probs[:, j] = est.predict_proba(xt)[:, list(est.classes_).index(1)]
+            chosen_n[chosen] += 1
+            cv_best.append(scores[chosen][0])
+            for m, (sc, _) in scores.items():
+                cv_of[m].append(sc)
+        metrics = dict(dsim.fold_metrics(spec, data, probs))
+        note = f"radiomics per label: {len(cv_best)} label(s) fitted"
+        if cv_best:
+            metrics["cv_auc"] = float(np.mean(cv_best))
+            metrics.update({f"cv_auc_{m}": float(np.mean(v)) for m, v in cv_of.items() if v})
+            metrics.update({f"chosen_{m}": float(n) for m, n in chosen_n.items() if n})
+            note += ", winners " + ", ".join(f"{m} {n}" for m, n in chosen_n.items() if n)
+            note += f", mean CV AUC {np.mean(cv_best):.3f}"
+        if constant:
+            note += f"; too few positive or negative training images to cross-validate {', '.join(constant)} (training prevalence used)"
+        metrics["notes"] = [note]
         return metrics
 
 

@@ -16,6 +16,15 @@ each needs: the source model's ``features``, its ``logits`` on the target, or th
 itself (``fu`` back-propagates through it). ``ncti`` and the study's combined score (``lp`` times
 ``fu``) are *relative*: their parts are min-max normalised over the candidate set, see
 ``ncti_combine`` and ``lp_fu_combine``.
+
+Multi-label targets (labels an ``(n, L)`` 0/1 matrix, several findings per image): LogME is
+natively defined over a label matrix (its evidence per label column, averaged); the kNN proxy
+takes the neighbours once and averages the per-label AUCs of their votes; every other score
+(LEEP, NCE, H-score, N-LEEP, SFDA, PARC, LP, FU) is computed on each label's binary task
+(positive vs not) and averaged over the labels, as a multi-label run is scored (the mean
+per-label AUC); N-LEEP fits its mixture once (for a binary task, 10 components). Labels without
+both positive and negative images are left out. NCTI refuses them (a relative score of three
+terms, no per-label reading is established).
 """
 
 from __future__ import annotations
@@ -38,11 +47,38 @@ class ScoreError(dsim.DsimError):
 # --------------------------------------------------------------------------------------------
 
 
+def is_multilabel(labels) -> bool:
+    """Whether ``labels`` are a multi-label ``(n, L)`` matrix (L >= 2)."""
+    y = np.asarray(labels)
+    return y.ndim == 2 and y.shape[1] > 1
+
+
+def label_columns(name: str, labels, n: int) -> list[np.ndarray]:
+    """The binary tasks of a multi-label ``(n, L)`` 0/1 matrix: its columns (as 0/1 int arrays)
+    that have both positive and negative images; a ScoreError when none has."""
+    y = np.asarray(labels)
+    if len(y) != n:
+        raise ScoreError(f"{name}: {n} rows of features/outputs but {len(y)} label rows")
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise ScoreError(f"{name}: multi-label targets must be 0/1, got values other than 0 and 1")
+    cols = [y[:, j].astype(np.int64) for j in range(y.shape[1]) if 0 < y[:, j].sum() < n]
+    if not cols:
+        raise ScoreError(f"{name}: no label has both positive and negative images")
+    return cols
+
+
+def per_label(name: str, score: Callable[[np.ndarray], float], labels, n: int) -> float:
+    """``score`` of each binary label task of a multi-label matrix, averaged over the labels."""
+    return float(np.mean([score(t) for t in label_columns(name, labels, n)]))
+
+
 def _labels(name: str, labels, n: int) -> tuple[np.ndarray, int]:
     """Target labels as 0..C-1 (the order of their sorted values) and the number of classes C."""
     y = np.asarray(labels)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
+    if y.ndim == 2:
+        raise ScoreError(f"{name}: takes one class per image, not multi-label (n, L) targets")
     if y.ndim != 1:
         raise ScoreError(f"{name}: labels must be 1-D (n,), got shape {y.shape}")
     if len(y) != n:
@@ -112,6 +148,8 @@ def leep(probs: np.ndarray, labels: np.ndarray) -> float:
     log-likelihood): the closer to 0, the better the source classes explain the target classes.
     """
     probs = _probabilities("leep", probs)
+    if is_multilabel(labels):
+        return per_label("leep", lambda t: leep(probs, t), labels, len(probs))
     yi, c = _labels("leep", labels, len(probs))
     n = len(yi)
     joint = _onehot(yi, c).T @ probs / n  # P(y, z), (Y, Z)
@@ -129,6 +167,8 @@ def nce(source_pred: np.ndarray, labels: np.ndarray) -> float:
     z = np.asarray(source_pred)
     if z.ndim != 1:
         raise ScoreError(f"nce: source predictions must be 1-D (n,) class indices, got shape {z.shape}")
+    if is_multilabel(labels):
+        return per_label("nce", lambda t: nce(z, t), labels, len(z))
     yi, _ = _labels("nce", labels, len(z))
     _, zi = np.unique(z, return_inverse=True)
     zi = zi.reshape(-1)
@@ -152,6 +192,9 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
     between-class share of the feature variance, summed over feature directions; at most
     ``min(d, C - 1)``. Covariances with 1/n (the normalisation cancels) and a pseudo-inverse
     (``rcond`` 1e-10), so that rank-deficient features do not fail."""
+    if is_multilabel(labels):
+        f = _matrix("h-score", features)
+        return per_label("h-score", lambda t: h_score(f, t), labels, len(f))
     f, y, _ = _features_labels("h-score", features, labels)
     f = f - f.mean(0)
     cov_f = f.T @ f / len(f)
@@ -172,13 +215,17 @@ def logme(features: np.ndarray, labels: np.ndarray, tol: float = 1e-2, max_iter:
     ``max_iter`` 11 and ``tol`` 1e-2 as in the authors' code; the evidence is evaluated exactly at
     the final (alpha, beta) (the reference code evaluates it at the previous iterate's posterior
     mean and adds 1e-5 to two denominators, see docs/scores.md)."""
-    F, y, _ = _features_labels("logme", features, labels)
+    if is_multilabel(labels):
+        F = _matrix("logme", features)
+        targets = [t.astype(np.float64) for t in label_columns("logme", labels, len(F))]
+    else:
+        F, y, _ = _features_labels("logme", features, labels)
+        targets = [(y == c).astype(np.float64) for c in np.unique(y)]
     n, d = F.shape
     u, s, _ = np.linalg.svd(F, full_matrices=False)  # F = u diag(s) v^T
     sigma = s**2  # eigenvalues of F^T F (the non-zero ones)
     evidences = []
-    for c in np.unique(y):
-        t = (y == c).astype(np.float64)
+    for t in targets:
         proj = u.T @ t  # coordinates of t in the column space of F
         res_outside = float(t @ t - proj @ proj)  # part of |t|^2 outside span(F)
         alpha, beta = 1.0, 1.0
@@ -217,18 +264,30 @@ def knn_auc(features: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
     fractions of its ``k`` nearest other images (Euclidean, on features standardised per
     dimension); the score is the ROC AUC of those fractions (weighted one-vs-rest for more than
     two classes, as dsim scores transfer runs). 0.5 = chance, 1 = neighbourhoods are pure."""
-    f, yi, c = _features_labels("knn", features, labels, min_images=3)
-    n = len(yi)
+    multilabel = is_multilabel(labels)
+    if multilabel:
+        f = _matrix("knn", features)
+        if len(f) < 3:
+            raise ScoreError(f"knn: needs at least 3 images, got {len(f)}")
+        cols = np.stack(label_columns("knn", labels, len(f)), axis=1)  # (n, L') binary tasks
+    else:
+        f, yi, c = _features_labels("knn", features, labels, min_images=3)
+    n = len(f)
     k = max(1, min(int(k), n - 1))
     sd = f.std(0)
     f = (f - f.mean(0)) / np.where(sd > 0, sd, 1.0)
     sq = (f * f).sum(1)
-    votes = np.zeros((n, c))
+    votes = np.zeros((n, cols.shape[1] if multilabel else c))
     for s in range(0, n, 512):  # blocks of rows keep memory at 512 x n
         d = sq[s : s + 512, None] + sq[None, :] - 2.0 * f[s : s + 512] @ f.T
         d[np.arange(d.shape[0]), np.arange(s, s + d.shape[0])] = np.inf  # leave the image itself out
         nn = np.argpartition(d, k - 1, axis=1)[:, :k]
-        np.add.at(votes, (np.repeat(np.arange(s, s + d.shape[0]), k), yi[nn].ravel()), 1.0)
+        if multilabel:  # per label: how many of the k neighbours are positive
+            votes[s : s + d.shape[0]] = cols[nn].sum(1)
+        else:
+            np.add.at(votes, (np.repeat(np.arange(s, s + d.shape[0]), k), yi[nn].ravel()), 1.0)
+    if multilabel:
+        return dsim.mean_label_auc(cols, votes / k)
     return dsim.auc_weighted_ovr(yi, votes / k if c > 2 else votes[:, 1] / k)
 
 
@@ -255,8 +314,13 @@ def nleep(
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    f, yi, c = _features_labels("nleep", features, labels)
-    n = len(yi)
+    if is_multilabel(labels):  # one mixture for the binary tasks of every label
+        f = _matrix("nleep", features)
+        tasks, c = label_columns("nleep", labels, len(f)), 2
+    else:
+        f, yi, c = _features_labels("nleep", features, labels)
+        tasks = [yi]
+    n = len(f)
     k = int(component_ratio) * c
     if k > n:
         raise ScoreError(
@@ -265,11 +329,14 @@ def nleep(
     pca = PCA(n_components=variance, random_state=seed).fit(f)
     z = pca.transform(f)
     post = GaussianMixture(n_components=k, random_state=seed).fit(z).predict_proba(z)  # p(v | x)
-    pyv = _onehot(yi, c).T @ post / n  # P(y, v)
-    pv = pyv.sum(0, keepdims=True)
-    py_v = np.divide(pyv, pv, out=np.zeros_like(pyv), where=pv > 0)  # P(y | v)
-    p = (post @ py_v.T)[np.arange(n), yi]  # p(y_i | x_i)
-    return float(np.mean(np.log(p)) if log else np.mean(p))
+    values = []
+    for yi in tasks:
+        pyv = _onehot(yi, c).T @ post / n  # P(y, v)
+        pv = pyv.sum(0, keepdims=True)
+        py_v = np.divide(pyv, pv, out=np.zeros_like(pyv), where=pv > 0)  # P(y | v)
+        p = (post @ py_v.T)[np.arange(n), yi]  # p(y_i | x_i)
+        values.append(float(np.mean(np.log(p)) if log else np.mean(p)))
+    return float(np.mean(values))
 
 
 def _largest_eigenvalue(a: np.ndarray, iterations: int = 3) -> float:
@@ -326,6 +393,9 @@ def sfda(features: np.ndarray, labels: np.ndarray) -> float:
     Higher = the classes stay separable under the hardest mixing. Deterministic. The shrinkage
     depends on the features' absolute scale (``lambda_max``), as in the paper.
     """
+    if is_multilabel(labels):
+        f = _matrix("sfda", features)
+        return per_label("sfda", lambda t: sfda(f, t), labels, len(f))
     f, yi, c = _features_labels("sfda", features, labels)
     n = len(yi)
     p, s, means = _shrunk_lda_posteriors(f, yi, c, None)
@@ -353,6 +423,9 @@ def parc(features: np.ndarray, labels: np.ndarray, *, n_dims: int = 32, seed: in
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
+    if is_multilabel(labels):
+        f = _matrix("parc", features)
+        return per_label("parc", lambda t: parc(f, t, n_dims=n_dims, seed=seed), labels, len(f))
     f, yi, c = _features_labels("parc", features, labels, min_images=3)
     n, d = f.shape
     k = min(int(n_dims), n)
@@ -390,6 +463,9 @@ def lp(
     """
     from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
 
+    if is_multilabel(labels):
+        f = _matrix("lp", features)
+        return per_label("lp", lambda t: lp(f, t, n_components=n_components, k=k, seed=seed), labels, len(f))
     f, yi, _ = _features_labels("lp", features, labels, min_images=3)
     n, d = f.shape
     nca = NeighborhoodComponentsAnalysis(n_components=min(int(n_components), d), random_state=seed)
@@ -547,6 +623,9 @@ def fu(
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.ndim != 4:
         raise ScoreError(f"fu: images must be (n, C, H, W), got shape {tuple(x.shape)}")
+    if is_multilabel(labels):
+        kw = {"first": first, "second": second, "n_batches": n_batches, "margin": margin, "device": device}
+        return per_label("fu", lambda t: fu(model, x, t, **kw), labels, len(x))
     yi, _ = _labels("fu", np.asarray(labels), len(x))
     y = torch.as_tensor(yi)
     n = len(y)

@@ -100,12 +100,28 @@ def load_dataset(
         ) from None
     if len(data) == 0:
         raise DatasetError(f"dataset {card.name!r} ({data.source}): no images")
+    data = _with_card_task(card, data)
     if card.num_classes and data.num_classes > card.num_classes:
         raise DatasetError(
             f"dataset {card.name!r} ({data.source}): labels have {data.num_classes} classes but "
             f"its card says {card.num_classes}"
         )
     return data.subsample(max_samples, seed=seed)
+
+
+def _with_card_task(card: DatasetCard, data: ImageSet) -> ImageSet:
+    """The data under its card's ``task``: a multi-label card keeps a file whose rows happen to be
+    one-hot multi-label; single-label classes under a multi-label card become one-hot rows; an
+    ordinal or multi-class card sets how single-label classes are scored. A multi-label matrix
+    under a single-label card is refused."""
+    if not card.task or card.task == data.task:
+        return data
+    if data.multilabel:
+        raise DatasetError(
+            f"dataset {card.name!r} ({data.source}): its card says task {card.task!r} but the labels "
+            f"are a multi-label (N, {data.num_classes}) matrix; fix the card's task or the labels"
+        )
+    return data.with_task(card.task)
 
 
 # ------------------------------------------------------------------------------ validation data
@@ -122,7 +138,7 @@ def check_card(card: DatasetCard, data: ImageSet) -> None:
     """Refuse data whose classes do not match its card (a wrong card would mislabel every run)."""
     import numpy as np
 
-    found = len(np.unique(data.labels))
+    found = data.num_classes if data.multilabel else len(np.unique(data.labels))
     if card.num_classes and (data.num_classes != card.num_classes or found > card.num_classes):
         raise DsimError(
             f"dataset {card.name!r}: its card says {card.num_classes} classes but the data "
@@ -178,18 +194,30 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 def union(sets: Sequence[ImageSet], name: str) -> ImageSet:
     """Several sources as one dataset: class sets concatenated (Jindal & Singh's aggregated
-    source: 15 + 2 + 5 = 22 labels), images resized to a common 28 px RGB for stacking."""
+    source: 15 + 2 + 5 = 22 labels), images resized to a common 28 px RGB for stacking. When one
+    of them is multi-label, so is the union: each set fills its own block of label columns (a
+    single-label set as one-hot rows), as Jindal & Singh's multi-label 22-label source."""
     if len(sets) == 1:
         return sets[0]
     import numpy as np
 
+    from .multilabel import one_hot
     from .tensors import to_tensor
 
+    multilabel = any(s.multilabel for s in sets)
+    width = sum(s.num_classes for s in sets)
     imgs, labels, names, off = [], [], [], 0
     for s in sets:
         x = to_tensor(s.images, size=28, channels=3, normalize=False)
         imgs.append((x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
-        labels.append(s.labels + off)
+        if multilabel:
+            block = np.zeros((len(s), width), dtype=np.int64)
+            block[:, off : off + s.num_classes] = (
+                s.labels if s.multilabel else one_hot(s.labels, s.num_classes)
+            )
+            labels.append(block)
+        else:
+            labels.append(s.labels + off)
         names += [f"{s.name}:{c}" for c in s.class_names]
         off += s.num_classes
     return ImageSet(

@@ -9,6 +9,8 @@ import numpy as np
 __all__ = [
     "transferability",
     "auc_weighted_ovr",
+    "label_aucs",
+    "mean_label_auc",
     "measured_transferability",
     "measured_basis",
     "target_baseline",
@@ -39,6 +41,29 @@ def auc_weighted_ovr(labels: np.ndarray, scores: np.ndarray) -> float:
             return float(roc_auc_score(labels == present[1], probs[:, 1]))
         return float(roc_auc_score(labels, probs, average="weighted", multi_class="ovr", labels=present))
     return float(roc_auc_score(labels, scores, average="weighted", multi_class="ovr"))
+
+
+def label_aucs(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each column of a multi-label ``(N, L)`` 0/1 matrix from the scores of that
+    label, ``(L,)``; NaN for a label without both positive and negative images."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels) > 0
+    s = np.asarray(scores, dtype=float)
+    out = np.full(y.shape[1], np.nan)
+    for j in range(y.shape[1]):
+        if 0 < y[:, j].sum() < len(y):
+            out[j] = roc_auc_score(y[:, j], s[:, j])
+    return out
+
+
+def mean_label_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean per-label ROC AUC (macro) of a multi-label target over the labels that have both
+    positive and negative images (Romero et al.'s and MedMNIST's multi-label AUC)."""
+    aucs = label_aucs(labels, scores)
+    if not np.isfinite(aucs).any():
+        raise ValueError("no label has both positive and negative images: AUC undefined")
+    return float(np.nanmean(aucs))
 
 
 def _by_setup(history, target: str):

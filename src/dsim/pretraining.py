@@ -163,7 +163,7 @@ def plan_job(
         sets = [load_checked(n, max_samples=max_samples, seed=seed, inline=inline) for n in names]
         label = "+".join(s.name for s in sets)
         data = union(sets, label)
-    if len(np.unique(data.labels)) < 2:
+    if not _learnable(data):
         raise DsimError(f"pretrain on {label!r}: the source has one class; nothing to learn from")
     init_id = "random" if init == "random" else init
     if init == "imagenet":
@@ -227,7 +227,7 @@ def train_checkpoint(
     )
     val_metrics = (
         classification_metrics(va.labels, predict_proba(model, va, cfg, device=device))
-        if len(np.unique(va.labels)) > 1
+        if _learnable(va)
         else {}
     )
     meta = {
@@ -273,10 +273,25 @@ def _write_atomic(out: Path, blob: bytes) -> None:
             os.unlink(tmp)
 
 
+def _learnable(data: ImageSet) -> bool:
+    """Two classes present; for a multi-label set, a label with positive and negative images."""
+    if data.multilabel:
+        counts = data.class_counts()
+        return bool(((counts > 0) & (counts < len(data))).any())
+    return len(np.unique(data.labels)) >= 2
+
+
 def _holdout(data: ImageSet, seed: int, frac: float = 0.1) -> tuple[ImageSet, ImageSet]:
-    """A stratified hold-out for early stopping (10 % of the source)."""
+    """A stratified hold-out for early stopping (10 % of the source; iterative stratification
+    for a multi-label source)."""
     from sklearn.model_selection import train_test_split
 
+    if data.multilabel:
+        from .multilabel import iterative_split
+
+        n_val = min(max(int(round(frac * len(data))), 1), len(data) - 1)
+        part = iterative_split(data.labels, [n_val, len(data) - n_val], seed)
+        return data.take(np.flatnonzero(part == 1)), data.take(np.flatnonzero(part == 0))
     idx = np.arange(len(data))
     counts = np.bincount(data.labels)
     strat = data.labels if counts[counts > 0].min() >= 2 else None

@@ -209,7 +209,14 @@ def rank(
     if target_missing is None:  # read the target first: bad input fails before any work
         target_data = images(tcard)
         tcard = _with_data_facts(tcard, target_data)
-        if target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
+        if target_data.multilabel:
+            counts = target_data.class_counts()
+            if not ((counts > 0) & (counts < len(target_data))).any():
+                raise DsimError(
+                    f"target {tcard.name!r} ({target_data.source}): no label has both positive and "
+                    "negative images"
+                )
+        elif target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
@@ -263,6 +270,8 @@ def _with_data_facts(card: DatasetCard, data: ImageSet) -> DatasetCard:
         facts["size"] = len(data)
     if not card.image_size:
         facts["image_size"] = "x".join(str(n) for n in data.image_shape)
+    if not card.task and data.multilabel:
+        facts["task"] = "multi-label"
     return dataclasses.replace(card, **facts) if facts else card
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "RunResult",
     "stable_hash",
     "file_digest",
+    "is_ordinal",
 ]
 
 #: The six expert properties of "Cats, not CAT scans" (van den Brandt et al.), in the paper's order.
@@ -41,6 +42,12 @@ EXPERT_FEATURES: tuple[str, ...] = (
     "diversity",  # low / high
     "classes",  # few / many
 )
+
+
+def is_ordinal(class_names: Sequence[str]) -> bool:
+    """Graded targets (diabetic retinopathy levels, grades): quadratic kappa applies."""
+    words = " ".join(class_names).lower()
+    return len(class_names) > 2 and any(w in words for w in ("grade", "level", "npdr", "stage", "no dr"))
 
 
 def stable_hash(obj: Any) -> str:
@@ -89,6 +96,9 @@ class DatasetCard(_Record):
     ``loader`` names a dataset loader plugin and ``loader_args`` are passed to it; a card without a
     loader (e.g. ImageNet) can still be ranked by card-only measures (expert features) and by
     published results. ``expert`` maps each of :data:`EXPERT_FEATURES` to a categorical value.
+    ``task`` says what kind of classification its labels are: ``"multi-class"``, ``"ordinal"``
+    (graded classes: quadratic kappa) or ``"multi-label"`` (several findings per image, labels an
+    ``(N, L)`` 0/1 matrix); ``""`` (the default) decides from the data.
     ``derived_from`` names the dataset whose images this one holds (a family: never each other's
     candidate source); ``aggregate_of`` lists the datasets a source was pretrained on together,
     the target always left out, so that it is no member of any of their families.
@@ -102,6 +112,7 @@ class DatasetCard(_Record):
     channels: int | None = None
     num_classes: int | None = None
     class_names: tuple[str, ...] = ()
+    task: str = ""  # "" (from the data) | "multi-class" | "ordinal" | "multi-label"
     size: int | None = None  # number of images
     image_size: str = ""  # as printed, e.g. "96x96" or "72x72 to 2916x2583"
     expert: Mapping[str, str] = field(default_factory=dict)
@@ -135,6 +146,14 @@ class DatasetCard(_Record):
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"dataset card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
+        from .multilabel import TASKS
+
+        if d.get("task") is None:
+            d["task"] = ""
+        if d["task"] not in ("", *TASKS):
+            raise ValueError(
+                f"dataset card {d.get('name', '?')!r}: task {d['task']!r} is none of {', '.join(TASKS)}"
+            )
         return cls(**d)
 
     @property
@@ -199,9 +218,14 @@ class CheckpointCard(_Record):
 class ImageSet:
     """Images and labels of one dataset, in memory.
 
-    ``images`` is ``(N, H, W, C)`` (uint8 0..255 or float), ``labels`` is ``(N,)`` of ints in
-    ``0..num_classes-1``. ``split`` optionally holds the original split of each image
-    ("train"/"val"/"test"). Subsampling and splitting are seeded and stratified.
+    ``images`` is ``(N, H, W, C)`` (uint8 0..255 or float). ``labels`` is ``(N,)`` of ints in
+    ``0..num_classes-1`` (one class per image), or, for a multi-label target, an ``(N, L)``
+    matrix of 0/1 (``class_names`` are then the L label names; a row of zeros is an image
+    without any finding). ``task`` is ``"multi-class"``, ``"ordinal"`` or ``"multi-label"``;
+    left empty it is decided from the data (multi-label for a label matrix, ordinal for graded
+    class names, :func:`is_ordinal`). ``split`` optionally holds the original split of each image
+    ("train"/"val"/"test"). Subsampling and splitting are seeded and stratified (iterative
+    stratification for multi-label targets, :mod:`dsim.multilabel`).
     """
 
     name: str
@@ -212,6 +236,7 @@ class ImageSet:
     source: str = ""  # file or folder the images came from (for error messages)
     #: files the loader could not read and left out, as (file or csv line, reason)
     skipped: tuple[tuple[str, str], ...] = ()
+    task: str = ""
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -223,8 +248,32 @@ class ImageSet:
             raise ValueError(f"{where}: images must be (N,H,W,C) or (N,H,W), got shape {imgs.shape}")
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
+        if labels.ndim == 2:
+            from .multilabel import multi_hot
+
+            if len(labels) != len(imgs):
+                raise ValueError(f"{where}: {len(imgs)} images but {len(labels)} label rows")
+            if self.task not in ("", "multi-label"):
+                raise ValueError(
+                    f"{where}: task {self.task!r} but the labels are a multi-label (N, L) matrix"
+                )
+            self.images, self.labels, self.task = (
+                imgs,
+                multi_hot(labels, where, self.class_names),
+                "multi-label",
+            )
+            if not self.class_names:
+                self.class_names = tuple(str(i) for i in range(labels.shape[1]))
+            elif len(self.class_names) != labels.shape[1]:
+                raise ValueError(
+                    f"{where}: {len(self.class_names)} label names for {labels.shape[1]} label columns"
+                )
+            self.class_names = tuple(self.class_names)
+            return
         if labels.ndim != 1:
-            raise ValueError(f"{where}: labels must be (N,) or (N,1), got shape {labels.shape}")
+            raise ValueError(
+                f"{where}: labels must be (N,), (N,1) or (N,L) multi-label, got shape {labels.shape}"
+            )
         if len(labels) != len(imgs):
             raise ValueError(f"{where}: {len(imgs)} images but {len(labels)} labels")
         if len(labels) and (not np.issubdtype(labels.dtype, np.integer)):
@@ -240,9 +289,25 @@ class ImageSet:
             self.class_names = tuple(str(i) for i in range(k))
         else:
             self.class_names = tuple(self.class_names)
+        if self.task == "multi-label":
+            raise ValueError(f"{where}: task 'multi-label' needs an (N, L) 0/1 label matrix, got labels (N,)")
+        if self.task not in ("", "multi-class", "ordinal"):
+            raise ValueError(f"{where}: unknown task {self.task!r} (multi-class, ordinal or multi-label)")
+        self.task = self.task or self._data_task()
+
+    def _data_task(self) -> str:
+        """The task the labels alone say (what an empty ``task`` becomes)."""
+        if self.labels.ndim == 2:
+            return "multi-label"
+        return "ordinal" if is_ordinal(self.class_names) else "multi-class"
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the labels are an ``(N, L)`` multi-label matrix."""
+        return self.task == "multi-label"
 
     def skipped_note(self, shown: int = 3) -> str | None:
         """One line on the files the loader left out (count and the first few), or None."""
@@ -267,14 +332,25 @@ class ImageSet:
     def image_shape(self) -> tuple[int, int]:
         return int(self.images.shape[1]), int(self.images.shape[2])
 
+    def class_counts(self) -> np.ndarray:
+        """Images of each class, or positive images of each label (multi-label), ``(num_classes,)``."""
+        if self.multilabel:
+            return self.labels.sum(0).astype(np.int64)
+        return np.bincount(self.labels, minlength=self.num_classes).astype(np.int64)
+
     def fingerprint(self) -> str:
-        """Content hash of the pixels, labels and class names (not of any file name)."""
+        """Content hash of the pixels, labels and class names (not of any file name); of the label
+        matrix's shape for a multi-label set, and of the task when it is not the data's own."""
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(str((self.images.shape, str(self.images.dtype))).encode())
             h.update(np.ascontiguousarray(self.images).tobytes())
             h.update(np.ascontiguousarray(self.labels).tobytes())
             h.update("\x00".join(self.class_names).encode())
+            if self.multilabel:
+                h.update(f"\x00multi-label{self.labels.shape}".encode())
+            elif self.task != self._data_task():
+                h.update(f"\x00task:{self.task}".encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
@@ -288,18 +364,59 @@ class ImageSet:
             split=None if self.split is None else self.split[idx],
             source=self.source,
             skipped=self.skipped,
+            task=self.task,
+        )
+
+    def with_task(self, task: str) -> ImageSet:
+        """The same images under another task: ``"multi-label"`` turns class indices into one-hot
+        rows (lossless); ``"multi-class"``/``"ordinal"`` re-read single-label classes."""
+        if task in ("", self.task):
+            return self
+        labels = self.labels
+        if task == "multi-label" and not self.multilabel:
+            from .multilabel import one_hot
+
+            labels = one_hot(self.labels, self.num_classes)
+        return ImageSet(
+            name=self.name,
+            images=self.images,
+            labels=labels,
+            class_names=self.class_names,
+            split=self.split,
+            source=self.source,
+            skipped=self.skipped,
+            task=task,
         )
 
     def subsample(self, n: int | None, seed: int = 0) -> ImageSet:
-        """A stratified, seeded subsample of at most ``n`` images (class proportions kept)."""
+        """A stratified, seeded subsample of at most ``n`` images (class proportions kept; label
+        frequencies by iterative stratification for a multi-label set, every label kept)."""
         if n is None or n >= len(self):
             return self
+        if self.multilabel:
+            from .multilabel import subsample_indices
+
+            return self.take(subsample_indices(self.labels, n, seed), name=self.name)
         idx = stratified_indices(self.labels, n, seed)
         return self.take(idx, name=self.name)
 
     def per_class(self, n_per_class: int, seed: int = 0) -> ImageSet:
-        """At most ``n_per_class`` images of each class, seeded."""
+        """At most ``n_per_class`` images of each class, seeded. Multi-label: labels rarest first,
+        images of a label added until it has ``n_per_class`` positives in the selection, and at
+        most ``n_per_class`` images without any label."""
         rng = np.random.default_rng(seed)
+        if self.multilabel:
+            y = self.labels.astype(bool)
+            chosen = np.zeros(len(self), dtype=bool)
+            for lab in np.argsort(y.sum(0), kind="stable"):
+                need = n_per_class - int((y[:, lab] & chosen).sum())
+                free = np.flatnonzero(y[:, lab] & ~chosen)
+                if need > 0 and len(free):
+                    chosen[rng.choice(free, min(need, len(free)), replace=False)] = True
+            none = np.flatnonzero(~y.any(1))
+            if len(none):
+                chosen[rng.choice(none, min(n_per_class, len(none)), replace=False)] = True
+            return self.take(np.flatnonzero(chosen), name=self.name)
         keep = []
         for c in np.unique(self.labels):
             members = np.flatnonzero(self.labels == c)
@@ -312,8 +429,13 @@ class ImageSet:
         """Yield ``(train, val, test)`` index arrays of stratified k-fold CV (cats-scans: 80/10/10).
 
         The test fold is 1/k of the data; ``val_fraction`` of the whole set is carved,
-        stratified, from the remaining training part.
+        stratified, from the remaining training part. A multi-label set is split by seeded
+        iterative stratification (:func:`dsim.multilabel.iterative_split`): a label with at
+        least k positives has positives in every test fold.
         """
+        if self.multilabel:
+            yield from self._multilabel_kfold(k, seed, val_fraction)
+            return
         from sklearn.model_selection import StratifiedKFold, train_test_split
 
         skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -323,6 +445,20 @@ class ImageSet:
             strat = self.labels[rest] if counts[counts > 0].min() >= 2 else None
             train, val = train_test_split(rest, test_size=n_val, random_state=seed + fold, stratify=strat)
             yield np.sort(train), np.sort(val), np.sort(test)
+
+    def _multilabel_kfold(self, k: int, seed: int, val_fraction: float):
+        from .multilabel import iterative_split
+
+        n = len(self)
+        if not 2 <= k <= n:
+            raise ValueError(f"{self.name}: cannot make {k} folds of {n} images")
+        sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        fold_of = iterative_split(self.labels, sizes, seed)
+        for fold in range(k):
+            test, rest = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+            n_val = min(max(int(round(val_fraction * n)), 1), len(rest) - 1)
+            part = iterative_split(self.labels[rest], [n_val, len(rest) - n_val], seed + fold)
+            yield np.sort(rest[part == 1]), np.sort(rest[part == 0]), test
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

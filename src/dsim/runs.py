@@ -228,6 +228,39 @@ def plan_work(
 
 
 # ------------------------------------------------------------------------------ one run
+def _check_multilabel_target(spec: RunSpec, target: ImageSet) -> None:
+    counts = target.class_counts()
+    if not ((counts > 0) & (counts < len(target))).any():
+        raise DsimError(
+            f"target {spec.target!r}: no label has both positive and negative images; nothing to classify"
+        )
+
+
+def _check_multilabel_fold(spec: RunSpec, target: ImageSet, train: ImageSet, test: ImageSet) -> list[str]:
+    """A multi-label fold is refused when no label can be scored on its test split or learnt from
+    its training split; labels with positives in the target but none in the training split are
+    named in a note (they are trained as all-negative and scored as the rest)."""
+    t = test.class_counts()
+    if not ((t > 0) & (t < len(test))).any():
+        raise DsimError(
+            f"fold {spec.fold}: the test split has no label with both positive and negative images; "
+            "use fewer folds or more images"
+        )
+    present = target.class_counts() > 0
+    lacking = [target.class_names[j] for j in np.flatnonzero(present & (train.class_counts() == 0))]
+    if len(lacking) == int(present.sum()):
+        raise DsimError(
+            f"fold {spec.fold}: the training split has no positive image of any label; "
+            "use a larger --train-sizes value"
+        )
+    if lacking:
+        return [
+            f"fold {spec.fold}: the training split has no positive image of label(s) "
+            f"{', '.join(lacking)}; they cannot be learnt here (use a larger --train-sizes value)"
+        ]
+    return []
+
+
 def execute_run(
     spec: RunSpec,
     *,
@@ -255,7 +288,9 @@ def execute_run(
                 spec.target, max_samples=hp.get("target_max"), seed=spec.seed, inline=inline
             )
         classes = np.unique(target.labels)
-        if len(classes) < 2:
+        if target.multilabel:
+            _check_multilabel_target(spec, target)
+        elif len(classes) < 2:
             raise DsimError(
                 f"target {spec.target!r} has one class ({target.class_names[classes[0]] if len(classes) else 'none'}); nothing to classify"
             )
@@ -266,7 +301,8 @@ def execute_run(
         train, val, test = target.take(tr_i), target.take(va_i), target.take(te_i)
         if hp.get("train_size"):
             train = train.subsample(int(hp["train_size"]), seed=spec.seed * 1000 + spec.fold)
-        for part, ds in (("test", test), ("training", train)):
+        fold_notes = _check_multilabel_fold(spec, target, train, test) if target.multilabel else []
+        for part, ds in () if target.multilabel else (("test", test), ("training", train)):
             missing = [target.class_names[c] for c in classes if c not in set(ds.labels.tolist())]
             if part == "test" and len(missing) >= len(classes) - 1:
                 raise DsimError(
@@ -301,6 +337,7 @@ def execute_run(
     except Exception as exc:
         raise DsimError(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     notes = tuple(metrics.pop("notes", ()) or ()) if isinstance(metrics.get("notes"), (list, tuple)) else ()
+    notes = tuple(fold_notes) + notes
     metrics = {
         k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))
     }

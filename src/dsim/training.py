@@ -3,6 +3,11 @@
 :class:`TrainConfig` (hyper-parameters, all in the run key), :func:`build_classifier` (a backbone
 plugin's network plus a linear head), :func:`fit` (early stopping, class weights, AMP on CUDA,
 OOM back-off), :func:`predict_proba` and :func:`classification_metrics`. docs/validate.md.
+
+A multi-label target (labels an ``(N, L)`` 0/1 matrix) trains the same network with one sigmoid
+output per label: binary cross-entropy with logits, per-label ``pos_weight`` (negatives /
+positives) as its class weights; probabilities are per-label sigmoids, and the metrics the mean
+per-label AUC (:func:`classification_metrics`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import DsimError
-from .records import ImageSet
+from .records import ImageSet, is_ordinal
 
 __all__ = [
     "TrainConfig",
@@ -75,20 +80,25 @@ class FitResult:
     seconds: float = 0.0
 
 
-def is_ordinal(class_names: Sequence[str]) -> bool:
-    """Graded targets (diabetic retinopathy levels, grades): quadratic kappa applies."""
-    words = " ".join(class_names).lower()
-    return len(class_names) > 2 and any(w in words for w in ("grade", "level", "npdr", "stage", "no dr"))
+def classification_metrics(
+    labels, probs, *, ordinal: bool = False, class_names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """AUC (weighted one-vs-rest), accuracy and Cohen's kappa (quadratic when ``ordinal``).
 
-
-def classification_metrics(labels, probs, *, ordinal: bool = False) -> dict[str, float]:
-    """AUC (weighted one-vs-rest), accuracy and Cohen's kappa (quadratic when ``ordinal``)."""
+    Multi-label ``labels`` (an ``(N, L)`` 0/1 matrix, ``probs`` the per-label probabilities):
+    ``auc`` is the mean per-label ROC AUC over the labels with positive and negative images
+    (macro, as Romero et al. and MedMNIST report it), each label's AUC is ``auc:<name>``
+    (``class_names``, else its column number), ``labels_scored`` says how many were scored;
+    ``accuracy`` is the mean per-label accuracy at the threshold 0.5; kappa is not defined (absent).
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    if labels.ndim == 2:
+        return _multilabel_metrics(labels, probs, class_names)
     from sklearn.metrics import accuracy_score, cohen_kappa_score
 
     from .metrics import auc_weighted_ovr
 
-    labels = np.asarray(labels)
-    probs = np.asarray(probs, dtype=np.float64)
     pred = probs.argmax(axis=1)
     return {
         "auc": auc_weighted_ovr(labels, probs),
@@ -97,11 +107,31 @@ def classification_metrics(labels, probs, *, ordinal: bool = False) -> dict[str,
     }
 
 
+def _multilabel_metrics(labels, probs, class_names) -> dict[str, float]:
+    from .metrics import label_aucs
+
+    if probs.shape != labels.shape:
+        raise TrainingError(f"multi-label metrics: probabilities {probs.shape} for labels {labels.shape}")
+    aucs = label_aucs(labels, probs)
+    scored = np.isfinite(aucs)
+    if not scored.any():
+        raise TrainingError("multi-label metrics: no label has both positive and negative test images")
+    names = list(class_names) if class_names else [str(i) for i in range(labels.shape[1])]
+    out = {"auc": float(aucs[scored].mean()), "accuracy": float(((probs >= 0.5) == (labels > 0)).mean())}
+    out.update({f"auc:{n}": float(a) for n, a, ok in zip(names, aucs, scored) if ok})
+    out["labels_scored"] = float(scored.sum())
+    return out
+
+
 def fold_metrics(spec, data, probs) -> dict[str, float]:
-    """:func:`classification_metrics` of a run's test fold from ``(N, k)`` class probabilities;
-    kappa is quadratic when the spec's ``ordinal`` hyper-parameter says so, else when the class
-    names look graded (:func:`is_ordinal`). Every strategy scores its fold through this."""
-    ordinal = bool(spec.hyperparameters.get("ordinal", is_ordinal(data.train.class_names)))
+    """:func:`classification_metrics` of a run's test fold from ``(N, k)`` class probabilities
+    (per-label probabilities for a multi-label target); kappa is quadratic when the spec's
+    ``ordinal`` hyper-parameter says so, else when the target's task is ordinal (its card says
+    so, or its class names look graded: :func:`is_ordinal`). Every strategy scores its fold
+    through this."""
+    if data.train.multilabel:
+        return classification_metrics(data.test.labels, probs, class_names=data.train.class_names)
+    ordinal = bool(spec.hyperparameters.get("ordinal", data.train.task == "ordinal"))
     return classification_metrics(data.test.labels, probs, ordinal=ordinal)
 
 
@@ -167,12 +197,15 @@ def layer_groups(model, n: int = 3) -> list[list]:
 
 # ------------------------------------------------------------------------------------ data
 def prepare(data: ImageSet, cfg: TrainConfig):
-    """ImageSet -> (float tensor N,C,S,S, long tensor N), preprocessed once."""
+    """ImageSet -> (float tensor N,C,S,S, long tensor N), preprocessed once; the labels of a
+    multi-label set are a float tensor (N, L) of 0/1."""
     import torch
 
     from .tensors import to_tensor
 
     x = to_tensor(data.images, size=cfg.image_size, channels=cfg.channels)
+    if data.multilabel:
+        return x, torch.from_numpy(np.asarray(data.labels, dtype=np.float32))
     y = torch.from_numpy(np.asarray(data.labels, dtype=np.int64))
     return x, y
 
@@ -209,6 +242,30 @@ def _device(device) -> Any:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def _pos_weight(y):
+    """Per-label ``pos_weight`` of the BCE loss, negatives / positives (1 for a label without
+    positives): a multi-label target's class weights."""
+    import torch
+
+    pos = y.double().sum(0)
+    w = torch.ones(y.shape[1], dtype=torch.float64)
+    w[pos > 0] = (len(y) - pos[pos > 0]) / pos[pos > 0]
+    return w.float()
+
+
+def _loss(out, y, weight, label_smoothing: float = 0.0, reduction: str = "mean"):
+    """Cross-entropy for class indices; for a multi-label target (``y`` float (N, L)) binary
+    cross-entropy with logits, ``weight`` its per-label ``pos_weight``; ``"sum"`` sums the BCE
+    over images and averages it over labels."""
+    import torch.nn.functional as F
+
+    if y.ndim == 2:
+        t = y * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else y
+        bce = F.binary_cross_entropy_with_logits(out, t, pos_weight=weight, reduction=reduction)
+        return bce / y.shape[1] if reduction == "sum" else bce
+    return F.cross_entropy(out, y, weight=weight, label_smoothing=label_smoothing, reduction=reduction)
 
 
 def _class_weights(y, num_classes: int):
@@ -303,7 +360,6 @@ def _fit_once(
     result: FitResult,
 ) -> FitResult:
     import torch
-    import torch.nn.functional as F
 
     t0 = time.perf_counter()
     dev = _device(device)
@@ -314,8 +370,9 @@ def _fit_once(
         xva, yva = prepare(val, cfg)
     else:
         xtr, ytr, xva, yva = tensors
+    multilabel = ytr.ndim == 2
     if num_classes is None:
-        num_classes = int(max(ytr.max(), yva.max())) + 1
+        num_classes = int(ytr.shape[1]) if multilabel else int(max(ytr.max(), yva.max())) + 1
     if len(ytr) == 0:
         raise TrainingError(f"{label}: empty training set")
     if cuda:
@@ -327,7 +384,9 @@ def _fit_once(
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
-    weight = _class_weights(ytr, num_classes).to(dev) if cfg.class_weights else None
+    weight = None
+    if cfg.class_weights:
+        weight = (_pos_weight(ytr) if multilabel else _class_weights(ytr, num_classes)).to(dev)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
 
@@ -387,7 +446,7 @@ def _fit_once(
             yb = ytr[idx].to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = _forward(model, xb)
-                loss = F.cross_entropy(out.float(), yb, weight=weight, label_smoothing=cfg.label_smoothing)
+                loss = _loss(out.float(), yb, weight, cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"{label}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
@@ -433,7 +492,6 @@ def _fit_once(
 
 def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch) -> float:
     import torch
-    import torch.nn.functional as F
 
     if len(y) == 0:
         return float("nan")
@@ -445,17 +503,27 @@ def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch) -> float:
             yb = y[i : i + max(batch, 256)].to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = model(xb)
-            tot += float(F.cross_entropy(out.float(), yb, weight=weight, reduction="sum"))
+            tot += float(_loss(out.float(), yb, weight, reduction="sum"))
     v = tot / len(y)
     return v if math.isfinite(v) else float("inf")
 
 
 def predict_proba(
-    model, data: ImageSet | Any, cfg: TrainConfig, *, device=None, batch_size: int = 256
+    model,
+    data: ImageSet | Any,
+    cfg: TrainConfig,
+    *,
+    device=None,
+    batch_size: int = 256,
+    multilabel: bool | None = None,
 ) -> np.ndarray:
-    """Softmax probabilities ``(N, num_classes)`` under ``torch.inference_mode``."""
+    """Softmax probabilities ``(N, num_classes)`` under ``torch.inference_mode``; per-label
+    sigmoids ``(N, L)`` when ``multilabel`` (None: when ``data`` is a multi-label ImageSet)."""
     import torch
 
+    if multilabel is None:
+        multilabel = isinstance(data, ImageSet) and data.multilabel
+    squash = torch.sigmoid if multilabel else (lambda z: torch.softmax(z, dim=1))
     dev = _device(device)
     cuda = dev.type == "cuda"
     x = prepare(data, cfg)[0] if isinstance(data, ImageSet) else data
@@ -468,7 +536,7 @@ def predict_proba(
             xb = x[i : i + batch_size].to(dev, non_blocking=True, memory_format=memfmt)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(xb)
-            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            out.append(squash(logits.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 

@@ -1,7 +1,14 @@
 """The diagonal Fisher embedding of one task: the reference's Monte-Carlo estimator (one pass to
 cache the body's features, a classifier fit, squared batch gradients with labels drawn from the
 probe), or its variational estimator (:mod:`.variational`). Details and the differences from
-awslabs/aws-cv-task2vec (all about speed) are in docs/measures.md."""
+awslabs/aws-cv-task2vec (all about speed) are in docs/measures.md.
+
+Multi-label labels (an ``(n, L)`` 0/1 matrix) get a BCE head: the probe's classifier has one
+sigmoid output per label and is fitted with binary cross-entropy, and the Fisher's labels are
+drawn per label from Bernoulli(sigmoid(output)); the loss of a batch is then the per-image sum of
+the labels' BCE, averaged over the batch (the log-likelihood of the factorised Bernoulli model,
+as cross-entropy is of the categorical one). The inputs are drawn uniformly (the single-label
+draws are class-balanced; label sets have no such balance)."""
 
 from __future__ import annotations
 
@@ -55,6 +62,13 @@ def task2vec_embedding(
         torch.set_num_threads(before)
 
 
+def bce_loss(out, y):
+    """The multi-label loss: per-image sum of the labels' BCE with logits, mean over the batch."""
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(out, y, reduction="sum") / len(y)
+
+
 def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
@@ -62,13 +76,24 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
     progress = progress or (lambda *a: None)
     device = device or torch.device("cpu")
     opts = {**DEFAULTS, **opts}
-    labels = canonical_labels(labels)
-    n = len(labels)
-    k = int(labels.max()) + 1 if n else 0
-    if n < 2 or k < 2:
+    multilabel = np.ndim(labels) == 2 and np.shape(labels)[1] > 1
+    if multilabel:
+        labels = np.asarray(labels, dtype=np.float32)
+        n, k = labels.shape
+        pos = labels.sum(0)
+        if n < 2 or not ((pos > 0) & (pos < n)).any():
+            raise dsim.DsimError(
+                f"task2vec needs a label with positive and negative images, got {n} images of {k} label(s)"
+            )
+    else:
+        labels = canonical_labels(labels)
+        n = len(labels)
+        k = int(labels.max()) + 1 if n else 0
+    if not multilabel and (n < 2 or k < 2):
         raise dsim.DsimError(
             f"task2vec needs at least two images of two classes, got {n} images of {k} class(es)"
         )
+    loss_fn = bce_loss if multilabel else F.cross_entropy
     size = int(opts["image_size"])
     bs = int(opts["task2vec_batch_size"])
     skip = int(opts["task2vec_skip_layers"])
@@ -101,9 +126,12 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
     cached_t = torch.cat(cached).clone() if skip else None
     y_all = torch.from_numpy(labels).to(device)
 
-    # class-balanced draws, as the reference's WeightedRandomSampler
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    w = 1.0 / counts[labels] / k
+    # class-balanced draws, as the reference's WeightedRandomSampler (uniform for multi-label)
+    if multilabel:
+        w = np.ones(n)
+    else:
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        w = 1.0 / counts[labels] / k
     weights = torch.as_tensor(w / w.sum(), dtype=torch.double)
     n_batches = n_draws // bs  # drop_last
     label_draws = int(opts["task2vec_label_draws"])
@@ -128,12 +156,15 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         for b in draws():
             b = b.to(device)
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(clf(pooled_t[b]), y_all[b])
+            loss = loss_fn(clf(pooled_t[b]), y_all[b])
             loss.backward()
             opt.step()
         progress("task2vec: classifier", epoch + 1, epochs)
     with torch.no_grad():
-        train_error = float((clf(pooled_t).argmax(1) != y_all).float().mean())
+        if multilabel:  # mean per-label error at 0.5
+            train_error = float(((clf(pooled_t) > 0).float() != y_all).float().mean())
+        else:
+            train_error = float((clf(pooled_t).argmax(1) != y_all).float().mean())
     for p in clf.parameters():
         p.requires_grad_(False)
     method = str(opts["task2vec_method"])
@@ -151,6 +182,7 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
             device,
             progress,
             train_error,
+            loss=loss_fn,
         )
     if method != "montecarlo":
         raise Task2VecError(f"task2vec_method={method!r}: use 'montecarlo' or 'variational'")
@@ -175,10 +207,14 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
             out = probe.forward_from(x, skip)
         out = out.float()
         with torch.no_grad():
-            probs = F.softmax(out, dim=-1).cpu()
-            ys = torch.multinomial(probs, kk, replacement=True, generator=gen).T.contiguous().to(device)
+            if multilabel:  # one Bernoulli draw per label, kk times
+                probs = torch.sigmoid(out).cpu()
+                ys = torch.bernoulli(probs.expand(kk, *probs.shape).contiguous(), generator=gen).to(device)
+            else:
+                probs = F.softmax(out, dim=-1).cpu()
+                ys = torch.multinomial(probs, kk, replacement=True, generator=gen).T.contiguous().to(device)
         for d in range(kk):
-            loss = F.cross_entropy(out, ys[d])
+            loss = loss_fn(out, ys[d])
             grads = torch.autograd.grad(loss, params, retain_graph=d < kk - 1)
             for a, g in zip(acc, grads):
                 a.addcmul_(g, g)

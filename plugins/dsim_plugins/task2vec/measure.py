@@ -236,7 +236,7 @@ class Task2Vec(dsim.Measure):
 
     def _embed(self, data: dsim.ImageSet, ctx, seed: int, desc: str = "") -> dict[str, Any]:
 
-        k = len(np.unique(data.labels))
+        k = data.num_classes if data.multilabel else len(np.unique(data.labels))
         model = self._probe(ctx, max(k, 2))
 
         def prog(d, i, t):
@@ -261,7 +261,13 @@ class Task2Vec(dsim.Measure):
         max_samples = ctx.max_samples
         if max_samples and len(data) > int(max_samples):
             data = data.subsample(int(max_samples), seed=ctx.seed)
-        if len(np.unique(data.labels)) < 2:
+        if data.multilabel:
+            pos = data.class_counts()
+            if not ((pos > 0) & (pos < len(data))).any():
+                raise dsim.DsimError(
+                    f"task2vec: dataset {data.name!r} has no label with positive and negative images"
+                )
+        elif len(np.unique(data.labels)) < 2:
             raise dsim.DsimError(f"task2vec: dataset {data.name!r} has fewer than two classes")
         protocol = o["task2vec_protocol"]
         with torch.random.fork_rng(devices=[]):

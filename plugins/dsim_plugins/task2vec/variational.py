@@ -11,7 +11,7 @@ from .settings import Task2VecError
 
 
 def _variational(
-    probe, model, cached_t, inputs, y_all, weights, skip, opts, gen, device, progress, train_error
+    probe, model, cached_t, inputs, y_all, weights, skip, opts, gen, device, progress, train_error, loss=None
 ) -> dict[str, Any]:
     """The reference's ``variational`` Fisher (Achille et al. 2019, sec. 3): every conv / linear
     filter after layer ``skip`` (classifier excluded) gets Gaussian weight noise with a learned
@@ -21,11 +21,13 @@ def _variational(
     on cross-entropy with the *true* labels plus ``beta`` times the KL divergence to the
     prior N(0, lambda^2), for one pass over ``task2vec_variational_samples`` class-balanced draws.
     The Fisher of a filter is then ``exp(-logvar)`` (the noise it tolerates), its prior scale
-    ``exp(-log lambda^2)`` (the trivial embedding)."""
+    ``exp(-log lambda^2)`` (the trivial embedding). ``loss``: the data term (default
+    cross-entropy; the BCE of a multi-label task)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
+    loss_fn = loss or F.cross_entropy
     tail_ids = {id(m) for layer in probe.layers[skip:-1] for m in layer.modules()}
     mods, names = [], []
     for name, mod in model.named_modules():
@@ -96,9 +98,9 @@ def _variational(
     try:
         for i, b in enumerate(order):
             x = cached_t[b.to(device)] if skip else inputs(b.numpy())
-            loss = F.cross_entropy(probe.forward_from(x, skip), y_all[b.to(device)]) + beta * kl()
+            total = loss_fn(probe.forward_from(x, skip), y_all[b.to(device)]) + beta * kl()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             opt.step()
             progress("task2vec: variational fisher", i + 1, n_batches)
     finally:
