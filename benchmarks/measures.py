@@ -1,6 +1,6 @@
 """Speed, memory and fidelity of dsim's similarity / transferability measures.
 
-Two parts, both printed as Markdown tables (paste into benchmarks/RESULTS.md):
+Two parts, both printed as Markdown tables (paste into benchmarks/HISTORY.md):
 
 * ``--references``: dsim side by side with the public reference implementations, run in the same
   process on the same data and the same probe weights (awslabs/aws-cv-task2vec and

@@ -3,7 +3,7 @@
     DSIM_DATA_DIR=../shared/data .venv/bin/python benchmarks/transfer_matrix.py          # ~1 h, 2 cores
     .venv/bin/python benchmarks/transfer_matrix.py --quick                               # smoke test
 
-The design whose noise ceiling reaches 0.8 on the medical targets (benchmarks/RESULTS.md,
+The design whose noise ceiling reaches 0.8 on the medical targets (benchmarks/HISTORY.md,
 section "lp500"; ~25 min on 2 shared cores once the 7 source checkpoints exist)::
 
     DSIM_DATA_DIR=../shared/data .venv/bin/python benchmarks/transfer_matrix.py --pretrain-seed 0 \
@@ -16,7 +16,7 @@ checkpoint), a convex transfer strategy (linear probe on the frozen features), N
 images, and a measured ranking that averages 6 repetitions (the ceiling is the Spearman between
 two disjoint 6-repetition averages of the 12).
 
-Design (see benchmarks/RESULTS.md for the figures):
+Design (see benchmarks/HISTORY.md for the figures):
 
 * 7 sources (pneumoniamnist, breastmnist, ham10000-8x8, cifar10-sample, coil20, usps,
   mnist-test), each pretrained from random init on at most ``--source-max`` images for at most
@@ -35,7 +35,7 @@ Every fold lands in the results store (``--store``, default ``benchmarks/transfe
 beside this file is *not* used: the user data dir's ``transfer_matrix.sqlite``), so an
 interrupted benchmark resumes. Outputs: ``benchmarks/transfer_matrix_results.csv`` (source,
 target, fold, repeat, auc, accuracy, kappa, strategy, setup) and a section appended to (or
-replaced in) ``benchmarks/RESULTS.md``.
+replaced in) ``benchmarks/HISTORY.md``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--store", default=None)
     ap.add_argument("--csv", default=str(HERE / "transfer_matrix_results.csv"))
-    ap.add_argument("--results-md", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--results-md", default=str(HERE / "HISTORY.md"))
     ap.add_argument(
         "--pretrain-seed",
         type=int,
@@ -116,9 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--section",
         default=None,
-        help="name of this run's section in RESULTS.md (default: by --pretrain-seed)",
+        help="name of this run's section in HISTORY.md (default: by --pretrain-seed)",
     )
-    ap.add_argument("--quick", action="store_true", help="tiny smoke test (no RESULTS.md, own store)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke test (no HISTORY.md, own store)")
     a = ap.parse_args(argv)
     if a.quick:
         a.repeats, a.folds, a.train_size, a.target_max, a.source_max = 2, 2, 60, 300, 300

@@ -206,14 +206,15 @@ def test_rank_user_folder_with_local_sources(tmp_path, counting_measure, shared_
     from dsim.data import data_missing
 
     reg = dsim.get_registry()
-    local = [r for r in ranking.rows if data_missing(reg.get(r.source)) is None]
+    datasets = [r for r in ranking.rows if r.kind == "dataset"]  # (checkpoints: with DSIM_WEIGHTS_DIR)
+    local = [r for r in datasets if data_missing(reg.get(r.source)) is None]
 
     def value(r):
         return (r.contributions.get("counting-mean") or {}).get("value")
 
     assert len(local) >= 3 and all(value(r) is not None for r in local)
     # the studies' sources without images here still rank on their track record and facts
-    remote = {r.source for r in ranking.rows} - {r.source for r in local}
+    remote = {r.source for r in datasets} - {r.source for r in local}
     assert "imagenet" in remote
     assert all(value(r) is None for r in ranking.rows if r.source in remote)
     # sources without local images are not silently dropped: they are listed as skipped
