@@ -168,3 +168,51 @@ def test_a_checkpoint_pretrained_on_the_targets_images_is_no_candidate(tmp_path)
     assert any(
         s.get("source") == "on-pneumonia" and "same data as the target" in s["reason"] for s in rk.skipped
     )
+
+
+@needs_weights
+def test_validate_fine_tunes_checkpoint_cards_in_their_own_architecture(folder, tmp_path, monkeypatch):
+    """`dsim validate --sources` takes the candidate syntax of `dsim rank`: a registered
+    checkpoint is fine-tuned in its own architecture from its checked file; a card whose file
+    is not here fails its runs in one line, and the others still run."""
+    monkeypatch.setenv("DSIM_WEIGHTS_DIR", str(WEIGHTS))
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path / "cache"))
+    store = tmp_path / "runs.sqlite"
+    report = dsim.validate(
+        str(folder),
+        sources=["cifar10-resnet20", "usps"],
+        backbone="smallcnn-w16",
+        folds=2,
+        hyperparameters={"epochs": 1, "image_size": 32},
+        pretrain_hyperparameters={"epochs": 1, "image_size": 32},
+        source_max=200,
+        store=store,
+        predict=False,
+    )
+    assert not report.failures, report.failures
+    st = dsim.ResultsStore(store)
+    runs = [st.get(row["key"]) for row in st.rows()]
+    by_source = {}
+    for r in runs:
+        by_source.setdefault(r.spec.source, set()).add(r.spec.backbone)
+    assert by_source["cifar10-resnet20"] == {"cifar-resnet20"}  # the card's own network
+    assert by_source["usps"] == {"smallcnn-w16"}  # a dataset is pretrained on --backbone
+    ck = {r.checkpoint for r in runs if r.spec.source == "cifar10-resnet20"}
+    card = dsim.list_checkpoints()["cifar10-resnet20"]
+    assert ck == {card.sha256}  # the very file the card names, checked by its digest
+    row = next(r for r in report.rows if r.source == "cifar10-resnet20")
+    assert row.auc is not None and 0.0 <= row.auc <= 1.0
+
+    monkeypatch.setenv("DSIM_WEIGHTS_DIR", str(tmp_path / "empty"))
+    missing = dsim.validate(
+        str(folder),
+        sources=["cifar10-resnet20"],
+        backbone="smallcnn-w16",
+        folds=2,
+        hyperparameters={"epochs": 1, "image_size": 32},
+        store=tmp_path / "other.sqlite",
+        predict=False,
+    )
+    errors = [f["error"] for f in missing.failures]
+    assert errors and all("cifar10-resnet20" in e and "DSIM_WEIGHTS_DIR" in e for e in errors)
+    assert all("\n" not in e for e in errors)

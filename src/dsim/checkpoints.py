@@ -130,6 +130,27 @@ def network_spec(card: CheckpointCard) -> tuple[str, str]:
     return card.architecture, w
 
 
+def network_name(card: CheckpointCard) -> str:
+    """The backbone name that builds ``card``'s network (a ``timm:<tag>`` card: that tag's model)."""
+    w = card.weights
+    return (w[5:] or card.architecture) if w.startswith("timm:") else card.architecture
+
+
+def known_checkpoints(zoo: Sequence[str | Path] = ()) -> dict[str, CheckpointCard]:
+    """Every checkpoint card a ``--sources`` entry may name, by name and alias: the registry's
+    (registry.yaml and plugins), then those of the ``zoo`` YAML files (a later card wins)."""
+    from .registry import get_registry
+
+    known = dict(get_registry().checkpoints)
+    for path in zoo:
+        for card in load_zoo(path):
+            known[card.name] = card
+    for card in list(known.values()):
+        for alias in card.aliases:
+            known.setdefault(alias, card)
+    return known
+
+
 def weights_argument(card: CheckpointCard) -> str:
     """The ``weights`` argument of ``dsim.create_backbone`` for ``card`` (see :func:`network_spec`)."""
     return network_spec(card)[1]

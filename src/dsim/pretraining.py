@@ -108,6 +108,9 @@ class Checkpoint:
     path: str | None = None
     blob: bytes | None = field(default=None, repr=False)
     suffix: str = ".pt"
+    #: a weights name the backbone plugin resolves where the run runs ("imagenet", "random"):
+    #: a checkpoint card's network without a file
+    weights: str | None = None
 
     @classmethod
     def of_file(cls, path: str | Path, id: str | None = None) -> Checkpoint:
@@ -127,6 +130,8 @@ class Checkpoint:
         local cache under their content id."""
         if self.id == "imagenet":
             return "imagenet"
+        if self.weights is not None:
+            return self.weights
         if self.path is not None and Path(self.path).is_file():
             return self.path
         if self.blob is None:

@@ -289,16 +289,9 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
 
 def _zoo(cfg) -> dict[str, CheckpointCard]:
     """The checkpoint cards this ranking knows: the registry's, plus those of ``--zoo`` files."""
-    from .checkpoints import load_zoo
+    from .checkpoints import known_checkpoints
 
-    known = dict(get_registry().checkpoints)
-    for path in cfg.zoo:
-        for card in load_zoo(path):
-            known[card.name] = card
-    for card in list(known.values()):
-        for alias in card.aliases:
-            known.setdefault(alias, card)
-    return known
+    return known_checkpoints(cfg.zoo)
 
 
 def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:

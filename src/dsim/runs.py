@@ -17,7 +17,7 @@ import numpy as np
 from .data import is_checkpoint_path, load_checked
 from .errors import DsimError
 from .pretraining import Checkpoint, PretrainJob, build, checkpoint_dir, plan_job
-from .records import ImageSet, RunResult, RunSpec, stable_hash
+from .records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
 from .validate_config import ValidateConfig
 
 __all__ = ["plan_runs", "plan_work", "Work", "execute_run", "strategy", "strategies", "checkpoint_for"]
@@ -50,11 +50,14 @@ def plan_runs(
     *,
     fingerprints: Mapping[str, str] | None = None,
     fingerprint_of: Callable[[str, str], str] | None = None,
+    backbones: Mapping[str, str] | None = None,
 ) -> list[RunSpec]:
     """One :class:`RunSpec` per (source, strategy, train size, fold), baseline first.
 
     ``fingerprints`` maps dataset names to content fingerprints; ``fingerprint_of(strategy,
-    source)`` overrides it for sources a strategy resolves itself (aggregated domains)."""
+    source)`` overrides it for sources a strategy resolves itself (aggregated domains).
+    ``backbones`` gives the network of a source that brings its own (a checkpoint card); the
+    others, and the baseline, train ``config.backbone``."""
     hp = config.train_hp()
     php = config.pretrain_hp()
     fps = dict(fingerprints or {})
@@ -64,7 +67,7 @@ def plan_runs(
         return RunSpec(
             source=source,
             target=target,
-            backbone=config.backbone,
+            backbone=(backbones or {}).get(source, config.backbone) if source != target else config.backbone,
             strategy=strat,
             fold=fold,
             seed=config.seed,
@@ -99,14 +102,37 @@ def _checkpoint_of_file(src: str) -> Checkpoint:
     return Checkpoint.of_file(p, id=p.stem if p.parent.parent == checkpoint_dir() else None)
 
 
+def _checkpoint_of_card(card: CheckpointCard) -> Checkpoint:
+    """What a run transfers from when its source is the checkpoint ``card``: the checked weights
+    file, or the weights name its backbone plugin resolves (``random``, timm's ``imagenet``). A
+    card whose weights are not here is a one-line error saying how to supply them."""
+    from .checkpoints import checkpoint_missing, network_name, network_spec
+
+    why = checkpoint_missing(card)
+    if why:
+        raise DsimError(f"checkpoint {card.name!r}: {why}")
+    _, weights = network_spec(card)
+    if card.weights.startswith("file:"):
+        return Checkpoint.of_file(weights, id=card.sha256 or None)
+    return Checkpoint(id=f"{network_name(card)}:{weights}", weights=weights)
+
+
 def checkpoint_for(
-    spec: RunSpec, strat, *, inline: Mapping[str, ImageSet] | None = None, memo: dict | None = None
+    spec: RunSpec,
+    strat,
+    *,
+    inline: Mapping[str, ImageSet] | None = None,
+    memo: dict | None = None,
+    cards: Mapping[str, CheckpointCard] | None = None,
 ) -> Checkpoint | tuple[PretrainJob, ImageSet]:
-    """What a run transfers from: ImageNet weights or a checkpoint file given as its source
-    (a :class:`Checkpoint`), or the pretraining job of its source and that job's data."""
+    """What a run transfers from: ImageNet weights, a checkpoint file or a checkpoint card
+    (``cards``, by source name) given as its source (a :class:`Checkpoint`), or the pretraining
+    job of its source and that job's data."""
     src = spec.source
     if src == "imagenet":
         return Checkpoint(id="imagenet")
+    if cards and src in cards:
+        return _checkpoint_of_card(cards[src])
     if is_checkpoint_path(src):
         return _checkpoint_of_file(src)
     hp = dict(spec.hyperparameters)
@@ -180,9 +206,11 @@ def plan_work(
     *,
     config: ValidateConfig,
     inline: Mapping[str, ImageSet] | None = None,
+    cards: Mapping[str, CheckpointCard] | None = None,
 ) -> Work:
     """The runs ``specs`` with their pretraining jobs (each distinct job once; cached ones become
-    ready checkpoints) and the datasets they read, resolved on the driver."""
+    ready checkpoints) and the datasets they read, resolved on the driver. ``cards``: the
+    checkpoint cards of the sources that are checkpoints, by source name."""
     inline = dict(inline or {})
     work = Work(
         runs=list(specs),
@@ -204,7 +232,7 @@ def plan_work(
             strat = strategy(spec.strategy)
             if not strat.uses_source or spec.source == spec.target:
                 continue
-            ck = checkpoint_for(spec, strat, inline=inline, memo=memo)
+            ck = checkpoint_for(spec, strat, inline=inline, memo=memo, cards=cards)
         except DsimError as exc:
             msg = str(exc)
             work.failed[spec.key] = msg if msg.startswith(spec.label) else f"{spec.label}: {msg}"

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .checkpoints import network_name
 from .data import data_missing, is_checkpoint_path, load_checked, resolve_card, resolve_name, source_names
 from .defaults import DEFAULT_BACKBONE
 from .errors import DsimError, UnknownNameError
 from .pretraining import checkpoint_dir, pretrain
-from .records import ImageSet, RunResult, RunSpec, file_digest
+from .records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
 from .report import SourceRow, ValidationReport, plot_report, spearman, summarise
 from .runs import Work, execute_run, plan_runs, plan_work, strategies
 from .validate_config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
@@ -43,6 +44,23 @@ def _noop(*_a) -> None:
     return None
 
 
+def _checkpoint_cards(sources: Sequence[str], inline: Mapping[str, ImageSet]) -> dict[str, CheckpointCard]:
+    """The sources that name a checkpoint card (a registered checkpoint or ``timm:<name>``), by
+    the name given. A name of an in-memory dataset stays a dataset; a file path stays a file,
+    trained with ``--backbone``."""
+    from .checkpoints import checkpoint_from_spec, known_checkpoints
+
+    known = known_checkpoints()
+    out = {}
+    for s in sources:
+        if s in inline or s == "imagenet" or is_checkpoint_path(s):
+            continue
+        card = checkpoint_from_spec(s, known=known)
+        if card is not None:
+            out[s] = card
+    return out
+
+
 def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: list[str]):
     """The ranking (unless ``predict`` is off) and the sources to validate: the given ones, or
     the ``top`` best-ranked that have images here."""
@@ -66,7 +84,12 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
             raise DsimError(f"validate {tname!r}: no sources given and the ranking failed; pass --sources")
         sources = []
         for r in ranking.rows:
-            why = None if r.source == "imagenet" else data_missing(resolve_card(r.source))
+            # a checkpoint needs no source images: its weights were checked by the ranking
+            why = (
+                None
+                if r.source == "imagenet" or r.kind == "checkpoint"
+                else data_missing(resolve_card(r.source))
+            )
             if why:
                 notes.append(f"ranked source {r.source!r} skipped: {why}")
                 continue
@@ -169,18 +192,24 @@ def validate(
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
     ranking, sources = _choose_sources(tname, target, sources, cfg, notes)
+    cards = _checkpoint_cards(sources, inline)
     sources = [
-        "+".join(resolve_name(n, inline) for n in source_names(s))
+        cards[s].name
+        if s in cards
+        else "+".join(resolve_name(n, inline) for n in source_names(s))
         if not is_checkpoint_path(s) and s != "imagenet"
         else s
         for s in sources
     ]
+    cards = {c.name: c for c in cards.values()}
     sources = [s for s in sources if s != tname]
     fps = {tname: tdata.fingerprint()}
 
     def fingerprint_of(strat: str, s: str) -> str:
         if s == "imagenet":
             return "imagenet"
+        if s in cards:  # the network's content: its file's digest, else everything its card says
+            return cards[s].sha256 or stable_hash(cards[s].to_dict())
         if is_checkpoint_path(s):
             p = Path(s).expanduser()
             return file_digest(p) if p.is_file() else "missing:" + s
@@ -197,7 +226,14 @@ def validate(
             notes.append(f"source {s!r} ({strat}): {exc}")
         return fps[key]
 
-    specs = plan_runs(tname, sources, cfg, fingerprints=fps, fingerprint_of=fingerprint_of)
+    specs = plan_runs(
+        tname,
+        sources,
+        cfg,
+        fingerprints=fps,
+        fingerprint_of=fingerprint_of,
+        backbones={n: network_name(c) for n, c in cards.items()},
+    )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     finished = st.keys()
     results: dict[str, RunResult] = {}
@@ -212,7 +248,7 @@ def validate(
     if skipped:
         say("info", f"{skipped} of {len(specs)} runs already in the results store ({st.path}); skipped")
 
-    work = plan_work(todo, config=cfg, inline=inline)
+    work = plan_work(todo, config=cfg, inline=inline, cards=cards)
     ex = get_executor(cfg.executor, address=cfg.address)
     slots = ex.slots(work) if hasattr(ex, "slots") else 1
     say(

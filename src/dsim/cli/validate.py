@@ -119,7 +119,7 @@ def validate(
         None,
         "--sources",
         "-s",
-        help="Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of several, 'imagenet', or checkpoint files (.pt/.pth).",
+        help="Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of several, 'imagenet', checkpoint card names (`dsim zoo`; fine-tuned in their own architecture), 'timm:<name>', or checkpoint files (.pt/.pth, trained as --backbone).",
     ),
     strategy: str = typer.Option(
         ",".join(_D.strategies),
