@@ -7,7 +7,12 @@ What it checks (each step timed, everything printed as Markdown and written to `
 2. a real ``dsim.validate`` on the GPU: two sources x one target, fine-tuning and linear probe,
    2 folds, on generated images (no data files needed), checking that runs finish on ``cuda``;
 3. Task2Vec on the GPU, bf16 (the ``auto`` default there) vs fp32: time and the Spearman
-   correlation of the two embeddings (resnet18 random probe, 64 px, 2000 draws).
+   correlation of the two embeddings (resnet18 random probe, 64 px, 2000 draws);
+4. ranking a checkpoint zoo at 224 px (issue 13): ten timm and dsim architectures (seeded
+   random init: the device machine has no pretrained weights) on a generated 2 000-image
+   target, features under fp16 autocast, against a bare batched forward pass of the same
+   networks in the same process (goal: at most 1.2x); the same ranking with the features cached
+   (goal: under 2 s); then the top candidate fine-tuned once (``dsim.validate``, 2 folds).
 
 On the device machine (its Python has torch, timm, pluggy, scikit-learn, scipy, typer, rich,
 pyyaml, matplotlib; POT and platformdirs travel as wheels — see /work/.library/device/README.md)::
@@ -172,6 +177,107 @@ def task2vec(quick: bool, device: str) -> str:
     return "\n".join(out)
 
 
+ZOO_ARCHS = (
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "efficientnet_b0",
+    "mobilenetv3_large_100",
+    "convnext_tiny",
+    "regnety_016",
+    "inception_v3",
+    "mobilenetv1-x0.25",
+    "cifar-resnet56",
+)
+ZOO_SCORES = ("logme", "h-score", "knn", "nleep", "sfda", "parc", "lp")
+
+
+def _bare_forward(cards, images, device: str, batch: int = 128) -> float:
+    """Seconds of a batched no-grad forward pass (fp16 autocast on CUDA) of every card's network
+    over ``images`` at the card's input size, networks built and preprocessing included."""
+    import torch
+
+    import dsim
+
+    amp = device == "cuda"
+    t0 = time.perf_counter()
+    for card in cards:
+        model = dsim.load_checkpoint(card, num_classes=0).to(device).eval()
+        mean = torch.tensor(card.mean).view(1, 3, 1, 1)
+        std = torch.tensor(card.std).view(1, 3, 1, 1)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            for s in range(0, len(images), batch):
+                x = dsim.to_tensor(images[s : s + batch], size=card.input_size, channels=3, normalize=False)
+                model(((x - mean) / std).to(device)).float().cpu()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def zoo(quick: bool, device: str) -> str:
+    import tempfile
+
+    import torch
+    import yaml
+
+    import dsim
+
+    archs = ZOO_ARCHS[:2] if quick else ZOO_ARCHS
+    size, n = (32, 64) if quick else (224, 2000)
+    tmp = Path(tempfile.mkdtemp(prefix="dsim-gpu-zoo-"))
+    data = synthetic("zoo-target", n, 4, 5, size=64)
+    np.savez(tmp / "zoo_target.npz", images=data.images, labels=data.labels)
+    entries = [
+        {"name": f"{a}-random", "architecture": a, "weights": "random", "input_size": size, "num_classes": 0}
+        for a in archs
+    ]
+    (tmp / "zoo.yaml").write_text(yaml.safe_dump({"checkpoints": entries}, sort_keys=False))
+    cards = dsim.load_zoo(tmp / "zoo.yaml")
+    names = [c.name for c in cards]
+    bare = _bare_forward(cards, data.images, device)
+    kw = dict(
+        sources=names,
+        zoo=[str(tmp / "zoo.yaml")],
+        measures=list(ZOO_SCORES),
+        device=device,
+        cache=dsim.Cache(tmp / "cache"),
+        max_samples=n,
+    )
+    t0 = time.perf_counter()
+    first = dsim.rank(str(tmp / "zoo_target.npz"), **kw)
+    t_first = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan")
+    t0 = time.perf_counter()
+    again = dsim.rank(str(tmp / "zoo_target.npz"), **kw)
+    t_again = time.perf_counter() - t0
+    top = next(c for c in cards if c.name == first.sources[0])
+    pth = tmp / f"{top.name}.pth"
+    torch.save(dsim.load_checkpoint(top, num_classes=0).state_dict(), pth)
+    t0 = time.perf_counter()
+    rep = dsim.validate(
+        str(tmp / "zoo_target.npz"),
+        sources=[str(pth)],
+        backbone=top.architecture,
+        folds=2,
+        hyperparameters={"epochs": 1 if quick else 3, "image_size": size},
+        store=tmp / "runs.sqlite",
+        predict=False,
+        device=device,
+    )
+    t_ft = time.perf_counter() - t0
+    ft = next((r for r in rep.rows if r.source == str(pth)), None)
+    return (
+        f"{len(cards)} networks at {size} px, {n} images, scores {', '.join(ZOO_SCORES)}\n\n"
+        "| step | seconds | ratio / figure |\n| --- | --- | --- |\n"
+        f"| bare forward pass (fp16 autocast) | {bare:.1f} | 1.00 |\n"
+        f"| first ranking, empty cache | {t_first:.1f} | {t_first / bare:.2f}x the bare pass (goal <= 1.2) |\n"
+        f"| second ranking, features cached | {t_again:.2f} | goal < 2 s; same order: {first.sources == again.sources} |\n"
+        f"| fine-tune the top candidate ({top.name}), 2 folds | {t_ft:.1f} | AUC "
+        f"{'n/a' if ft is None or ft.auc is None else f'{ft.auc:.3f}'}, {len(rep.failures)} failed |\n\n"
+        f"peak GPU memory of the first ranking: {peak:.0f} MiB; top 3: {', '.join(first.sources[:3])}"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=None, help="write the Markdown report here too")
@@ -188,6 +294,9 @@ def main(argv=None) -> int:
     step("1. training engine vs bare loop (AMP, channels_last)", lines, lambda: train_loop(a.quick, device))
     step("2. dsim.validate on the device", lines, lambda: validate(a.quick, device))
     step("3. Task2Vec bf16 vs fp32", lines, lambda: task2vec(a.quick, device))
+    step(
+        "4. ranking a checkpoint zoo at 224 px, then fine-tuning its top", lines, lambda: zoo(a.quick, device)
+    )
     text = "\n".join(lines)
     if a.out:
         Path(a.out).write_text(text)

@@ -241,6 +241,8 @@ def checkpoint_features(
 
     size = int(image_size or card.input_size or 224)
     k = int(card.num_classes or 0) if with_logits else 0
+    device = ctx.torch_device() if ctx is not None else None
+    amp = device is not None and device.type == "cuda"  # fp16 autocast on a GPU, fp32 elsewhere
     if with_logits and not k:
         raise DsimError(
             f"checkpoint {card.name!r} has no classifier (its card gives no num_classes): "
@@ -256,6 +258,7 @@ def checkpoint_features(
         "k": k,
         "data": data.fingerprint(),
         "version": 1,
+        **({"precision": "fp16-autocast"} if amp else {}),  # other numbers: another key
     }
     cache = getattr(ctx, "cache", None)
     model = None
@@ -272,13 +275,13 @@ def checkpoint_features(
 
     if model is None:
         model = load_checkpoint(card, num_classes=k, seed=getattr(ctx, "seed", 0))
-    device = ctx.torch_device() if ctx is not None else torch.device("cpu")
+    device = device or torch.device("cpu")
     model = model.to(device).eval()
     mean = torch.tensor(card.mean).view(1, 3, 1, 1)
     std = torch.tensor(card.std).view(1, 3, 1, 1)
     feats, logits = [], []
     progress = getattr(ctx, "progress", None)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
         for s in range(0, len(data), 128):
             x = to_tensor(data.images[s : s + 128], size=size, channels=3, normalize=False)
             x = ((x - mean) / std).to(device)
