@@ -1,7 +1,8 @@
 """Judge dsim's predictors against every baseline, leave-one-target-out, on every meta-dataset.
 
     python benchmarks/predictor.py                  # print the markdown report
-    python benchmarks/predictor.py --write          # also write benchmarks/results/predictor.md + plots
+    python benchmarks/predictor.py --write          # also write benchmarks/results/predictor.md and
+                                                    # docs/img/predictor_loto_<meta-dataset>.png
     python benchmarks/predictor.py --only juodelyte-datasets,cats-scans
 
 Meta-datasets: the Juodelyte et al. 2024 tables (15 source datasets x 12 MedMNIST targets; 9
@@ -157,6 +158,44 @@ def headroom(meta) -> list[str]:
     ]
 
 
+def plot(name: str, out, ceil, path: Path) -> Path:
+    """Per held-out target: weighted tau of the meta-ranker, the track record and the best single
+    score, beside the noise ceiling (one PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from dsim.evaluation import summarise
+
+    singles = {k: summarise(v).get("weighted_tau", -9) for k, v in out.items() if k.endswith(" alone")}
+    best = max(singles, key=singles.get) if singles else None
+    shown = [k for k in ("meta-ranker", "track-record", best) if k and k in out]
+    keys = [(r["setup"], r["target"]) for r in out[shown[0]]]
+    cmap = {(c["setup"], c["target"]): c.get("ceiling_tau", c["ceiling"]) for c in ceil}
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(keys) + 2) + 3, 3.8))
+    width = 0.8 / len(shown)
+    for i, lab in enumerate(shown):
+        by = {(r["setup"], r["target"]): r.get("weighted_tau") for r in out[lab]}
+        vals = [np.nan if by.get(k) is None else by[k] for k in keys]
+        mean = summarise(out[lab]).get("weighted_tau", float("nan"))
+        ax.bar(x + (i - (len(shown) - 1) / 2) * width, vals, width, label=f"{lab} (mean {mean:.2f})")
+    ax.scatter(x, [cmap.get(k, np.nan) for k in keys], marker="_", s=400, color="k", label="noise ceiling")
+    ax.axhline(0, color="grey", lw=0.5)
+    multi = len({s for s, _ in keys}) > 1
+    ax.set_xticks(x, [f"{t}\n{s.split(':')[-1]}" if multi else t for s, t in keys], rotation=45, ha="right")
+    ax.set_ylabel("weighted Kendall tau")
+    ax.set_title(f"{name}: leave-one-target-out")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def aggregate(every) -> list[str]:
     from dsim.evaluation import summarise
 
@@ -236,6 +275,10 @@ def main(argv=None) -> int:
         lines += verdict(name, out, ceil) + headroom(meta)
         lines += [f"({time.perf_counter() - t0:.0f} s)", ""]
         every.append((name, out))
+        if args.write:
+            slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+            png = plot(name, out, ceil, REPO / "docs" / "img" / f"predictor_loto_{slug}.png")
+            lines += [f"![{name}](../../docs/img/{png.name})", ""]
         print(f"done {name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if len(every) > 1:
         lines += aggregate(every)

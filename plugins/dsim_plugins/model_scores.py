@@ -157,9 +157,9 @@ class _SourceModelScore(dsim.Measure):
                 cls = model.default_cfg.get("classifier", "fc") if hasattr(model, "default_cfg") else "fc"
                 k = source_num_classes(path, cls if isinstance(cls, str) else cls[0])
                 if k is None:
-                    raise ScoreError(
-                        f"{self.name}: checkpoint {card.name!r} ({path.name}) has no classifier head "
-                        "(LEEP and NCE need the source model's class outputs; set source_num_classes if it has one)"
+                    raise ScoreError(  # one wording for LEEP and NCE: one skip line for both
+                        f"checkpoint {card.name!r} has no classifier (its file {path.name} holds no "
+                        "classifier weights): LEEP and NCE need the source model's class outputs"
                     )
                 updates["num_classes"] = k
             if updates:
@@ -344,7 +344,7 @@ class FU(_SourceModelScore):
             raise ScoreError(f"fu: {card.architecture!r} has fewer than two convolutions")
         first = convs[0] if self.first == "auto" else self.first
         second = convs[1] if self.second == "auto" else self.second
-        size = int(self.image_size or card.input_size or 224)
+        size = int(self.image_size or dsim.checkpoint_input_size(card, model))
         mean = torch.tensor(card.mean).view(1, 3, 1, 1)
         std = torch.tensor(card.std).view(1, 3, 1, 1)
         x = (dsim.to_tensor(data.images, size=size, channels=3, normalize=False) - mean) / std

@@ -102,6 +102,7 @@ _EXPORTS = {
     "assemble_ranking": "dsim.evaluation",
     # checkpoints as candidates
     "load_checkpoint": "dsim.checkpoints",
+    "checkpoint_input_size": "dsim.checkpoints",
     "checkpoint_features": "dsim.checkpoints",
     "weights_argument": "dsim.checkpoints",
     "checkpoint_missing": "dsim.checkpoints",

@@ -25,6 +25,7 @@ __all__ = [
     "weights_argument",
     "network_spec",
     "load_checkpoint",
+    "checkpoint_input_size",
     "checkpoint_features",
     "as_source_card",
     "is_checkpoint_path",
@@ -223,6 +224,19 @@ def _weights_identity(card: CheckpointCard, model) -> str:
     return str(model.dsim_weights_id)
 
 
+def checkpoint_input_size(card: CheckpointCard, model=None) -> int:
+    """The image size ``card``'s network runs at: the card's ``input_size``, else its backbone's
+    own (``default_cfg["input_size"]``: 32 for the CIFAR ResNets, 224 for ImageNet networks; the
+    network is built to ask when ``model`` is not given), else 224."""
+    if card.input_size:
+        return int(card.input_size)
+    if model is None:
+        model = load_checkpoint(card, num_classes=0)
+    cfg = getattr(model, "default_cfg", None) or {}
+    size = cfg.get("input_size") or (3, 224, 224)
+    return int(size[-1])
+
+
 def checkpoint_features(
     card: CheckpointCard,
     data: ImageSet,
@@ -239,7 +253,7 @@ def checkpoint_features(
     from .records import Representation
     from .tensors import to_tensor
 
-    size = int(image_size or card.input_size or 224)
+    size = int(image_size or checkpoint_input_size(card))
     k = int(card.num_classes or 0) if with_logits else 0
     device = ctx.torch_device() if ctx is not None else None
     amp = device is not None and device.type == "cuda"  # fp16 autocast on a GPU, fp32 elsewhere

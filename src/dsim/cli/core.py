@@ -210,9 +210,9 @@ def _print_ranking(ranking) -> None:
     # Rows never wrap: numbers keep their width; names give way to an ellipsis on a narrow
     # terminal (rich narrows only the columns that may wrap; their cells are no-wrap Text).
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("source")
-    if checkpoints:  # a ranking with checkpoints says what each row is: blank = a dataset
-        table.add_column("checkpoint of")
+    table.add_column("source", no_wrap=True)  # what --sources takes: cut last
+    if checkpoints:  # a ranking with checkpoints says each one's architecture (blank: a dataset)
+        table.add_column(_cell("network"))
     table.add_column("T (%)" if on_t else "score", justify="right", no_wrap=True)
     table.add_column("±", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -222,7 +222,7 @@ def _print_ranking(ranking) -> None:
     for m in shown:
         table.add_column(m, justify="right", no_wrap=True)
     if not shown and measures:
-        table.add_column("ranked by")
+        table.add_column(_cell("ranked by"))
     means: dict[str, float] = {}  # each feature's mean contribution over the predicted rows
     pred = [r for r in ranking.rows if r.status == "predicted"]
     for r in pred:
@@ -231,7 +231,7 @@ def _print_ranking(ranking) -> None:
                 means[k] = means.get(k, 0.0) + v["contribution"] / len(pred)
     for r in ranking.rows:
         status = "[green]measured[/green]" if r.status == "measured" else "[yellow]predicted[/yellow]"
-        cells = [str(r.rank), _cell(r.source)]
+        cells = [str(r.rank), r.source]
         if checkpoints:
             cells.append(_cell(r.architecture or "" if r.kind == "checkpoint" else ""))
         cells += [_fmt(r.score), _fmt(r.uncertainty), status]
@@ -402,17 +402,27 @@ def zoo(
     if as_json:
         print_json([{**c.to_dict(), "weights_here": m is None, "weights_missing": m} for c, m in rows])
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="dsim checkpoint zoo", title_justify="left")
-    for col in ("name", "architecture", "pretrained on", "weights", "here"):
-        table.add_column(col)
+    table = Table(
+        title="dsim checkpoint zoo",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("name", no_wrap=True)  # what --sources takes: never cut
+    table.add_column("architecture")
+    table.add_column("pretrained on", no_wrap=True)
+    table.add_column("weights", no_wrap=True)  # the kind; --json has the file or tag
+    table.add_column("here", no_wrap=True)
     for c, m in rows:
         table.add_row(
             c.name,
-            c.architecture,
-            c.pretrained_on or "",
-            c.weights,
+            _cell(c.architecture),
+            _cell(c.pretrained_on or ""),
+            c.weights.split(":")[0],
             "[green]yes[/green]" if m is None else "[dim]no[/dim]",
         )
     con = console()
