@@ -196,7 +196,13 @@ class _SourceModelScore(dsim.Measure):
         if ms and len(data) > int(ms):
             data = data.subsample(int(ms), seed=ctx.seed)
         feats, logits = self.target_outputs(card, data, ctx)
-        value = self.score(feats, logits, data.labels, ctx)
+        labels = data.labels
+        cap = getattr(self, "max_images", None)
+        if cap and len(data) > int(cap):  # a costly score reads a stratified part of the features
+            idx = data.subsample_index(int(cap), seed=ctx.seed)
+            feats, labels = feats[idx], labels[idx]
+            logits = None if logits is None else logits[idx]
+        value = self.score(feats, logits, labels, ctx)
         if ctx.cache is not None:
             ctx.cache.put_value(key, value, measure=self.name, source=card.name, target=target.name)
         return value
@@ -285,10 +291,27 @@ class PARC(_SourceModelScore):
 
 
 class LP(_SourceModelScore):
+    """``max_images`` (500): NCA's cost grows with the square of the images, so the score reads a
+    seeded stratified part of the target's features (extracted once for every score)."""
+
     name = "lp"
     description = (
         "LP: NCA + 5-NN accuracy in the features, the forward half of Juodelyte et al. 2024's metric"
     )
+
+    def __init__(
+        self,
+        backbone="resnet18",
+        image_size=None,
+        source_checkpoints=None,
+        source_num_classes=None,
+        max_images=500,
+    ):
+        super().__init__(backbone, image_size, source_checkpoints, source_num_classes)
+        self.max_images = max_images
+
+    def config(self, ctx):
+        return {**super().config(ctx), "max_images": self.max_images}
 
     def score(self, feats, logits, labels, ctx):
         return score_functions.lp(feats, labels)
@@ -298,7 +321,8 @@ class FU(_SourceModelScore):
     """The backward half of Juodelyte et al. 2024's metric: the triplet-loss gradient norm of a
     deeper layer over the stem's, the network in eval mode, nothing updated. ``first``/``second``:
     layer names; ``auto`` takes the network's first and second convolution (a ResNet's ``conv1``
-    and ``layer1.0.conv1``, as the study does)."""
+    and ``layer1.0.conv1``, as the study does). ``max_images`` (500): back-propagation costs
+    about three forward passes, so the score reads a seeded stratified part of the target."""
 
     name = "fu"
     description = (
@@ -313,13 +337,20 @@ class FU(_SourceModelScore):
         source_num_classes=None,
         first="auto",
         second="auto",
+        max_images=500,
     ):
         super().__init__(backbone, image_size, source_checkpoints, source_num_classes)
         self.first = first
         self.second = second
+        self.max_images = max_images
 
     def config(self, ctx):
-        return {**super().config(ctx), "first": self.first, "second": self.second}
+        return {
+            **super().config(ctx),
+            "first": self.first,
+            "second": self.second,
+            "max_images": self.max_images,
+        }
 
     def pair(self, source, target, ctx):
         if not isinstance(target, dsim.ImageSet):
@@ -338,6 +369,8 @@ class FU(_SourceModelScore):
         import torch
 
         data = target.subsample(int(ctx.max_samples), seed=ctx.seed) if ctx.max_samples else target
+        if self.max_images:
+            data = data.subsample(int(self.max_images), seed=ctx.seed)
         model = dsim.load_checkpoint(card, num_classes=0, seed=ctx.seed)
         convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
         if len(convs) < 2:

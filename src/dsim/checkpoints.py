@@ -247,14 +247,16 @@ def checkpoint_features(
 ) -> tuple[Any, Any]:
     """Penultimate features (and, with ``with_logits``, the stored classifier's logits) of
     ``card``'s network on ``data``: extracted once per (weights content, architecture,
-    preprocessing, data fingerprint) and cached through ``ctx.cache``; every score reuses them."""
+    preprocessing, data fingerprint) and cached through ``ctx.cache``; every score reuses them.
+    A card with a classifier (``num_classes``) gets its logits in the same pass, so feature
+    scores and classifier scores (LEEP, NCE) share one extraction."""
     import numpy as np
 
     from .records import Representation
     from .tensors import to_tensor
 
     size = int(image_size or checkpoint_input_size(card))
-    k = int(card.num_classes or 0) if with_logits else 0
+    k = int(card.num_classes or 0)  # the classifier's outputs come along whenever there is one
     device = ctx.torch_device() if ctx is not None else None
     amp = device is not None and device.type == "cuda"  # fp16 autocast on a GPU, fp32 elsewhere
     if with_logits and not k:
@@ -284,7 +286,7 @@ def checkpoint_features(
     if cache is not None:
         hit = cache.get("features", key)
         if hit is not None:
-            return hit.arrays["features"], hit.arrays.get("logits")
+            return hit.arrays["features"], hit.arrays.get("logits") if with_logits else None
     import torch
 
     if model is None:
@@ -310,7 +312,7 @@ def checkpoint_features(
     if cache is not None:
         arrays = {"features": F, **({"logits": L} if L is not None else {})}
         cache.put(Representation(measure="features", dataset=data.name, key=key, config=ident, arrays=arrays))
-    return F, L
+    return F, L if with_logits else None
 
 
 def resolve_candidates(

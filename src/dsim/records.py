@@ -393,12 +393,18 @@ class ImageSet:
         frequencies by iterative stratification for a multi-label set, every label kept)."""
         if n is None or n >= len(self):
             return self
+        return self.take(self.subsample_index(n, seed), name=self.name)
+
+    def subsample_index(self, n: int, seed: int = 0) -> np.ndarray:
+        """The positions :meth:`subsample` keeps (all of them when ``n >= len(self)``): to take
+        the same images from arrays computed on the whole set (features, logits)."""
+        if n >= len(self):
+            return np.arange(len(self))
         if self.multilabel:
             from .multilabel import subsample_indices
 
-            return self.take(subsample_indices(self.labels, n, seed), name=self.name)
-        idx = stratified_indices(self.labels, n, seed)
-        return self.take(idx, name=self.name)
+            return np.asarray(subsample_indices(self.labels, n, seed))
+        return np.asarray(stratified_indices(self.labels, n, seed))
 
     def per_class(self, n_per_class: int, seed: int = 0) -> ImageSet:
         """At most ``n_per_class`` images of each class, seeded. Multi-label: labels rarest first,
