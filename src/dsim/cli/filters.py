@@ -147,7 +147,10 @@ def filters(
         None,
         "--layer",
         "-l",
-        help="A conv layer to show by activation maximisation, by name or 'last' (repeatable); the first layer is always shown as kernels.",
+        help=(
+            "A conv layer to show by activation maximisation, by name or 'last' (repeatable); the first "
+            "layer is always shown as kernels."
+        ),
     ),
     compare_weights: Optional[str] = typer.Option(
         None,

@@ -37,7 +37,9 @@ def results(
     import_published: bool = typer.Option(
         False,
         "--import-published",
-        help="First copy the published results the plugins ship (cats-scans, Juodelyte et al.) into the store.",
+        help=(
+            "First copy the published results the plugins ship (cats-scans, Juodelyte et al.) into the store."
+        ),
     ),
     failures: bool = typer.Option(False, "--failures", help="List the runs that failed and why."),
     store: Optional[str] = typer.Option(None, "--store", help=_STORE_HELP),

@@ -119,12 +119,20 @@ def validate(
         None,
         "--sources",
         "-s",
-        help="Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of several, 'imagenet', checkpoint card names (`dsim zoo`; fine-tuned in their own architecture), 'timm:<name>', or checkpoint files (.pt/.pth, trained as --backbone).",
+        help=(
+            "Comma-separated sources instead of the ranking's top K: dataset names, 'a+b' for the union of "
+            "several, 'imagenet', checkpoint card names (`dsim zoo`; fine-tuned in their own architecture), "
+            "'timm:<name>', or checkpoint files (.pt/.pth, trained as --backbone)."
+        ),
     ),
     strategy: str = typer.Option(
         ",".join(_D.strategies),
         "--strategy",
-        help="Transfer strategy (comma-separated for several): finetune, gradual-unfreeze, feature-extractor, linear-probe, linear-svm, moment-init, domain-ri, domain-in, all-ri, all-in, radiomics (`dsim plugins` lists them).",
+        help=(
+            "Transfer strategy (comma-separated for several): finetune, gradual-unfreeze, feature-extractor,"
+            " linear-probe, linear-svm, moment-init, domain-ri, domain-in, all-ri, all-in, radiomics (`dsim "
+            "plugins` lists them)."
+        ),
     ),
     backbone: str = typer.Option(
         _D.backbone,
@@ -171,17 +179,26 @@ def validate(
     address: Optional[str] = typer.Option(
         _D.address,
         "--address",
-        help="Ray cluster address: host:6379, or auto on a node of a running cluster (default: start a local Ray).",
+        help=(
+            "Ray cluster address: host:6379, or auto on a node of a running cluster (default: start a local "
+            "Ray)."
+        ),
     ),
     cpus_per_run: Optional[float] = typer.Option(
         _D.cpus_per_run,
         "--cpus-per-run",
-        help="CPUs each pretraining job and run asks Ray for; torch threads are set to match (default 1 on Ray; locally: torch's own).",
+        help=(
+            "CPUs each pretraining job and run asks Ray for; torch threads are set to match (default 1 on "
+            "Ray; locally: torch's own)."
+        ),
     ),
     gpus_per_run: Optional[float] = typer.Option(
         _D.gpus_per_run,
         "--gpus-per-run",
-        help="GPUs each task asks Ray for, fractional (0.25: four runs share a GPU; default 1 when the cluster has GPUs, else 0).",
+        help=(
+            "GPUs each task asks Ray for, fractional (0.25: four runs share a GPU; default 1 when the "
+            "cluster has GPUs, else 0)."
+        ),
     ),
     data_placement: str = typer.Option(
         _D.data_placement,
@@ -193,7 +210,10 @@ def validate(
     hp: Optional[List[str]] = typer.Option(
         None,
         "--hp",
-        help="Fine-tuning hyper-parameter key=value (lr, batch_size, patience, weight_decay, augment, ordinal ...); repeatable.",
+        help=(
+            "Fine-tuning hyper-parameter key=value (lr, batch_size, patience, weight_decay, augment, ordinal"
+            " ...); repeatable."
+        ),
     ),
     store: Optional[str] = typer.Option(
         None, "--store", help="Results store file (default $DSIM_RESULTS or the user data dir)."
@@ -341,7 +361,10 @@ def pretrain(
     init: str = typer.Option(
         "random",
         "--init",
-        help="Start from 'random' (seeded) or 'imagenet' weights (local cache; says how to supply them when absent).",
+        help=(
+            "Start from 'random' (seeded) or 'imagenet' weights (local cache; says how to supply them when "
+            "absent)."
+        ),
     ),
     image_size: int = typer.Option(DEFAULT_PRETRAIN["image_size"], "--image-size"),
     epochs: Optional[int] = typer.Option(
