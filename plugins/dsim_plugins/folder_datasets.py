@@ -402,28 +402,14 @@ class CsvLoader(DatasetLoader):
                 )
         if not rows:
             raise DatasetError(f"{path}: empty csv (a header but no rows)")
-        base = path.parent
+        for line, row in rows:  # every row's cells first, in order, before any file is looked for
+            if not row.get("path", ""):
+                raise DatasetError(f"{path} line {line}: empty path")
+            if not row.get("label", ""):
+                raise DatasetError(f"{path} line {line}: empty label")
         strict = bool(args.get("strict", False))
-        files, where, raw_labels, splits, missing = [], [], [], [], []
-        for line, row in rows:
-            at = f"{path} line {line}"
-            cell, lab = row.get("path", ""), row.get("label", "")
-            if not cell:
-                raise DatasetError(f"{at}: empty path")
-            if not lab:
-                raise DatasetError(f"{at}: empty label")
-            f = Path(cell).expanduser()
-            if not f.is_absolute():
-                f = base / f
-            if not f.is_file():
-                if strict:
-                    raise DatasetError(f"{at}: image file {cell} not found ({f})")
-                missing.append((at, f"image file {cell} not found"))
-                continue
-            files.append(f)
-            where.append(at)
-            raw_labels.append(lab)
-            splits.append(row.get("split", ""))
+        files, where, rows_kept, splits, missing = self._images_of(path, args, rows)
+        raw_labels = [row["label"] for row in rows_kept]
         ints = []
         for lab in raw_labels:
             try:
