@@ -216,3 +216,32 @@ def test_validate_fine_tunes_checkpoint_cards_in_their_own_architecture(folder, 
     errors = [f["error"] for f in missing.failures]
     assert errors and all("cifar10-resnet20" in e and "DSIM_WEIGHTS_DIR" in e for e in errors)
     assert all("\n" not in e for e in errors)
+
+
+def test_validate_takes_the_card_names_of_a_zoo_file(folder, tmp_path, monkeypatch):
+    """A card of the user's zoo YAML is a source name for validate as for rank (--zoo)."""
+    import torch
+
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "lab.pth"
+    torch.save(dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=1).state_dict(), f)
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(
+        "checkpoints:\n"
+        f"  - {{name: lab-net, architecture: smallcnn-w16, weights: 'file:{f}', input_size: 32}}\n"
+    )
+    kw = dict(
+        sources=["lab-net"],
+        backbone="smallcnn",
+        folds=2,
+        hyperparameters={"epochs": 1, "image_size": 32},
+        predict=False,
+    )
+    without = dsim.validate(str(folder), store=tmp_path / "a.sqlite", **kw)
+    assert without.failures and "lab-net" in without.failures[0]["error"]  # unknown without the zoo
+    report = dsim.validate(str(folder), store=tmp_path / "b.sqlite", zoo=[str(zoo)], **kw)
+    assert not report.failures, report.failures
+    st = dsim.ResultsStore(tmp_path / "b.sqlite")
+    runs = [st.get(row["key"]) for row in st.rows() if row["source"] == "lab-net"]
+    assert len(runs) == 2 and {r.spec.backbone for r in runs} == {"smallcnn-w16"}
+    assert {r.checkpoint for r in runs} == {dsim.file_digest(f)}

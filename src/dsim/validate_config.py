@@ -78,6 +78,7 @@ class ValidateConfig:
     cpus_per_run: float | None = None  # CPUs per task; torch threads follow (None: 1 on Ray, as is locally)
     gpus_per_run: float | None = None  # GPUs per task, fractional (None: 1 when the cluster has GPUs)
     data_placement: str = "ship"  # "ship": through the object store; "shared": every node reads it
+    zoo: tuple[str, ...] = ()  # checkpoint zoo YAML files whose card names --sources may use
 
     #: keyword names of ``dsim.validate`` that differ from the field names
     ALIASES = {"strategy": "strategies"}
@@ -89,6 +90,7 @@ class ValidateConfig:
         set_(self, "hyperparameters", dict(self.hyperparameters or {}))
         set_(self, "pretrain_hyperparameters", dict(self.pretrain_hyperparameters or {}))
         set_(self, "rank_options", dict(self.rank_options or {}))
+        set_(self, "zoo", (self.zoo,) if isinstance(self.zoo, str) else tuple(str(z) for z in self.zoo or ()))
         if self.folds < 2:
             raise DsimError(f"validate: folds must be at least 2, got {self.folds}")
         if not self.strategies:

@@ -44,13 +44,15 @@ def _noop(*_a) -> None:
     return None
 
 
-def _checkpoint_cards(sources: Sequence[str], inline: Mapping[str, ImageSet]) -> dict[str, CheckpointCard]:
-    """The sources that name a checkpoint card (a registered checkpoint or ``timm:<name>``), by
-    the name given. A name of an in-memory dataset stays a dataset; a file path stays a file,
-    trained with ``--backbone``."""
+def _checkpoint_cards(
+    sources: Sequence[str], inline: Mapping[str, ImageSet], zoo: Sequence[str] = ()
+) -> dict[str, CheckpointCard]:
+    """The sources that name a checkpoint card (a registered checkpoint, one of the ``zoo``
+    files' cards or ``timm:<name>``), by the name given. A name of an in-memory dataset stays a
+    dataset; a file path stays a file, trained with ``--backbone``."""
     from .checkpoints import checkpoint_from_spec, known_checkpoints
 
-    known = known_checkpoints()
+    known = known_checkpoints(zoo)
     out = {}
     for s in sources:
         if s in inline or s == "imagenet" or is_checkpoint_path(s):
@@ -75,7 +77,7 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
                 tname,
                 sources=[s for s in sources if not is_checkpoint_path(s)] if sources else None,
                 seed=cfg.seed,
-                **dict(cfg.rank_options),
+                **{"zoo": cfg.zoo, **dict(cfg.rank_options)},
             )
         except DsimError as exc:
             notes.append(f"no prediction to compare with: ranking failed: {exc}")
@@ -192,7 +194,7 @@ def validate(
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
     ranking, sources = _choose_sources(tname, target, sources, cfg, notes)
-    cards = _checkpoint_cards(sources, inline)
+    cards = _checkpoint_cards(sources, inline, cfg.zoo)
     sources = [
         cards[s].name
         if s in cards

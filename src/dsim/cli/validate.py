@@ -222,6 +222,9 @@ def validate(
     measures: Optional[str] = typer.Option(
         None, "--measures", "-m", help="Measures for the ranking that predictions come from (default: all)."
     ),
+    zoo: Optional[List[str]] = typer.Option(
+        None, "--zoo", help="A checkpoint zoo YAML whose card names --sources may use (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check a ranking with real transfer runs.
@@ -257,6 +260,7 @@ def validate(
         gpus_per_run=gpus_per_run,
         data_placement=data_placement,
         rank_options={"measures": split_list(measures)} if measures else {},
+        zoo=tuple(zoo or ()),
     )
     hyper = _hp(hp)
     hyper["image_size"] = image_size
