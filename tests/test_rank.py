@@ -346,3 +346,13 @@ def test_rank_a_folder_with_a_corrupt_image_names_it_and_goes_on(tmp_path, share
     assert "skipped 1 unreadable file(s) of 41" in flat and "broken.png" in flat
     r = run_dsim("rank", "--target", str(root), "--measures", "expert", "--strict")
     assert r.returncode == 2 and "broken.png" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_measures_listing_says_which_run_by_default():
+    r = run_dsim("measures", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert rows["filter-structure"]["default"] is False and rows["filter-structure"]["needs"] == "checkpoint"
+    assert rows["logme"]["default"] is True and rows["logme"]["kind"] == "score"
+    assert rows["otdd"]["kind"] == "distance" and "otdd_min_labelcount" in rows["otdd"]["parameters"]
+    assert set(rows) == set(dsim.list_measures())

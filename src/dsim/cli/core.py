@@ -283,7 +283,7 @@ def _print_ranking(ranking) -> None:
 def measure(
     source: str = typer.Option(..., "--source", "-s", help="Source dataset name or path."),
     target: str = typer.Option(..., "--target", "-t", help="Target dataset name or path."),
-    measure_name: str = typer.Option(..., "--measure", "-m", help="Measure name (see `dsim plugins`)."),
+    measure_name: str = typer.Option(..., "--measure", "-m", help="Measure name (see `dsim measures`)."),
     max_samples: int = typer.Option(
         DEFAULT_MAX_SAMPLES, "--max-samples", help="Images per dataset (seeded stratified subsample)."
     ),
@@ -357,6 +357,49 @@ def datasets(
             "[green]yes[/green]" if m is None else "[dim]no[/dim]",
         )
     console().print(table)
+
+
+@app.command()
+def measures(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the measures: name, kind (distance: lower = closer; score: higher = better), what
+    each needs (card facts, both datasets' images, a network and the target's images, the network
+    alone), whether `dsim rank` runs it by default or only when --measures names it (opt-in),
+    its parameters (set with -o key=value) and what it computes."""
+    import dsim
+
+    every = dsim.list_measures()
+    rows = [
+        {
+            "name": n,
+            "kind": m.kind,
+            "needs": m.needs,
+            "default": not m.opt_in,
+            "parameters": m.get_params(),
+            "description": m.description,
+        }
+        for n, m in every.items()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title="dsim measures", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("needs", no_wrap=True)
+    table.add_column("in rank", no_wrap=True)
+    table.add_column("what it computes")
+    for r in rows:
+        table.add_row(
+            r["name"], r["kind"], r["needs"], "default" if r["default"] else "opt-in", r["description"]
+        )
+    con = console()
+    con.print(table)
+    con.print("[dim]parameters: `dsim measures --json`; set them with -o key=value[/dim]", highlight=False)
 
 
 @app.command()
