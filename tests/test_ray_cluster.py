@@ -81,6 +81,8 @@ def _metrics(store: ResultsStore) -> dict[str, dict]:
 
 
 def _files(root: Path, pattern: str) -> list[Path]:
+    """Files of a cache's checkpoint store (its other folders, e.g. the registry's parse, aside)."""
+    root = root / "checkpoints"
     return sorted(root.rglob(pattern)) if root.exists() else []
 
 
