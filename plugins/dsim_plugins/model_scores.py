@@ -94,6 +94,9 @@ class _SourceModelScore(dsim.Measure):
     kind = "score"
     needs = "source-model"
     uses_logits = False
+    #: a costly score reads a seeded stratified part of this many target images (None: all);
+    #: LP and FU take it as a parameter
+    max_images: int | None = None
 
     def __init__(
         self, backbone="resnet18", image_size=None, source_checkpoints=None, source_num_classes=None
@@ -176,6 +179,8 @@ class _SourceModelScore(dsim.Measure):
         )
 
     def pair(self, source, target, ctx):
+        """The score of ``source``'s network on ``target`` (at most ``ctx.max_samples`` images),
+        cached under the checkpoint's content, the target's fingerprint and :meth:`config`."""
         if not isinstance(target, dsim.ImageSet):
             raise dsim.DsimError(f"{self.name} needs the target's images")
         card = self._card(source)
@@ -187,25 +192,25 @@ class _SourceModelScore(dsim.Measure):
                 "config": self.config(ctx),
             }
         )
-        if ctx.cache is not None:
-            hit = ctx.cache.get_value(key)
-            if hit is not None:
-                return hit
-        data = target
+        if ctx.cache is not None and (hit := ctx.cache.get_value(key)) is not None:
+            return hit
         ms = ctx.max_samples
-        if ms and len(data) > int(ms):
-            data = data.subsample(int(ms), seed=ctx.seed)
-        feats, logits = self.target_outputs(card, data, ctx)
-        labels = data.labels
-        cap = getattr(self, "max_images", None)
-        if cap and len(data) > int(cap):  # a costly score reads a stratified part of the features
-            idx = data.subsample_index(int(cap), seed=ctx.seed)
-            feats, labels = feats[idx], labels[idx]
-            logits = None if logits is None else logits[idx]
-        value = self.score(feats, logits, labels, ctx)
+        data = target.subsample(int(ms), seed=ctx.seed) if ms else target
+        value = self.value(card, data, ctx)
         if ctx.cache is not None:
             ctx.cache.put_value(key, value, measure=self.name, source=card.name, target=target.name)
         return value
+
+    def value(self, card, data: dsim.ImageSet, ctx) -> float:
+        """The score of ``card``'s network on ``data`` (uncached): :meth:`score` of its features,
+        the cached extraction of every image, read at ``max_images`` of them when set."""
+        feats, logits = self.target_outputs(card, data, ctx)
+        labels = data.labels
+        if self.max_images and len(data) > int(self.max_images):
+            idx = data.subsample_index(int(self.max_images), seed=ctx.seed)
+            feats, labels = feats[idx], labels[idx]
+            logits = None if logits is None else logits[idx]
+        return self.score(feats, logits, labels, ctx)
 
     def score(self, feats, logits, labels, ctx) -> float:
         raise NotImplementedError
@@ -352,23 +357,10 @@ class FU(_SourceModelScore):
             "max_images": self.max_images,
         }
 
-    def pair(self, source, target, ctx):
-        if not isinstance(target, dsim.ImageSet):
-            raise dsim.DsimError(f"{self.name} needs the target's images")
-        card = self._card(source)
-        key = dsim.stable_hash(
-            {
-                "measure": self.name,
-                "checkpoint": {**card.to_dict(), "name": "", "provider": "", "title": ""},
-                "data": target.fingerprint(),
-                "config": self.config(ctx),
-            }
-        )
-        if ctx.cache is not None and (hit := ctx.cache.get_value(key)) is not None:
-            return hit
+    def value(self, card, data: dsim.ImageSet, ctx) -> float:
+        """FU back-propagates through the network itself: no features, ``max_images`` images."""
         import torch
 
-        data = target.subsample(int(ctx.max_samples), seed=ctx.seed) if ctx.max_samples else target
         if self.max_images:
             data = data.subsample(int(self.max_images), seed=ctx.seed)
         model = dsim.load_checkpoint(card, num_classes=0, seed=ctx.seed)
@@ -381,12 +373,9 @@ class FU(_SourceModelScore):
         mean = torch.tensor(card.mean).view(1, 3, 1, 1)
         std = torch.tensor(card.std).view(1, 3, 1, 1)
         x = (dsim.to_tensor(data.images, size=size, channels=3, normalize=False) - mean) / std
-        value = score_functions.fu(
+        return score_functions.fu(
             model, x, data.labels, first=first, second=second, device=ctx.torch_device()
         )
-        if ctx.cache is not None:
-            ctx.cache.put_value(key, value, measure=self.name, source=card.name, target=target.name)
-        return value
 
 
 @dsim.hookimpl
