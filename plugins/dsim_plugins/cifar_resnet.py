@@ -157,15 +157,7 @@ class CifarResNetBackbones(dsim.BackboneFactory):
             if path is None:
                 model = cls(depth, num_classes=10, in_chans=in_chans)
                 stored = 10
-                model.dsim_weights_id = dsim.stable_hash(
-                    {
-                        "arch": model_name,
-                        "init": "random",
-                        "seed": seed,
-                        "in_chans": in_chans,
-                        "torch": torch.__version__.split("+")[0],
-                    }
-                )
+                model.dsim_weights_id = dsim.random_weights_id(model_name, seed=seed, in_chans=in_chans)
             else:
                 sd = dsim.read_state_dict(path)
                 head = sd.get("linear.weight")

@@ -137,15 +137,7 @@ class MobileNetV1Backbones(dsim.BackboneFactory):
             if path is None:
                 model = cls(num_classes=1000, in_chans=in_chans)
                 stored = 1000
-                model.dsim_weights_id = dsim.stable_hash(
-                    {
-                        "arch": NAME,
-                        "init": "random",
-                        "seed": seed,
-                        "in_chans": in_chans,
-                        "torch": torch.__version__.split("+")[0],
-                    }
-                )
+                model.dsim_weights_id = dsim.random_weights_id(NAME, seed=seed, in_chans=in_chans)
             else:
                 sd = dsim.read_state_dict(path)
                 fc = sd.get("fc.weight")

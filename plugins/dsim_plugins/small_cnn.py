@@ -81,15 +81,7 @@ class SmallCNNBackbones(dsim.BackboneFactory):
             torch.manual_seed(seed)
             model = _make(_WIDTHS[model_name], in_chans, num_classes)
         if weights == "random":
-            model.dsim_weights_id = dsim.stable_hash(
-                {
-                    "arch": model_name,
-                    "init": "random",
-                    "seed": seed,
-                    "in_chans": in_chans,
-                    "torch": torch.__version__.split("+")[0],
-                }
-            )
+            model.dsim_weights_id = dsim.random_weights_id(model_name, seed=seed, in_chans=in_chans)
             return model
         if weights == "imagenet":
             raise dsim.WeightsMissingError(

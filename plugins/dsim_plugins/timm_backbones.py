@@ -138,15 +138,8 @@ class TimmBackbones(dsim.BackboneFactory):
                 model = timm.create_model(
                     model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans
                 )
-                model.dsim_weights_id = dsim.stable_hash(
-                    {
-                        "arch": model_name,
-                        "init": "random",
-                        "seed": seed,
-                        "in_chans": in_chans,
-                        "timm": timm.__version__,
-                        "torch": torch.__version__.split("+")[0],
-                    }
+                model.dsim_weights_id = dsim.random_weights_id(
+                    model_name, seed=seed, in_chans=in_chans, timm=timm.__version__
                 )
                 return model
             if weights == "imagenet":

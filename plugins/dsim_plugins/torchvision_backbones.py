@@ -312,15 +312,8 @@ class TorchvisionBackbones(dsim.BackboneFactory):
             if path is None:
                 net = _build(arch, aux=False, random_init=True, num_classes=1000)
                 model = cls(arch, net, transform_input=arch == "googlenet")
-                model.dsim_weights_id = dsim.stable_hash(
-                    {
-                        "arch": model_name,
-                        "init": "random",
-                        "seed": seed,
-                        "in_chans": in_chans,
-                        "torch": torch.__version__.split("+")[0],
-                        "torchvision": _torchvision_version(),
-                    }
+                model.dsim_weights_id = dsim.random_weights_id(
+                    model_name, seed=seed, in_chans=in_chans, torchvision=_torchvision_version()
                 )
                 stored = 1000
             else:

@@ -79,6 +79,7 @@ _EXPORTS = {
     "check_sha256": "dsim.weights",
     "locate_weights": "dsim.weights",
     "resolve_weights": "dsim.weights",
+    "random_weights_id": "dsim.weights",
     "adapt_in_chans": "dsim.weights",
     "read_state_dict": "dsim.weights",
     "load_strict": "dsim.weights",

@@ -30,6 +30,7 @@ __all__ = [
     "read_state_dict",
     "load_strict",
     "adapt_in_chans",
+    "random_weights_id",
 ]
 
 
@@ -199,3 +200,23 @@ def adapt_in_chans(weight, in_chans: int):
         return weight.sum(dim=1, keepdim=True)
     reps = -(-in_chans // weight.shape[1])
     return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def random_weights_id(model_name: str, *, seed: int, in_chans: int, **versions: str) -> str:
+    """The content id (``model.dsim_weights_id``) of a seeded random-init network, which every
+    cache built on it is keyed by: what builds it (architecture, seed, input channels, torch's
+    version, and the version of any library that makes it, e.g. ``timm=timm.__version__``)."""
+    import torch
+
+    from .records import stable_hash
+
+    return stable_hash(
+        {
+            "arch": model_name,
+            "init": "random",
+            "seed": seed,
+            "in_chans": in_chans,
+            "torch": torch.__version__.split("+")[0],
+            **versions,
+        }
+    )
