@@ -129,31 +129,15 @@ def main(argv=None) -> int:
 
         prof = cProfile.Profile()
         prof.enable()
+    kw = dict(sources=names, zoo=[str(zoo)], measures=measures, max_samples=args.images, device="cpu")
     t0 = time.perf_counter()
-    ranking = dsim.rank(
-        args.target,
-        sources=names,
-        zoo=[str(zoo)],
-        measures=measures,
-        max_samples=args.images,
-        device="cpu",
-        cache=dsim.Cache(cache_dir),
-        progress=tl,
-    )
+    ranking = dsim.rank(args.target, cache=dsim.Cache(cache_dir), progress=tl, **kw)
     t_cold = time.perf_counter() - t0
     tl("end", 0, 0)
     if prof is not None:
         prof.disable()
     t0 = time.perf_counter()
-    again = dsim.rank(
-        args.target,
-        sources=names,
-        zoo=[str(zoo)],
-        measures=measures,
-        max_samples=args.images,
-        device="cpu",
-        cache=dsim.Cache(cache_dir),
-    )
+    again = dsim.rank(args.target, cache=dsim.Cache(cache_dir), **kw)  # a new Cache: from disk
     t_warm = time.perf_counter() - t0
     t_bare2 = bare_forward(cards, data.images)
     t_bare = min(t_bare, t_bare2)
