@@ -255,7 +255,6 @@ def checkpoint_features(
     from .records import Representation
     from .tensors import to_tensor
 
-    size = int(image_size or checkpoint_input_size(card))
     k = int(card.num_classes or 0)  # the classifier's outputs come along whenever there is one
     device = ctx.torch_device() if ctx is not None else None
     amp = device is not None and device.type == "cuda"  # fp16 autocast on a GPU, fp32 elsewhere
@@ -264,6 +263,11 @@ def checkpoint_features(
             f"checkpoint {card.name!r} has no classifier (its card gives no num_classes): "
             "LEEP and NCE need the source model's class outputs"
         )
+    model = None
+    digest = card.weights.startswith("file:") and card.sha256
+    if not digest:  # no digest on the card: the loaded network's own weights id makes the key
+        model = load_checkpoint(card, num_classes=k, seed=getattr(ctx, "seed", 0))
+    size = int(image_size or checkpoint_input_size(card, model))  # (the network built once)
     ident = {
         "arch": card.architecture,
         "weights": card.weights,
@@ -277,11 +281,9 @@ def checkpoint_features(
         **({"precision": "fp16-autocast"} if amp else {}),  # other numbers: another key
     }
     cache = getattr(ctx, "cache", None)
-    model = None
-    if card.weights.startswith("file:") and card.sha256:
+    if digest:
         key = Representation.make_key("features", ident, {})
-    else:  # no digest on the card: the loaded network's own weights id makes the key
-        model = load_checkpoint(card, num_classes=k, seed=getattr(ctx, "seed", 0))
+    else:
         key = Representation.make_key("features", {**ident, "weights_id": _weights_identity(card, model)}, {})
     if cache is not None:
         hit = cache.get("features", key)
