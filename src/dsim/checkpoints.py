@@ -137,15 +137,17 @@ def network_name(card: CheckpointCard) -> str:
     return (w[5:] or card.architecture) if w.startswith("timm:") else card.architecture
 
 
-def known_checkpoints(zoo: Sequence[str | Path] = ()) -> dict[str, CheckpointCard]:
+def known_checkpoints(
+    zoo: Sequence[str | Path] = (), *, cards: Sequence[CheckpointCard] = ()
+) -> dict[str, CheckpointCard]:
     """Every checkpoint card a ``--sources`` entry may name, by name and alias: the registry's
-    (registry.yaml and plugins), then those of the ``zoo`` YAML files (a later card wins)."""
+    (registry.yaml and plugins), then those of the ``zoo`` YAML files, then ``cards`` (zoo cards
+    a caller has read already); a later card wins."""
     from .registry import get_registry
 
     known = dict(get_registry().checkpoints)
-    for path in zoo:
-        for card in load_zoo(path):
-            known[card.name] = card
+    for card in [c for path in zoo for c in load_zoo(path)] + list(cards):
+        known[card.name] = card
     for card in list(known.values()):
         for alias in card.aliases:
             known.setdefault(alias, card)

@@ -287,20 +287,20 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
     return configure_measures(chosen, cfg.options)
 
 
-def _zoo(cfg) -> dict[str, CheckpointCard]:
-    """The checkpoint cards this ranking knows: the registry's, plus those of ``--zoo`` files."""
-    from .checkpoints import known_checkpoints
-
-    return known_checkpoints(cfg.zoo)
-
-
 def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
     """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
     own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
-    from .checkpoints import as_source_card, checkpoint_from_spec, checkpoint_missing, load_zoo
+    from .checkpoints import (
+        as_source_card,
+        checkpoint_from_spec,
+        checkpoint_missing,
+        known_checkpoints,
+        load_zoo,
+    )
 
     reg = get_registry()
-    known = _zoo(cfg)
+    zoo_cards = [c for path in cfg.zoo for c in load_zoo(path)]  # each --zoo file read once
+    known = known_checkpoints(cards=zoo_cards)
     ckpts: list[CheckpointCard] = []
     if cfg.sources is not None:
         cands = []
@@ -316,7 +316,7 @@ def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tu
         cands = [c for c in cands if c.name not in family]
     elif cfg.zoo:
         cands = []
-        ckpts = [c for path in cfg.zoo for c in load_zoo(path)]
+        ckpts = zoo_cards
     else:
         cands, more = candidate_sources(tcard, history, known_vals, target_has_data)
         skipped += more
