@@ -363,5 +363,10 @@ def test_validate_config_holds_every_knob_once():
         ValidateConfig(folds=1)
     with pytest.raises(dsim.DsimError, match="data placement 'nfs'"):
         ValidateConfig(data_placement="nfs")
-    with pytest.raises(dsim.UnknownOptionError, match="'epochs' for dsim.validate"):
-        dsim.validate("gen-t", epochs=3)
+    with pytest.raises(dsim.UnknownOptionError, match="'epoch' for dsim.validate.*did you mean epochs"):
+        dsim.validate("gen-t", epoch=3)
+    # the flags of `dsim validate` are keywords too
+    c = ValidateConfig.build(epochs=3, image_size=32, pretrain_epochs=2, measures="otdd", hp={"lr": 0.01})
+    assert c.hyperparameters == {"epochs": 3, "image_size": 32, "lr": 0.01}
+    assert c.pretrain_hyperparameters == {"epochs": 2, "image_size": 32}
+    assert c.rank_options == {"measures": ("otdd",)}

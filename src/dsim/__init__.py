@@ -38,6 +38,7 @@ _EXPORTS = {
     "hookimpl": "dsim.hookspecs",
     "Context": "dsim.interfaces",
     "DatasetLoader": "dsim.interfaces",
+    "OverlapCheck": "dsim.interfaces",
     "BackboneFactory": "dsim.interfaces",
     "Measure": "dsim.interfaces",
     "Strategy": "dsim.interfaces",
@@ -71,6 +72,10 @@ _EXPORTS = {
     "known_measure_values": "dsim.catalog",
     "get_predictor": "dsim.catalog",
     "load_dataset": "dsim.data",
+    # the target of a ranking or validation, resolved once (name, path, ImageSet, arrays)
+    "resolve_target": "dsim.targets",
+    "ResolvedTarget": "dsim.targets",
+    "TARGET_FACTS": "dsim.targets",
     "find_data_file": "dsim.data",
     "data_dirs": "dsim.data",
     # checkpoint files: lookup, content check, strict loading

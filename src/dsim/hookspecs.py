@@ -48,6 +48,18 @@ def dsim_register_loaders():
 
 
 @hookspec
+def dsim_register_overlap_checks():
+    """Overlap checks (:class:`dsim.OverlapCheck`): find a target's own images in a source.
+
+    Example::
+
+        @hookimpl
+        def dsim_register_overlap_checks():
+            return [ExactMatch()]
+    """
+
+
+@hookspec
 def dsim_register_backbones():
     """Backbone factories (:class:`dsim.BackboneFactory`) that create networks by name.
 

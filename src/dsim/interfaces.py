@@ -159,6 +159,29 @@ class DatasetLoader:
         raise NotImplementedError
 
 
+class OverlapCheck:
+    """Finds a target's own images inside a source dataset (the same images at another size,
+    encoding or file name), so that the ranking never offers the target's images as a source.
+
+    ``share`` returns the fraction (0..1) of ``target``'s images (a seeded sample) that have a
+    near-duplicate in ``source`` (all of its images). The ranking excludes a source holding most
+    of the target's images and flags a partial overlap with its share. Example::
+
+        class ExactMatch(OverlapCheck):
+            name = "exact-match"
+
+            def share(self, source, target, ctx):
+                seen = {img.tobytes() for img in source.images}
+                return float(np.mean([img.tobytes() in seen for img in target.images]))
+    """
+
+    name: str = ""
+    description: str = ""
+
+    def share(self, source: ImageSet, target: ImageSet, ctx: Context) -> float:
+        raise NotImplementedError
+
+
 class BackboneFactory:
     """Creates networks by name, as ``timm.create_model`` does.
 

@@ -50,6 +50,7 @@ ENTRY_POINT_GROUP = "dsim"
 COLLECT_HOOKS = (
     "dsim_register_cards",
     "dsim_register_loaders",
+    "dsim_register_overlap_checks",
     "dsim_register_backbones",
     "dsim_register_measures",
     "dsim_register_strategies",

@@ -18,9 +18,11 @@ from .data import data_missing, load_dataset
 from .defaults import DEFAULT_MAX_SAMPLES
 from .errors import DsimError, UnknownNameError
 from .interfaces import Candidate, Context, Measure, Predictor
+from .overlap import exclude_overlaps
 from .plugins import notify
 from .records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
 from .registry import get_registry
+from .targets import derived_expert, resolve_target
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
 
@@ -154,7 +156,7 @@ class _Images:
 
 
 def rank(
-    target: str | DatasetCard,
+    target: Any,
     sources: Sequence[str] | str | None = None,
     measures: Sequence[str] | str | None = None,
     *,
@@ -169,13 +171,24 @@ def rank(
     strict: bool = False,
     arch: str | None = None,
     zoo: Sequence[str] | str = (),
+    labels: Any = None,
+    facts: Mapping[str, Any] | Sequence[str] | None = None,
+    card: str | None = None,
 ) -> Ranking:
-    """Rank candidate sources for ``target`` (a registered name or a path to the user's data).
+    """Rank candidate sources for ``target``: a registered name, a path to the user's data
+    (folder, .csv, .npz), a :class:`dsim.ImageSet`, arrays of images with their ``labels``
+    (``dsim.rank(images, labels)``), a torch Dataset of ``(image, label)``, or a
+    :class:`dsim.ResolvedTarget` (:func:`dsim.resolve_target`).
 
-    The arguments are those of :class:`RankConfig` (a predictor object may be passed as well).
-    Numbers from real fine-tuning are marked *measured*, the rest *predicted*; what was left
-    out is listed, with why, in ``Ranking.skipped``.
+    ``facts`` (``{"origin": "medical", "subject": "brain", ...}`` or ``["key=value", ...]``) and
+    ``card`` (a YAML card file) state what the target is; the other arguments are those of
+    :class:`RankConfig` (a predictor object may be passed as well). Numbers from real
+    fine-tuning are marked *measured*, the rest *predicted*; what was left out is listed, with
+    why, in ``Ranking.skipped``.
     """
+    if labels is None and _looks_like_labels(target, sources):
+        labels, sources = sources, None  # dsim.rank(images, labels)
+    rt = resolve_target(target, labels, facts=facts, card=card)
     cfg = RankConfig(
         sources=sources,
         measures=measures,
@@ -189,8 +202,7 @@ def rank(
         arch=arch,
         zoo=zoo,
     )
-    reg = get_registry()
-    tcard = target if isinstance(target, DatasetCard) else reg.resolve(target)
+    tcard = rt.card
     ctx = Context(
         seed=cfg.seed,
         device=cfg.device,
@@ -204,11 +216,11 @@ def rank(
     skipped: list[dict[str, str]] = []
     images = _Images(cfg.max_samples, cfg.seed, cfg.strict)
 
-    target_missing = data_missing(tcard)
+    target_missing = rt.missing()
     target_data: ImageSet | None = None
     if target_missing is None:  # read the target first: bad input fails before any work
-        target_data = images(tcard)
-        tcard = _with_data_facts(tcard, target_data)
+        target_data = images.loaded[tcard.name] = rt.load(cfg.max_samples, cfg.seed, cfg.strict)
+        tcard = derived_expert(_with_data_facts(tcard, target_data), target_data)
         if target_data.multilabel:
             counts = target_data.class_counts()
             if not ((counts > 0) & (counts < len(target_data))).any():
@@ -221,6 +233,9 @@ def rank(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
     cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    overlap_notes: list[str] = []
+    if target_missing is None:  # the target's own images are never a candidate for it
+        cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx)
     vals = _known_values(tcard, known_vals, use, cfg.measures)
     for m in use.values():
         _compute(
@@ -250,12 +265,35 @@ def rank(
             skipped.append(
                 {"source": c.name, "reason": "no measure could describe it and no measured result"}
             )
-    notes = list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes + images.notes()
+    notes = (
+        list(ranking.notes)
+        + ([pred_note] if pred_note else [])
+        + overlap_notes
+        + vals.notes
+        + images.notes()
+        + _facts_note(rt, tcard)
+    )
     ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
     if cfg.top:
         ranking = ranking.top(cfg.top)
     notify("dsim_ranking_done", ranking=ranking)
     return ranking
+
+
+def _looks_like_labels(target: Any, sources: Any) -> bool:
+    """``dsim.rank(images, labels)``: an array target with an array (not names) second."""
+    if sources is None or isinstance(sources, str) or not hasattr(target, "shape"):
+        return False
+    if hasattr(sources, "shape"):
+        return True
+    return isinstance(sources, (list, tuple)) and bool(sources) and not isinstance(sources[0], str)
+
+
+def _facts_note(rt, tcard: DatasetCard) -> list[str]:
+    if not rt.facts:
+        return []
+    shown = ", ".join(f"{k}={v}" for k, v in sorted({**dict(tcard.expert), **dict(rt.facts)}.items()))
+    return [f"target {tcard.name!r} facts: {shown}"]
 
 
 def _with_data_facts(card: DatasetCard, data: ImageSet) -> DatasetCard:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .records import RunResult, RunSpec, _Record
 
-__all__ = ["SourceRow", "ValidationReport", "summarise", "spearman", "plot_report"]
+__all__ = ["SourceRow", "ValidationReport", "summarise", "spearman", "rank_check", "plot_report"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class SourceRow(_Record):
     predicted_status: str | None = None
     predicted_rank: int | None = None
     failed: int = 0
+    #: rank of the measured T among the validated sources of this strategy and train size (1 = best)
+    measured_rank: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class ValidationReport(_Record):
     seconds: float = 0.0
     pretraining_jobs: int = 0  # distinct source checkpoints the runs needed (cached ones included)
     pretrained: int = 0  # of which trained by this validation
+    #: AUC lost by taking the ranking's best validated source instead of the measured best
+    #: (0 when the ranking's first is the measured first; None without a prediction)
+    regret_auc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -124,14 +129,41 @@ def summarise(
     return rows, (float(np.mean(base_aucs)) if base_aucs else None)
 
 
+def rank_check(rows: Sequence[SourceRow], target: str) -> tuple[list[SourceRow], float | None]:
+    """The rows with the measured rank of each validated source (by T, else AUC, within its
+    strategy and train size; the target-only baseline unranked), and the top-1 regret in AUC:
+    the best measured AUC minus that of the source the ranking put first, over the group of
+    the first strategy with predictions."""
+    import dataclasses
+
+    def value(r):
+        return r.transferability if r.transferability is not None else r.auc
+
+    out = list(rows)
+    regret = None
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(out):
+        if r.source != target and value(r) is not None:
+            groups.setdefault((r.strategy, r.train_size), []).append(i)
+    for idx in groups.values():
+        order = sorted(idx, key=lambda i: -value(out[i]))
+        for k, i in enumerate(order):
+            out[i] = dataclasses.replace(out[i], measured_rank=k + 1)
+        pred = [i for i in idx if out[i].predicted_rank is not None and out[i].auc is not None]
+        if regret is None and pred:
+            first = min(pred, key=lambda i: out[i].predicted_rank)
+            regret = max(out[i].auc for i in pred) - out[first].auc
+    return out, regret
+
+
 def spearman(rows: Sequence[SourceRow]) -> tuple[float | None, int]:
-    """Spearman's rho between predicted score and measured T (None below 3 sources), and n."""
+    """Spearman's rho between predicted score and measured T (None below 2 sources), and n."""
     pts = [
         (r.predicted, r.transferability)
         for r in rows
         if r.predicted is not None and r.transferability is not None
     ]
-    if len(pts) < 3:
+    if len(pts) < 2:
         return None, len(pts)
     from scipy.stats import spearmanr
 
@@ -148,7 +180,16 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
 
     rows = [r for r in report.rows if r.auc is not None]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=120)
-    labels = [f"{r.source}\n{r.strategy}" + (f"\nn={r.train_size}" if r.train_size else "") for r in rows]
+    labels = [
+        f"{r.source}\n{r.strategy}"
+        + (f"\nn={r.train_size}" if r.train_size else "")
+        + (
+            f"\npred. #{r.predicted_rank or '-'} / meas. #{r.measured_rank}"
+            if r.measured_rank is not None and report.spearman_n
+            else ""
+        )
+        for r in rows
+    ]
     colors = ["#999999" if r.source == report.target else "#3b75af" for r in rows]
     ax.bar(
         range(len(rows)), [r.auc for r in rows], yerr=[r.auc_std or 0 for r in rows], color=colors, capsize=4
@@ -164,6 +205,8 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     title = f"dsim validate: target {report.target} ({report.backbone})"
     if report.spearman is not None:
         title += f"\nSpearman(predicted, measured T) = {report.spearman:.2f} over {report.spearman_n} sources"
+        if report.regret_auc is not None:
+            title += f"; top-1 regret {report.regret_auc:.3f} AUC"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)

@@ -82,6 +82,22 @@ class ValidateConfig:
 
     #: keyword names of ``dsim.validate`` that differ from the field names
     ALIASES = {"strategy": "strategies"}
+    #: flags of ``dsim validate`` that set part of a field: ``epochs`` and ``image_size`` the
+    #: fine-tuning hyper-parameters (``image_size`` pretraining's too), ``pretrain_epochs`` the
+    #: pretraining's, ``measures`` the ranking's, ``hp`` more fine-tuning hyper-parameters
+    FLAGS = ("epochs", "image_size", "pretrain_epochs", "measures", "hp")
+    #: keywords of ``dsim.validate`` itself (not settings), listed when a keyword is unknown
+    CALL_KEYWORDS = (
+        "sources",
+        "store",
+        "inline",
+        "labels",
+        "facts",
+        "card",
+        "progress",
+        "run_progress",
+        "on_event",
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -116,14 +132,43 @@ class ValidateConfig:
         ``strategies``. An unknown knob is a one-line error naming it and the close ones."""
         names = cls.field_names()
         changes = {}
+        flags = {k: knobs.pop(k) for k in cls.FLAGS if k in knobs}
         for k, v in knobs.items():
             k = cls.ALIASES.get(k, k)
             if k not in names:
-                from .errors import UnknownOptionError
+                from .errors import UnknownOptionError, closest
 
-                raise UnknownOptionError(k, "dsim.validate", names + list(cls.ALIASES))
+                valid = sorted({*names, *cls.ALIASES, *cls.FLAGS, *cls.CALL_KEYWORDS})
+                hint = closest(k, valid)
+                exc = UnknownOptionError(k, "dsim.validate", valid)
+                exc.args = (
+                    f"unknown option {k!r} for dsim.validate"
+                    + (f"; did you mean {', '.join(hint)}?" if hint else "")
+                    + f" (valid keywords: {', '.join(valid)})",
+                )
+                raise exc
             changes[k] = v
         base = config if config is not None else cls()
+        if flags:
+            hp = {
+                **base.hyperparameters,
+                **dict(changes.get("hyperparameters") or {}),
+                **dict(flags.get("hp") or {}),
+            }
+            php = {**base.pretrain_hyperparameters, **dict(changes.get("pretrain_hyperparameters") or {})}
+            if flags.get("epochs") is not None:
+                hp["epochs"] = flags["epochs"]
+            if flags.get("image_size") is not None:
+                hp["image_size"] = php["image_size"] = flags["image_size"]
+            if flags.get("pretrain_epochs") is not None:
+                php["epochs"] = flags["pretrain_epochs"]
+            changes["hyperparameters"], changes["pretrain_hyperparameters"] = hp, php
+            if flags.get("measures") is not None:
+                changes["rank_options"] = {
+                    **base.rank_options,
+                    **dict(changes.get("rank_options") or {}),
+                    "measures": _split(flags["measures"]),
+                }
         return dataclasses.replace(base, **changes) if changes else base
 
     def train_hp(self) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from .defaults import DEFAULT_BACKBONE
 from .errors import DsimError, UnknownNameError
 from .pretraining import checkpoint_dir, pretrain
 from .records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from .report import SourceRow, ValidationReport, plot_report, spearman, summarise
+from .report import SourceRow, ValidationReport, plot_report, rank_check, spearman, summarise
 from .runs import Work, execute_run, plan_runs, plan_work, strategies
+from .targets import ResolvedTarget, resolve_target
 from .validate_config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
 
 __all__ = [
@@ -63,19 +64,22 @@ def _checkpoint_cards(
     return out
 
 
-def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: list[str]):
-    """The ranking (unless ``predict`` is off) and the sources to validate: the given ones, or
-    the ``top`` best-ranked that have images here."""
+def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: list[str]):
+    """The ranking of the very target that is validated (unless ``predict`` is off) and the
+    sources to validate: the given ones, or the ``top`` best-ranked that have images here. A
+    source the ranking found holding the target's own images is never validated."""
     ranking = None
     if isinstance(sources, str):
         sources = [s.strip() for s in sources.split(",") if s.strip()]
-    if cfg.predict and (not isinstance(target, ImageSet) or sources is None):
+    if cfg.predict:
         try:
-            from .api import rank
+            from .ranking import rank
 
             ranking = rank(
-                tname,
-                sources=[s for s in sources if not is_checkpoint_path(s)] if sources else None,
+                rt,
+                sources=[s for s in sources if not is_checkpoint_path(s) and s != rt.name]
+                if sources
+                else None,
                 seed=cfg.seed,
                 **{"zoo": cfg.zoo, **dict(cfg.rank_options)},
             )
@@ -83,13 +87,15 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
             notes.append(f"no prediction to compare with: ranking failed: {exc}")
     if sources is None:
         if ranking is None:
-            raise DsimError(f"validate {tname!r}: no sources given and the ranking failed; pass --sources")
+            raise DsimError(f"validate {rt.name!r}: no sources given and the ranking failed; pass --sources")
         sources = []
         for r in ranking.rows:
             # a checkpoint needs no source images: its weights were checked by the ranking
             why = (
-                None
-                if r.source == "imagenet" or r.kind == "checkpoint"
+                _imagenet_missing(cfg.backbone)
+                if r.source == "imagenet"
+                else None
+                if r.kind == "checkpoint"
                 else data_missing(resolve_card(r.source))
             )
             if why:
@@ -98,7 +104,39 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
             sources.append(r.source)
             if len(sources) >= cfg.top:
                 break
+    elif ranking is not None:
+        held = {
+            s["source"]: s["reason"]
+            for s in ranking.skipped
+            if "measure" not in s and str(s.get("reason", "")).startswith("holds the target's images")
+        }
+        for s in [s for s in sources if s in held]:
+            notes.append(f"source {s!r} not validated: {held[s]}")
+        sources = [s for s in sources if s not in held]
     return ranking, list(sources)
+
+
+def _imagenet_missing(backbone: str) -> str | None:
+    """Why ``backbone`` cannot start from ImageNet weights here (one line), or None."""
+    from .catalog import create_backbone
+    from .errors import WeightsMissingError
+
+    try:
+        create_backbone(backbone, weights="imagenet")
+    except (WeightsMissingError, UnknownNameError) as exc:
+        return str(exc)
+    return None
+
+
+def _target_of(target, inline: dict[str, ImageSet], target_opts: Mapping[str, Any]) -> ResolvedTarget:
+    """The target resolved once; a user's own data (a path, arrays, an ImageSet) is put into
+    ``inline`` under the target's name, to travel with the jobs."""
+    if isinstance(target, str) and target in inline:
+        target = inline[target]
+    rt = resolve_target(target, **target_opts)
+    if not rt.registered:
+        inline[rt.name] = rt.load()
+    return rt
 
 
 class _Estimate:
@@ -160,13 +198,19 @@ def validate(
     progress: ProgressFn | None = None,
     run_progress: ProgressFn | None = None,
     on_event: Callable[[str, str], None] | None = None,
+    labels: Any = None,
+    facts: Mapping[str, Any] | Sequence[str] | None = None,
+    card: str | None = None,
     **knobs: Any,
 ) -> ValidationReport:
     """Validate the ranking of ``target``'s sources with real transfer runs.
 
-    ``config`` (a :class:`ValidateConfig`) and/or its fields as keywords (``top``, ``strategy``,
+    ``target`` is anything ``dsim.rank`` takes (a name, a path, an ImageSet, arrays with their
+    ``labels``, a torch Dataset; ``facts`` and ``card`` as there): it is resolved once, and that
+    same target is ranked and validated. ``config`` (a :class:`ValidateConfig`) and/or its fields as keywords (``top``, ``strategy``,
     ``backbone``, ``folds``, ``train_sizes``, ``seed``, ``hyperparameters``, ``executor``,
-    ``cpus_per_run`` ...; keywords win) say what to run and where. ``sources``: explicit sources
+    ``cpus_per_run`` ...; keywords win) say what to run and where; the flags of ``dsim validate``
+    are keywords too (``epochs``, ``image_size``, ``pretrain_epochs``, ``measures``, ``hp``). ``sources``: explicit sources
     (names, ``a+b`` unions, ``imagenet`` or checkpoint files); default: the ``top`` best-ranked
     that can be trained here. ``store``: a :class:`ResultsStore` or a path. ``inline``: in-memory
     datasets by name. ``progress(what, done, total)`` with ``what`` "runs" or "pretraining";
@@ -180,11 +224,8 @@ def validate(
     t0 = time.perf_counter()
     say = on_event or _noop
     inline = dict(inline or {})
-    if isinstance(target, ImageSet):
-        inline[target.name] = target
-        tname = target.name
-    else:
-        tname = resolve_name(str(target), inline)
+    rt = _target_of(target, inline, {"labels": labels, "facts": facts, "card": card})
+    tname = rt.name
     known = strategies()
     for s in cfg.strategies + ((cfg.baseline,) if cfg.baseline else ()):
         if s not in known:
@@ -193,7 +234,7 @@ def validate(
     # the target's data (its fingerprint enters every run key)
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
-    ranking, sources = _choose_sources(tname, target, sources, cfg, notes)
+    ranking, sources = _choose_sources(rt, sources, cfg, notes)
     cards = _checkpoint_cards(sources, inline, cfg.zoo)
     sources = [
         cards[s].name
@@ -294,9 +335,12 @@ def validate(
         notify("dsim_run_started", spec=s)
     ex.run(work, Callbacks(on_result, on_pretrained, say, run_progress))
     rows, base_auc = summarise(specs, results, ranking, cfg.baseline)
+    rows, regret = rank_check(rows, tname)
     rho, n_rho = spearman([r for r in rows if r.source != tname])
-    if ranking is not None and n_rho < 3:
-        notes.append(f"Spearman needs 3 or more sources with a prediction and a measurement; have {n_rho}")
+    if ranking is not None and n_rho < 2:
+        notes.append(f"Spearman needs 2 or more sources with a prediction and a measurement; have {n_rho}")
+    elif n_rho == 2:
+        notes.append("Spearman over 2 sources is +1 or -1: it only says whether their order was predicted")
     return ValidationReport(
         target=tname,
         backbone=cfg.backbone,
@@ -305,6 +349,7 @@ def validate(
         baseline_auc=base_auc,
         spearman=rho,
         spearman_n=n_rho,
+        regret_auc=regret,
         runs_total=len(specs),
         runs_done=len(todo) - len(failures),
         runs_skipped=skipped,

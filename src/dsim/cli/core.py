@@ -87,6 +87,19 @@ def rank(
             "pretrained_on ...); without --sources its checkpoints are the candidates (repeatable)."
         ),
     ),
+    fact: Optional[List[str]] = typer.Option(
+        None,
+        "--fact",
+        help=(
+            "A fact about your target, key=value (repeatable): origin (medical|natural), modality, colour "
+            "(grey|colour), content (objects|textures|both), subject, diversity (low|high), classes "
+            "(few|many), title, task. Gives it expert and card features; see also a YAML card beside the "
+            "data (my_data.dsim.yaml, or dsim.yaml in a folder)."
+        ),
+    ),
+    card: Optional[str] = typer.Option(
+        None, "--card", help="A YAML card file of facts about your target (the keys of --fact)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
     as_csv: bool = typer.Option(
         False,
@@ -121,6 +134,8 @@ def rank(
             strict=strict,
             arch=arch,
             zoo=tuple(zoo or ()),
+            facts=list(fact or ()),
+            card=card,
         )
     if as_json:
         print_json(ranking.to_dict())

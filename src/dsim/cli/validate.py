@@ -225,6 +225,19 @@ def validate(
     zoo: Optional[List[str]] = typer.Option(
         None, "--zoo", help="A checkpoint zoo YAML whose card names --sources may use (repeatable)."
     ),
+    fact: Optional[List[str]] = typer.Option(
+        None,
+        "--fact",
+        help=(
+            "A fact about your target, key=value (repeatable): origin (medical|natural), modality, colour "
+            "(grey|colour), content (objects|textures|both), subject, diversity (low|high), classes "
+            "(few|many), title, task. Gives it expert and card features; see also a YAML card beside the "
+            "data (my_data.dsim.yaml, or dsim.yaml in a folder)."
+        ),
+    ),
+    card: Optional[str] = typer.Option(
+        None, "--card", help="A YAML card file of facts about your target (the keys of --fact)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check a ranking with real transfer runs.
@@ -281,6 +294,8 @@ def validate(
             progress=rp.overall,
             run_progress=rp.run,
             on_event=rp.event,
+            facts=list(fact or ()),
+            card=card,
         )
     finally:
         rp.close()
@@ -323,6 +338,7 @@ def _print_report(report, plot) -> None:
         "± T",
         "predicted",
         "pred. #",
+        "meas. #",
     ):
         t.add_column(c, justify="left" if c in ("source", "strategy") else "right")
     for r in report.rows:
@@ -339,11 +355,13 @@ def _print_report(report, plot) -> None:
             _f(r.transferability_std, 1),
             _f(r.predicted, 2),
             str(r.predicted_rank or ""),
+            str(r.measured_rank or ""),
         )
     con.print(t)
     rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
+    regret = "" if report.regret_auc is None else f"; top-1 regret {report.regret_auc:.3f} AUC"
     con.print(
-        f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources; "
+        f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources{regret}; "
         f"runs: {report.runs_done} done, {report.runs_skipped} from the store, {len(report.failures)} failed "
         f"({report.seconds:.0f}s); pretraining: {report.pretraining_jobs} jobs, {report.pretrained} trained now; "
         f"store: {report.store}"
