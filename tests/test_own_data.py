@@ -1,0 +1,268 @@
+"""A user's own data, end to end: the target resolved once (a path, arrays, an ImageSet, a torch
+Dataset) is ranked and validated as the same object; its own images are never a candidate for
+it (near-duplicates at another resolution, by registered name or by path); facts given with
+--fact or a YAML card give it expert features."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import data_file
+from gen_data import gratings, one_torch_thread  # noqa: F401 (autouse fixture)
+from PIL import Image
+
+import dsim
+
+
+def run_dsim(*args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dsim", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Each image resized with PIL's bilinear filter (another resolution of the same images)."""
+    out = [
+        np.asarray(
+            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).resize((size, size), Image.BILINEAR)
+        )
+        for im in images
+    ]
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def breast_test(tmp_path_factory):
+    """BreastMNIST's test split as a user's .npz (156 ultrasound images, 2 classes)."""
+    z = np.load(data_file("breastmnist.npz"))
+    path = tmp_path_factory.mktemp("own") / "my_scans.npz"
+    np.savez(path, images=z["test_images"], labels=z["test_labels"].reshape(-1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def chest64(tmp_path_factory):
+    """300 PneumoniaMNIST test images resized to 64 px: a registered set's images at another size."""
+    z = np.load(data_file("pneumoniamnist.npz"))
+    x, y = z["test_images"][:300], z["test_labels"][:300].reshape(-1)
+    path = tmp_path_factory.mktemp("own") / "xrays64.npz"
+    np.savez(path, images=_resize(x, 64), labels=y)
+    return path, x, y
+
+
+# ------------------------------------------------------------------ item 3: validate any target
+def test_validate_a_npz_path_with_top_2_shows_predicted_beside_measured(breast_test, tmp_path):
+    """`dsim validate --target ./file.npz --top 2` ranks that very file (not its stem as a
+    name), validates the two best-ranked trainable sources and reports predicted score and rank
+    beside measured T, with a Spearman and the top-1 regret."""
+    r = run_dsim(
+        "validate",
+        "--target",
+        str(breast_test),
+        "--top",
+        "2",
+        "--backbone",
+        "smallcnn-w16",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--pretrain-epochs",
+        "1",
+        "--target-max",
+        "100",
+        "--source-max",
+        "100",
+        "--image-size",
+        "16",
+        "--measures",
+        "expert",
+        "--fact",
+        "origin=medical",
+        "--fact",
+        "subject=breast",
+        "--store",
+        str(tmp_path / "r.sqlite"),
+        "--json",
+        env_extra={"DSIM_PREDICTOR_DIR": str(tmp_path / "pred")},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["target"] == "my_scans"
+    validated = [row for row in rep["rows"] if row["source"] != "my_scans"]
+    assert len(validated) == 2 and not rep["failures"], rep
+    assert "breastmnist" not in {row["source"] for row in validated}  # holds the target's images
+    for row in validated:  # predicted beside measured, for every validated source
+        assert row["predicted"] is not None and row["predicted_rank"] >= 1
+        assert row["transferability"] is not None and row["measured_rank"] in (1, 2)
+    assert rep["spearman_n"] == 2 and abs(rep["spearman"]) == pytest.approx(1.0)
+    best = max(row["auc"] for row in validated)
+    first = min(validated, key=lambda row: row["predicted_rank"])
+    assert rep["regret_auc"] == pytest.approx(best - first["auc"])
+    assert not any("ranking failed" in n for n in rep["notes"]), rep["notes"]
+
+
+def test_validate_ranks_the_same_in_memory_target(tmp_path):
+    """dsim.validate on arrays: the ranking it compares with is of those arrays (the in-memory
+    sources are not in the registry, so the prediction is for the registered ones)."""
+    t = gratings(80, k=2, seed=3, name="g")
+    rep = dsim.validate(
+        t.images,
+        labels=t.labels,
+        sources=["usps"],
+        backbone="smallcnn-w16",
+        folds=2,
+        epochs=1,
+        pretrain_epochs=1,
+        image_size=16,
+        source_max=100,
+        measures="expert",
+        facts={"origin": "natural", "content": "textures"},
+        store=tmp_path / "r.sqlite",
+        device="cpu",
+    )
+    assert rep.target.startswith("target-") and not rep.failures
+    usps = next(r for r in rep.rows if r.source == "usps")
+    assert usps.predicted is not None and usps.predicted_rank == 1 and usps.measured_rank == 1
+    assert rep.regret_auc == 0.0
+
+
+def test_validate_unknown_keyword_lists_the_valid_ones():
+    with pytest.raises(dsim.DsimError) as e:
+        dsim.validate("breastmnist", epoch=3)
+    msg = str(e.value)
+    assert "'epoch'" in msg and "did you mean epochs" in msg
+    for k in ("epochs", "image_size", "pretrain_epochs", "source_max", "target_max", "folds", "facts"):
+        assert k in msg
+    assert "\n" not in msg
+
+
+# ------------------------------------------------------------------ item 6: notebook targets
+def _rank_small(target, *args, **kw):
+    return dsim.rank(target, *args, measures=["expert"], sources=["usps", "breastmnist"], **kw)
+
+
+def test_rank_arrays_in_every_layout_is_one_target():
+    """dsim.rank(images, labels) on (N,H,W), (N,H,W,1) and (N,C,H,W): the same content, the same
+    target (named by its content), ranked."""
+    t = gratings(60, k=3, seed=1)
+    x = t.images[..., 0]
+    names = set()
+    for imgs in (x, x[..., None], x[:, None]):
+        rt = dsim.resolve_target(imgs, t.labels)
+        assert rt.data.images.shape == (60, 28, 28, 1) and rt.card.num_classes == 3
+        names.add(rt.name)
+    assert len(names) == 1 and names.pop().startswith("target-")
+    ranking = dsim.rank(x, t.labels, measures=["expert"], facts={"origin": "natural"})
+    assert ranking.rows and ranking.target.startswith("target-")
+    rgb = np.repeat(x[:, None], 3, axis=1)  # channel-first colour
+    assert dsim.resolve_target(rgb, t.labels).data.images.shape == (60, 28, 28, 3)
+    with pytest.raises(dsim.DsimError, match="needs its labels"):
+        dsim.resolve_target(x)
+
+
+def test_rank_an_imageset_and_a_torch_dataset():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    t = gratings(60, k=2, seed=2, name="grat")
+    r1 = _rank_small(t)
+    assert r1.target == "grat" and r1.rows
+    # torchvision style: (C,H,W) float tensors in [0, 1] and integer labels
+    ds = TensorDataset(
+        torch.from_numpy(t.images).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(t.labels)
+    )
+    rt = dsim.resolve_target(ds, name="grat")
+    assert rt.data.images.dtype == np.uint8 and np.array_equal(rt.data.images, t.images)  # the same pixels
+    assert np.array_equal(rt.data.labels, t.labels) and rt.name == "grat"
+    r2 = _rank_small(ds)
+    assert r2.rows and r2.target.startswith("target-")
+
+
+# ------------------------------------------------------------------ item 1: own images excluded
+def test_a_registered_source_holding_the_target_at_another_size_is_excluded(chest64):
+    path, _, _ = chest64
+    ranking = dsim.rank(str(path), sources=["pneumoniamnist", "usps", "breastmnist"], measures=["expert"])
+    why = {s["source"]: s["reason"] for s in ranking.skipped if "measure" not in s}
+    assert why["pneumoniamnist"].startswith("holds the target's images (100%")
+    assert "pneumoniamnist" not in ranking.sources
+    assert {"usps", "breastmnist"} <= set(ranking.sources)  # unrelated: kept, not flagged
+    assert not any("holds" in n for n in ranking.notes)
+
+
+def test_a_path_source_with_the_target_images_is_excluded_and_a_partial_one_flagged(chest64, tmp_path):
+    """By path too: a copy of the target at 28 px is excluded; a set whose images are 30 % the
+    target's (the rest unrelated chest X-rays) stays, flagged with its share."""
+    _, x, y = chest64
+    copy = tmp_path / "copy28.npz"
+    np.savez(copy, images=x, labels=y)
+    z = np.load(data_file("pneumoniamnist.npz"))
+    other = z["train_images"][:210]
+    mix = tmp_path / "mixed.npz"
+    np.savez(mix, images=np.concatenate([x[:90], other]), labels=np.r_[y[:90], z["train_labels"][:210, 0]])
+    target = tmp_path / "target64.npz"
+    np.savez(target, images=_resize(x, 64), labels=y)
+    ranking = dsim.rank(str(target), sources=[str(copy), str(mix), "usps"], measures=["expert"])
+    why = {s["source"]: s["reason"] for s in ranking.skipped if "measure" not in s}
+    assert why["copy28"].startswith("holds the target's images")
+    flagged = [n for n in ranking.notes if n.startswith("mixed holds")]
+    assert len(flagged) == 1 and "mixed" in ranking.sources
+    share = int(flagged[0].split("holds ")[1].split("%")[0])
+    assert 25 <= share <= 35  # 90 of the target's 300 images: 30 %
+
+
+def test_near_duplicate_fingerprints_are_cached_by_content(tmp_path):
+    from dsim_plugins.near_duplicates import ThumbnailMatch
+
+    cache = dsim.Cache(tmp_path / "c")
+    ctx = dsim.Context(cache=cache)
+    t = gratings(50, seed=4, name="a")
+    m = ThumbnailMatch()
+    assert m.share(t, t, ctx) == 1.0
+    renamed = dsim.ImageSet("b", t.images, t.labels)
+    before = cache.hits
+    assert m.share(renamed, t, ctx) == 1.0 and cache.hits > before  # same content: cached
+
+
+# ------------------------------------------------------------------ item 2: facts
+def test_fact_gives_a_user_target_expert_features(breast_test):
+    base = ["rank", "--target", str(breast_test), "--sources", "usps,cifar10-sample", "--measures", "expert"]
+    r = run_dsim(*base, "--json")
+    assert r.returncode != 0 or "card has no expert features" in r.stdout
+    r = run_dsim(
+        *base, "--fact", "origin=medical", "--fact", "subject=breast", "--fact", "content=both", "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    rows = {row["source"]: row for row in json.loads(r.stdout)["rows"]}
+    expert = rows["usps"]["contributions"]["expert"]
+    assert expert["value"] is not None
+    assert any("facts: " in n and "subject=breast" in n for n in json.loads(r.stdout)["notes"])
+    bad = run_dsim(*base, "--fact", "organ=brain")
+    assert bad.returncode != 0 and "unknown fact 'organ'" in bad.stderr and "subject" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    bad = run_dsim(*base, "--fact", "colour=purple")
+    assert bad.returncode != 0 and "grey, colour" in bad.stderr
+
+
+def test_a_yaml_card_beside_the_data_and_facts_in_python(tmp_path, breast_test):
+    data = tmp_path / "scans.npz"
+    data.write_bytes(breast_test.read_bytes())
+    (tmp_path / "scans.dsim.yaml").write_text(
+        "origin: medical\nmodality: breast ultrasound\nsubject: breast\n"
+    )
+    rt = dsim.resolve_target(str(data))
+    assert rt.card.origin == "medical" and rt.card.modality == "breast ultrasound"
+    assert rt.card.expert == {"origin": "medical", "subject": "breast"}
+    rt = dsim.resolve_target(str(data), facts={"Color": "grey", "classes": "few"})
+    assert rt.card.expert["colour"] == "grey" and rt.card.expert["subject"] == "breast"
+    (tmp_path / "bad.yaml").write_text("origin: medical\nshape: round\n")
+    with pytest.raises(dsim.DsimError, match="bad.yaml: unknown fact 'shape'"):
+        dsim.resolve_target(str(data), card=str(tmp_path / "bad.yaml"))
+    ranking = _rank_small(str(data), facts={"content": "both"})
+    assert "expert" in ranking.rows[0].contributions
