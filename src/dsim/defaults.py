@@ -18,6 +18,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("npz_datasets", "dsim_plugins.npz_datasets"),
     ("medmnist_datasets", "dsim_plugins.medmnist_datasets"),
     ("folder_datasets", "dsim_plugins.folder_datasets"),
+    ("near_duplicates", "dsim_plugins.near_duplicates"),
     ("timm_backbones", "dsim_plugins.timm_backbones"),
     ("rank_aggregation", "dsim_plugins.rank_aggregation"),
     ("task2vec", "dsim_plugins.task2vec"),

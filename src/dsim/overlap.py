@@ -10,7 +10,7 @@ with its share. Registered names and paths alike: the check looks at pixels, not
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .data import data_missing, load_dataset
 from .errors import DsimError
@@ -48,9 +48,11 @@ def exclude_overlaps(
     skipped: list[dict[str, str]],
     notes: list[str],
     ctx: Context,
+    load: Callable[[DatasetCard], Any] = load_dataset,
 ) -> list[DatasetCard]:
     """``cands`` without the sources that hold ``target``'s images (a :class:`ResolvedTarget`);
-    each left out is added to ``skipped`` with why, each partial overlap to ``notes``."""
+    each left out is added to ``skipped`` with why, each partial overlap to ``notes``. ``load``
+    reads all images of a source (the ranking passes its own, so each is read once)."""
     if not named("dsim_register_overlap_checks", "overlap check"):
         return list(cands)
     sample = target.load(TARGET_SAMPLE, seed=ctx.seed)
@@ -60,7 +62,7 @@ def exclude_overlaps(
             keep.append(c)
             continue
         try:
-            shares = overlap_shares(load_dataset(c), sample, ctx)
+            shares = overlap_shares(load(c), sample, ctx)
         except DsimError as exc:  # unreadable: the measures say so when its turn comes
             notes.append(f"overlap with {c.name!r} not checked: {exc}")
             keep.append(c)

@@ -138,17 +138,22 @@ class _Values:
 
 
 class _Images:
-    """The images of each dataset of one ranking, loaded once (seeded subsample)."""
+    """The images of each dataset of one ranking, read once: all of them (:meth:`full`, what
+    the overlap check compares) and the seeded subsample the measures look at."""
 
     def __init__(self, max_samples: int | None, seed: int, strict: bool = False):
         self.max_samples, self.seed, self.strict = max_samples, seed, strict
         self.loaded: dict[str, ImageSet] = {}
+        self._full: dict[str, ImageSet] = {}
+
+    def full(self, card: DatasetCard) -> ImageSet:
+        if card.name not in self._full:
+            self._full[card.name] = load_dataset(card, strict=self.strict)
+        return self._full[card.name]
 
     def __call__(self, card: DatasetCard) -> ImageSet:
         if card.name not in self.loaded:
-            self.loaded[card.name] = load_dataset(
-                card, max_samples=self.max_samples, seed=self.seed, strict=self.strict
-            )
+            self.loaded[card.name] = self.full(card).subsample(self.max_samples, seed=self.seed)
         return self.loaded[card.name]
 
     def notes(self) -> list[str]:
@@ -235,7 +240,7 @@ def rank(
     cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
     overlap_notes: list[str] = []
     if target_missing is None:  # the target's own images are never a candidate for it
-        cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx)
+        cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
     vals = _known_values(tcard, known_vals, use, cfg.measures)
     for m in use.values():
         _compute(

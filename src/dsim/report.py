@@ -179,7 +179,7 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report.rows if r.auc is not None]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8), dpi=120)
     labels = [
         f"{r.source}\n{r.strategy}"
         + (f"\nn={r.train_size}" if r.train_size else "")
@@ -206,7 +206,9 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     if report.spearman is not None:
         title += f"\nSpearman(predicted, measured T) = {report.spearman:.2f} over {report.spearman_n} sources"
         if report.regret_auc is not None:
-            title += f"; top-1 regret {report.regret_auc:.3f} AUC"
+            title += (
+                f"\ntop-1 regret {report.regret_auc:.3f} AUC (pred. #: rank predicted, meas. #: measured)"
+            )
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
