@@ -346,6 +346,7 @@ def require(hook_name: str, kind: str, name: str):
 _KINDS = {
     "dsim_register_cards": "cards",
     "dsim_register_loaders": "loaders",
+    "dsim_register_overlap_checks": "overlap checks",
     "dsim_register_backbones": "backbones",
     "dsim_register_measures": "measures",
     "dsim_register_strategies": "strategies",
