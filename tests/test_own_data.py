@@ -266,3 +266,30 @@ def test_a_yaml_card_beside_the_data_and_facts_in_python(tmp_path, breast_test):
         dsim.resolve_target(str(data), card=str(tmp_path / "bad.yaml"))
     ranking = _rank_small(str(data), facts={"content": "both"})
     assert "expert" in ranking.rows[0].contributions
+
+
+def test_validate_a_multilabel_array_target_compares_with_its_ranking(tmp_path):
+    """Multi-label alike: an (N, L) label matrix is ranked and validated as one target, runs
+    scored by the mean per-label AUC, the prediction beside the measurement."""
+    from multilabel_data import BLOOD_CLASSES, blood_mosaics
+
+    x, y = blood_mosaics(data_file("blood_pbc_28.npz"), 100, seed=3)
+    t = dsim.ImageSet("cells", x, y, class_names=BLOOD_CLASSES)
+    rep = dsim.validate(
+        t,
+        sources=["usps"],
+        backbone="smallcnn-w16",
+        folds=2,
+        epochs=1,
+        pretrain_epochs=1,
+        image_size=16,
+        source_max=100,
+        measures="expert",
+        facts={"origin": "medical", "subject": "blood"},
+        store=tmp_path / "r.sqlite",
+        device="cpu",
+    )
+    assert rep.target == "cells" and not rep.failures, rep.failures
+    usps = next(r for r in rep.rows if r.source == "usps")
+    assert usps.predicted is not None and usps.predicted_rank == 1 and 0 < usps.auc <= 1
+    assert usps.kappa is None  # scored as multi-label
