@@ -293,3 +293,30 @@ def test_validate_a_multilabel_array_target_compares_with_its_ranking(tmp_path):
     usps = next(r for r in rep.rows if r.source == "usps")
     assert usps.predicted is not None and usps.predicted_rank == 1 and 0 < usps.auc <= 1
     assert usps.kappa is None  # scored as multi-label
+
+
+def test_validate_never_trains_on_a_named_source_holding_the_target(chest64, tmp_path):
+    """--sources naming a copy of the target's images (another size, another path): not
+    validated, with the ranking's reason in the notes; the others run."""
+    path, x, y = chest64
+    copy = tmp_path / "copy28.npz"
+    np.savez(copy, images=x, labels=y)
+    rep = dsim.validate(
+        str(path),
+        sources=[str(copy), "usps"],
+        backbone="smallcnn-w16",
+        folds=2,
+        epochs=1,
+        pretrain_epochs=1,
+        image_size=16,
+        target_max=100,
+        source_max=100,
+        measures="expert",
+        facts={"origin": "medical"},
+        store=tmp_path / "r.sqlite",
+        device="cpu",
+    )
+    assert {r.source for r in rep.rows} == {"xrays64", "usps"} and not rep.failures
+    assert any(
+        n.startswith(f"source {str(copy)!r} not validated: holds the target's images") for n in rep.notes
+    )

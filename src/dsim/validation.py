@@ -110,9 +110,17 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
             for s in ranking.skipped
             if "measure" not in s and str(s.get("reason", "")).startswith("holds the target's images")
         }
-        for s in [s for s in sources if s in held]:
-            notes.append(f"source {s!r} not validated: {held[s]}")
-        sources = [s for s in sources if s not in held]
+
+        def card_name(s: str) -> str:
+            try:
+                return s if is_checkpoint_path(s) else resolve_card(s).name
+            except DsimError:  # an in-memory source, or one the runs will report
+                return s
+
+        dropped = [s for s in sources if card_name(s) in held]
+        for s in dropped:
+            notes.append(f"source {s!r} not validated: {held[card_name(s)]}")
+        sources = [s for s in sources if s not in dropped]
     return ranking, list(sources)
 
 
