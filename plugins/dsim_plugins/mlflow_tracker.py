@@ -4,7 +4,8 @@ What lands where (``dsim validate``):
 
 - **experiment**: ``$MLFLOW_EXPERIMENT_NAME``, else ``dsim-<target>``; at
   ``$MLFLOW_TRACKING_URI``, else a local SQLite store beside dsim's results store
-  (``<results dir>/mlflow/mlflow.db``, artifacts in ``<results dir>/mlflow/artifacts``).
+  (``<results dir>/mlflow/mlflow.db``, artifacts in ``<results dir>/mlflow/artifacts``; a
+  ``sqlite:///`` URI dsim creates an experiment in keeps its artifacts beside the file too).
 - **one run per (source, strategy, setup)** (tag ``dsim.kind=source``), named
   ``<source> · <strategy> · <setup>``: the parameters every fold shares, and at the end of the
   command the means over the folds (``auc_mean``, ``auc_std``, ``accuracy_mean``,
@@ -101,6 +102,8 @@ class MlflowTracker(dsim.Tracker):
     def _where(self, location: str | None = None) -> tuple[str, str | None]:
         """Tracking URI and (for the local default) the artifact root."""
         uri = location or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri and uri.startswith("sqlite:///"):  # artifacts beside the file, not in ./mlruns
+            return uri, (Path(uri[len("sqlite:///") :]).expanduser().parent / "artifacts").as_uri()
         if uri:
             return uri, None
         root = _local_root()
@@ -110,7 +113,7 @@ class MlflowTracker(dsim.Tracker):
         self._reset()
         self._say = say
         self._uri, self._artifacts = self._where()
-        if self._artifacts is None:
+        if os.environ.get("MLFLOW_TRACKING_URI"):
             say("info", f"mlflow: logging runs to {self._uri}")
         else:
             say(
