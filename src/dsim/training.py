@@ -503,14 +503,18 @@ def _val_auc(y, outs, multilabel: bool) -> float:
     """AUC of the validation split from the logits ``outs`` (NaN when it cannot be scored)."""
     import torch
 
+    from .metrics import auc_weighted_ovr, label_aucs
+
     if not outs:
         return float("nan")
     z = torch.cat(outs)
-    probs = (torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1)).numpy()
-    try:
-        return float(classification_metrics(y.numpy(), probs)["auc"])
-    except (ValueError, DsimError):  # one class only in the split, or no scoreable label
+    y = y.numpy()
+    if multilabel:
+        aucs = label_aucs(y, torch.sigmoid(z).numpy())
+        return float(aucs[np.isfinite(aucs)].mean()) if np.isfinite(aucs).any() else float("nan")
+    if len(np.unique(y)) < 2:
         return float("nan")
+    return auc_weighted_ovr(y, torch.softmax(z, dim=1).numpy())
 
 
 def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch, keep: list | None = None) -> float:
