@@ -286,6 +286,20 @@ def test_pretrain_is_logged_once_per_checkpoint(mlflow_store, tmp_path):
     assert len(_runs(mlflow_store, "dsim-pretrain")) == 1
 
 
+def test_tracking_uri_and_experiment_name_from_the_environment(
+    mlflow_store, empty_mlflow_db, tmp_path, monkeypatch
+):
+    uri = _new_db(empty_mlflow_db, tmp_path / "elsewhere" / "lab.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "my-study")
+    monkeypatch.chdir(tmp_path)
+    src = gratings(80, k=3, seed=3, name="gen-q")
+    dsim.pretrain(src, BACKBONE, hyperparameters=TINY_PRETRAIN, device="cpu", track="mlflow")
+    assert len(_runs(uri, "my-study")) == 1 and not _runs(uri, "dsim-pretrain")
+    assert not _runs(mlflow_store, "my-study")  # not the default local store
+    assert (tmp_path / "elsewhere" / "artifacts").is_dir() and not (tmp_path / "mlruns").exists()
+
+
 def test_an_mlflow_experiment_of_a_lab_is_imported_and_ranked_as_measured(
     mlflow_store, empty_mlflow_db, tmp_path, monkeypatch, capsys, fresh_plugins
 ):
@@ -344,3 +358,32 @@ def test_ray_runs_are_logged_once_from_the_driver(mlflow_store, tmp_path):
     folds = [r for r in runs if r.data.tags.get("dsim.kind") == "fold"]
     assert len(folds) == 4 and len({r.data.tags["dsim.run_key"] for r in folds}) == 4
     assert all(r.data.metrics.get("val_loss") is not None for r in folds)  # curves come back with results
+
+
+def test_per_epoch_val_auc_equals_scikit_learn():
+    """The validation AUC logged per epoch (a rank-based AUC, cheap enough for every epoch) is
+    scikit-learn's weighted one-vs-rest AUC, ties included; per-label mean for multi-label."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from dsim.metrics import mean_label_auc
+    from dsim.training import _val_auc
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 10):
+        y = rng.integers(0, k, 300)
+        z = torch.randn(300, k)
+        z[np.arange(300), y] += 1
+        z = torch.round(z * 4) / 4  # ties
+        p = torch.softmax(z, 1).numpy()
+        ref = (
+            roc_auc_score(y, p[:, 1])
+            if k == 2
+            else roc_auc_score(y, p, multi_class="ovr", average="weighted")
+        )
+        assert _val_auc(torch.tensor(y), [z[:100], z[100:]], False) == pytest.approx(ref, abs=1e-12)
+    y = rng.integers(0, 2, (200, 5))
+    z = torch.randn(200, 5) + torch.tensor(y)
+    assert _val_auc(torch.tensor(y), [z], True) == pytest.approx(mean_label_auc(y, torch.sigmoid(z).numpy()))
+    assert np.isnan(_val_auc(torch.zeros(10, dtype=torch.long), [torch.randn(10, 2)], False))

@@ -499,22 +499,44 @@ def _fit_once(
     return result
 
 
-def _val_auc(y, outs, multilabel: bool) -> float:
-    """AUC of the validation split from the logits ``outs`` (NaN when it cannot be scored)."""
-    import torch
+def _ovr_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """Weighted one-vs-rest ROC AUC from average ranks (Mann-Whitney), equal to scikit-learn's
+    ``roc_auc_score(average="weighted", multi_class="ovr")`` when every class is present, at a
+    fraction of its cost (it runs after every epoch); classes absent from ``y`` are left out."""
+    if probs.shape[1] == 2:
+        probs = probs[:, 1:]
+        classes = [1]
+    else:
+        classes = list(range(probs.shape[1]))
+    total, weight = 0.0, 0
+    for j, c in enumerate(classes):
+        pos = y == c
+        n_pos = int(pos.sum())
+        if n_pos == 0 or n_pos == len(y):
+            continue
+        _, inverse, counts = np.unique(probs[:, j], return_inverse=True, return_counts=True)
+        ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged
+        auc = (ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * (len(y) - n_pos))
+        w = 1 if len(classes) == 1 else n_pos
+        total, weight = total + w * auc, weight + w
+    return total / weight if weight else float("nan")
 
-    from .metrics import auc_weighted_ovr, label_aucs
+
+def _val_auc(y, outs, multilabel: bool) -> float:
+    """AUC of the validation split from the logits ``outs`` (NaN when it cannot be scored):
+    weighted one-vs-rest, or the mean over the labels of a multi-label target."""
+    import torch
 
     if not outs:
         return float("nan")
     z = torch.cat(outs)
     y = y.numpy()
-    if multilabel:
-        aucs = label_aucs(y, torch.sigmoid(z).numpy())
-        return float(aucs[np.isfinite(aucs)].mean()) if np.isfinite(aucs).any() else float("nan")
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return auc_weighted_ovr(y, torch.softmax(z, dim=1).numpy())
+    if not multilabel:
+        return float(_ovr_auc(y, torch.softmax(z, dim=1).numpy()))
+    p = torch.sigmoid(z).numpy()
+    aucs = [_ovr_auc(y[:, j].astype(int), np.stack([1 - p[:, j], p[:, j]], 1)) for j in range(y.shape[1])]
+    aucs = [a for a in aucs if np.isfinite(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch, keep: list | None = None) -> float:
