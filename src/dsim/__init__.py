@@ -46,6 +46,7 @@ _EXPORTS = {
     "Candidate": "dsim.interfaces",
     "FoldData": "dsim.interfaces",
     "Reproduction": "dsim.interfaces",
+    "Tracker": "dsim.interfaces",
     # errors
     "DsimError": "dsim.errors",
     "UnknownNameError": "dsim.errors",
@@ -104,6 +105,8 @@ _EXPORTS = {
     "is_ordinal": "dsim.records",
     "fold_metrics": "dsim.training",
     "default_store_path": "dsim.store",
+    "setup_of": "dsim.store",
+    "plot_report": "dsim.report",
     # evaluation of predictors, and the one way a predictor builds its Ranking
     "assemble_ranking": "dsim.evaluation",
     # checkpoints as candidates

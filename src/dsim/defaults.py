@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("radiomics", "dsim_plugins.radiomics"),
     ("filter_structure", "dsim_plugins.filter_structure"),
     ("results_store", "dsim_plugins.results_store"),
+    ("mlflow_tracker", "dsim_plugins.mlflow_tracker"),
 )
 
 #: the predictor ``dsim rank`` uses when no fitted predictor is chosen

@@ -136,6 +136,19 @@ def dsim_register_reproductions():
 
 
 @hookspec
+def dsim_register_trackers():
+    """Experiment trackers (:class:`dsim.Tracker`) that ``--track NAME`` (``dsim validate``,
+    ``dsim pretrain``) logs runs to, and that ``dsim results import`` can read runs back from.
+
+    Example::
+
+        @hookimpl
+        def dsim_register_trackers():
+            return [MyWandbTracker()]  # name = "wandb"; dsim validate ... --track wandb
+    """
+
+
+@hookspec
 def dsim_known_results():
     """Measured transfer results (:class:`dsim.TransferResult`) this plugin brings as prior
     knowledge, e.g. a paper's released table.
@@ -182,6 +195,21 @@ def dsim_run_finished(result):
         @hookimpl
         def dsim_run_finished(result):
             mlflow.log_metrics(dict(result.metrics))
+    """
+
+
+@hookspec
+def dsim_run_epoch(spec, epoch):
+    """Called after every training epoch of a fine-tuning run, in the process that trains it (a
+    Ray worker under ``--executor ray``: the driver's plugins do not hear it there; the same
+    curve comes back with the result, as :attr:`dsim.RunResult.history`). ``epoch`` is a dict:
+    ``epoch`` (1-based), ``train_loss``, ``val_loss`` and ``val_auc`` (of the validation split).
+
+    Example::
+
+        @hookimpl
+        def dsim_run_epoch(spec, epoch):
+            print(spec.label, epoch["epoch"], epoch["val_loss"], epoch["val_auc"])
     """
 
 

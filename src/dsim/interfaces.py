@@ -20,12 +20,14 @@ from .records import (
     MeasureValue,
     Ranking,
     Representation,
+    RunResult,
     RunSpec,
     TransferResult,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cache import Cache
+    from .report import ValidationReport
 
 __all__ = [
     "Parameterised",
@@ -38,6 +40,7 @@ __all__ = [
     "Candidate",
     "FoldData",
     "Reproduction",
+    "Tracker",
 ]
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
@@ -493,3 +496,65 @@ class Reproduction:
 
     def run(self, out: Path | None = None, *, figures: bool = True) -> dict[str, Any]:
         raise NotImplementedError
+
+
+class Tracker:
+    """An experiment tracker that ``dsim validate`` and ``dsim pretrain`` log to (``--track NAME``,
+    ``dsim.validate(..., track=NAME)``), and that ``dsim results import`` can read runs back from.
+
+    dsim calls a tracker on the driver only (also when runs execute on Ray workers), after each
+    fold is in dsim's results store: :meth:`start` once per command, then :meth:`run_finished` /
+    :meth:`run_failed` per fold run (a fold taken from the store is not run, so not logged
+    again), :meth:`validation_done` with the report, or :meth:`pretrain_done` with a checkpoint,
+    and :meth:`close` at the end. A method that raises costs one warning; the tracker is then
+    left out for the rest of the command and the runs go on. Import the tracker's library inside
+    the methods, never at module import: without ``--track`` nothing of it is loaded.
+
+    Example::
+
+        class PrintTracker(Tracker):
+            name = "print"
+
+            def run_finished(self, result):
+                print(result.spec.label, result.metrics["auc"])
+    """
+
+    name: str = ""
+    description: str = ""
+    #: how to install what the tracker needs, shown when :meth:`unavailable` says it is missing
+    install: str = ""
+
+    def unavailable(self) -> str | None:
+        """Why this tracker cannot log here (its library is not installed ...), or None.
+        Checked before any work starts."""
+        return None
+
+    def start(self, say: Callable[[str, str], None]) -> None:
+        """A command begins; ``say(kind, message)`` prints one line (e.g. where runs are logged)."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """One fold finished (its :class:`RunResult`, with the per-epoch ``history``)."""
+
+    def run_failed(self, spec: RunSpec, error: str) -> None:
+        """One fold failed with the one-line ``error``."""
+
+    def validation_done(self, report: ValidationReport) -> None:
+        """``dsim validate`` finished with ``report`` (means, predicted score and rank, plot)."""
+
+    def pretrain_done(self, checkpoint: Path, meta: Mapping[str, Any]) -> None:
+        """``dsim pretrain`` trained (or found cached) ``checkpoint``; ``meta`` is its metadata."""
+
+    def close(self, error: BaseException | None = None) -> None:
+        """The command ends; ``error`` is what interrupted it (None when it finished)."""
+
+    def read_runs(
+        self, location: str | None, experiment: str, fields: Mapping[str, str]
+    ) -> list[tuple[str, dict[str, str]]]:
+        """The finished runs of ``experiment`` at ``location`` as results-table rows, for
+        ``dsim results import``: ``(where, row)`` each, ``where`` naming the run in messages,
+        ``row`` mapping ``source``, ``target``, ``auc`` (and ``fold``, ``accuracy``, ``kappa``,
+        ``backbone``, ``strategy`` when present) to text. ``fields`` maps each of these names to
+        the tracker's parameter or metric name that holds it."""
+        from .errors import DsimError
+
+        raise DsimError(f"tracker {self.name!r} cannot import runs")

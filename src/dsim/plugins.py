@@ -57,10 +57,17 @@ COLLECT_HOOKS = (
     "dsim_register_predictors",
     "dsim_register_checkpoints",
     "dsim_register_reproductions",
+    "dsim_register_trackers",
     "dsim_known_results",
     "dsim_known_measure_values",
 )
-EVENT_HOOKS = ("dsim_run_started", "dsim_run_finished", "dsim_run_failed", "dsim_ranking_done")
+EVENT_HOOKS = (
+    "dsim_run_started",
+    "dsim_run_epoch",
+    "dsim_run_finished",
+    "dsim_run_failed",
+    "dsim_ranking_done",
+)
 
 
 class Contribution(list):
@@ -353,6 +360,7 @@ _KINDS = {
     "dsim_register_predictors": "predictors",
     "dsim_register_checkpoints": "checkpoints",
     "dsim_register_reproductions": "reproductions",
+    "dsim_register_trackers": "trackers",
     "dsim_known_results": "results",
     "dsim_known_measure_values": "measure values",
 }

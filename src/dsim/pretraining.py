@@ -244,6 +244,7 @@ def train_checkpoint(
         "seed": job.seed,
         "epochs_run": res.epochs_run,
         "best_epoch": res.best_epoch,
+        "history": [dict(h) for h in res.history],
         "val": val_metrics,
         "seconds": time.perf_counter() - t0,
         "num_classes": data.num_classes,
@@ -487,14 +488,22 @@ def pretrain(
     exclude: Sequence[str] = (),
     force: bool = False,
     inline: Mapping[str, ImageSet] | None = None,
+    track: str | Sequence[str] | None = None,
 ) -> Path:
     """Train ``backbone`` on ``source`` (a name, ``a+b+c`` or a list for the union of several, or
     an :class:`ImageSet`) and return the checkpoint path (body weights, no classifier).
 
     The file is cached by content: the source fingerprint(s), backbone, ``init`` ("random" or
     "imagenet"), hyper-parameters, ``max_samples`` and seed. A second call returns it at once;
-    a call while another process trains the same checkpoint waits for it.
+    a call while another process trains the same checkpoint waits for it. ``track``: experiment
+    trackers to log the checkpoint to, e.g. ``"mlflow"`` (:mod:`dsim.tracking`).
     """
+    if track:
+        from .tracking import tracked_pretrain
+
+        args = dict(init=init, hyperparameters=hyperparameters, max_samples=max_samples, seed=seed)
+        args.update(device=device, progress=progress, exclude=exclude, force=force, inline=inline)
+        return tracked_pretrain(pretrain, track, source, backbone, **args)
     job, data = plan_job(
         source,
         backbone,

@@ -643,10 +643,14 @@ class RunResult(_Record):
     timings: Mapping[str, float] = field(default_factory=dict)
     checkpoint: str | None = None  # content hash of the source checkpoint used
     notes: tuple[str, ...] = ()
+    #: the training curve, one dict per epoch (``epoch``, ``train_loss``, ``val_loss``,
+    #: ``val_auc``); empty for strategies without epochs and for results read from the store
+    history: tuple[Mapping[str, float], ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
         d = dict(d)
         d["spec"] = RunSpec.from_dict(d["spec"])
         d["notes"] = tuple(d.get("notes", ()))
+        d["history"] = tuple(d.get("history", ()))
         return cls(**d)

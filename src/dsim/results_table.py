@@ -34,7 +34,13 @@ from typing import Any
 from .errors import DsimError
 from .records import TransferResult
 
-__all__ = ["ResultsTableError", "ResultsTable", "read_results_table", "import_results_table"]
+__all__ = [
+    "ResultsTableError",
+    "ResultsTable",
+    "read_results_table",
+    "import_results_table",
+    "import_tracker_runs",
+]
 
 REQUIRED = ("source", "target", "auc")
 OPTIONAL = ("fold", "repeat", "accuracy", "kappa", "origin", "backbone", "strategy")
@@ -74,6 +80,10 @@ class ResultsTable:
 
     def baseline_targets(self) -> list[str]:
         return sorted({r.target for r in self.results if r.source == r.target})
+
+
+def _at(lineno) -> str:
+    return f"line {lineno}" if isinstance(lineno, int) else str(lineno)
 
 
 def _number(text: str, where: str, column: str) -> float:
@@ -122,21 +132,10 @@ def _canonical_names() -> dict[str, str]:
 def read_results_table(path: str | Path, *, setup: str, origin: str | None = None) -> ResultsTable:
     """Read and check every row of the table at ``path``; raise :class:`ResultsTableError` at the
     first bad one. ``origin`` defaults to ``imported:<file name>``."""
-    from .registry import _norm
-
     path = Path(path).expanduser()
     name = path.name
-    if not setup or not setup.strip():
-        raise ResultsTableError(
-            "--setup: give the name of the protocol the table's results were measured under"
-        )
-    setup = setup.strip()
-    origin = (origin or f"imported:{name}").strip()
-    if origin.startswith(RESERVED_ORIGIN):
-        raise ResultsTableError(
-            f"origin {origin!r}: origins starting with {RESERVED_ORIGIN!r} are the results plugins ship "
-            "(choose another, e.g. imported:<paper>)"
-        )
+    origin = origin or f"imported:{name}"
+    _check_setup_origin(setup, origin)
     if not path.is_file():
         raise ResultsTableError(f"{path}: no such file")
     try:
@@ -149,6 +148,31 @@ def read_results_table(path: str | Path, *, setup: str, origin: str | None = Non
         body = [(reader.line_num, r) for r in reader]
     except csv.Error as exc:
         raise ResultsTableError(f"{name}, line {reader.line_num}: not valid CSV ({exc})") from None
+    return check_rows(name, path, header, body, setup=setup, origin=origin)
+
+
+def _check_setup_origin(setup: str, origin: str) -> None:
+    if not setup or not setup.strip():
+        raise ResultsTableError(
+            "--setup: give the name of the protocol the table's results were measured under"
+        )
+    if origin.strip().startswith(RESERVED_ORIGIN):
+        raise ResultsTableError(
+            f"origin {origin!r}: origins starting with {RESERVED_ORIGIN!r} are the results plugins ship "
+            "(choose another, e.g. imported:<paper>)"
+        )
+
+
+def check_rows(
+    name: str, path: Path, header: list[str] | None, body: list, *, setup: str, origin: str
+) -> ResultsTable:
+    """Check a table's rows (``body``: ``(line number or label, values)`` each, in ``header``'s
+    column order); ``name`` starts every message. Raises :class:`ResultsTableError` at the first
+    bad row."""
+    from .registry import _norm
+
+    _check_setup_origin(setup, origin)
+    setup, origin = setup.strip(), origin.strip()
     if not header or not any(h.strip() for h in header):
         raise ResultsTableError(f"{name}: empty file (expected a header with {', '.join(REQUIRED)})")
     cols = [h.strip().lower() for h in header]
@@ -173,7 +197,7 @@ def read_results_table(path: str | Path, *, setup: str, origin: str | None = Non
     for lineno, raw in body:
         if not any(v.strip() for v in raw):
             continue  # blank line
-        where = f"{name}, line {lineno}"
+        where = f"{name}, line {lineno}" if isinstance(lineno, int) else f"{name}, {lineno}"
         if len(raw) != len(cols):
             raise ResultsTableError(f"{where}: {len(raw)} values for {len(cols)} columns")
         row = {c: v.strip() for c, v in zip(cols, raw)}
@@ -208,7 +232,7 @@ def read_results_table(path: str | Path, *, setup: str, origin: str | None = Non
         ident = (names["source"], names["target"], fold, repeat)
         if ident in seen:
             raise ResultsTableError(
-                f"{where}: duplicate of line {seen[ident]} (source {ident[0]!r}, target {ident[1]!r}, "
+                f"{where}: duplicate of {_at(seen[ident])} (source {ident[0]!r}, target {ident[1]!r}, "
                 f"fold {fold}, repeat {repeat})"
             )
         seen[ident] = lineno
@@ -242,10 +266,46 @@ def import_results_table(
     sources and targets, the names no card knows (the table's own), the names stored under a
     card's name, whether it has target-only baselines (source == target) and which targets lack
     one (ranked on AUC instead of transferability T), and ``lines`` saying so in words."""
+    return _import(read_results_table(path, setup=setup, origin=origin), store)
+
+
+def import_tracker_runs(
+    tracker: str,
+    experiment: str,
+    *,
+    location: str | None = None,
+    fields: dict[str, str] | None = None,
+    setup: str | None = None,
+    origin: str | None = None,
+    store: str | Path | None = None,
+) -> dict[str, Any]:
+    """Import the finished runs of an experiment tracker's ``experiment`` (at ``location``, e.g.
+    an MLflow tracking URI) into the results store, checked as a results table is.
+
+    ``fields`` maps the table's columns (``source``, ``target``, ``auc``, ``fold``,
+    ``accuracy``, ``kappa``, ``backbone``, ``strategy``) to the names of the tracker's parameters
+    or metrics that hold them (default: the same names, as ``--track`` logs them). ``setup`` and
+    ``origin`` default to ``<tracker>:<experiment>``. Returns the summary of
+    :func:`import_results_table`."""
+    from .tracking import tracker as get_tracker
+
+    cols = {c: c for c in (*REQUIRED, *OPTIONAL) if c != "repeat" and c != "origin"}
+    cols.update({k: v for k, v in (fields or {}).items() if v})
+    rows = get_tracker(tracker).read_runs(location, experiment, cols)
+    header = [c for c in cols if any(c in r for _, r in rows)]
+    body = [(where, [r.get(c, "") for c in header]) for where, r in rows]
+    label = f"{tracker} experiment {experiment!r}"
+    where = f"{tracker}:{experiment}"
+    table = check_rows(
+        label, Path(location or where), header, body, setup=setup or where, origin=origin or where
+    )
+    return _import(table, store)
+
+
+def _import(table: ResultsTable, store) -> dict[str, Any]:
     from .registry import get_registry
     from .store import ResultsStore
 
-    table = read_results_table(path, setup=setup, origin=origin)
     known = set(_canonical_names().values()) | {c.name for c in get_registry()}
     with ResultsStore(store) as st:
         written, replaced = st.import_table(

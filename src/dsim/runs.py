@@ -365,6 +365,7 @@ def execute_run(
     except Exception as exc:
         raise DsimError(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     notes = tuple(metrics.pop("notes", ()) or ()) if isinstance(metrics.get("notes"), (list, tuple)) else ()
+    history = metrics.pop("history", None)
     notes = tuple(fold_notes) + notes
     metrics = {
         k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))
@@ -375,6 +376,7 @@ def execute_run(
         metrics=metrics,
         checkpoint=ckpt_id,
         notes=notes,
+        history=tuple(dict(h) for h in history) if isinstance(history, (list, tuple)) else (),
         timings={
             "load_s": t_load,
             "checkpoint_s": t_pre,

@@ -223,7 +223,14 @@ def validate(
     that can be trained here. ``store``: a :class:`ResultsStore` or a path. ``inline``: in-memory
     datasets by name. ``progress(what, done, total)`` with ``what`` "runs" or "pretraining";
     ``on_event(kind, message)`` with kind "plan", "info", "warning", "error" or "done".
+    ``track``: experiment trackers to log the runs to, e.g. ``"mlflow"`` (:mod:`dsim.tracking`).
     """
+    track = knobs.pop("track", None)
+    if track:
+        from .tracking import tracked_validate
+
+        kw = dict(sources=sources, store=store, inline=inline, progress=progress, run_progress=run_progress)
+        return tracked_validate(validate, track, target, config, on_event=on_event, **kw, **knobs)
     from .executors import Callbacks, get_executor
     from .plugins import notify
     from .store import ResultsStore, setup_of

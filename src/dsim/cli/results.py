@@ -127,16 +127,38 @@ def results(
 
 @results_app.command("import")
 def results_import(
-    file: str = typer.Argument(
-        ..., help="CSV table: source, target, auc [, fold, repeat, accuracy, kappa, origin, ...]."
+    file: Optional[str] = typer.Argument(
+        None,
+        help="CSV table: source, target, auc [, fold, repeat, accuracy, kappa, origin, ...] (or --mlflow-experiment).",
     ),
-    setup: str = typer.Option(
-        ..., "--setup", help="Name of the protocol the results were measured under (one per table)."
+    setup: Optional[str] = typer.Option(
+        None,
+        "--setup",
+        help=(
+            "Name of the protocol the results were measured under (one per table; required for a CSV, "
+            "default mlflow:EXPERIMENT for an MLflow experiment)."
+        ),
     ),
     origin: Optional[str] = typer.Option(
         None,
         "--origin",
-        help="Where the numbers come from (default: imported:FILE, FILE the table's file name).",
+        help="Where the numbers come from (default: imported:FILE, or mlflow:EXPERIMENT).",
+    ),
+    mlflow_experiment: Optional[str] = typer.Option(
+        None,
+        "--mlflow-experiment",
+        help="Import the finished runs of this MLflow experiment instead of a CSV (pip install 'dsim[mlflow]').",
+    ),
+    mlflow_uri: Optional[str] = typer.Option(
+        None,
+        "--mlflow-uri",
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else the local store `--track mlflow` writes).",
+    ),
+    source_param: str = typer.Option("source", "--source-param", help="MLflow parameter naming the source."),
+    target_param: str = typer.Option("target", "--target-param", help="MLflow parameter naming the target."),
+    auc_metric: str = typer.Option("auc", "--auc-metric", help="MLflow metric holding the test AUC."),
+    fold_param: str = typer.Option(
+        "fold", "--fold-param", help="MLflow parameter numbering the fold (absent: runs numbered in order)."
     ),
     store: Optional[str] = typer.Option(None, "--store", help=_STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the import summary as JSON."),
@@ -145,16 +167,46 @@ def results_import(
     test AUC. Columns source, target, auc are required; fold, repeat, accuracy, kappa, origin,
     backbone and strategy are optional; any other column is kept as a hyper-parameter.
 
+    Or import an MLflow experiment's finished runs (--mlflow-experiment, --mlflow-uri): each run
+    with a source, a target (parameters) and an AUC (metric) is one row; name them with
+    --source-param, --target-param, --auc-metric when your runs call them otherwise (accuracy,
+    kappa, backbone and strategy are read when present). Runs logged by `--track mlflow` need
+    no option.
+
     Every row is checked first: a bad row (missing column, non-numeric value, AUC outside
-    [0, 1], a duplicate (source, target, fold, repeat)) is reported with its line and column,
-    and then nothing is imported. Names dsim does not know become the table's own sources and
-    targets. `dsim rank` and `dsim predictor` then use the results as measured.
+    [0, 1], a duplicate (source, target, fold, repeat)) is reported with its line and column
+    (or run), and then nothing is imported. Names dsim does not know become the table's own
+    sources and targets. `dsim rank` and `dsim predictor` then use the results as measured.
 
     Example: `dsim results import my_study.csv --setup my-study:resnet50:224px`
-    """
-    from dsim.results_table import import_results_table
 
-    summary = import_results_table(file, setup=setup, origin=origin, store=store)
+    Example: `dsim results import --mlflow-uri sqlite:///mlflow.db --mlflow-experiment my-study`
+    """
+    from dsim.errors import DsimError
+
+    if mlflow_experiment:
+        if file:
+            raise DsimError("give a CSV file or --mlflow-experiment, not both")
+        from dsim.results_table import import_tracker_runs
+
+        fields = {"source": source_param, "target": target_param, "auc": auc_metric, "fold": fold_param}
+        summary = import_tracker_runs(
+            "mlflow",
+            mlflow_experiment,
+            location=mlflow_uri,
+            fields=fields,
+            setup=setup,
+            origin=origin,
+            store=store,
+        )
+    else:
+        if not file:
+            raise DsimError("give a CSV file to import (or --mlflow-experiment NAME)")
+        if mlflow_uri:
+            raise DsimError("--mlflow-uri needs --mlflow-experiment")
+        from dsim.results_table import import_results_table
+
+        summary = import_results_table(file, setup=setup or "", origin=origin, store=store)
     if as_json:
         print_json(summary)
         return

@@ -15,6 +15,10 @@ from ._util import console, parse_options, print_json, split_list
 
 #: the defaults every option below shows (one place: ValidateConfig's fields)
 _D = ValidateConfig()
+_TRACK_HELP = (
+    "Log the runs to an experiment tracker: mlflow (pip install 'dsim[mlflow]'; honours "
+    "MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_NAME). Folds taken from the store are not logged again."
+)
 
 
 class _RunProgress:
@@ -239,6 +243,7 @@ def validate(
         None, "--card", help="A YAML card file of facts about your target (the keys of --fact)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    track: Optional[str] = typer.Option(None, "--track", help=_TRACK_HELP),
 ) -> None:
     """Check a ranking with real transfer runs.
 
@@ -296,6 +301,7 @@ def validate(
             on_event=rp.event,
             facts=list(fact or ()),
             card=card,
+            track=track,
         )
     finally:
         rp.close()
@@ -404,6 +410,7 @@ def pretrain(
     device: str = typer.Option("auto", "--device"),
     force: bool = typer.Option(False, "--force", help="Train again even when the checkpoint is cached."),
     as_json: bool = typer.Option(False, "--json", help="Print the checkpoint path and its metadata as JSON."),
+    track: Optional[str] = typer.Option(None, "--track", help=_TRACK_HELP),
 ) -> None:
     """Pretrain a backbone on a source dataset and cache the checkpoint.
 
@@ -432,6 +439,7 @@ def pretrain(
             device=device,
             progress=rp.run,
             force=force,
+            track=track,
         )
     finally:
         rp.close()
