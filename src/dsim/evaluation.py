@@ -19,7 +19,14 @@ import numpy as np
 
 from .errors import DsimError
 from .interfaces import Candidate, Context, Predictor
-from .metrics import measured_basis, measured_transferability, target_baseline, transferability
+from .metrics import (
+    measured_basis,
+    measured_setups,
+    measured_transferability,
+    primary_setup,
+    target_baseline,
+    transferability,
+)
 from .records import DatasetCard, MeasureValue, Ranking, RankingRow, TransferResult
 
 __all__ = [
@@ -686,6 +693,7 @@ def assemble_ranking(
     measured sources (two or more, with distinct scores), or left unitless (``unit`` names them)."""
     measured = measured_transferability(history, target.name) if history else {}
     basis = measured_basis(history, target.name) if history else None
+    setups = measured_setups(history, target.name) if history else {}
     uncertainty = uncertainty or {}
     contributions = contributions or {}
     notes = list(notes)
@@ -710,7 +718,15 @@ def assemble_ranking(
             sd = sd if k > 1 else None  # one measurement: its spread is unknown, not zero
             rows.append(
                 RankingRow(
-                    n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib, **kind
+                    n,
+                    t,
+                    "measured",
+                    sd,
+                    measured_auc=auc,
+                    n_measured=k,
+                    contributions=contrib,
+                    setup=", ".join(setups.get(n, ())) or None,
+                    **kind,
                 )
             )
         elif n in scores:
@@ -733,6 +749,7 @@ def assemble_ranking(
             "relative to the mean source of their setup (%), not transferability T"
         )
     scale = "AUC relative to the mean source %" if basis == "AUC" else "transferability %"
+    base_setup = primary_setup(history or [], target.name)
     return Ranking(
         target=target.name,
         rows=rows,
@@ -740,5 +757,6 @@ def assemble_ranking(
         measures=tuple(sorted(set(measures))),
         score_unit=scale if on_scale else (unit or "baseline score (higher is better)"),
         notes=tuple(notes),
-        target_auc=target_baseline(history or [], target.name),
+        target_auc=target_baseline(history or [], target.name, base_setup),
+        target_auc_setup=base_setup if base_setup and basis == "T" else None,
     )

@@ -14,6 +14,8 @@ __all__ = [
     "measured_transferability",
     "measured_basis",
     "target_baseline",
+    "measured_setups",
+    "primary_setup",
 ]
 
 
@@ -120,7 +122,39 @@ def measured_transferability(history, target: str) -> dict[str, tuple[float, flo
     return out
 
 
-def target_baseline(history, target: str) -> float | None:
-    """Mean AUC(T) of the target-only baseline rows (``source == target``), or None."""
-    aucs = [r.auc for r in history if r.target == target and r.source == target]
+def measured_setups(history, target: str) -> dict[str, tuple[str, ...]]:
+    """source -> the setups whose results :func:`measured_transferability` scored it by (sorted):
+    every setup with a target-only baseline when some setup has one, else every setup that
+    measured it. A measured row of a ranking shows these."""
+    by_setup = _by_setup(history, target)
+    basis = measured_basis(history, target)
+    out: dict[str, set[str]] = defaultdict(set)
+    for setup, table in by_setup.items():
+        if basis == "T" and not table.get(target):
+            continue
+        for source in table:
+            if source != target:
+                out[source].add(setup)
+    return {s: tuple(sorted(v)) for s, v in out.items()}
+
+
+def primary_setup(history, target: str) -> str | None:
+    """The setup a ranking's header speaks for: of the setups with a target-only baseline for
+    ``target``, the one that measured the most sources (ties: the name first in order); None
+    when no setup has a baseline."""
+    by_setup = _by_setup(history, target)
+    with_base = [
+        (len([s for s in t if s != target]), setup) for setup, t in by_setup.items() if t.get(target)
+    ]
+    if not with_base:
+        return None
+    return sorted(with_base, key=lambda x: (-x[0], x[1]))[0][1]
+
+
+def target_baseline(history, target: str, setup: str | None = None) -> float | None:
+    """Mean AUC(T) of the target-only baseline rows (``source == target``) of one setup: ``setup``,
+    else :func:`primary_setup`; None when it has none. The baselines of different setups (another
+    network, another input size) are never averaged together."""
+    setup = setup or primary_setup(history, target)
+    aucs = [r.auc for r in history if r.target == target and r.source == target and r.setup == setup]
     return float(np.mean(aucs)) if aucs else None

@@ -35,6 +35,8 @@ class SourceRow(_Record):
     predicted_status: str | None = None
     predicted_rank: int | None = None
     failed: int = 0
+    setup: str = ""  # the protocol (network, input size) of these runs; T is against its baseline
+    baseline_auc: float | None = None  # the from-scratch AUC of that setup (mean over folds)
 
 
 @dataclass(frozen=True)
@@ -64,42 +66,56 @@ class ValidationReport(_Record):
         return d
 
 
+def _net(s: RunSpec) -> tuple:
+    """The network and input size of a run: runs are compared with the baseline of the same."""
+    return (s.backbone, s.hyperparameters.get("image_size"))
+
+
 def summarise(
     specs: Sequence[RunSpec],
     results: Mapping[str, RunResult],
     ranking,
     baseline: str | None,
+    backbone: str | None = None,
 ) -> tuple[list[SourceRow], float | None]:
-    """One row per (source, strategy, train size) over the finished folds in ``results``, T per
-    fold against the baseline of the same fold; and the mean baseline AUC."""
+    """One row per (source, strategy, train size, network) over the finished folds in
+    ``results``, T per fold against the baseline of the same fold trained with the same network at
+    the same input size (a checkpoint against its own architecture from scratch, never another
+    network's); and the mean baseline AUC of ``backbone`` (the dataset sources' network; default:
+    the first baseline planned)."""
     from .metrics import transferability
+    from .store import setup_of
 
     groups: dict[tuple, list[RunSpec]] = {}
     for s in specs:
-        groups.setdefault((s.source, s.strategy, s.hyperparameters.get("train_size")), []).append(s)
-    base: dict[tuple, float] = {}  # (train_size, fold) -> scratch AUC
+        groups.setdefault((s.source, s.strategy, s.hyperparameters.get("train_size"), _net(s)), []).append(s)
+    base: dict[tuple, float] = {}  # (network, train_size, fold) -> scratch AUC
+    nets = []
     for s in specs:
         if s.strategy == baseline and s.key in results:
-            base[(s.hyperparameters.get("train_size"), s.fold)] = results[s.key].metrics["auc"]
+            base[(_net(s), s.hyperparameters.get("train_size"), s.fold)] = results[s.key].metrics["auc"]
+        if s.strategy == baseline and _net(s) not in nets:
+            nets.append(_net(s))
     pred = {r.source: r for r in ranking.rows} if ranking is not None else {}
     rows = []
-    base_aucs = [v for (n, _f), v in base.items()]
-    for (src, strat, n), ss in groups.items():
+    head = next((n for n in nets if n[0] == backbone), nets[0] if nets else None)
+    base_aucs = [v for (net, _n, _f), v in base.items() if net == head]
+
+    def mean(xs):
+        return float(np.mean(xs)) if xs else None
+
+    def std(xs):
+        return float(np.std(xs, ddof=1)) if len(xs) > 1 else (0.0 if xs else None)
+
+    for (src, strat, n, net), ss in groups.items():
         done = [results[s.key] for s in ss if s.key in results]
         aucs = [r.metrics["auc"] for r in done]
         ts = [
-            transferability(r.metrics["auc"], base[(n, r.spec.fold)])
+            transferability(r.metrics["auc"], base[(net, n, r.spec.fold)])
             for r in done
-            if base.get((n, r.spec.fold))
+            if base.get((net, n, r.spec.fold))
         ]
         p = pred.get(src)
-
-        def mean(xs):
-            return float(np.mean(xs)) if xs else None
-
-        def std(xs):
-            return float(np.std(xs, ddof=1)) if len(xs) > 1 else (0.0 if xs else None)
-
         rows.append(
             SourceRow(
                 source=src,
@@ -118,10 +134,18 @@ def summarise(
                 predicted_status=None if p is None else p.status,
                 predicted_rank=None if p is None else int(p.rank),
                 failed=len(ss) - len(done),
+                setup=setup_of(ss[0]),
+                baseline_auc=mean([v for (bn, bs, _f), v in base.items() if bn == net and bs == n]),
             )
         )
     rows.sort(key=lambda r: (r.train_size or 0, -(r.auc if r.auc is not None else -1)))
-    return rows, (float(np.mean(base_aucs)) if base_aucs else None)
+    return rows, mean(base_aucs)
+
+
+def _network_of(setup: str) -> str:
+    """``dsim:resnet18:224px`` -> ``resnet18 224px``: the network and size of a setup, for a label."""
+    parts = setup.split(":")
+    return " ".join(parts[1:3]) if len(parts) > 2 else setup
 
 
 def spearman(rows: Sequence[SourceRow]) -> tuple[float | None, int]:
@@ -148,12 +172,18 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
 
     rows = [r for r in report.rows if r.auc is not None]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=120)
-    labels = [f"{r.source}\n{r.strategy}" + (f"\nn={r.train_size}" if r.train_size else "") for r in rows]
+    setups = {r.setup for r in rows if r.setup}
+    labels = [
+        f"{r.source}\n{r.strategy}"
+        + (f"\nn={r.train_size}" if r.train_size else "")
+        + (f"\n{_network_of(r.setup)}" if len(setups) > 1 else "")
+        for r in rows
+    ]
     colors = ["#999999" if r.source == report.target else "#3b75af" for r in rows]
     ax.bar(
         range(len(rows)), [r.auc for r in rows], yerr=[r.auc_std or 0 for r in rows], color=colors, capsize=4
     )
-    if report.baseline_auc is not None:
+    if report.baseline_auc is not None and len(setups) <= 1:
         ax.axhline(report.baseline_auc, ls="--", color="#555555", lw=1, label="from scratch")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(range(len(rows)))
@@ -161,7 +191,10 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     lo = min([r.auc - (r.auc_std or 0) for r in rows] + [0.5])
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.set_ylabel("test AUC (mean ± std over folds)")
-    title = f"dsim validate: target {report.target} ({report.backbone})"
+    if len(setups) > 1:  # checkpoints in their own networks: each bar against its own scratch run
+        title = f"dsim validate: target {report.target} (T of each network vs. its own from-scratch run)"
+    else:
+        title = f"dsim validate: target {report.target} ({next(iter(setups), report.setup)})"
     if report.spearman is not None:
         title += f"\nSpearman(predicted, measured T) = {report.spearman:.2f} over {report.spearman_n} sources"
     ax.set_title(title, fontsize=9)

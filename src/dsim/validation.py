@@ -77,7 +77,7 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
                 tname,
                 sources=[s for s in sources if not is_checkpoint_path(s)] if sources else None,
                 seed=cfg.seed,
-                **{"zoo": cfg.zoo, **dict(cfg.rank_options)},
+                **rank_options(cfg),
             )
         except DsimError as exc:
             notes.append(f"no prediction to compare with: ranking failed: {exc}")
@@ -99,6 +99,63 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
             if len(sources) >= cfg.top:
                 break
     return ranking, list(sources)
+
+
+def rank_options(cfg: ValidateConfig) -> dict[str, Any]:
+    """The options of the ranking a validation compares with: ``cfg.rank_options`` and its zoo,
+    and, when the fine-tuning size is given (``image_size``), that size for every measure that
+    scores a checkpoint's network on the target, so that a checkpoint is ranked at the size it is
+    fine-tuned at (else both use its native size)."""
+    from .catalog import list_measures
+
+    opts: dict[str, Any] = {"zoo": cfg.zoo, **dict(cfg.rank_options)}
+    size = cfg.hyperparameters.get("image_size")
+    if not size:
+        return opts
+    every = list_measures()
+    chosen = opts.get("measures") or list(every)
+    if isinstance(chosen, str):
+        chosen = [m.strip() for m in chosen.split(",") if m.strip()]
+    options = dict(opts.get("options") or {})
+    for name in chosen:
+        m = every.get(name)
+        if m is not None and {"image_size", "source_checkpoints"} <= set(m.param_names()):
+            options.setdefault(f"{name}.image_size", int(size))
+    if options:
+        opts["options"] = options
+    return opts
+
+
+def checkpoint_sizes(
+    cards: Mapping[str, CheckpointCard],
+    cfg: ValidateConfig,
+    notes: list[str],
+    say: Callable[[str, str], None],
+) -> dict[str, int]:
+    """The input size each checkpoint is fine-tuned (and ranked) at: its native size
+    (:func:`dsim.checkpoint_input_size`) unless ``image_size`` is given; a size below the native
+    one is warned about once per checkpoint (its T then mixes pretraining with lost resolution)."""
+    from .checkpoints import checkpoint_input_size
+
+    given = cfg.hyperparameters.get("image_size")
+    out: dict[str, int] = {}
+    for name, card in cards.items():
+        try:
+            native = int(checkpoint_input_size(card))
+        except DsimError as exc:
+            notes.append(f"checkpoint {name!r}: native input size unknown ({exc}); using {given or 224} px")
+            native = None
+        size = int(given or native or 224)
+        out[name] = size
+        if native and size < native:
+            msg = (
+                f"checkpoint {name!r} is ranked and fine-tuned at {size} px, below the {native} px its "
+                f"network was trained at: its T mixes what the pretraining learnt with the lost resolution "
+                f"(leave out --image-size to use {native} px)"
+            )
+            notes.append(msg)
+            say("warning", msg)
+    return out
 
 
 class _Estimate:
@@ -205,6 +262,7 @@ def validate(
     ]
     cards = {c.name: c for c in cards.values()}
     sources = [s for s in sources if s != tname]
+    sizes = checkpoint_sizes({n: c for n, c in cards.items() if n in sources}, cfg, notes, say)
     fps = {tname: tdata.fingerprint()}
 
     def fingerprint_of(strat: str, s: str) -> str:
@@ -235,6 +293,7 @@ def validate(
         fingerprints=fps,
         fingerprint_of=fingerprint_of,
         backbones={n: network_name(c) for n, c in cards.items()},
+        image_sizes=sizes,
     )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     finished = st.keys()
@@ -293,7 +352,7 @@ def validate(
     for s in todo:
         notify("dsim_run_started", spec=s)
     ex.run(work, Callbacks(on_result, on_pretrained, say, run_progress))
-    rows, base_auc = summarise(specs, results, ranking, cfg.baseline)
+    rows, base_auc = summarise(specs, results, ranking, cfg.baseline, cfg.backbone)
     rho, n_rho = spearman([r for r in rows if r.source != tname])
     if ranking is not None and n_rho < 3:
         notes.append(f"Spearman needs 3 or more sources with a prediction and a measurement; have {n_rho}")

@@ -136,7 +136,7 @@ def _ranked_by(row, measures, means) -> str:
     other candidates (its contribution minus their mean), else the measures it has values of; a
     measured row is placed by its own fine-tuning result."""
     if row.status == "measured":
-        return "fine-tuning"
+        return f"fine-tuning in {row.setup}" if row.setup else "fine-tuning"
     contrib = [
         (abs(v["contribution"] - means.get(k, 0.0)), k)
         for k, v in row.contributions.items()
@@ -203,7 +203,8 @@ def _print_ranking(ranking) -> None:
     on_t = ranking.score_unit.startswith("transferability")
     title = f"Sources for target [bold]{ranking.target}[/bold]"
     if ranking.target_auc is not None:
-        title += f" (target-only AUC {ranking.target_auc:.3f})"
+        where = f" in {ranking.target_auc_setup}" if ranking.target_auc_setup else ""
+        title += f" (target-only AUC {ranking.target_auc:.3f}{where})"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     checkpoints = any(r.kind == "checkpoint" for r in ranking.rows)
     aucs = any(r.measured_auc is not None for r in ranking.rows)
@@ -223,6 +224,9 @@ def _print_ranking(ranking) -> None:
         table.add_column(m, justify="right", no_wrap=True)
     if not shown and measures:
         table.add_column(_cell("ranked by"))
+    setups = (shown or not measures) and any(r.setup for r in ranking.rows)
+    if setups:  # where each measured row was measured (the "ranked by" column says it otherwise)
+        table.add_column(_cell("setup"))
     means: dict[str, float] = {}  # each feature's mean contribution over the predicted rows
     pred = [r for r in ranking.rows if r.status == "predicted"]
     for r in pred:
@@ -240,6 +244,8 @@ def _print_ranking(ranking) -> None:
         cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in shown]
         if not shown and measures:
             cells.append(_cell(_ranked_by(r, measures, means)))
+        if setups:
+            cells.append(_cell(r.setup or ""))
         table.add_row(*cells)
     con.print(table)
     used = ", ".join(measures) or "no measure"

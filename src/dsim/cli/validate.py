@@ -150,10 +150,13 @@ def validate(
         "--train-sizes",
         help="Data-size curve: training images per run, e.g. 50,100,200,500,1000,2000 (Romero et al.).",
     ),
-    image_size: int = typer.Option(
-        DEFAULT_TRAIN["image_size"],
+    image_size: Optional[int] = typer.Option(
+        None,
         "--image-size",
-        help="Input size in pixels for pretraining and fine-tuning.",
+        help=(
+            f"Input size in pixels for pretraining and fine-tuning (default {DEFAULT_TRAIN['image_size']}; a "
+            "checkpoint: its native size, at which it is also ranked; a smaller size is warned about)."
+        ),
     ),
     epochs: Optional[int] = typer.Option(
         None,
@@ -263,10 +266,11 @@ def validate(
         zoo=tuple(zoo or ()),
     )
     hyper = _hp(hp)
-    hyper["image_size"] = image_size
+    if image_size is not None:
+        hyper["image_size"] = image_size
     if epochs is not None:
         hyper["epochs"] = epochs
-    php = {"image_size": image_size}
+    php = {"image_size": image_size} if image_size is not None else {}
     if pretrain_epochs is not None:
         php["epochs"] = pretrain_epochs
     rp = _RunProgress(enabled=not as_json)
