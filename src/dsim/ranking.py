@@ -17,6 +17,7 @@ from .catalog import configure_measures, known_measure_values, known_results, li
 from .data import data_missing, load_dataset
 from .defaults import DEFAULT_MAX_SAMPLES
 from .errors import DsimError, UnknownNameError
+from .evidence import evidence_notes, select_evidence
 from .interfaces import Candidate, Context, Measure, Predictor
 from .plugins import notify
 from .records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
@@ -47,7 +48,9 @@ class RankConfig:
     file fails the ranking instead of being left out (and named in the notes). A ``sources`` entry
     may name a checkpoint: a checkpoint card (``dsim zoo``), ``timm:<model>`` or a ``.pth/.pt``
     file whose architecture ``arch`` names; ``zoo`` adds the checkpoint cards of YAML files (and,
-    without ``sources``, ranks those)."""
+    without ``sources``, ranks those); ``evidence`` chooses the measured results used (terms of
+    :func:`dsim.evidence.select_evidence`: a setup, an origin, ``published`` or ``store``; a
+    leading ``-`` leaves it out)."""
 
     sources: tuple[str, ...] | None = None
     measures: tuple[str, ...] | None = None
@@ -60,9 +63,12 @@ class RankConfig:
     strict: bool = False
     arch: str | None = None
     zoo: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zoo", tuple([self.zoo] if isinstance(self.zoo, str) else self.zoo or ()))
+        ev = [self.evidence] if isinstance(self.evidence, str) else list(self.evidence or ())
+        object.__setattr__(self, "evidence", tuple(str(e) for e in ev))
         object.__setattr__(self, "sources", _names(self.sources))
         object.__setattr__(self, "measures", _names(self.measures))
         if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
@@ -169,6 +175,7 @@ def rank(
     strict: bool = False,
     arch: str | None = None,
     zoo: Sequence[str] | str = (),
+    evidence: Sequence[str] | str = (),
 ) -> Ranking:
     """Rank candidate sources for ``target`` (a registered name or a path to the user's data).
 
@@ -188,6 +195,7 @@ def rank(
         strict=strict,
         arch=arch,
         zoo=zoo,
+        evidence=evidence,
     )
     reg = get_registry()
     tcard = target if isinstance(target, DatasetCard) else reg.resolve(target)
@@ -198,7 +206,7 @@ def rank(
         progress=progress or (lambda *a: None),
         max_samples=cfg.max_samples,
     )
-    history = known_results()
+    history, chosen_note = select_evidence(known_results(), cfg.evidence)
     known_vals = known_measure_values()
     use = _measures(cfg)
     skipped: list[dict[str, str]] = []
@@ -239,7 +247,10 @@ def rank(
     ]
     from .predictors import choose_predictor
 
-    pred, pred_note = choose_predictor(predictor if isinstance(predictor, Predictor) else cfg.predictor)
+    pred, pred_note = choose_predictor(
+        predictor if isinstance(predictor, Predictor) else cfg.predictor,
+        results=history if chosen_note else None,
+    )
     kinds = value_kinds(known_vals)
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)
@@ -251,6 +262,7 @@ def rank(
                 {"source": c.name, "reason": "no measure could describe it and no measured result"}
             )
     notes = list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes + images.notes()
+    notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
     ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
     if cfg.top:
         ranking = ranking.top(cfg.top)

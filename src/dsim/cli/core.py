@@ -87,6 +87,16 @@ def rank(
             "pretrained_on ...); without --sources its checkpoints are the candidates (repeatable)."
         ),
     ),
+    evidence: Optional[List[str]] = typer.Option(
+        None,
+        "--evidence",
+        help=(
+            "Measured results to use: a setup (cats-scans:resnet50, dsim:smallcnn:28px), an origin "
+            "(published:cats-scans), 'published' or 'store' (your results store); a leading '-' leaves it "
+            "out: --evidence=-published:cats-scans. Repeatable or comma-separated (default: all; the "
+            "notes name what was used)."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
     as_csv: bool = typer.Option(
         False,
@@ -121,6 +131,7 @@ def rank(
             strict=strict,
             arch=arch,
             zoo=tuple(zoo or ()),
+            evidence=tuple(evidence or ()),
         )
     if as_json:
         print_json(ranking.to_dict())
