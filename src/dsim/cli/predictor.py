@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from ._util import console, print_json, split_list
+from ._util import Progress, console, print_json, split_list
 
 predictor_app = typer.Typer(
     help="Fit, evaluate and inspect the predictor that `dsim rank` uses.", no_args_is_help=True
@@ -28,7 +28,9 @@ def predictor_fit(
     from dsim.predictors import fit_default, fitted_info, save_fitted
 
     params = {"seed": seed} if "seed" in dsim_param_names(name) else {}
-    pred, results, values = fit_default(name, params)
+    with Progress(enabled=not as_json) as progress:
+        progress.stage(f"predictor fit: fitting {name} on every known result")
+        pred, results, values = fit_default(name, params)
     path = save_fitted(pred, results)
     doc = fitted_info(path)
     if as_json:
@@ -149,7 +151,12 @@ def predictor_evaluate(
                 f"unknown predictor label(s) {', '.join(unknown)}; choose from {', '.join(s[0] for s in suite)}"
             )
         suite = [s for s in suite if s[0] in wanted]
-    out = evaluate_suite(suite, meta.results, meta.values, meta.cards, meta.kinds)
+    out = {}
+    with Progress(enabled=not as_json) as progress:
+        progress.stage(f"predictor evaluate: {len(suite)} predictors, leave-one-target-out")
+        for i, item in enumerate(suite):
+            progress(f"predictor evaluate: {item[0]}", i, len(suite))
+            out.update(evaluate_suite([item], meta.results, meta.values, meta.cards, meta.kinds))
     if not any(out.values()):
         raise DsimError("no target has three or more measured sources to evaluate on")
     ceil = noise_ceiling(meta.results)

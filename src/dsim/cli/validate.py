@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import List, Optional
@@ -11,7 +12,7 @@ import typer
 from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
 
 from . import app
-from ._util import console, parse_options, print_json, split_list
+from ._util import console, fit_columns, parse_options, print_json, split_list
 
 #: the defaults every option below shows (one place: ValidateConfig's fields)
 _D = ValidateConfig()
@@ -22,7 +23,11 @@ class _RunProgress:
     the epochs of the run in flight in this process (local executor)."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
+        from dsim.progress import LineProgress, is_terminal
+
+        self.enabled = enabled and is_terminal()
+        # without a terminal: plain lines (a stage start, then one at least every 10 s)
+        self.lines = LineProgress() if enabled and not self.enabled else None
         self._p = None
         self._overall = None
         self._pre = None
@@ -54,6 +59,8 @@ class _RunProgress:
         self._run = self._p.add_task("run", total=1, visible=False)
 
     def overall(self, desc: str, done: int, total: int) -> None:
+        if self.lines is not None and total:
+            self.lines(f"validate: {desc}", done, total)
         if not self.enabled:
             return
         if self._p is None:
@@ -66,6 +73,8 @@ class _RunProgress:
         self._p.update(self._overall, description="all runs", completed=done, total=max(total, 1))
 
     def run(self, desc: str, done: int, total: int) -> None:
+        if self.lines is not None:
+            self.lines(desc, done, total)
         if not self.enabled:
             return
         if self._p is None:
@@ -95,6 +104,8 @@ class _RunProgress:
     def close(self):
         if self._p is not None:
             self._p.stop()
+        if self.lines is not None:
+            self.lines.close()
 
 
 def _hp(pairs: Optional[List[str]]) -> dict:
@@ -309,32 +320,21 @@ def _print_report(report, plot) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    con = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    con = Console(soft_wrap=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
     title = f"dsim validate: target [bold]{report.target}[/bold] ({report.setup})"
     if report.baseline_auc is not None:
         title += f", from-scratch AUC {report.baseline_auc:.3f}"
-    t = Table(title=title, title_justify="left")
-    for c in (
-        "source",
-        "strategy",
-        "n",
-        "folds",
-        "AUC",
-        "±",
-        "acc",
-        "kappa",
-        "T (%)",
-        "± T",
-        "predicted",
-        "pred. #",
-    ):
-        t.add_column(c, justify="left" if c in ("source", "strategy") else "right")
+    setups = {r.setup for r in report.rows if r.setup}
+    several = len(setups) > 1  # checkpoints in their own networks: each row says its setup
+    headers = ["source", "strategy", "n", "folds", "AUC", "±", "acc", "kappa", "T (%)", "± T"]
+    headers += ["predicted", "pred. #"] + (["setup"] if several else [])
+    rows = []
     for r in report.rows:
-        t.add_row(
-            escape(r.source),
+        cells = [
+            r.source,
             r.strategy,
             str(r.train_size or "all"),
-            f"{r.folds}" + (f" [red]({r.failed} failed)[/red]" if r.failed else ""),
+            f"{r.folds}" + (f" ({r.failed} failed)" if r.failed else ""),
             _f(r.auc),
             _f(r.auc_std),
             _f(r.accuracy),
@@ -343,8 +343,41 @@ def _print_report(report, plot) -> None:
             _f(r.transferability_std, 1),
             _f(r.predicted, 2),
             str(r.predicted_rank or ""),
+        ]
+        rows.append(cells + ([r.setup] if several else []))
+    # names are never cut: the least useful columns are left out to fit (--json has them all)
+    keep = fit_columns(
+        headers,
+        rows,
+        con.width,
+        drop=("kappa", "acc", "±", "n", "pred. #", "folds", "strategy"),
+        wrap=("setup",),
+        per_column=3,
+    )
+    t = Table(title=title, title_justify="left")
+    for i in keep:
+        h = headers[i]
+        t.add_column(
+            h,
+            justify="left" if h in ("source", "strategy", "setup") else "right",
+            no_wrap=h != "setup",
+            overflow="fold",
+        )
+    for cells in rows:
+        t.add_row(
+            *[
+                escape(cells[i]).replace("failed)", "[red]failed)[/red]")
+                if headers[i] == "folds"
+                else escape(cells[i])
+                for i in keep
+            ]
         )
     con.print(t)
+    if several:
+        con.print("T of each row: against the from-scratch run of its own setup (network, input size)")
+    if len(keep) < len(headers):
+        left = ", ".join(h for j, h in enumerate(headers) if j not in keep)
+        con.print(f"[dim]{left}: left out to fit {con.width} columns (--json has them)[/dim]")
     rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
     con.print(
         f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources; "
