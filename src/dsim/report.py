@@ -14,7 +14,7 @@ import numpy as np
 
 from .records import RunResult, RunSpec, _Record
 
-__all__ = ["SourceRow", "ValidationReport", "summarise", "spearman", "plot_report"]
+__all__ = ["SourceRow", "ValidationReport", "summarise", "spearman", "plot_report", "separability"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class ValidationReport(_Record):
     seconds: float = 0.0
     pretraining_jobs: int = 0  # distinct source checkpoints the runs needed (cached ones included)
     pretrained: int = 0  # of which trained by this validation
+    decidable: bool | None = None  # False: this scale cannot separate the sources (see warnings)
+    warnings: tuple[str, ...] = ()  # what the numbers cannot say at this scale, and the scale that would
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -140,6 +142,63 @@ def summarise(
         )
     rows.sort(key=lambda r: (r.train_size or 0, -(r.auc if r.auc is not None else -1)))
     return rows, mean(base_aucs)
+
+
+def separability(
+    rows: Sequence[SourceRow],
+    target: str,
+    *,
+    folds: int,
+    epochs: int | None = None,
+    default_epochs: int | None = None,
+    target_max: int | None = None,
+) -> tuple[bool | None, list[str]]:
+    """Whether a validation at this scale can tell its sources apart, and warnings naming the
+    scale that would (None: fewer than two measured sources, nothing to separate).
+
+    It cannot when the fold spread of T is larger than the differences between the sources'
+    mean T (the order of the sources is then noise), or when the networks learnt close to
+    nothing (mean AUC at most 0.6: near chance). More folds shrink the error of a mean T as
+    1/sqrt(folds): the folds that would separate the range of T seen are named, and more epochs
+    or images when folds alone would not do."""
+    src = [r for r in rows if r.source != target and r.transferability is not None]
+    if len(src) < 2:
+        return None, []
+    ts = [r.transferability for r in src]
+    spread = float(np.mean([r.transferability_std or 0.0 for r in src]))
+    gap = float(max(ts) - min(ts))
+    aucs = [r.auc for r in rows if r.auc is not None]
+    chance = bool(aucs) and float(np.mean(aucs)) <= 0.6
+    notes = []
+    ok = True
+    bigger = []
+    if epochs is not None and default_epochs and epochs < default_epochs:
+        bigger.append(f"more epochs (--epochs {default_epochs}; now {epochs})")
+    if target_max:
+        bigger.append(f"more target images (--target-max {target_max * 4} or none; now {target_max})")
+    if spread > gap:
+        ok = False
+        need = int(np.ceil(folds * (2 * spread / max(gap, 1e-9)) ** 2))
+        how = (
+            f"--folds {need}" + (f", or {'; '.join(bigger)}" if bigger else "")
+            if need <= 10
+            else ("; ".join(bigger) or "more images or a longer training")
+            + " (more folds alone would take "
+            + (f"{need}" if need < 1000 else "hundreds of")
+            + ")"
+        )
+        notes.append(
+            f"this scale cannot separate the sources: T differs by {gap:.1f} points between them, "
+            f"less than its spread over folds (±{spread:.1f}); their order (and the Spearman) is "
+            f"noise here. A scale that would: {how}"
+        )
+    if chance:
+        ok = False
+        notes.append(
+            f"the networks learnt close to nothing (mean AUC {float(np.mean(aucs)):.2f}, near chance 0.5): "
+            f"T compares noise; use {'; '.join(bigger) or 'more epochs and images'}"
+        )
+    return ok, notes
 
 
 def _network_of(setup: str) -> str:

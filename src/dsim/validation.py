@@ -18,7 +18,7 @@ from .defaults import DEFAULT_BACKBONE
 from .errors import DsimError, UnknownNameError
 from .pretraining import checkpoint_dir, pretrain
 from .records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from .report import SourceRow, ValidationReport, plot_report, spearman, summarise
+from .report import SourceRow, ValidationReport, plot_report, separability, spearman, summarise
 from .runs import Work, execute_run, plan_runs, plan_work, strategies
 from .validate_config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
 
@@ -63,7 +63,7 @@ def _checkpoint_cards(
     return out
 
 
-def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: list[str]):
+def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: list[str], progress=None):
     """The ranking (unless ``predict`` is off) and the sources to validate: the given ones, or
     the ``top`` best-ranked that have images here."""
     ranking = None
@@ -77,6 +77,7 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
                 tname,
                 sources=[s for s in sources if not is_checkpoint_path(s)] if sources else None,
                 seed=cfg.seed,
+                progress=progress,
                 **rank_options(cfg),
             )
         except DsimError as exc:
@@ -250,7 +251,7 @@ def validate(
     # the target's data (its fingerprint enters every run key)
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
-    ranking, sources = _choose_sources(tname, target, sources, cfg, notes)
+    ranking, sources = _choose_sources(tname, target, sources, cfg, notes, progress=run_progress)
     cards = _checkpoint_cards(sources, inline, cfg.zoo)
     sources = [
         cards[s].name
@@ -356,6 +357,16 @@ def validate(
     rho, n_rho = spearman([r for r in rows if r.source != tname])
     if ranking is not None and n_rho < 3:
         notes.append(f"Spearman needs 3 or more sources with a prediction and a measurement; have {n_rho}")
+    hp = cfg.train_hp()
+    decidable, warnings = separability(
+        rows,
+        tname,
+        folds=cfg.folds,
+        epochs=hp.get("epochs"),
+        default_epochs=DEFAULT_TRAIN.get("epochs"),
+        target_max=cfg.target_max,
+    )
+
     return ValidationReport(
         target=tname,
         backbone=cfg.backbone,
@@ -373,4 +384,6 @@ def validate(
         seconds=time.perf_counter() - t0,
         pretraining_jobs=len(work.jobs) + len(work.cached_jobs),
         pretrained=counts["pretrained"],
+        decidable=decidable,
+        warnings=tuple(warnings),
     )

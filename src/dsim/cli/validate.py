@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, QUICK, ValidateConfig
 
 from . import app
 from ._util import console, fit_columns, parse_options, print_json, split_list
@@ -114,6 +114,7 @@ def _hp(pairs: Optional[List[str]]) -> dict:
 
 @app.command()
 def validate(
+    ctx: typer.Context,
     target: str = typer.Option(
         ...,
         "--target",
@@ -239,6 +240,16 @@ def validate(
     zoo: Optional[List[str]] = typer.Option(
         None, "--zoo", help="A checkpoint zoo YAML whose card names --sources may use (repeatable)."
     ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help=(
+            "A CPU check of the whole loop in minutes: "
+            + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+            + " (options given beside it win). It checks that everything runs; it cannot separate "
+            "sources (the report says so)."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check a ranking with real transfer runs.
@@ -258,6 +269,18 @@ def validate(
     """
     from dsim.validation import validate as _validate
 
+    if quick:  # the preset fills the options not given on the command line
+        from click.core import ParameterSource
+
+        given = {k for k in QUICK if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        preset = {k: v for k, v in QUICK.items() if k not in given}
+        top = preset.get("top", top)
+        folds = preset.get("folds", folds)
+        target_max = preset.get("target_max", target_max)
+        source_max = preset.get("source_max", source_max)
+        epochs = preset.get("epochs", epochs)
+        pretrain_epochs = preset.get("pretrain_epochs", pretrain_epochs)
+        image_size = preset.get("image_size", image_size)
     config = ValidateConfig(
         top=top,
         strategies=strategy,
@@ -379,6 +402,8 @@ def _print_report(report, plot) -> None:
         left = ", ".join(h for j, h in enumerate(headers) if j not in keep)
         con.print(f"[dim]{left}: left out to fit {con.width} columns (--json has them)[/dim]")
     rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
+    if report.spearman is not None and report.decidable is False:
+        rho += " (not decidable at this scale: see the warnings below)"
     con.print(
         f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources; "
         f"runs: {report.runs_done} done, {report.runs_skipped} from the store, {len(report.failures)} failed "
@@ -387,6 +412,8 @@ def _print_report(report, plot) -> None:
     )
     for n in report.notes:
         con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
+    for w in report.warnings:
+        con.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False)
     for f in report.failures:
         con.print(f"[red]failed[/red] {escape(f['error'])}", highlight=False)
     if plot:
