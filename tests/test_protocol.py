@@ -6,6 +6,7 @@ the "cannot separate" warning, plain progress lines without a terminal, full nam
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import subprocess
@@ -185,6 +186,13 @@ def test_separability_names_the_scale_that_would_decide():
     ok, notes = separability([_row("a", 3.0, 0.5, auc=0.52), _row("b", 9.0, 0.5, auc=0.55)], "t", folds=5)
     assert ok is False and "near chance" in notes[0]
     assert separability([_row("a", 3.0, 1.0)], "t", folds=5) == (None, [])
+    # a baseline that learnt nothing: T against it cannot rank the pretraining
+    base = dataclasses.replace(_row("t", 0.0, 0.0, auc=0.5), strategy="scratch", setup="dsim:big:32px")
+    ok, notes = separability([_row("a", 3.0, 1.0), _row("b", 40.0, 1.5), base], "t", folds=5, epochs=2)
+    assert ok is False and "dsim:big:32px is near chance" in notes[0]
+    # neighbours closer than their spread are named even when the table separates
+    ok, notes = separability([_row("a", 3.0, 1.0), _row("b", 30.0, 1.5), _row("c", 31.0, 4.0)], "t", folds=5)
+    assert ok is True and notes == ["within the fold spread of T, so not told apart at this scale: c and b"]
 
 
 def test_a_tiny_run_reports_whether_it_can_decide(validated):

@@ -24,6 +24,7 @@ from .metrics import (
     measured_setups,
     measured_transferability,
     primary_setup,
+    setup_baselines,
     target_baseline,
     transferability,
 )
@@ -750,6 +751,12 @@ def assemble_ranking(
         )
     scale = "AUC relative to the mean source %" if basis == "AUC" else "transferability %"
     base_setup = primary_setup(history or [], target.name)
+    per_setup = setup_baselines(history or [], target.name)
+    if len(per_setup) > 1:  # the header shows one; each measured row's T used its own
+        notes.append(
+            "target-only AUC per setup (each measured row's T is against its own setup's): "
+            + ", ".join(f"{s} {a:.3f}" for s, a in per_setup.items())
+        )
     return Ranking(
         target=target.name,
         rows=rows,

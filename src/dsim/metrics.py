@@ -6,6 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .defaults import DEFAULT_BACKBONE
+
 __all__ = [
     "transferability",
     "auc_weighted_ovr",
@@ -16,6 +18,7 @@ __all__ = [
     "target_baseline",
     "measured_setups",
     "primary_setup",
+    "setup_baselines",
 ]
 
 
@@ -140,15 +143,26 @@ def measured_setups(history, target: str) -> dict[str, tuple[str, ...]]:
 
 def primary_setup(history, target: str) -> str | None:
     """The setup a ranking's header speaks for: of the setups with a target-only baseline for
-    ``target``, the one that measured the most sources (ties: the name first in order); None
-    when no setup has a baseline."""
+    ``target``, the one that measured the most sources (ties: ``dsim:<default backbone>:...``,
+    then the name first in order); None when no setup has a baseline."""
     by_setup = _by_setup(history, target)
     with_base = [
         (len([s for s in t if s != target]), setup) for setup, t in by_setup.items() if t.get(target)
     ]
     if not with_base:
         return None
-    return sorted(with_base, key=lambda x: (-x[0], x[1]))[0][1]
+    # ties: the dataset sources' default network (dsim's own protocol), then by name
+    mine = f"dsim:{DEFAULT_BACKBONE}:"
+    return sorted(with_base, key=lambda x: (-x[0], not x[1].startswith(mine), x[1]))[0][1]
+
+
+def setup_baselines(history, target: str) -> dict[str, float]:
+    """setup -> the mean target-only AUC(T) of that setup, for every setup that has one."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for r in history:
+        if r.target == target and r.source == target:
+            out[r.setup].append(r.auc)
+    return {s: float(np.mean(v)) for s, v in sorted(out.items())}
 
 
 def target_baseline(history, target: str, setup: str | None = None) -> float | None:

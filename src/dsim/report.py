@@ -192,6 +192,26 @@ def separability(
             f"less than its spread over folds (±{spread:.1f}); their order (and the Spearman) is "
             f"noise here. A scale that would: {how}"
         )
+    else:  # the table as a whole separates; name the neighbours in T order that do not
+        order = sorted(src, key=lambda r: -r.transferability)
+        close = [
+            f"{a.source} and {b.source}"
+            for a, b in zip(order, order[1:])
+            if a.transferability - b.transferability
+            < max(a.transferability_std or 0.0, b.transferability_std or 0.0)
+        ]
+        if close:
+            notes.append(f"within the fold spread of T, so not told apart at this scale: {'; '.join(close)}")
+    base_chance = sorted(
+        {r.setup for r in rows if r.source == target and r.auc is not None and r.auc <= 0.6 and r.setup}
+    )
+    if base_chance and not chance:
+        ok = False
+        notes.append(
+            f"the from-scratch baseline of {', '.join(base_chance)} is near chance (AUC <= 0.6): T against "
+            f"it says only that the pretrained network learns at all; use "
+            f"{'; '.join(bigger) or 'more epochs and images'}"
+        )
     if chance:
         ok = False
         notes.append(

@@ -147,7 +147,7 @@ def _ranked_by(row, measures, means) -> str:
     other candidates (its contribution minus their mean), else the measures it has values of; a
     measured row is placed by its own fine-tuning result."""
     if row.status == "measured":
-        return f"fine-tuning in {row.setup}" if row.setup else "fine-tuning"
+        return "fine-tuning"
     contrib = [
         (abs(v["contribution"] - means.get(k, 0.0)), k)
         for k, v in row.contributions.items()
@@ -219,7 +219,7 @@ def _print_ranking(ranking) -> None:
     checkpoints = any(r.kind == "checkpoint" for r in ranking.rows)
     aucs = any(r.measured_auc is not None for r in ranking.rows)
     shown = measures if len(measures) <= 4 else []  # many scores: named per row, values in --csv/--json
-    setups = bool(shown or not measures) and any(r.setup for r in ranking.rows)
+    setups = any(r.setup for r in ranking.rows)
     # (header, right-aligned, may narrow): numbers keep their width, names are never cut; on a
     # narrow terminal the descriptive columns narrow (ellipsis), then the least useful are left out
     cols = [("#", True, False), ("source", False, False)]
@@ -231,7 +231,7 @@ def _print_ranking(ranking) -> None:
     cols += [(m, True, False) for m in shown]
     if not shown and measures:
         cols.append(("ranked by", False, True))
-    if setups:  # where each measured row was measured (the "ranked by" column says it otherwise)
+    if setups:  # where each measured row was measured (the names --evidence takes)
         cols.append(("setup", False, True))
     means: dict[str, float] = {}  # each feature's mean contribution over the predicted rows
     pred = [r for r in ranking.rows if r.status == "predicted"]
@@ -258,7 +258,7 @@ def _print_ranking(ranking) -> None:
         headers,
         rows,
         con.width,
-        drop=("setup", "ranked by", *reversed(shown), "AUC", "network", "±"),
+        drop=("ranked by", *reversed(shown), "AUC", "network", "setup", "±"),
         wrap=tuple(h for h, _r, narrow in cols if narrow),
         per_column=2,
     )
