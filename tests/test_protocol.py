@@ -190,6 +190,7 @@ def test_separability_names_the_scale_that_would_decide():
     base = dataclasses.replace(_row("t", 0.0, 0.0, auc=0.5), strategy="scratch", setup="dsim:big:32px")
     ok, notes = separability([_row("a", 3.0, 1.0), _row("b", 40.0, 1.5), base], "t", folds=5, epochs=2)
     assert ok is False and "dsim:big:32px is near chance" in notes[0]
+    assert separability([_row("a", 3.0, 1.0), base], "t", folds=2)[0] is False  # one source too
     # neighbours closer than their spread are named even when the table separates
     ok, notes = separability([_row("a", 3.0, 1.0), _row("b", 30.0, 1.5), _row("c", 31.0, 4.0)], "t", folds=5)
     assert ok is True and notes == ["within the fold spread of T, so not told apart at this scale: c and b"]

@@ -139,7 +139,9 @@ class LineProgress:
         while not self._stop.wait(min(1.0, self.every / 4)):
             with self._lock:
                 if self._desc is not None and self.clock() - self._last_line >= self.every:
-                    self._write(f"{self._desc}{self._estimate()} (still working)")
+                    finished = self._total and self._done >= self._total
+                    tail = " done; still working" if finished else " (still working)"
+                    self._write(f"{self._desc}{self._estimate()}{tail}")
 
     def close(self) -> None:
         self._stop.set()

@@ -162,8 +162,21 @@ def separability(
     1/sqrt(folds): the folds that would separate the range of T seen are named, and more epochs
     or images when folds alone would not do."""
     src = [r for r in rows if r.source != target and r.transferability is not None]
+    bigger = []
+    if epochs is not None and default_epochs and epochs < default_epochs:
+        bigger.append(f"more epochs (--epochs {default_epochs}; now {epochs})")
+    if target_max:
+        bigger.append(f"more target images (--target-max {target_max * 4} or none; now {target_max})")
+    base_chance = sorted(
+        {r.setup for r in rows if r.source == target and r.auc is not None and r.auc <= 0.6 and r.setup}
+    )
+    base_note = (
+        f"the from-scratch baseline of {', '.join(base_chance)} is near chance (AUC <= 0.6): T against "
+        f"it says only that the pretrained network learns at all; use "
+        f"{'; '.join(bigger) or 'more epochs and images'}"
+    )
     if len(src) < 2:
-        return None, []
+        return (False, [base_note]) if base_chance else (None, [])
     ts = [r.transferability for r in src]
     spread = float(np.mean([r.transferability_std or 0.0 for r in src]))
     gap = float(max(ts) - min(ts))
@@ -171,11 +184,6 @@ def separability(
     chance = bool(aucs) and float(np.mean(aucs)) <= 0.6
     notes = []
     ok = True
-    bigger = []
-    if epochs is not None and default_epochs and epochs < default_epochs:
-        bigger.append(f"more epochs (--epochs {default_epochs}; now {epochs})")
-    if target_max:
-        bigger.append(f"more target images (--target-max {target_max * 4} or none; now {target_max})")
     if spread > gap:
         ok = False
         need = int(np.ceil(folds * (2 * spread / max(gap, 1e-9)) ** 2))
@@ -202,16 +210,9 @@ def separability(
         ]
         if close:
             notes.append(f"within the fold spread of T, so not told apart at this scale: {'; '.join(close)}")
-    base_chance = sorted(
-        {r.setup for r in rows if r.source == target and r.auc is not None and r.auc <= 0.6 and r.setup}
-    )
     if base_chance and not chance:
         ok = False
-        notes.append(
-            f"the from-scratch baseline of {', '.join(base_chance)} is near chance (AUC <= 0.6): T against "
-            f"it says only that the pretrained network learns at all; use "
-            f"{'; '.join(bigger) or 'more epochs and images'}"
-        )
+        notes.append(base_note)
     if chance:
         ok = False
         notes.append(
