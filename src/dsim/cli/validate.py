@@ -240,6 +240,11 @@ def validate(
     zoo: Optional[List[str]] = typer.Option(
         None, "--zoo", help="A checkpoint zoo YAML whose card names --sources may use (repeatable)."
     ),
+    evidence: Optional[List[str]] = typer.Option(
+        None,
+        "--evidence",
+        help="As for `dsim rank --evidence`: the measured results the ranking compared with uses.",
+    ),
     quick: bool = typer.Option(
         False,
         "--quick",
@@ -296,7 +301,10 @@ def validate(
         cpus_per_run=cpus_per_run,
         gpus_per_run=gpus_per_run,
         data_placement=data_placement,
-        rank_options={"measures": split_list(measures)} if measures else {},
+        rank_options={
+            **({"measures": split_list(measures)} if measures else {}),
+            **({"evidence": tuple(evidence)} if evidence else {}),
+        },
         zoo=tuple(zoo or ()),
     )
     hyper = _hp(hp)
@@ -308,6 +316,10 @@ def validate(
     if pretrain_epochs is not None:
         php["epochs"] = pretrain_epochs
     rp = _RunProgress(enabled=not as_json)
+    if rp.lines is not None:
+        rp.lines.stage(
+            f"validate {target}: reading the target" + (", ranking its sources" if not sources else "")
+        )
     try:
         report = _validate(
             target,
@@ -466,6 +478,8 @@ def pretrain(
     if epochs is not None:
         hyper["epochs"] = epochs
     rp = _RunProgress(enabled=not as_json)
+    if rp.lines is not None:
+        rp.lines.stage(f"pretrain {source} on {backbone}: reading the source")
     t0 = time.perf_counter()
     try:
         path = _pretrain(
