@@ -251,8 +251,9 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report.rows if r.auc is not None]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=120)
     setups = {r.setup for r in rows if r.setup}
+    per_bar = 1.7 if len(setups) > 1 else 0.9  # a third label line: the network and size
+    fig, ax = plt.subplots(figsize=(max(4.0, per_bar * len(rows) + 2), 3.6), dpi=120)
     labels = [
         f"{r.source}\n{r.strategy}"
         + (f"\nn={r.train_size}" if r.train_size else "")
