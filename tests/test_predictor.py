@@ -481,7 +481,11 @@ def test_cli_fit_show_evaluate(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("DSIM_PREDICTOR_DIR", str(tmp_path))
     assert main(["predictor", "show", "--json"]) == 0
-    assert capsys.readouterr().out.strip() == "null"
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["fitted"] is None  # nothing saved yet; rank uses the default fitted on the evidence
+    used = shown["used_by_rank"]
+    assert used["predictor"] == "meta-ranker" and "fitted on the evidence" in used["note"]
+    assert used["n_results"] == len(dsim.known_results())
     assert main(["predictor", "fit", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["predictor"] == "meta-ranker" and (tmp_path / "current.json").exists()

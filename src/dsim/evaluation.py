@@ -19,7 +19,15 @@ import numpy as np
 
 from .errors import DsimError
 from .interfaces import Candidate, Context, Predictor
-from .metrics import measured_basis, measured_transferability, target_baseline, transferability
+from .metrics import (
+    measured_basis,
+    measured_setups,
+    measured_transferability,
+    primary_setup,
+    setup_baselines,
+    target_baseline,
+    transferability,
+)
 from .records import DatasetCard, MeasureValue, Ranking, RankingRow, TransferResult
 
 __all__ = [
@@ -686,6 +694,7 @@ def assemble_ranking(
     measured sources (two or more, with distinct scores), or left unitless (``unit`` names them)."""
     measured = measured_transferability(history, target.name) if history else {}
     basis = measured_basis(history, target.name) if history else None
+    setups = measured_setups(history, target.name) if history else {}
     uncertainty = uncertainty or {}
     contributions = contributions or {}
     notes = list(notes)
@@ -710,7 +719,15 @@ def assemble_ranking(
             sd = sd if k > 1 else None  # one measurement: its spread is unknown, not zero
             rows.append(
                 RankingRow(
-                    n, t, "measured", sd, measured_auc=auc, n_measured=k, contributions=contrib, **kind
+                    n,
+                    t,
+                    "measured",
+                    sd,
+                    measured_auc=auc,
+                    n_measured=k,
+                    contributions=contrib,
+                    setup=", ".join(setups.get(n, ())) or None,
+                    **kind,
                 )
             )
         elif n in scores:
@@ -733,6 +750,13 @@ def assemble_ranking(
             "relative to the mean source of their setup (%), not transferability T"
         )
     scale = "AUC relative to the mean source %" if basis == "AUC" else "transferability %"
+    base_setup = primary_setup(history or [], target.name)
+    per_setup = setup_baselines(history or [], target.name)
+    if len(per_setup) > 1:  # the header shows one; each measured row's T used its own
+        notes.append(
+            "target-only AUC per setup (each measured row's T is against its own setup's): "
+            + ", ".join(f"{s} {a:.3f}" for s, a in per_setup.items())
+        )
     return Ranking(
         target=target.name,
         rows=rows,
@@ -740,5 +764,6 @@ def assemble_ranking(
         measures=tuple(sorted(set(measures))),
         score_unit=scale if on_scale else (unit or "baseline score (higher is better)"),
         notes=tuple(notes),
-        target_auc=target_baseline(history or [], target.name),
+        target_auc=target_baseline(history or [], target.name, base_setup),
+        target_auc_setup=base_setup if base_setup and basis == "T" else None,
     )

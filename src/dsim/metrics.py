@@ -6,6 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .defaults import DEFAULT_BACKBONE
+
 __all__ = [
     "transferability",
     "auc_weighted_ovr",
@@ -14,6 +16,9 @@ __all__ = [
     "measured_transferability",
     "measured_basis",
     "target_baseline",
+    "measured_setups",
+    "primary_setup",
+    "setup_baselines",
 ]
 
 
@@ -120,7 +125,50 @@ def measured_transferability(history, target: str) -> dict[str, tuple[float, flo
     return out
 
 
-def target_baseline(history, target: str) -> float | None:
-    """Mean AUC(T) of the target-only baseline rows (``source == target``), or None."""
-    aucs = [r.auc for r in history if r.target == target and r.source == target]
+def measured_setups(history, target: str) -> dict[str, tuple[str, ...]]:
+    """source -> the setups whose results :func:`measured_transferability` scored it by (sorted):
+    every setup with a target-only baseline when some setup has one, else every setup that
+    measured it. A measured row of a ranking shows these."""
+    by_setup = _by_setup(history, target)
+    basis = measured_basis(history, target)
+    out: dict[str, set[str]] = defaultdict(set)
+    for setup, table in by_setup.items():
+        if basis == "T" and not table.get(target):
+            continue
+        for source in table:
+            if source != target:
+                out[source].add(setup)
+    return {s: tuple(sorted(v)) for s, v in out.items()}
+
+
+def primary_setup(history, target: str) -> str | None:
+    """The setup a ranking's header speaks for: of the setups with a target-only baseline for
+    ``target``, the one that measured the most sources (ties: ``dsim:<default backbone>:...``,
+    then the name first in order); None when no setup has a baseline."""
+    by_setup = _by_setup(history, target)
+    with_base = [
+        (len([s for s in t if s != target]), setup) for setup, t in by_setup.items() if t.get(target)
+    ]
+    if not with_base:
+        return None
+    # ties: the dataset sources' default network (dsim's own protocol), then by name
+    mine = f"dsim:{DEFAULT_BACKBONE}:"
+    return sorted(with_base, key=lambda x: (-x[0], not x[1].startswith(mine), x[1]))[0][1]
+
+
+def setup_baselines(history, target: str) -> dict[str, float]:
+    """setup -> the mean target-only AUC(T) of that setup, for every setup that has one."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for r in history:
+        if r.target == target and r.source == target:
+            out[r.setup].append(r.auc)
+    return {s: float(np.mean(v)) for s, v in sorted(out.items())}
+
+
+def target_baseline(history, target: str, setup: str | None = None) -> float | None:
+    """Mean AUC(T) of the target-only baseline rows (``source == target``) of one setup: ``setup``,
+    else :func:`primary_setup`; None when it has none. The baselines of different setups (another
+    network, another input size) are never averaged together."""
+    setup = setup or primary_setup(history, target)
+    aucs = [r.auc for r in history if r.target == target and r.source == target and r.setup == setup]
     return float(np.mean(aucs)) if aucs else None

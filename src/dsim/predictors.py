@@ -171,7 +171,9 @@ def _shipped_dir() -> Path:
     return Path(str(resources.files("dsim") / "fitted"))
 
 
-def _evidence_key(name: str, params: Mapping[str, Any]) -> str:
+def _evidence_key(
+    name: str, params: Mapping[str, Any], results: Sequence[TransferResult] | None = None
+) -> str:
     """The content key of a predictor fitted on the evidence, from what the fit is made of: its
     name and parameters, every known result and value, and the cards (whose facts and expert
     features become features): a change to any of them is another key. Cheap: nothing is fitted
@@ -195,7 +197,7 @@ def _evidence_key(name: str, params: Mapping[str, Any]) -> str:
             "version": STATE_VERSION,
             "predictor": name,
             "params": dict(params),
-            "results": results_fingerprint(known_results()),
+            "results": results_fingerprint(known_results() if results is None else results),
             "values": stable_hash(vals),
             "cards": cards,
             "code": _code_id(cls) if cls is not None else None,
@@ -222,19 +224,22 @@ def _code_id(cls) -> str:
 
 
 def evidence_predictor(
-    name: str | None = None, params: Mapping[str, Any] | None = None
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    results: Sequence[TransferResult] | None = None,
 ) -> tuple[Predictor, str]:
-    """The default predictor: ``name`` (the learned predictor) fitted on every known result,
-    shipped with dsim for the evidence it ships, else fitted once and cached under the evidence's
-    content key (:func:`_evidence_key`). Returns it with a note saying which."""
+    """The default predictor: ``name`` (the learned predictor) fitted on every known result (or
+    on ``results``, a chosen part of them: ``dsim rank --evidence``), shipped with dsim for the
+    evidence it ships, else fitted once and cached under the evidence's content key
+    (:func:`_evidence_key`). Returns it with a note saying which."""
     from .cache import default_cache_dir
     from .catalog import get_predictor, known_results
     from .defaults import LEARNED_PREDICTOR
 
     name = name or LEARNED_PREDICTOR
     params = dict(params or {})
-    key = _evidence_key(name, params)[:24]
-    results = known_results()
+    key = _evidence_key(name, params, results)[:24]
+    results = known_results() if results is None else list(results)
     origins = ", ".join(sorted({r.origin for r in results}))
     what = f"{name} fitted on the evidence: {len(results)} results for {len({r.target for r in results})} targets ({origins})"
     cached = default_cache_dir() / "predictors" / f"{key}.json"
@@ -244,21 +249,24 @@ def evidence_predictor(
                 return load_fitted(path), f"predictor: {what}; {where}"
             except DsimError:
                 continue  # unreadable: refit below
-    results, values, cards, kinds = evidence()
+    results, values, cards, kinds = evidence(results)
     pred = get_predictor(name, **params).fit(results, values, cards, kinds)
     cached.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
     return pred, f"predictor: {what}; fitted now and cached ({cached})"
 
 
-def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | None]:
+def choose_predictor(
+    choice: str | Predictor | None, *, results: Sequence[TransferResult] | None = None
+) -> tuple[Predictor, str | None]:
     """The predictor a ranking uses, and a note saying which and why.
 
     ``choice``: a predictor object (used as is); a registered name (a fresh instance: a learned
     predictor must then be fitted by its caller); ``"fitted"`` (the one ``dsim predictor fit``
     saved last); a path to a saved predictor (``.json``); or None, the default: the learned
     predictor fitted on every known result (:func:`evidence_predictor`; rank aggregation,
-    :data:`dsim.defaults.DEFAULT_PREDICTOR`, when there is none to learn from)."""
+    :data:`dsim.defaults.DEFAULT_PREDICTOR`, when there is none to learn from); ``results``: the
+    chosen evidence the default is fitted on (default: every known result)."""
     from .catalog import get_predictor
     from .defaults import DEFAULT_PREDICTOR
 
@@ -266,7 +274,7 @@ def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | N
         return choice, None
     if choice is None:
         try:
-            return evidence_predictor()
+            return evidence_predictor(results=results)
         except DsimError as exc:  # no results, or the learned predictor is not installed
             return get_predictor(DEFAULT_PREDICTOR), f"predictor: {DEFAULT_PREDICTOR} ({exc})"
     if choice == FITTED or str(choice).endswith(".json"):

@@ -17,6 +17,7 @@ from .catalog import configure_measures, known_measure_values, known_results, li
 from .data import data_missing, load_dataset
 from .defaults import DEFAULT_MAX_SAMPLES
 from .errors import DsimError, UnknownNameError
+from .evidence import evidence_notes, select_evidence
 from .interfaces import Candidate, Context, Measure, Predictor
 from .overlap import exclude_overlaps
 from .plugins import notify
@@ -49,7 +50,9 @@ class RankConfig:
     file fails the ranking instead of being left out (and named in the notes). A ``sources`` entry
     may name a checkpoint: a checkpoint card (``dsim zoo``), ``timm:<model>`` or a ``.pth/.pt``
     file whose architecture ``arch`` names; ``zoo`` adds the checkpoint cards of YAML files (and,
-    without ``sources``, ranks those)."""
+    without ``sources``, ranks those); ``evidence`` chooses the measured results used (terms of
+    :func:`dsim.evidence.select_evidence`: a setup, an origin, ``published`` or ``store``; a
+    leading ``-`` leaves it out)."""
 
     sources: tuple[str, ...] | None = None
     measures: tuple[str, ...] | None = None
@@ -62,9 +65,12 @@ class RankConfig:
     strict: bool = False
     arch: str | None = None
     zoo: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zoo", tuple([self.zoo] if isinstance(self.zoo, str) else self.zoo or ()))
+        ev = [self.evidence] if isinstance(self.evidence, str) else list(self.evidence or ())
+        object.__setattr__(self, "evidence", tuple(str(e) for e in ev))
         object.__setattr__(self, "sources", _names(self.sources))
         object.__setattr__(self, "measures", _names(self.measures))
         if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
@@ -179,6 +185,7 @@ def rank(
     labels: Any = None,
     facts: Mapping[str, Any] | Sequence[str] | None = None,
     card: str | None = None,
+    evidence: Sequence[str] | str = (),
 ) -> Ranking:
     """Rank candidate sources for ``target``: a registered name, a path to the user's data
     (folder, .csv, .npz), a :class:`dsim.ImageSet`, arrays of images with their ``labels``
@@ -206,6 +213,7 @@ def rank(
         strict=strict,
         arch=arch,
         zoo=zoo,
+        evidence=evidence,
     )
     tcard = rt.card
     ctx = Context(
@@ -215,7 +223,7 @@ def rank(
         progress=progress or (lambda *a: None),
         max_samples=cfg.max_samples,
     )
-    history = known_results()
+    history, chosen_note = select_evidence(known_results(), cfg.evidence)
     known_vals = known_measure_values()
     use = _measures(cfg)
     skipped: list[dict[str, str]] = []
@@ -259,7 +267,10 @@ def rank(
     ]
     from .predictors import choose_predictor
 
-    pred, pred_note = choose_predictor(predictor if isinstance(predictor, Predictor) else cfg.predictor)
+    pred, pred_note = choose_predictor(
+        predictor if isinstance(predictor, Predictor) else cfg.predictor,
+        results=history if chosen_note else None,
+    )
     kinds = value_kinds(known_vals)
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)
@@ -278,6 +289,7 @@ def rank(
         + images.notes()
         + _facts_note(rt, tcard)
     )
+    notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
     ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
     if cfg.top:
         ranking = ranking.top(cfg.top)

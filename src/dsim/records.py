@@ -537,6 +537,7 @@ class RankingRow(_Record):
     contributions: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     kind: str = "dataset"  # "dataset" | "checkpoint"
     architecture: str | None = None  # of a checkpoint candidate
+    setup: str | None = None  # of a measured row: the setup(s) its score comes from, ", "-joined
 
 
 @dataclass(frozen=True)
@@ -551,6 +552,7 @@ class Ranking(_Record):
     skipped: tuple[Mapping[str, str], ...] = ()  # {"source"|"measure": name, "reason": ...}
     notes: tuple[str, ...] = ()
     target_auc: float | None = None  # AUC(T) of the target-only baseline, when known
+    target_auc_setup: str | None = None  # the one setup ``target_auc`` comes from
 
     @property
     def sources(self) -> list[str]:

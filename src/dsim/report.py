@@ -14,7 +14,15 @@ import numpy as np
 
 from .records import RunResult, RunSpec, _Record
 
-__all__ = ["SourceRow", "ValidationReport", "summarise", "spearman", "rank_check", "plot_report"]
+__all__ = [
+    "SourceRow",
+    "ValidationReport",
+    "summarise",
+    "spearman",
+    "rank_check",
+    "plot_report",
+    "separability",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,8 @@ class SourceRow(_Record):
     failed: int = 0
     #: rank of the measured T among the validated sources of this strategy and train size (1 = best)
     measured_rank: int | None = None
+    setup: str = ""  # the protocol (network, input size) of these runs; T is against its baseline
+    baseline_auc: float | None = None  # the from-scratch AUC of that setup (mean over folds)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ class ValidationReport(_Record):
     #: AUC lost by taking the ranking's best validated source instead of the measured best
     #: (0 when the ranking's first is the measured first; None without a prediction)
     regret_auc: float | None = None
+    decidable: bool | None = None  # False: this scale cannot separate the sources (see warnings)
+    warnings: tuple[str, ...] = ()  # what the numbers cannot say at this scale, and the scale that would
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -69,42 +81,56 @@ class ValidationReport(_Record):
         return d
 
 
+def _net(s: RunSpec) -> tuple:
+    """The network and input size of a run: runs are compared with the baseline of the same."""
+    return (s.backbone, s.hyperparameters.get("image_size"))
+
+
 def summarise(
     specs: Sequence[RunSpec],
     results: Mapping[str, RunResult],
     ranking,
     baseline: str | None,
+    backbone: str | None = None,
 ) -> tuple[list[SourceRow], float | None]:
-    """One row per (source, strategy, train size) over the finished folds in ``results``, T per
-    fold against the baseline of the same fold; and the mean baseline AUC."""
+    """One row per (source, strategy, train size, network) over the finished folds in
+    ``results``, T per fold against the baseline of the same fold trained with the same network at
+    the same input size (a checkpoint against its own architecture from scratch, never another
+    network's); and the mean baseline AUC of ``backbone`` (the dataset sources' network; default:
+    the first baseline planned)."""
     from .metrics import transferability
+    from .store import setup_of
 
     groups: dict[tuple, list[RunSpec]] = {}
     for s in specs:
-        groups.setdefault((s.source, s.strategy, s.hyperparameters.get("train_size")), []).append(s)
-    base: dict[tuple, float] = {}  # (train_size, fold) -> scratch AUC
+        groups.setdefault((s.source, s.strategy, s.hyperparameters.get("train_size"), _net(s)), []).append(s)
+    base: dict[tuple, float] = {}  # (network, train_size, fold) -> scratch AUC
+    nets = []
     for s in specs:
         if s.strategy == baseline and s.key in results:
-            base[(s.hyperparameters.get("train_size"), s.fold)] = results[s.key].metrics["auc"]
+            base[(_net(s), s.hyperparameters.get("train_size"), s.fold)] = results[s.key].metrics["auc"]
+        if s.strategy == baseline and _net(s) not in nets:
+            nets.append(_net(s))
     pred = {r.source: r for r in ranking.rows} if ranking is not None else {}
     rows = []
-    base_aucs = [v for (n, _f), v in base.items()]
-    for (src, strat, n), ss in groups.items():
+    head = next((n for n in nets if n[0] == backbone), nets[0] if nets else None)
+    base_aucs = [v for (net, _n, _f), v in base.items() if net == head]
+
+    def mean(xs):
+        return float(np.mean(xs)) if xs else None
+
+    def std(xs):
+        return float(np.std(xs, ddof=1)) if len(xs) > 1 else (0.0 if xs else None)
+
+    for (src, strat, n, net), ss in groups.items():
         done = [results[s.key] for s in ss if s.key in results]
         aucs = [r.metrics["auc"] for r in done]
         ts = [
-            transferability(r.metrics["auc"], base[(n, r.spec.fold)])
+            transferability(r.metrics["auc"], base[(net, n, r.spec.fold)])
             for r in done
-            if base.get((n, r.spec.fold))
+            if base.get((net, n, r.spec.fold))
         ]
         p = pred.get(src)
-
-        def mean(xs):
-            return float(np.mean(xs)) if xs else None
-
-        def std(xs):
-            return float(np.std(xs, ddof=1)) if len(xs) > 1 else (0.0 if xs else None)
-
         rows.append(
             SourceRow(
                 source=src,
@@ -123,10 +149,96 @@ def summarise(
                 predicted_status=None if p is None else p.status,
                 predicted_rank=None if p is None else int(p.rank),
                 failed=len(ss) - len(done),
+                setup=setup_of(ss[0]),
+                baseline_auc=mean([v for (bn, bs, _f), v in base.items() if bn == net and bs == n]),
             )
         )
     rows.sort(key=lambda r: (r.train_size or 0, -(r.auc if r.auc is not None else -1)))
-    return rows, (float(np.mean(base_aucs)) if base_aucs else None)
+    return rows, mean(base_aucs)
+
+
+def separability(
+    rows: Sequence[SourceRow],
+    target: str,
+    *,
+    folds: int,
+    epochs: int | None = None,
+    default_epochs: int | None = None,
+    target_max: int | None = None,
+) -> tuple[bool | None, list[str]]:
+    """Whether a validation at this scale can tell its sources apart, and warnings naming the
+    scale that would (None: fewer than two measured sources, nothing to separate).
+
+    It cannot when the fold spread of T is larger than the differences between the sources'
+    mean T (the order of the sources is then noise), or when the networks learnt close to
+    nothing (mean AUC at most 0.6: near chance). More folds shrink the error of a mean T as
+    1/sqrt(folds): the folds that would separate the range of T seen are named, and more epochs
+    or images when folds alone would not do."""
+    src = [r for r in rows if r.source != target and r.transferability is not None]
+    bigger = []
+    if epochs is not None and default_epochs and epochs < default_epochs:
+        bigger.append(f"more epochs (--epochs {default_epochs}; now {epochs})")
+    if target_max:
+        bigger.append(f"more target images (--target-max {target_max * 4} or none; now {target_max})")
+    base_chance = sorted(
+        {r.setup for r in rows if r.source == target and r.auc is not None and r.auc <= 0.6 and r.setup}
+    )
+    base_note = (
+        f"the from-scratch baseline of {', '.join(base_chance)} is near chance (AUC <= 0.6): T against "
+        f"it says only that the pretrained network learns at all; use "
+        f"{'; '.join(bigger) or 'more epochs and images'}"
+    )
+    if len(src) < 2:
+        return (False, [base_note]) if base_chance else (None, [])
+    ts = [r.transferability for r in src]
+    spread = float(np.mean([r.transferability_std or 0.0 for r in src]))
+    gap = float(max(ts) - min(ts))
+    aucs = [r.auc for r in rows if r.auc is not None]
+    chance = bool(aucs) and float(np.mean(aucs)) <= 0.6
+    notes = []
+    ok = True
+    if spread > gap:
+        ok = False
+        need = int(np.ceil(folds * (2 * spread / max(gap, 1e-9)) ** 2))
+        how = (
+            f"--folds {need}" + (f", or {'; '.join(bigger)}" if bigger else "")
+            if need <= 10
+            else ("; ".join(bigger) or "more images or a longer training")
+            + " (more folds alone would take "
+            + (f"{need}" if need < 1000 else "hundreds of")
+            + ")"
+        )
+        notes.append(
+            f"this scale cannot separate the sources: T differs by {gap:.1f} points between them, "
+            f"less than its spread over folds (±{spread:.1f}); their order (and the Spearman) is "
+            f"noise here. A scale that would: {how}"
+        )
+    else:  # the table as a whole separates; name the neighbours in T order that do not
+        order = sorted(src, key=lambda r: -r.transferability)
+        close = [
+            f"{a.source} and {b.source}"
+            for a, b in zip(order, order[1:])
+            if a.transferability - b.transferability
+            < max(a.transferability_std or 0.0, b.transferability_std or 0.0)
+        ]
+        if close:
+            notes.append(f"within the fold spread of T, so not told apart at this scale: {'; '.join(close)}")
+    if base_chance and not chance:
+        ok = False
+        notes.append(base_note)
+    if chance:
+        ok = False
+        notes.append(
+            f"the networks learnt close to nothing (mean AUC {float(np.mean(aucs)):.2f}, near chance 0.5): "
+            f"T compares noise; use {'; '.join(bigger) or 'more epochs and images'}"
+        )
+    return ok, notes
+
+
+def _network_of(setup: str) -> str:
+    """``dsim:resnet18:224px`` -> ``resnet18 224px``: the network and size of a setup, for a label."""
+    parts = setup.split(":")
+    return " ".join(parts[1:3]) if len(parts) > 2 else setup
 
 
 def rank_check(rows: Sequence[SourceRow], target: str) -> tuple[list[SourceRow], float | None]:
@@ -179,10 +291,13 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report.rows if r.auc is not None]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8), dpi=120)
+    setups = {r.setup for r in rows if r.setup}
+    per_bar = 1.7 if len(setups) > 1 else 0.9  # a third label line: the network and size
+    fig, ax = plt.subplots(figsize=(max(5.0, per_bar * len(rows) + 2), 3.8), dpi=120)
     labels = [
         f"{r.source}\n{r.strategy}"
         + (f"\nn={r.train_size}" if r.train_size else "")
+        + (f"\n{_network_of(r.setup)}" if len(setups) > 1 else "")
         + (
             f"\npred. #{r.predicted_rank or '-'} / meas. #{r.measured_rank}"
             if r.measured_rank is not None and report.spearman_n
@@ -194,7 +309,7 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     ax.bar(
         range(len(rows)), [r.auc for r in rows], yerr=[r.auc_std or 0 for r in rows], color=colors, capsize=4
     )
-    if report.baseline_auc is not None:
+    if report.baseline_auc is not None and len(setups) <= 1:
         ax.axhline(report.baseline_auc, ls="--", color="#555555", lw=1, label="from scratch")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(range(len(rows)))
@@ -202,7 +317,10 @@ def plot_report(report: ValidationReport, path: str | Path) -> Path:
     lo = min([r.auc - (r.auc_std or 0) for r in rows] + [0.5])
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.set_ylabel("test AUC (mean ± std over folds)")
-    title = f"dsim validate: target {report.target} ({report.backbone})"
+    if len(setups) > 1:  # checkpoints in their own networks: each bar against its own scratch run
+        title = f"dsim validate: target {report.target} (T of each network vs. its own from-scratch run)"
+    else:
+        title = f"dsim validate: target {report.target} ({next(iter(setups), report.setup)})"
     if report.spearman is not None:
         title += f"\nSpearman(predicted, measured T) = {report.spearman:.2f} over {report.spearman_n} sources"
         if report.regret_auc is not None:

@@ -51,23 +51,41 @@ def plan_runs(
     fingerprints: Mapping[str, str] | None = None,
     fingerprint_of: Callable[[str, str], str] | None = None,
     backbones: Mapping[str, str] | None = None,
+    image_sizes: Mapping[str, int] | None = None,
 ) -> list[RunSpec]:
-    """One :class:`RunSpec` per (source, strategy, train size, fold), baseline first.
+    """One :class:`RunSpec` per (source, strategy, train size, fold), baselines first.
 
     ``fingerprints`` maps dataset names to content fingerprints; ``fingerprint_of(strategy,
     source)`` overrides it for sources a strategy resolves itself (aggregated domains).
-    ``backbones`` gives the network of a source that brings its own (a checkpoint card); the
-    others, and the baseline, train ``config.backbone``."""
+    ``backbones`` gives the network of a source that brings its own (a checkpoint card) and
+    ``image_sizes`` the input size it is fine-tuned at; the others train ``config.backbone``.
+    The baseline is trained once per network and size: ``config.backbone``'s for the dataset
+    sources (not planned when every source brings its own network), and one from-scratch run of
+    each checkpoint's architecture, shared by that architecture's checkpoints, so that T of a
+    checkpoint compares the same network with and without its pretraining."""
     hp = config.train_hp()
+    backbones = dict(backbones or {})
+    image_sizes = dict(image_sizes or {})
+    own = [s for s in sources if s in backbones]
+    # (backbone, size) of every from-scratch baseline: --backbone's, then each architecture's
+    only_own = own and len(own) == len(sources) and all(strategy(x).uses_source for x in config.strategies)
+    scratch = [] if only_own else [(config.backbone, None)]
+    for s in own:
+        key = (backbones[s], image_sizes.get(s))
+        if key not in scratch and key != (config.backbone, hp.get("image_size")):
+            scratch.append(key)
     php = config.pretrain_hp()
     fps = dict(fingerprints or {})
     specs: list[RunSpec] = []
 
-    def spec(source: str, strat: str, fold: int, run_hp: dict, fp: dict) -> RunSpec:
+    def spec(
+        source: str, strat: str, fold: int, run_hp: dict, fp: dict, backbone: str | None = None
+    ) -> RunSpec:
         return RunSpec(
             source=source,
             target=target,
-            backbone=(backbones or {}).get(source, config.backbone) if source != target else config.backbone,
+            backbone=backbone
+            or (backbones.get(source, config.backbone) if source != target else config.backbone),
             strategy=strat,
             fold=fold,
             seed=config.seed,
@@ -79,12 +97,16 @@ def plan_runs(
     for n in config.train_sizes:
         base_hp = {**hp, "train_size": n, "target_max": config.target_max}
         if config.baseline:
-            for f in range(config.folds):
-                specs.append(spec(target, config.baseline, f, base_hp, {"target": fps.get(target, "")}))
+            for bb, size in scratch:
+                s_hp = {**base_hp, "image_size": size} if size else base_hp
+                for f in range(config.folds):
+                    specs.append(spec(target, config.baseline, f, s_hp, {"target": fps.get(target, "")}, bb))
         for strat in config.strategies:
             uses_source = strategy(strat).uses_source
             for s in sources if uses_source else [target]:
                 run_hp = dict(base_hp)
+                if uses_source and image_sizes.get(s):
+                    run_hp["image_size"] = int(image_sizes[s])
                 fp = {"target": fps.get(target, "")}
                 if uses_source:
                     run_hp.update({"pretrain": php, "source_max": config.source_max})

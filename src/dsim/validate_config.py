@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from .defaults import BASELINE_STRATEGY, DEFAULT_BACKBONE, DEFAULT_STRATEGY
 from .errors import DsimError
 
-__all__ = ["ValidateConfig", "DEFAULT_TRAIN", "DEFAULT_PRETRAIN", "DATA_PLACEMENTS"]
+__all__ = ["ValidateConfig", "DEFAULT_TRAIN", "DEFAULT_PRETRAIN", "DATA_PLACEMENTS", "QUICK"]
 
 #: fine-tuning defaults (cats-scans: Adam, class weights, early stopping; here at 28 px)
 DEFAULT_TRAIN: Mapping[str, Any] = {
@@ -31,6 +31,17 @@ DEFAULT_PRETRAIN: Mapping[str, Any] = {
     "lr": 2e-3,
     "patience": 5,
     "image_size": 28,
+}
+#: ``dsim validate --quick``: a CPU check of the whole loop in minutes, not a measurement that
+#: separates sources (its report says so); options given beside it win. Measured time: docs/validate.md
+QUICK: Mapping[str, Any] = {
+    "top": 2,
+    "folds": 2,
+    "target_max": 200,
+    "source_max": 500,
+    "epochs": 3,
+    "pretrain_epochs": 2,
+    "image_size": 28,  # checkpoints too (warned: below their native size), so that a CPU can do it
 }
 #: how workers get registered datasets: shipped by the driver, or read from a shared location
 DATA_PLACEMENTS = ("ship", "shared")

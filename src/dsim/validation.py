@@ -18,7 +18,15 @@ from .defaults import DEFAULT_BACKBONE
 from .errors import DsimError, UnknownNameError
 from .pretraining import checkpoint_dir, pretrain
 from .records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from .report import SourceRow, ValidationReport, plot_report, rank_check, spearman, summarise
+from .report import (
+    SourceRow,
+    ValidationReport,
+    plot_report,
+    rank_check,
+    separability,
+    spearman,
+    summarise,
+)
 from .runs import Work, execute_run, plan_runs, plan_work, strategies
 from .targets import ResolvedTarget, resolve_target
 from .validate_config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
@@ -64,7 +72,7 @@ def _checkpoint_cards(
     return out
 
 
-def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: list[str]):
+def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: list[str], progress=None):
     """The ranking of the very target that is validated (unless ``predict`` is off) and the
     sources to validate: the given ones, or the ``top`` best-ranked that have images here. A
     source the ranking found holding the target's own images is never validated."""
@@ -81,7 +89,8 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
                 if sources
                 else None,
                 seed=cfg.seed,
-                **{"zoo": cfg.zoo, **dict(cfg.rank_options)},
+                progress=progress,
+                **rank_options(cfg),
             )
         except DsimError as exc:
             notes.append(f"no prediction to compare with: ranking failed: {exc}")
@@ -145,6 +154,63 @@ def _target_of(target, inline: dict[str, ImageSet], target_opts: Mapping[str, An
     if not rt.registered:
         inline[rt.name] = rt.load()
     return rt
+
+
+def rank_options(cfg: ValidateConfig) -> dict[str, Any]:
+    """The options of the ranking a validation compares with: ``cfg.rank_options`` and its zoo,
+    and, when the fine-tuning size is given (``image_size``), that size for every measure that
+    scores a checkpoint's network on the target, so that a checkpoint is ranked at the size it is
+    fine-tuned at (else both use its native size)."""
+    from .catalog import list_measures
+
+    opts: dict[str, Any] = {"zoo": cfg.zoo, **dict(cfg.rank_options)}
+    size = cfg.hyperparameters.get("image_size")
+    if not size:
+        return opts
+    every = list_measures()
+    chosen = opts.get("measures") or list(every)
+    if isinstance(chosen, str):
+        chosen = [m.strip() for m in chosen.split(",") if m.strip()]
+    options = dict(opts.get("options") or {})
+    for name in chosen:
+        m = every.get(name)
+        if m is not None and {"image_size", "source_checkpoints"} <= set(m.param_names()):
+            options.setdefault(f"{name}.image_size", int(size))
+    if options:
+        opts["options"] = options
+    return opts
+
+
+def checkpoint_sizes(
+    cards: Mapping[str, CheckpointCard],
+    cfg: ValidateConfig,
+    notes: list[str],
+    say: Callable[[str, str], None],
+) -> dict[str, int]:
+    """The input size each checkpoint is fine-tuned (and ranked) at: its native size
+    (:func:`dsim.checkpoint_input_size`) unless ``image_size`` is given; a size below the native
+    one is warned about once per checkpoint (its T then mixes pretraining with lost resolution)."""
+    from .checkpoints import checkpoint_input_size
+
+    given = cfg.hyperparameters.get("image_size")
+    out: dict[str, int] = {}
+    for name, card in cards.items():
+        try:
+            native = int(checkpoint_input_size(card))
+        except DsimError as exc:
+            notes.append(f"checkpoint {name!r}: native input size unknown ({exc}); using {given or 224} px")
+            native = None
+        size = int(given or native or 224)
+        out[name] = size
+        if native and size < native:
+            msg = (
+                f"checkpoint {name!r} is ranked and fine-tuned at {size} px, below the {native} px its "
+                f"network was trained at: its T mixes what the pretraining learnt with the lost resolution "
+                f"(leave out --image-size to use {native} px)"
+            )
+            notes.append(msg)
+            say("warning", msg)
+    return out
 
 
 class _Estimate:
@@ -249,7 +315,7 @@ def validate(
     # the target's data (its fingerprint enters every run key)
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
-    ranking, sources = _choose_sources(rt, sources, cfg, notes)
+    ranking, sources = _choose_sources(rt, sources, cfg, notes, progress=run_progress)
     cards = _checkpoint_cards(sources, inline, cfg.zoo)
     sources = [
         cards[s].name
@@ -261,6 +327,7 @@ def validate(
     ]
     cards = {c.name: c for c in cards.values()}
     sources = [s for s in sources if s != tname]
+    sizes = checkpoint_sizes({n: c for n, c in cards.items() if n in sources}, cfg, notes, say)
     fps = {tname: tdata.fingerprint()}
 
     def fingerprint_of(strat: str, s: str) -> str:
@@ -291,6 +358,7 @@ def validate(
         fingerprints=fps,
         fingerprint_of=fingerprint_of,
         backbones={n: network_name(c) for n, c in cards.items()},
+        image_sizes=sizes,
     )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     finished = st.keys()
@@ -349,13 +417,23 @@ def validate(
     for s in todo:
         notify("dsim_run_started", spec=s)
     ex.run(work, Callbacks(on_result, on_pretrained, say, run_progress))
-    rows, base_auc = summarise(specs, results, ranking, cfg.baseline)
+    rows, base_auc = summarise(specs, results, ranking, cfg.baseline, cfg.backbone)
     rows, regret = rank_check(rows, tname)
     rho, n_rho = spearman([r for r in rows if r.source != tname])
     if ranking is not None and n_rho < 2:
         notes.append(f"Spearman needs 2 or more sources with a prediction and a measurement; have {n_rho}")
     elif n_rho == 2:
         notes.append("Spearman over 2 sources is +1 or -1: it only says whether their order was predicted")
+    hp = cfg.train_hp()
+    decidable, warnings = separability(
+        rows,
+        tname,
+        folds=cfg.folds,
+        epochs=hp.get("epochs"),
+        default_epochs=DEFAULT_TRAIN.get("epochs"),
+        target_max=cfg.target_max,
+    )
+
     return ValidationReport(
         target=tname,
         backbone=cfg.backbone,
@@ -374,4 +452,6 @@ def validate(
         seconds=time.perf_counter() - t0,
         pretraining_jobs=len(work.jobs) + len(work.cached_jobs),
         pretrained=counts["pretrained"],
+        decidable=decidable,
+        warnings=tuple(warnings),
     )

@@ -23,18 +23,31 @@ def console(stderr: bool = False):
 
 class Progress:
     """``progress(description, done, total)`` callback drawing a rich progress bar on stderr,
-    shown only once work has gone on for ``delay`` seconds (quick commands stay quiet)."""
+    shown only once work has gone on for ``delay`` seconds (quick commands stay quiet). Without a
+    terminal (nohup, CI, ``2> log``) it writes plain lines instead (:class:`dsim.progress.LineProgress`:
+    one per stage, and one at least every 10 s with an estimate)."""
 
     def __init__(self, enabled: bool = True, delay: float = 1.0, min_seconds: float = 10.0):
-        self.enabled = enabled and sys.stderr.isatty()
+        from dsim.progress import LineProgress, is_terminal
+
+        self.enabled = enabled and is_terminal()
         self.enabled_estimates = enabled  # a plain line: also when stderr is not a terminal
+        self.lines = LineProgress() if enabled and not self.enabled else None
         self.min_seconds = min_seconds
         self.delay = delay
         self.start = time.monotonic()
         self._progress = None
         self._task = None
 
+    def stage(self, text: str) -> None:
+        """A line saying a stage starts, when writing plain lines (a bar shows it otherwise)."""
+        if self.lines is not None:
+            self.lines.stage(text)
+
     def __call__(self, description: str, done: int, total: int) -> None:
+        if self.lines is not None:
+            self.lines(description, done, total)
+            return
         if not self.enabled or time.monotonic() - self.start < self.delay:
             return
         if self._progress is None:
@@ -74,6 +87,8 @@ class Progress:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+        if self.lines is not None:
+            self.lines.close()
 
     def __enter__(self):
         return self
@@ -112,3 +127,34 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
         except ValueError:
             out[k.strip()] = v
     return out
+
+
+def fit_columns(
+    headers: list[str],
+    rows: list[list[str]],
+    width: int,
+    *,
+    drop: tuple[str, ...] = (),
+    wrap: tuple[str, ...] = (),
+    per_column: int = 3,
+) -> list[int]:
+    """The indices of the columns that fit a table into ``width`` characters: the columns named
+    in ``drop`` are left out, least useful first, until the rest fit, where a column named in
+    ``wrap`` needs only its longest word (rich wraps it) and every other one its widest cell (it
+    is never cut: it holds names a user types). ``per_column``: the border and padding of one.
+    ``rows`` hold the cells' plain text (no markup)."""
+    import re as _re
+
+    def need(i: int) -> int:
+        cells = [headers[i], *(r[i] for r in rows)]
+        if headers[i] in wrap:
+            return max(len(w) for c in cells for w in (_re.split(r"[\s,]+", c) or [""]))
+        return max(len(c) for c in cells)
+
+    keep = list(range(len(headers)))
+    widths = {i: need(i) for i in keep}
+    for name in drop:
+        if sum(widths[i] + per_column for i in keep) + 1 <= width:
+            break
+        keep = [i for i in keep if headers[i] != name]
+    return keep

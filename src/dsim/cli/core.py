@@ -10,7 +10,7 @@ import typer
 from dsim.defaults import DEFAULT_MAX_SAMPLES
 
 from . import app
-from ._util import Progress, console, parse_options, print_json, split_list
+from ._util import Progress, console, fit_columns, parse_options, print_json, split_list
 
 
 @app.command()
@@ -100,6 +100,16 @@ def rank(
     card: Optional[str] = typer.Option(
         None, "--card", help="A YAML card file of facts about your target (the keys of --fact)."
     ),
+    evidence: Optional[List[str]] = typer.Option(
+        None,
+        "--evidence",
+        help=(
+            "Measured results to use: a setup (cats-scans:resnet50, dsim:smallcnn:28px), an origin "
+            "(published:cats-scans), 'published' or 'store' (your results store); a leading '-' leaves it "
+            "out: --evidence=-published:cats-scans. Repeatable or comma-separated (default: all; the "
+            "notes name what was used)."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
     as_csv: bool = typer.Option(
         False,
@@ -136,6 +146,7 @@ def rank(
             zoo=tuple(zoo or ()),
             facts=list(fact or ()),
             card=card,
+            evidence=tuple(evidence or ()),
         )
     if as_json:
         print_json(ranking.to_dict())
@@ -218,45 +229,72 @@ def _print_ranking(ranking) -> None:
     on_t = ranking.score_unit.startswith("transferability")
     title = f"Sources for target [bold]{ranking.target}[/bold]"
     if ranking.target_auc is not None:
-        title += f" (target-only AUC {ranking.target_auc:.3f})"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        where = f" in {ranking.target_auc_setup}" if ranking.target_auc_setup else ""
+        title += f" (target-only AUC {ranking.target_auc:.3f}{where})"
     checkpoints = any(r.kind == "checkpoint" for r in ranking.rows)
     aucs = any(r.measured_auc is not None for r in ranking.rows)
-    # Rows never wrap: numbers keep their width; names give way to an ellipsis on a narrow
-    # terminal (rich narrows only the columns that may wrap; their cells are no-wrap Text).
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("source", no_wrap=True)  # what --sources takes: cut last
-    if checkpoints:  # a ranking with checkpoints says each one's architecture (blank: a dataset)
-        table.add_column(_cell("network"))
-    table.add_column("T (%)" if on_t else "score", justify="right", no_wrap=True)
-    table.add_column("±", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    if aucs:
-        table.add_column("AUC", justify="right", no_wrap=True)
     shown = measures if len(measures) <= 4 else []  # many scores: named per row, values in --csv/--json
-    for m in shown:
-        table.add_column(m, justify="right", no_wrap=True)
+    setups = any(r.setup for r in ranking.rows)
+    # (header, right-aligned, may narrow): numbers keep their width, names are never cut; on a
+    # narrow terminal the descriptive columns narrow (ellipsis), then the least useful are left out
+    cols = [("#", True, False), ("source", False, False)]
+    if checkpoints:  # a ranking with checkpoints says each one's architecture (blank: a dataset)
+        cols.append(("network", False, True))
+    cols += [("T (%)" if on_t else "score", True, False), ("±", True, False), ("status", False, False)]
+    if aucs:
+        cols.append(("AUC", True, False))
+    cols += [(m, True, False) for m in shown]
     if not shown and measures:
-        table.add_column(_cell("ranked by"))
+        cols.append(("ranked by", False, True))
+    if setups:  # where each measured row was measured (the names --evidence takes)
+        cols.append(("setup", False, True))
     means: dict[str, float] = {}  # each feature's mean contribution over the predicted rows
     pred = [r for r in ranking.rows if r.status == "predicted"]
     for r in pred:
         for k, v in r.contributions.items():
             if isinstance(v, dict) and v.get("contribution") is not None:
                 means[k] = means.get(k, 0.0) + v["contribution"] / len(pred)
+    rows = []
     for r in ranking.rows:
-        status = "[green]measured[/green]" if r.status == "measured" else "[yellow]predicted[/yellow]"
         cells = [str(r.rank), r.source]
         if checkpoints:
-            cells.append(_cell(r.architecture or "" if r.kind == "checkpoint" else ""))
-        cells += [_fmt(r.score), _fmt(r.uncertainty), status]
+            cells.append(r.architecture or "" if r.kind == "checkpoint" else "")
+        cells += [_fmt(r.score), _fmt(r.uncertainty), r.status]
         if aucs:
             cells.append(_fmt(r.measured_auc, 3))
         cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in shown]
         if not shown and measures:
-            cells.append(_cell(_ranked_by(r, measures, means)))
-        table.add_row(*cells)
+            cells.append(_ranked_by(r, measures, means))
+        if setups:
+            cells.append(r.setup or "")
+        rows.append(cells)
+    headers = [c[0] for c in cols]
+    keep = fit_columns(
+        headers,
+        rows,
+        con.width,
+        drop=("ranked by", *reversed(shown), "AUC", "network", "setup", "±"),
+        wrap=tuple(h for h, _r, narrow in cols if narrow),
+        per_column=2,
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for i in keep:
+        h, right, narrow = cols[i]
+        table.add_column(_cell(h) if narrow else h, justify="right" if right else "left", no_wrap=not narrow)
+    colour = {"measured": "[green]measured[/green]", "predicted": "[yellow]predicted[/yellow]"}
+    for cells in rows:
+        table.add_row(
+            *[
+                colour.get(cells[i], cells[i])
+                if headers[i] == "status"
+                else (_cell(cells[i]) if cols[i][2] else cells[i])
+                for i in keep
+            ]
+        )
     con.print(table)
+    if len(keep) < len(headers):
+        left = ", ".join(h for j, h in enumerate(headers) if j not in keep)
+        con.print(f"[dim]{left}: left out to fit {con.width} columns (wider terminal, --csv or --json)[/dim]")
     used = ", ".join(measures) or "no measure"
     con.print(
         f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} "
@@ -355,13 +393,12 @@ def datasets(
     if as_json:
         print_json([{**c.to_dict(), "data_available": m is None, "data_missing": m} for c, m in rows])
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="dsim dataset registry", title_justify="left")
-    for col in ("name", "aliases", "origin", "modality", "ch", "classes", "images", "data here"):
-        table.add_column(col)
-    for c, m in rows:
-        table.add_row(
+    headers = ["name", "aliases", "origin", "modality", "ch", "classes", "images", "data here"]
+    cells = [
+        [
             c.name,
             ", ".join(c.aliases),
             c.origin,
@@ -369,9 +406,43 @@ def datasets(
             str(c.channels or ""),
             str(c.num_classes or ""),
             f"{c.size:,}" if c.size else "",
-            "[green]yes[/green]" if m is None else "[dim]no[/dim]",
+            "yes" if m is None else "no",
+        ]
+        for c, m in rows
+    ]
+    con = console()
+    # names are never cut: on a narrow terminal aliases and modality wrap, then the least useful
+    # columns are left out (--json has them all)
+    keep = fit_columns(
+        headers,
+        cells,
+        con.width,
+        drop=("ch", "images", "aliases", "modality", "classes", "origin"),
+        wrap=("aliases", "modality"),
+        per_column=2,
+    )
+    table = Table(
+        title="dsim dataset registry",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for i in keep:
+        table.add_column(headers[i], no_wrap=headers[i] not in ("aliases", "modality"))
+    for row in cells:
+        table.add_row(
+            *[
+                ("[green]yes[/green]" if row[i] == "yes" else "[dim]no[/dim]")
+                if headers[i] == "data here"
+                else row[i]
+                for i in keep
+            ]
         )
-    console().print(table)
+    con.print(table)
+    if len(keep) < len(headers):
+        left = ", ".join(h for j, h in enumerate(headers) if j not in keep)
+        con.print(f"[dim]{left}: left out to fit {con.width} columns (wider terminal or --json)[/dim]")
 
 
 @app.command()

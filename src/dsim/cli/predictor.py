@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from . import app
-from ._util import console, print_json, split_list
+from ._util import Progress, console, print_json, split_list
 
 predictor_app = typer.Typer(
     help="Fit, evaluate and inspect the predictor that `dsim rank` uses.", no_args_is_help=True
@@ -28,7 +28,9 @@ def predictor_fit(
     from dsim.predictors import fit_default, fitted_info, save_fitted
 
     params = {"seed": seed} if "seed" in dsim_param_names(name) else {}
-    pred, results, values = fit_default(name, params)
+    with Progress(enabled=not as_json) as progress:
+        progress.stage(f"predictor fit: fitting {name} on every known result")
+        pred, results, values = fit_default(name, params)
     path = save_fitted(pred, results)
     doc = fitted_info(path)
     if as_json:
@@ -53,21 +55,46 @@ def dsim_param_names(name: str) -> list[str]:
 
 
 @predictor_app.command("show")
-def predictor_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Show the predictor `dsim predictor fit` saved last (`dsim rank --predictor fitted`)."""
-    from dsim.predictors import fitted_info, predictor_dir
+def predictor_show(
+    evidence: Optional[List[str]] = typer.Option(
+        None, "--evidence", help="As for `dsim rank --evidence`: the predictor a ranking with it uses."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the predictor `dsim rank` uses (the default: fitted on the evidence, with what it
+    learnt), and the one `dsim predictor fit` saved last (`dsim rank --predictor fitted`)."""
+    import dsim
+    from dsim.evidence import evidence_id, select_evidence
+    from dsim.predictors import choose_predictor, fitted_info, predictor_dir
 
+    results, chosen = select_evidence(dsim.known_results(), evidence)
+    pred, note = choose_predictor(None, results=results if chosen else None)
+    used = {
+        "predictor": pred.name,
+        "params": pred.get_params(),
+        "note": note,
+        "evidence_id": evidence_id(results),
+        "n_results": len(results),
+        "summary": list(pred.summary()),
+    }
     doc = fitted_info()
     if as_json:
-        print_json(doc)
+        print_json({"used_by_rank": used, "fitted": doc})
         return
+    con = console()
+    con.print(f"`dsim rank` uses: {note or pred.name} (evidence id {used['evidence_id']})", highlight=False)
+    for line in used["summary"]:
+        con.print(f"  {line}", highlight=False)
     if doc is None:
-        console().print(f"no fitted predictor in {predictor_dir()} (run `dsim predictor fit`)")
+        con.print(
+            f"no predictor saved by `dsim predictor fit` in {predictor_dir()} (--predictor fitted)",
+            highlight=False,
+        )
         return
     info = doc["trained_on"]
-    console().print(
-        f"{doc['predictor']} {doc['params']} at {doc['path']}: trained on {info['n_results']} results, "
-        f"targets {', '.join(info['targets'])}",
+    con.print(
+        f"saved by `dsim predictor fit` (--predictor fitted): {doc['predictor']} {doc['params']} at "
+        f"{doc['path']}: trained on {info['n_results']} results, targets {', '.join(info['targets'])}",
         highlight=False,
     )
 
@@ -124,7 +151,12 @@ def predictor_evaluate(
                 f"unknown predictor label(s) {', '.join(unknown)}; choose from {', '.join(s[0] for s in suite)}"
             )
         suite = [s for s in suite if s[0] in wanted]
-    out = evaluate_suite(suite, meta.results, meta.values, meta.cards, meta.kinds)
+    out = {}
+    with Progress(enabled=not as_json) as progress:
+        progress.stage(f"predictor evaluate: {len(suite)} predictors, leave-one-target-out")
+        for i, item in enumerate(suite):
+            progress(f"predictor evaluate: {item[0]}", i, len(suite))
+            out.update(evaluate_suite([item], meta.results, meta.values, meta.cards, meta.kinds))
     if not any(out.values()):
         raise DsimError("no target has three or more measured sources to evaluate on")
     ceil = noise_ceiling(meta.results)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import List, Optional
 
 import typer
 
-from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, QUICK, ValidateConfig
 
 from . import app
-from ._util import console, parse_options, print_json, split_list
+from ._util import console, fit_columns, parse_options, print_json, split_list
 
 #: the defaults every option below shows (one place: ValidateConfig's fields)
 _D = ValidateConfig()
@@ -26,7 +27,11 @@ class _RunProgress:
     the epochs of the run in flight in this process (local executor)."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
+        from dsim.progress import LineProgress, is_terminal
+
+        self.enabled = enabled and is_terminal()
+        # without a terminal: plain lines (a stage start, then one at least every 10 s)
+        self.lines = LineProgress() if enabled and not self.enabled else None
         self._p = None
         self._overall = None
         self._pre = None
@@ -58,6 +63,8 @@ class _RunProgress:
         self._run = self._p.add_task("run", total=1, visible=False)
 
     def overall(self, desc: str, done: int, total: int) -> None:
+        if self.lines is not None and total:
+            self.lines(f"validate: {desc}", done, total)
         if not self.enabled:
             return
         if self._p is None:
@@ -70,6 +77,8 @@ class _RunProgress:
         self._p.update(self._overall, description="all runs", completed=done, total=max(total, 1))
 
     def run(self, desc: str, done: int, total: int) -> None:
+        if self.lines is not None:
+            self.lines(desc, done, total)
         if not self.enabled:
             return
         if self._p is None:
@@ -99,6 +108,8 @@ class _RunProgress:
     def close(self):
         if self._p is not None:
             self._p.stop()
+        if self.lines is not None:
+            self.lines.close()
 
 
 def _hp(pairs: Optional[List[str]]) -> dict:
@@ -107,6 +118,7 @@ def _hp(pairs: Optional[List[str]]) -> dict:
 
 @app.command()
 def validate(
+    ctx: typer.Context,
     target: str = typer.Option(
         ...,
         "--target",
@@ -154,10 +166,13 @@ def validate(
         "--train-sizes",
         help="Data-size curve: training images per run, e.g. 50,100,200,500,1000,2000 (Romero et al.).",
     ),
-    image_size: int = typer.Option(
-        DEFAULT_TRAIN["image_size"],
+    image_size: Optional[int] = typer.Option(
+        None,
         "--image-size",
-        help="Input size in pixels for pretraining and fine-tuning.",
+        help=(
+            f"Input size in pixels for pretraining and fine-tuning (default {DEFAULT_TRAIN['image_size']}; a "
+            "checkpoint: its native size, at which it is also ranked; a smaller size is warned about)."
+        ),
     ),
     epochs: Optional[int] = typer.Option(
         None,
@@ -242,6 +257,21 @@ def validate(
     card: Optional[str] = typer.Option(
         None, "--card", help="A YAML card file of facts about your target (the keys of --fact)."
     ),
+    evidence: Optional[List[str]] = typer.Option(
+        None,
+        "--evidence",
+        help="As for `dsim rank --evidence`: the measured results the ranking compared with uses.",
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help=(
+            "A CPU check of the whole loop in minutes: "
+            + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+            + " (options given beside it win). It checks that everything runs; it cannot separate "
+            "sources (the report says so)."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     track: Optional[str] = typer.Option(None, "--track", help=_TRACK_HELP),
 ) -> None:
@@ -262,6 +292,18 @@ def validate(
     """
     from dsim.validation import validate as _validate
 
+    if quick:  # the preset fills the options not given on the command line
+        from click.core import ParameterSource
+
+        given = {k for k in QUICK if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        preset = {k: v for k, v in QUICK.items() if k not in given}
+        top = preset.get("top", top)
+        folds = preset.get("folds", folds)
+        target_max = preset.get("target_max", target_max)
+        source_max = preset.get("source_max", source_max)
+        epochs = preset.get("epochs", epochs)
+        pretrain_epochs = preset.get("pretrain_epochs", pretrain_epochs)
+        image_size = preset.get("image_size", image_size)
     config = ValidateConfig(
         top=top,
         strategies=strategy,
@@ -277,17 +319,25 @@ def validate(
         cpus_per_run=cpus_per_run,
         gpus_per_run=gpus_per_run,
         data_placement=data_placement,
-        rank_options={"measures": split_list(measures)} if measures else {},
+        rank_options={
+            **({"measures": split_list(measures)} if measures else {}),
+            **({"evidence": tuple(evidence)} if evidence else {}),
+        },
         zoo=tuple(zoo or ()),
     )
     hyper = _hp(hp)
-    hyper["image_size"] = image_size
+    if image_size is not None:
+        hyper["image_size"] = image_size
     if epochs is not None:
         hyper["epochs"] = epochs
-    php = {"image_size": image_size}
+    php = {"image_size": image_size} if image_size is not None else {}
     if pretrain_epochs is not None:
         php["epochs"] = pretrain_epochs
     rp = _RunProgress(enabled=not as_json)
+    if rp.lines is not None:
+        rp.lines.stage(
+            f"validate {target}: reading the target" + (", ranking its sources" if not sources else "")
+        )
     try:
         report = _validate(
             target,
@@ -326,33 +376,21 @@ def _print_report(report, plot) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    con = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    con = Console(soft_wrap=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
     title = f"dsim validate: target [bold]{report.target}[/bold] ({report.setup})"
     if report.baseline_auc is not None:
         title += f", from-scratch AUC {report.baseline_auc:.3f}"
-    t = Table(title=title, title_justify="left")
-    for c in (
-        "source",
-        "strategy",
-        "n",
-        "folds",
-        "AUC",
-        "±",
-        "acc",
-        "kappa",
-        "T (%)",
-        "± T",
-        "predicted",
-        "pred. #",
-        "meas. #",
-    ):
-        t.add_column(c, justify="left" if c in ("source", "strategy") else "right")
+    setups = {r.setup for r in report.rows if r.setup}
+    several = len(setups) > 1  # checkpoints in their own networks: each row says its setup
+    headers = ["source", "strategy", "n", "folds", "AUC", "±", "acc", "kappa", "T (%)", "± T"]
+    headers += ["predicted", "pred. #", "meas. #"] + (["setup"] if several else [])
+    rows = []
     for r in report.rows:
-        t.add_row(
-            escape(r.source),
+        cells = [
+            r.source,
             r.strategy,
             str(r.train_size or "all"),
-            f"{r.folds}" + (f" [red]({r.failed} failed)[/red]" if r.failed else ""),
+            f"{r.folds}" + (f" ({r.failed} failed)" if r.failed else ""),
             _f(r.auc),
             _f(r.auc_std),
             _f(r.accuracy),
@@ -362,10 +400,45 @@ def _print_report(report, plot) -> None:
             _f(r.predicted, 2),
             str(r.predicted_rank or ""),
             str(r.measured_rank or ""),
+        ]
+        rows.append(cells + ([r.setup] if several else []))
+    # names are never cut: the least useful columns are left out to fit (--json has them all)
+    keep = fit_columns(
+        headers,
+        rows,
+        con.width,
+        drop=("kappa", "acc", "±", "n", "pred. #", "folds", "strategy"),
+        wrap=("setup",),
+        per_column=3,
+    )
+    t = Table(title=title, title_justify="left")
+    for i in keep:
+        h = headers[i]
+        t.add_column(
+            h,
+            justify="left" if h in ("source", "strategy", "setup") else "right",
+            no_wrap=h != "setup",
+            overflow="fold",
+        )
+    for cells in rows:
+        t.add_row(
+            *[
+                escape(cells[i]).replace("failed)", "[red]failed)[/red]")
+                if headers[i] == "folds"
+                else escape(cells[i])
+                for i in keep
+            ]
         )
     con.print(t)
+    if several:
+        con.print("T of each row: against the from-scratch run of its own setup (network, input size)")
+    if len(keep) < len(headers):
+        left = ", ".join(h for j, h in enumerate(headers) if j not in keep)
+        con.print(f"[dim]{left}: left out to fit {con.width} columns (--json has them)[/dim]")
     rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
     regret = "" if report.regret_auc is None else f"; top-1 regret {report.regret_auc:.3f} AUC"
+    if report.spearman is not None and report.decidable is False:
+        rho += " (not decidable at this scale: see the warnings below)"
     con.print(
         f"Spearman(predicted, measured T) = {rho} over {report.spearman_n} sources{regret}; "
         f"runs: {report.runs_done} done, {report.runs_skipped} from the store, {len(report.failures)} failed "
@@ -374,6 +447,8 @@ def _print_report(report, plot) -> None:
     )
     for n in report.notes:
         con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
+    for w in report.warnings:
+        con.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False)
     for f in report.failures:
         con.print(f"[red]failed[/red] {escape(f['error'])}", highlight=False)
     if plot:
@@ -427,6 +502,8 @@ def pretrain(
     if epochs is not None:
         hyper["epochs"] = epochs
     rp = _RunProgress(enabled=not as_json)
+    if rp.lines is not None:
+        rp.lines.stage(f"pretrain {source} on {backbone}: reading the source")
     t0 = time.perf_counter()
     try:
         path = _pretrain(
