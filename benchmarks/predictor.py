@@ -42,7 +42,7 @@ JUODELYTE = "published:juodelyte2024"
 def juodelyte(setup: str, name: str):
     """The study's table of one setup as a meta-dataset, and its noise ceilings."""
     import dsim
-    from dsim.evaluation import meta_dataset, parametric_ceiling
+    from dsim.evaluation.evaluate import meta_dataset, parametric_ceiling
 
     results = [r for r in dsim.known_results() if r.origin == JUODELYTE and r.setup == setup]
     values = [v for v in dsim.known_measure_values() if v.origin == JUODELYTE]
@@ -73,7 +73,7 @@ def noise_sd():
 
 def cats_scans():
     import dsim
-    from dsim.evaluation import meta_dataset, noise_ceiling
+    from dsim.evaluation.evaluate import meta_dataset, noise_ceiling
 
     results = [r for r in dsim.known_results() if r.origin == "published:cats-scans"]
     values = [v for v in dsim.known_measure_values() if v.origin == "published:cats-scans"]
@@ -89,7 +89,7 @@ def matrix(name: str, files, measures=(), options=None, model_scores=()):
     import matrices
 
     import dsim
-    from dsim.evaluation import meta_dataset, noise_ceiling
+    from dsim.evaluation.evaluate import meta_dataset, noise_ceiling
 
     results = [r for f in files for r in matrices.load_matrix(HERE / f)]
     cards = {
@@ -104,7 +104,7 @@ def matrix(name: str, files, measures=(), options=None, model_scores=()):
 
 
 def evaluate(meta, ceil, only_measures=None):
-    from dsim.evaluation import default_suite, evaluate_suite
+    from dsim.evaluation.evaluate import default_suite, evaluate_suite
 
     measures = sorted({v.measure for v in meta.values} if only_measures is None else only_measures)
     suite = default_suite(measures)
@@ -114,7 +114,7 @@ def evaluate(meta, ceil, only_measures=None):
 def verdict(name, out, ceil) -> list[str]:
     """The paired bootstrap of the meta-ranker against the track record and the best single
     measure, and the goal line."""
-    from dsim.evaluation import paired_bootstrap, summarise
+    from dsim.evaluation.evaluate import paired_bootstrap, summarise
 
     sm = {k: summarise(v) for k, v in out.items()}
     lines = []
@@ -138,7 +138,7 @@ def headroom(meta) -> list[str]:
     import numpy as np
 
     import dsim
-    from dsim.evaluation import hindsight, in_sample
+    from dsim.evaluation.evaluate import hindsight, in_sample
 
     def make():
         return dsim.get_predictor("meta-ranker", select=False)
@@ -167,7 +167,7 @@ def plot(name: str, out, ceil, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from dsim.evaluation import summarise
+    from dsim.evaluation.evaluate import summarise
 
     singles = {k: summarise(v).get("weighted_tau", -9) for k, v in out.items() if k.endswith(" alone")}
     best = max(singles, key=singles.get) if singles else None
@@ -197,7 +197,7 @@ def plot(name: str, out, ceil, path: Path) -> Path:
 
 
 def aggregate(every) -> list[str]:
-    from dsim.evaluation import summarise
+    from dsim.evaluation.evaluate import summarise
 
     labels = [lab for lab in every[0][1] if all(lab in o for _, o in every)]
     lines = [
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     import dsim
-    from dsim.evaluation import render_table
+    from dsim.evaluation.evaluate import render_table
 
     opts = dict(kv.split("=", 1) for kv in args.option)
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import dsim
-from dsim.evaluation import evaluate_loto, noise_ceiling, ranking_metrics, summarise
-from dsim.predictors import fitted_info, load_fitted, save_fitted
+from dsim.evaluation.evaluate import evaluate_loto, noise_ceiling, ranking_metrics, summarise
+from dsim.ranking.predictors import fitted_info, load_fitted, save_fitted
 
 KINDS = {"expert": "distance", "task2vec": "distance"}
 
@@ -32,7 +32,7 @@ class Oracle(dsim.Predictor):
     name = "oracle"
 
     def fit(self, results, values, cards, measure_kinds):
-        from dsim.evaluation import transfer_table
+        from dsim.evaluation.evaluate import transfer_table
 
         self.t = {(r.source, r.target): r.t for r in transfer_table(results)}
         return self
@@ -498,12 +498,12 @@ def test_cli_fit_show_evaluate(tmp_path, monkeypatch, capsys):
 def test_the_shipped_default_predictor_is_the_one_for_the_shipped_evidence():
     """A fresh install ranks with the meta-ranker shipped in dsim/fitted/, fitted on the evidence
     dsim ships; it is stale as soon as that evidence, a card or the learned predictor changes."""
-    from dsim.predictors import _evidence_key, _shipped_dir
+    from dsim.ranking.predictors import _evidence_key, _shipped_dir
 
     key = _evidence_key("meta-ranker", {})[:24]
     assert (_shipped_dir() / f"{key}.json").is_file(), (
         "the shipped default predictor is stale: run "
-        "`python -c 'from dsim.predictors import ship_evidence_predictor as s; s()'`"
+        "`python -c 'from dsim.ranking.predictors import ship_evidence_predictor as s; s()'`"
     )
     ranking = dsim.rank("chest")
     assert ranking.predictor == "meta-ranker"

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 import dsim
-from dsim.store import ResultsStore, setup_of
+from dsim.validation.store import ResultsStore, setup_of
 
 
 def _spec(**kw):

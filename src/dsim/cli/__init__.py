@@ -1,4 +1,4 @@
-"""The ``dsim`` command line: a thin shell over :mod:`dsim.api`.
+"""The ``dsim`` command line: a thin shell over :mod:`dsim.ranking.pair`.
 
 Each command group lives in its own module under ``dsim.cli`` and registers itself on ``app``;
 the modules are listed in ``COMMAND_MODULES``. Errors a user can act on (:class:`dsim.DsimError`)
@@ -59,7 +59,7 @@ for _mod in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dsim errors into one-line messages."""
-    from dsim.errors import DsimError
+    from dsim.kernel.errors import DsimError
 
     try:
         app(args=argv, prog_name="dsim", standalone_mode=False)

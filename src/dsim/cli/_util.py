@@ -10,7 +10,7 @@ from typing import Any
 
 
 def print_json(obj: Any) -> None:
-    from dsim.records import _json_default
+    from dsim.kernel.records import _json_default
 
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
@@ -100,7 +100,7 @@ def split_list(value: str | None) -> list[str] | None:
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     """``--option key=value`` pairs; values parsed as JSON when they can be (numbers, true)."""
-    from dsim.errors import DsimError
+    from dsim.kernel.errors import DsimError
 
     out: dict[str, Any] = {}
     for p in pairs or []:

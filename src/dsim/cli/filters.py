@@ -16,9 +16,9 @@ from ._util import console, print_json
 
 
 def _measure(**params):
-    from dsim.api import list_measures
-    from dsim.defaults import FILTER_MEASURE
-    from dsim.errors import DsimError
+    from dsim.kernel.defaults import FILTER_MEASURE
+    from dsim.kernel.errors import DsimError
+    from dsim.ranking.pair import list_measures
 
     measures = list_measures()
     if FILTER_MEASURE not in measures:
@@ -29,7 +29,7 @@ def _measure(**params):
 
 
 def _network(arch: str, weights: str, seed: int):
-    from dsim.api import create_backbone
+    from dsim.ranking.pair import create_backbone
 
     model = create_backbone(arch, weights=weights, num_classes=0, seed=seed)
     return model.eval()
@@ -187,7 +187,7 @@ def filters(
     --threshold and an effect >= --min-effect (docs/filters.md). No data is needed."""
     import torch
 
-    from dsim.errors import DsimError
+    from dsim.kernel.errors import DsimError
 
     if not out.parent.exists():
         raise DsimError(f"cannot write {str(out)!r}: directory {str(out.parent)!r} does not exist")

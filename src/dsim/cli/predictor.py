@@ -25,7 +25,7 @@ def predictor_fit(
 ) -> None:
     """Fit a predictor on every known result (published tables, imported tables and `dsim
     validate` runs) and save it; `dsim rank --predictor fitted` ranks with it."""
-    from dsim.predictors import fit_default, fitted_info, save_fitted
+    from dsim.ranking.predictors import fit_default, fitted_info, save_fitted
 
     params = {"seed": seed} if "seed" in dsim_param_names(name) else {}
     pred, results, values = fit_default(name, params)
@@ -46,7 +46,7 @@ def predictor_fit(
 
 
 def dsim_param_names(name: str) -> list[str]:
-    from dsim.catalog import list_predictors
+    from dsim.kernel.catalog import list_predictors
 
     cls = list_predictors().get(name)
     return cls.param_names() if cls is not None else []
@@ -55,7 +55,7 @@ def dsim_param_names(name: str) -> list[str]:
 @predictor_app.command("show")
 def predictor_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show the predictor `dsim predictor fit` saved last (`dsim rank --predictor fitted`)."""
-    from dsim.predictors import fitted_info, predictor_dir
+    from dsim.ranking.predictors import fitted_info, predictor_dir
 
     doc = fitted_info()
     if as_json:
@@ -94,8 +94,7 @@ def predictor_evaluate(
     beside the noise ceiling of the measured ranking. A predictor never sees the results of the
     target it ranks, nor of the datasets holding the same images (the registry's family rule)."""
     import dsim
-    from dsim.errors import DsimError
-    from dsim.evaluation import (
+    from dsim.evaluation.evaluate import (
         default_suite,
         evaluate_suite,
         meta_dataset,
@@ -103,6 +102,7 @@ def predictor_evaluate(
         render_table,
         summarise,
     )
+    from dsim.kernel.errors import DsimError
 
     if metric not in ("spearman", "weighted_tau"):
         raise DsimError(f"--metric {metric!r}: use spearman or weighted_tau")

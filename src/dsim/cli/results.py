@@ -51,7 +51,7 @@ def results(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from dsim.store import ResultsStore
+    from dsim.validation.store import ResultsStore
 
     with ResultsStore(store) as st:
         if import_published:
@@ -152,7 +152,7 @@ def results_import(
 
     Example: `dsim results import my_study.csv --setup my-study:resnet50:224px`
     """
-    from dsim.results_table import import_results_table
+    from dsim.validation.results_table import import_results_table
 
     summary = import_results_table(file, setup=setup, origin=origin, store=store)
     if as_json:

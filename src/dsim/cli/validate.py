@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+from dsim.validation.config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
 
 from . import app
 from ._util import console, parse_options, print_json, split_list
@@ -242,7 +242,7 @@ def validate(
 
     Example: `dsim validate --target pneumoniamnist --sources cifar10-sample,usps --folds 3`
     """
-    from dsim.validation import validate as _validate
+    from dsim.validation.validate import validate as _validate
 
     config = ValidateConfig(
         top=top,
@@ -285,7 +285,7 @@ def validate(
     finally:
         rp.close()
     if plot:
-        from dsim.report import plot_report
+        from dsim.validation.report import plot_report
 
         plot_report(report, plot)
     if as_json:
@@ -395,7 +395,7 @@ def pretrain(
     """
     import json as _json
 
-    from dsim.pretraining import pretrain as _pretrain
+    from dsim.networks.pretraining import pretrain as _pretrain
 
     hyper = _hp(hp)
     hyper["image_size"] = image_size

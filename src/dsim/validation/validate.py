@@ -1,8 +1,8 @@
 """``dsim.validate``: check a ranking with real transfer runs (the orchestration).
 
 Rank the target's sources (or take the given ones), plan the runs and their pretraining jobs
-(:mod:`dsim.runs`), skip what the results store has, hand the rest to an executor
-(:mod:`dsim.executors`), store each result as it arrives, report (:mod:`dsim.report`).
+(:mod:`dsim.validation.runs`), skip what the results store has, hand the rest to an executor
+(:mod:`dsim.validation.executors`), store each result as it arrives, report (:mod:`dsim.validation.report`).
 """
 
 from __future__ import annotations
@@ -12,15 +12,22 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .checkpoints import network_name
-from .data import data_missing, is_checkpoint_path, load_checked, resolve_card, resolve_name, source_names
-from .defaults import DEFAULT_BACKBONE
-from .errors import DsimError, UnknownNameError
-from .pretraining import checkpoint_dir, pretrain
-from .records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from .report import SourceRow, ValidationReport, plot_report, spearman, summarise
-from .runs import Work, execute_run, plan_runs, plan_work, strategies
-from .validate_config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+from dsim.data.loading import (
+    data_missing,
+    is_checkpoint_path,
+    load_checked,
+    resolve_card,
+    resolve_name,
+    source_names,
+)
+from dsim.kernel.defaults import DEFAULT_BACKBONE
+from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
+from dsim.networks.checkpoints import network_name
+from dsim.networks.pretraining import checkpoint_dir, pretrain
+from dsim.validation.config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+from dsim.validation.report import SourceRow, ValidationReport, plot_report, spearman, summarise
+from dsim.validation.runs import Work, execute_run, plan_runs, plan_work, strategies
 
 __all__ = [
     "validate",
@@ -50,7 +57,7 @@ def _checkpoint_cards(
     """The sources that name a checkpoint card (a registered checkpoint, one of the ``zoo``
     files' cards or ``timm:<name>``), by the name given. A name of an in-memory dataset stays a
     dataset; a file path stays a file, trained with ``--backbone``."""
-    from .checkpoints import checkpoint_from_spec, known_checkpoints
+    from dsim.networks.checkpoints import checkpoint_from_spec, known_checkpoints
 
     known = known_checkpoints(zoo)
     out = {}
@@ -71,7 +78,7 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
         sources = [s.strip() for s in sources.split(",") if s.strip()]
     if cfg.predict and (not isinstance(target, ImageSet) or sources is None):
         try:
-            from .api import rank
+            from dsim.ranking.pair import rank
 
             ranking = rank(
                 tname,
@@ -172,9 +179,9 @@ def validate(
     datasets by name. ``progress(what, done, total)`` with ``what`` "runs" or "pretraining";
     ``on_event(kind, message)`` with kind "plan", "info", "warning", "error" or "done".
     """
-    from .executors import Callbacks, get_executor
-    from .plugins import notify
-    from .store import ResultsStore, setup_of
+    from dsim.kernel.plugins import notify
+    from dsim.validation.executors import Callbacks, get_executor
+    from dsim.validation.store import ResultsStore, setup_of
 
     cfg = ValidateConfig.build(config, **knobs)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import DsimError, WeightsChecksumError, WeightsMissingError
+from dsim.kernel.errors import DsimError, WeightsChecksumError, WeightsMissingError
 
 __all__ = [
     "weights_dirs",
@@ -59,7 +59,7 @@ def find_weights_file(name: str | os.PathLike) -> Path | None:
 def check_sha256(path: str | os.PathLike, expected: str) -> str:
     """The sha256 of ``path`` (:func:`dsim.file_digest`); a :class:`dsim.WeightsChecksumError`
     naming the file, the expected and the found digest when it is not ``expected``."""
-    from .records import file_digest
+    from dsim.kernel.records import file_digest
 
     found = file_digest(path)
     if found != expected.lower():
@@ -208,7 +208,7 @@ def random_weights_id(model_name: str, *, seed: int, in_chans: int, **versions: 
     version, and the version of any library that makes it, e.g. ``timm=timm.__version__``)."""
     import torch
 
-    from .records import stable_hash
+    from dsim.kernel.records import stable_hash
 
     return stable_hash(
         {

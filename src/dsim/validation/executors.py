@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import DsimError
-from .pretraining import Checkpoint, PretrainJob, build, claim, job_data, save_checkpoint, train_checkpoint
-from .records import RunResult, RunSpec
-from .runs import Work, execute_run
+from dsim.kernel.errors import DsimError
+from dsim.kernel.records import RunResult, RunSpec
+from dsim.networks.pretraining import (
+    Checkpoint,
+    PretrainJob,
+    build,
+    claim,
+    job_data,
+    save_checkpoint,
+    train_checkpoint,
+)
+from dsim.validation.runs import Work, execute_run
 
 __all__ = ["Callbacks", "LocalExecutor", "RayExecutor", "get_executor"]
 
@@ -414,6 +422,6 @@ def get_executor(executor: str | Any = "local", *, address: str | None = None):
         return LocalExecutor()
     if executor == "ray":
         return RayExecutor(address=address)
-    from .errors import UnknownNameError
+    from dsim.kernel.errors import UnknownNameError
 
     raise UnknownNameError("executor", executor, ["local", "ray"])

@@ -21,11 +21,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .data import load_checked, source_names, union
-from .defaults import DEFAULT_BACKBONE
-from .errors import DsimError
-from .records import ImageSet, _Record, stable_hash
-from .validate_config import DEFAULT_PRETRAIN
+from dsim.data.loading import load_checked, source_names, union
+from dsim.kernel.defaults import DEFAULT_BACKBONE
+from dsim.kernel.errors import DsimError
+from dsim.kernel.records import ImageSet, _Record, stable_hash
+from dsim.validation.config import DEFAULT_PRETRAIN
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -47,7 +47,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 def checkpoint_dir() -> Path:
     """Where checkpoints are cached on this machine: ``<cache dir>/checkpoints``."""
-    from .cache import default_cache_dir
+    from dsim.kernel.cache import default_cache_dir
 
     return default_cache_dir() / "checkpoints"
 
@@ -114,7 +114,7 @@ class Checkpoint:
 
     @classmethod
     def of_file(cls, path: str | Path, id: str | None = None) -> Checkpoint:
-        from .records import file_digest
+        from dsim.kernel.records import file_digest
 
         p = Path(path).expanduser()
         return cls(id=id or file_digest(p), path=str(p), suffix=p.suffix or ".pt")
@@ -156,7 +156,7 @@ def plan_job(
 ) -> tuple[PretrainJob, ImageSet]:
     """The job that pretrains ``backbone`` on ``source`` (``a+b`` or a list: the union), and its
     training data. Raises :class:`DsimError` when no data is left or the source has one class."""
-    from .training import TrainConfig
+    from dsim.networks.training import TrainConfig
 
     cfg = TrainConfig.from_mapping({**DEFAULT_PRETRAIN, **dict(hyperparameters or {})})
     if isinstance(source, ImageSet):
@@ -172,7 +172,7 @@ def plan_job(
         raise DsimError(f"pretrain on {label!r}: the source has one class; nothing to learn from")
     init_id = "random" if init == "random" else init
     if init == "imagenet":
-        from .training import build_classifier
+        from dsim.networks.training import build_classifier
 
         probe = build_classifier(
             backbone, weights="imagenet", num_classes=data.num_classes, in_chans=cfg.channels, seed=seed
@@ -212,7 +212,13 @@ def train_checkpoint(
     metadata, no classifier) and the metadata. No file is written."""
     import torch
 
-    from .training import TrainConfig, build_classifier, classification_metrics, fit, predict_proba
+    from dsim.networks.training import (
+        TrainConfig,
+        build_classifier,
+        classification_metrics,
+        fit,
+        predict_proba,
+    )
 
     cfg = TrainConfig.from_mapping(job.train)
     t0 = time.perf_counter()
@@ -292,7 +298,7 @@ def _holdout(data: ImageSet, seed: int, frac: float = 0.1) -> tuple[ImageSet, Im
     from sklearn.model_selection import train_test_split
 
     if data.multilabel:
-        from .multilabel import iterative_split
+        from dsim.kernel.multilabel import iterative_split
 
         n_val = min(max(int(round(frac * len(data))), 1), len(data) - 1)
         part = iterative_split(data.labels, [n_val, len(data) - n_val], seed)

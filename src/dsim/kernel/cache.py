@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import Representation
+from dsim.kernel.records import Representation
 
 __all__ = ["Cache", "default_cache_dir"]
 

@@ -2,7 +2,7 @@
 (published, cached or computed now), and the chosen predictor's ranking.
 
 The flow is a pure function of its arguments plus the plugins: which predictor ranks is an
-argument (:func:`dsim.predictors.choose_predictor`), never a file found on disk.
+argument (:func:`dsim.ranking.predictors.choose_predictor`), never a file found on disk.
 """
 
 from __future__ import annotations
@@ -12,15 +12,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache import Cache
-from .catalog import configure_measures, known_measure_values, known_results, list_measures, value_kinds
-from .data import data_missing, load_dataset
-from .defaults import DEFAULT_MAX_SAMPLES
-from .errors import DsimError, UnknownNameError
-from .interfaces import Candidate, Context, Measure, Predictor
-from .plugins import notify
-from .records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
-from .registry import get_registry
+from dsim.data.loading import data_missing, load_dataset
+from dsim.kernel.cache import Cache
+from dsim.kernel.catalog import (
+    configure_measures,
+    known_measure_values,
+    known_results,
+    list_measures,
+    value_kinds,
+)
+from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES
+from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.interfaces import Candidate, Context, Measure, Predictor
+from dsim.kernel.plugins import notify
+from dsim.kernel.records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
+from dsim.kernel.registry import get_registry
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
 
@@ -237,7 +243,7 @@ def rank(
         )
         for c in cands
     ]
-    from .predictors import choose_predictor
+    from dsim.ranking.predictors import choose_predictor
 
     pred, pred_note = choose_predictor(predictor if isinstance(predictor, Predictor) else cfg.predictor)
     kinds = value_kinds(known_vals)
@@ -290,7 +296,7 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
 def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
     """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
     own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
-    from .checkpoints import (
+    from dsim.networks.checkpoints import (
         as_source_card,
         checkpoint_from_spec,
         checkpoint_missing,
@@ -458,7 +464,7 @@ def _applicable(m: Measure, card: DatasetCard) -> str | None:
 
 
 def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> dict[str, float]:
-    from .measures import representation_of
+    from dsim.kernel.measures import representation_of
 
     try:
         return dict(m.contributions(representation_of(m, s_obj, ctx), representation_of(m, t_obj, ctx), ctx))
@@ -478,7 +484,7 @@ def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[st
     report = getattr(ctx.progress, "estimate", None)
     if report is None or not cards or target_data is None:
         return
-    from .measures import representation_key
+    from dsim.kernel.measures import representation_key
 
     def cached(data) -> bool:  # already represented: costs nothing
         return ctx.cache is not None and ctx.cache.get(m.name, representation_key(m, data, ctx)) is not None

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .cache import Cache
-from .catalog import (
+from dsim.data.loading import load_dataset
+from dsim.kernel.cache import Cache
+from dsim.kernel.catalog import (
     configure_measures,
     create_backbone,
     create_measure,
@@ -23,11 +24,12 @@ from .catalog import (
     list_checkpoints,
     list_measures,
 )
-from .data import load_dataset
-from .errors import DsimError
-from .interfaces import Context
-from .plugins import named
-from .ranking import (
+from dsim.kernel.errors import DsimError
+from dsim.kernel.interfaces import Context
+from dsim.kernel.plugins import named
+from dsim.kernel.records import DatasetCard, ImageSet
+from dsim.kernel.registry import get_registry
+from dsim.ranking.rank import (
     DEFAULT_MAX_SAMPLES,
     RankConfig,
     _applicable,
@@ -36,8 +38,6 @@ from .ranking import (
     candidate_sources,
     rank,
 )
-from .records import DatasetCard, ImageSet
-from .registry import get_registry
 
 __all__ = [
     "rank",

@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DsimError
-from .records import ImageSet, is_ordinal
+from dsim.kernel.errors import DsimError
+from dsim.kernel.records import ImageSet, is_ordinal
 
 __all__ = [
     "TrainConfig",
@@ -97,7 +97,7 @@ def classification_metrics(
         return _multilabel_metrics(labels, probs, class_names)
     from sklearn.metrics import accuracy_score, cohen_kappa_score
 
-    from .metrics import auc_weighted_ovr
+    from dsim.kernel.metrics import auc_weighted_ovr
 
     pred = probs.argmax(axis=1)
     return {
@@ -108,7 +108,7 @@ def classification_metrics(
 
 
 def _multilabel_metrics(labels, probs, class_names) -> dict[str, float]:
-    from .metrics import label_aucs
+    from dsim.kernel.metrics import label_aucs
 
     if probs.shape != labels.shape:
         raise TrainingError(f"multi-label metrics: probabilities {probs.shape} for labels {labels.shape}")
@@ -170,7 +170,7 @@ def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans:
     ``transform_model``, which receives this model."""
     import torch
 
-    from .api import create_backbone
+    from dsim.ranking.pair import create_backbone
 
     body = create_backbone(backbone, weights=weights, num_classes=0, in_chans=in_chans, seed=seed)
     nf = int(getattr(body, "num_features", 0) or 0)
@@ -201,7 +201,7 @@ def prepare(data: ImageSet, cfg: TrainConfig):
     multi-label set are a float tensor (N, L) of 0/1."""
     import torch
 
-    from .tensors import to_tensor
+    from dsim.data.tensors import to_tensor
 
     x = to_tensor(data.images, size=cfg.image_size, channels=cfg.channels)
     if data.multilabel:

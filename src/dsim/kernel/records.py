@@ -146,7 +146,7 @@ class DatasetCard(_Record):
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"dataset card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
-        from .multilabel import TASKS
+        from dsim.kernel.multilabel import TASKS
 
         if d.get("task") is None:
             d["task"] = ""
@@ -225,7 +225,7 @@ class ImageSet:
     left empty it is decided from the data (multi-label for a label matrix, ordinal for graded
     class names, :func:`is_ordinal`). ``split`` optionally holds the original split of each image
     ("train"/"val"/"test"). Subsampling and splitting are seeded and stratified (iterative
-    stratification for multi-label targets, :mod:`dsim.multilabel`).
+    stratification for multi-label targets, :mod:`dsim.kernel.multilabel`).
     """
 
     name: str
@@ -249,7 +249,7 @@ class ImageSet:
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim == 2:
-            from .multilabel import multi_hot
+            from dsim.kernel.multilabel import multi_hot
 
             if len(labels) != len(imgs):
                 raise ValueError(f"{where}: {len(imgs)} images but {len(labels)} label rows")
@@ -374,7 +374,7 @@ class ImageSet:
             return self
         labels = self.labels
         if task == "multi-label" and not self.multilabel:
-            from .multilabel import one_hot
+            from dsim.kernel.multilabel import one_hot
 
             labels = one_hot(self.labels, self.num_classes)
         return ImageSet(
@@ -401,7 +401,7 @@ class ImageSet:
         if n >= len(self):
             return np.arange(len(self))
         if self.multilabel:
-            from .multilabel import subsample_indices
+            from dsim.kernel.multilabel import subsample_indices
 
             return np.asarray(subsample_indices(self.labels, n, seed))
         return np.asarray(stratified_indices(self.labels, n, seed))
@@ -436,7 +436,7 @@ class ImageSet:
 
         The test fold is 1/k of the data; ``val_fraction`` of the whole set is carved,
         stratified, from the remaining training part. A multi-label set is split by seeded
-        iterative stratification (:func:`dsim.multilabel.iterative_split`): a label with at
+        iterative stratification (:func:`dsim.kernel.multilabel.iterative_split`): a label with at
         least k positives has positives in every test fold.
         """
         if self.multilabel:
@@ -453,7 +453,7 @@ class ImageSet:
             yield np.sort(train), np.sort(val), np.sort(test)
 
     def _multilabel_kfold(self, k: int, seed: int, val_fraction: float):
-        from .multilabel import iterative_split
+        from dsim.kernel.multilabel import iterative_split
 
         n = len(self)
         if not 2 <= k <= n:

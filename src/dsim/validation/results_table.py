@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DsimError
-from .records import TransferResult
+from dsim.kernel.errors import DsimError
+from dsim.kernel.records import TransferResult
 
 __all__ = ["ResultsTableError", "ResultsTable", "read_results_table", "import_results_table"]
 
@@ -105,8 +105,8 @@ def _hp_value(text: str) -> Any:
 
 def _canonical_names() -> dict[str, str]:
     """Normalised name or alias -> card name, of every dataset card and checkpoint card."""
-    from .plugins import collect
-    from .registry import _norm, get_registry
+    from dsim.kernel.plugins import collect
+    from dsim.kernel.registry import _norm, get_registry
 
     names: dict[str, str] = {}
     for _plugin, card in collect("dsim_register_checkpoints"):
@@ -122,7 +122,7 @@ def _canonical_names() -> dict[str, str]:
 def read_results_table(path: str | Path, *, setup: str, origin: str | None = None) -> ResultsTable:
     """Read and check every row of the table at ``path``; raise :class:`ResultsTableError` at the
     first bad one. ``origin`` defaults to ``imported:<file name>``."""
-    from .registry import _norm
+    from dsim.kernel.registry import _norm
 
     path = Path(path).expanduser()
     name = path.name
@@ -242,8 +242,8 @@ def import_results_table(
     sources and targets, the names no card knows (the table's own), the names stored under a
     card's name, whether it has target-only baselines (source == target) and which targets lack
     one (ranked on AUC instead of transferability T), and ``lines`` saying so in words."""
-    from .registry import get_registry
-    from .store import ResultsStore
+    from dsim.kernel.registry import get_registry
+    from dsim.validation.store import ResultsStore
 
     table = read_results_table(path, setup=setup, origin=origin)
     known = set(_canonical_names().values()) | {c.name for c in get_registry()}

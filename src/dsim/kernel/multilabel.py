@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DatasetError
+from dsim.kernel.errors import DatasetError
 
 __all__ = ["TASKS", "multi_hot", "check_label_columns", "one_hot", "iterative_split", "subsample_indices"]
 

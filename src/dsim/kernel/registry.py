@@ -18,9 +18,9 @@ from typing import Iterable
 
 import yaml
 
-from .errors import DatasetError, DsimError, UnknownNameError
-from .plugins import collect, note_conflict, on_reset
-from .records import CheckpointCard, DatasetCard
+from dsim.kernel.errors import DatasetError, DsimError, UnknownNameError
+from dsim.kernel.plugins import collect, note_conflict, on_reset
+from dsim.kernel.records import CheckpointCard, DatasetCard
 
 __all__ = ["Registry", "get_registry", "registry_path", "family"]
 
@@ -44,7 +44,7 @@ def _read_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise DsimError(f"{path}: dataset registry not found") from None
-    from .cache import default_cache_dir
+    from dsim.kernel.cache import default_cache_dir
 
     cached = default_cache_dir() / "registry" / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
     try:
@@ -174,7 +174,7 @@ class Registry:
 
 
 def card_for_path(p: Path) -> DatasetCard:
-    from .plugins import collect as _collect
+    from dsim.kernel.plugins import collect as _collect
 
     for plugin, loader in _collect("dsim_register_loaders"):
         try:

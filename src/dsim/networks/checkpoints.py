@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DsimError
-from .records import CheckpointCard, DatasetCard, ImageSet, stable_hash
+from dsim.kernel.errors import DsimError
+from dsim.kernel.records import CheckpointCard, DatasetCard, ImageSet, stable_hash
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -123,7 +123,7 @@ def network_spec(card: CheckpointCard) -> tuple[str, str]:
     if w.startswith("timm:"):
         return w[5:] or card.architecture, "imagenet"
     if w.startswith("file:"):
-        from .weights import locate_weights
+        from dsim.networks.weights import locate_weights
 
         return card.architecture, str(
             locate_weights(w[5:], sha256=card.sha256, what=f"checkpoint {card.name!r}")
@@ -143,7 +143,7 @@ def known_checkpoints(
     """Every checkpoint card a ``--sources`` entry may name, by name and alias: the registry's
     (registry.yaml and plugins), then those of the ``zoo`` YAML files, then ``cards`` (zoo cards
     a caller has read already); a later card wins."""
-    from .registry import get_registry
+    from dsim.kernel.registry import get_registry
 
     known = dict(get_registry().checkpoints)
     for card in [c for path in zoo for c in load_zoo(path)] + list(cards):
@@ -166,13 +166,13 @@ def checkpoint_missing(card: CheckpointCard) -> str | None:
     if w == "random":
         return None
     if w.startswith("file:"):
-        from .weights import find_weights_file, weights_dirs
+        from dsim.networks.weights import find_weights_file, weights_dirs
 
         if find_weights_file(w[5:]) is None:
             dirs = os.pathsep.join(str(d) for d in weights_dirs())
             return f"weights file {Path(w[5:]).name!r} not here: put it in DSIM_WEIGHTS_DIR (searched {dirs})"
         return None
-    from .catalog import backbone_missing
+    from dsim.kernel.catalog import backbone_missing
 
     model, weights = (
         (w[5:] or card.architecture, "imagenet") if w.startswith("timm:") else (card.architecture, w)
@@ -182,7 +182,7 @@ def checkpoint_missing(card: CheckpointCard) -> str | None:
 
 def load_checkpoint(card: CheckpointCard, *, num_classes: int = 0, in_chans: int = 3, seed: int = 0):
     """The network of ``card`` with its weights (a feature extractor with ``num_classes=0``)."""
-    from .catalog import create_backbone
+    from dsim.kernel.catalog import create_backbone
 
     model_name, weights = network_spec(card)
     return create_backbone(model_name, weights=weights, num_classes=num_classes, in_chans=in_chans, seed=seed)
@@ -254,8 +254,8 @@ def checkpoint_features(
     scores and classifier scores (LEEP, NCE) share one extraction."""
     import numpy as np
 
-    from .records import Representation
-    from .tensors import to_tensor
+    from dsim.data.tensors import to_tensor
+    from dsim.kernel.records import Representation
 
     k = int(card.num_classes or 0)  # the classifier's outputs come along whenever there is one
     device = ctx.torch_device() if ctx is not None else None
@@ -340,7 +340,7 @@ def zoo_key(cards: Sequence[CheckpointCard]) -> str:
 def source_cards() -> dict[str, DatasetCard]:
     """Every card a candidate source can have: the registry's datasets, and each registered
     checkpoint as its pretraining set's card under the checkpoint's name (:func:`as_source_card`)."""
-    from .registry import get_registry
+    from dsim.kernel.registry import get_registry
 
     reg = get_registry()
     cards = {c.name: c for c in reg}

@@ -1,7 +1,7 @@
 """What the plugins provide, by name: measures (configured with their parameters), predictors,
 strategies, backbones, and the results and measure values they bring as prior knowledge.
 
-Every lookup goes through :mod:`dsim.plugins` (``pm.hook``), so an unknown name is one
+Every lookup goes through :mod:`dsim.kernel.plugins` (``pm.hook``), so an unknown name is one
 :class:`dsim.UnknownNameError` with the closest matches, and an unknown parameter one
 :class:`dsim.UnknownOptionError` naming the nearest valid ones.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .errors import DsimError, PluginError, UnknownNameError, UnknownOptionError
-from .interfaces import Measure, Predictor, Strategy
-from .plugins import collect, named, on_reset, record_failure
-from .records import CheckpointCard, MeasureValue, TransferResult
+from dsim.kernel.errors import DsimError, PluginError, UnknownNameError, UnknownOptionError
+from dsim.kernel.interfaces import Measure, Predictor, Strategy
+from dsim.kernel.plugins import collect, named, on_reset, record_failure
+from dsim.kernel.records import CheckpointCard, MeasureValue, TransferResult
 
 __all__ = [
     "list_measures",
@@ -170,7 +170,7 @@ def canonical_names() -> Callable[[str], str]:
     """name -> the registry's name for it: a dataset card's or a checkpoint card's name when
     ``name`` is one of its aliases (a published table's ``densenet`` is the card
     ``densenet121.tv_in1k``), else the name itself."""
-    from .registry import get_registry
+    from dsim.kernel.registry import get_registry
 
     reg = get_registry()
     memo: dict[str, str] = {}

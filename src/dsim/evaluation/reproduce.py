@@ -3,7 +3,7 @@
 The analyses themselves live with their data in plugins (``dsim_register_reproductions``, each a
 :class:`dsim.Reproduction`); this module only finds them by name and runs one::
 
-    from dsim.reproduce import reproduce, reproductions
+    from dsim.evaluation.reproduce import reproduce, reproductions
     sorted(reproductions())              # ['cats-scans', 'juodelyte', ...]
     report = reproduce("juodelyte", out="figures/")
 """
@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .interfaces import Reproduction
+from dsim.kernel.interfaces import Reproduction
 
 __all__ = ["reproductions", "reproduce"]
 
 
 def reproductions() -> dict[str, Reproduction]:
     """Every registered reproduction by name (the first plugin in priority order wins a name)."""
-    from .plugins import named
+    from dsim.kernel.plugins import named
 
     return named("dsim_register_reproductions", "reproduction")
 
@@ -31,8 +31,8 @@ def reproduce(name: str, out: str | Path | None = None, *, figures: bool = True)
     registered ones (or naming the plugin that failed to provide it)."""
     import os
 
-    from .errors import UnknownNameError
-    from .plugins import require
+    from dsim.kernel.errors import UnknownNameError
+    from dsim.kernel.plugins import require
 
     try:
         rep = require("dsim_register_reproductions", "reproduction", name)

@@ -4,7 +4,7 @@ their hooks through ``pm.hook`` with each plugin's failures isolated.
 A plugin that fails to import, or whose hook raises, is recorded in :func:`failures`, reported
 once on stderr as one line naming it, and skipped; every other plugin keeps working. Two
 plugins providing an item of the same name: the first in priority order wins (built-ins in
-:data:`dsim.defaults.DEFAULT_PLUGINS` order, then third-party entry points by name, then plugins
+:data:`dsim.kernel.defaults.DEFAULT_PLUGINS` order, then third-party entry points by name, then plugins
 registered in-process), and the other is ignored with a warning naming both.
 Environment: ``DSIM_DISABLE_PLUGINS=a,b`` skips plugins; ``DSIM_TRACE=1`` prints every hook call.
 """
@@ -23,9 +23,9 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .defaults import DEFAULT_PLUGINS
-from .errors import PluginError, UnknownNameError, closest
+from dsim.kernel import hookspecs
+from dsim.kernel.defaults import DEFAULT_PLUGINS
+from dsim.kernel.errors import PluginError, UnknownNameError, closest
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .errors import DataMissingError, DatasetError, DsimError
-from .plugins import named
-from .records import DatasetCard, ImageSet
+from dsim.kernel.errors import DataMissingError, DatasetError, DsimError
+from dsim.kernel.plugins import named
+from dsim.kernel.records import DatasetCard, ImageSet
 
 __all__ = [
     "data_dirs",
@@ -84,7 +84,7 @@ def load_dataset(
     if isinstance(name_or_card, DatasetCard):
         card = name_or_card
     else:
-        from .registry import get_registry
+        from dsim.kernel.registry import get_registry
 
         card = get_registry().resolve(name_or_card)
     loader = _loader_for(card)
@@ -129,7 +129,7 @@ def resolve_card(name_or_card: str | DatasetCard) -> DatasetCard:
     """The card of a registered name, or of a user path (its loader claims it)."""
     if isinstance(name_or_card, DatasetCard):
         return name_or_card
-    from .registry import get_registry
+    from dsim.kernel.registry import get_registry
 
     return get_registry().resolve(str(name_or_card))
 
@@ -164,7 +164,7 @@ def load_checked(
     if inline and name in inline:
         data = inline[name]
         return data.subsample(max_samples, seed=seed) if max_samples else data
-    from .records import stable_hash
+    from dsim.kernel.records import stable_hash
 
     card = resolve_card(name)
     key = stable_hash({"card": card.to_dict(), "max": max_samples, "seed": seed})
@@ -201,8 +201,8 @@ def union(sets: Sequence[ImageSet], name: str) -> ImageSet:
         return sets[0]
     import numpy as np
 
-    from .multilabel import one_hot
-    from .tensors import to_tensor
+    from dsim.data.tensors import to_tensor
+    from dsim.kernel.multilabel import one_hot
 
     multilabel = any(s.multilabel for s in sets)
     width = sum(s.num_classes for s in sets)
@@ -230,7 +230,7 @@ def resolve_name(x: str, inline: dict[str, ImageSet]) -> str:
     once here into ``inline`` under its card name (the file's stem), to travel with the jobs."""
     if x in inline or x == "imagenet" or is_checkpoint_path(x):
         return x
-    from .registry import get_registry
+    from dsim.kernel.registry import get_registry
 
     if x in get_registry():
         return get_registry().get(x).name

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .records import DatasetCard, ImageSet, Representation, stable_hash
+from dsim.kernel.records import DatasetCard, ImageSet, Representation, stable_hash
 
 if TYPE_CHECKING:  # the measure base class calls these helpers: no runtime import back
-    from .interfaces import Context, Measure
+    from dsim.kernel.interfaces import Context, Measure
 
 __all__ = ["data_fingerprint", "representation_of", "representation_key", "measure_kinds"]
 
@@ -52,6 +52,6 @@ def representation_key(measure: Measure, data: Any, ctx: Context) -> str:
 
 
 def measure_kinds() -> dict[str, str]:
-    from .plugins import named
+    from dsim.kernel.plugins import named
 
     return {n: m.kind for n, m in named("dsim_register_measures", "measure").items()}

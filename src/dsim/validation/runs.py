@@ -14,11 +14,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .data import is_checkpoint_path, load_checked
-from .errors import DsimError
-from .pretraining import Checkpoint, PretrainJob, build, checkpoint_dir, plan_job
-from .records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
-from .validate_config import ValidateConfig
+from dsim.data.loading import is_checkpoint_path, load_checked
+from dsim.kernel.errors import DsimError
+from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
+from dsim.networks.pretraining import Checkpoint, PretrainJob, build, checkpoint_dir, plan_job
+from dsim.validation.config import ValidateConfig
 
 __all__ = ["plan_runs", "plan_work", "Work", "execute_run", "strategy", "strategies", "checkpoint_for"]
 
@@ -31,13 +31,13 @@ def _noop(*_a) -> None:
 
 def strategies() -> dict[str, Any]:
     """Every registered strategy by name."""
-    from .plugins import named
+    from dsim.kernel.plugins import named
 
     return named("dsim_register_strategies", "strategy")
 
 
 def strategy(name: str):
-    from .plugins import named
+    from dsim.kernel.plugins import named
 
     return named("dsim_register_strategies", "strategy", name)
 
@@ -106,7 +106,7 @@ def _checkpoint_of_card(card: CheckpointCard) -> Checkpoint:
     """What a run transfers from when its source is the checkpoint ``card``: the checked weights
     file, or the weights name its backbone plugin resolves (``random``, timm's ``imagenet``). A
     card whose weights are not here is a one-line error saying how to supply them."""
-    from .checkpoints import checkpoint_missing, network_name, network_spec
+    from dsim.networks.checkpoints import checkpoint_missing, network_name, network_spec
 
     why = checkpoint_missing(card)
     if why:
@@ -304,7 +304,7 @@ def execute_run(
     ``target``: the target's data as planned (capped at ``target_max``); else it is loaded here.
     ``checkpoint``: what the run transfers from; else it is resolved here (and its source
     pretrained into this machine's cache if needed)."""
-    from .interfaces import Context, FoldData
+    from dsim.kernel.interfaces import Context, FoldData
 
     t0 = time.perf_counter()
     label = spec.label

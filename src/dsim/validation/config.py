@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .defaults import BASELINE_STRATEGY, DEFAULT_BACKBONE, DEFAULT_STRATEGY
-from .errors import DsimError
+from dsim.kernel.defaults import BASELINE_STRATEGY, DEFAULT_BACKBONE, DEFAULT_STRATEGY
+from dsim.kernel.errors import DsimError
 
 __all__ = ["ValidateConfig", "DEFAULT_TRAIN", "DEFAULT_PRETRAIN", "DATA_PLACEMENTS"]
 
@@ -119,7 +119,7 @@ class ValidateConfig:
         for k, v in knobs.items():
             k = cls.ALIASES.get(k, k)
             if k not in names:
-                from .errors import UnknownOptionError
+                from dsim.kernel.errors import UnknownOptionError
 
                 raise UnknownOptionError(k, "dsim.validate", names + list(cls.ALIASES))
             changes[k] = v

@@ -10,7 +10,7 @@ Location: ``$DSIM_RESULTS`` or ``<user data dir>/dsim/results.sqlite`` (``platfo
 
 The published tables the plugins ship can be copied in (:meth:`ResultsStore.import_published`) so
 that the store holds all measured transfer results in one place; rows keep their ``origin``. A
-results table of one's own (``dsim results import FILE.csv --setup NAME``, :mod:`dsim.results_table`)
+results table of one's own (``dsim results import FILE.csv --setup NAME``, :mod:`dsim.validation.results_table`)
 is imported with :meth:`ResultsStore.import_table`, in one transaction.
 
 ``repeat`` numbers independent repetitions (for ``dsim validate`` runs: the seed); an older
@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import DsimError
-from .records import RunResult, RunSpec, TransferResult, stable_hash
+from dsim.kernel.errors import DsimError
+from dsim.kernel.records import RunResult, RunSpec, TransferResult, stable_hash
 
 __all__ = ["ResultsStore", "default_store_path", "setup_of"]
 
@@ -312,7 +312,7 @@ class ResultsStore:
     def import_published(self) -> int:
         """Import every result the plugins bring as prior knowledge (``dsim_known_results``
         whose origin starts with ``published``)."""
-        from .plugins import collect
+        from dsim.kernel.plugins import collect
 
         return self.import_results(
             r for plugin, r in collect("dsim_known_results") if str(r.origin).startswith("published")

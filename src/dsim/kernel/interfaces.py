@@ -1,6 +1,6 @@
 """The base classes a plugin implements: dataset loaders, backbones, measures, strategies and
 predictors. A plugin returns instances (or, for predictors, classes) of these from the hooks in
-:mod:`dsim.hookspecs`. Everything here is part of dsim's public API (``from dsim import Measure``).
+:mod:`dsim.kernel.hookspecs`. Everything here is part of dsim's public API (``from dsim import Measure``).
 
 The classes are deliberately small: a name, a one-line description, and one or two methods.
 Heavy libraries (torch, timm, POT) are imported inside the methods, never at module import.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from .records import (
+from dsim.kernel.records import (
     CheckpointCard,
     DatasetCard,
     ImageSet,
@@ -25,7 +25,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import Cache
+    from dsim.kernel.cache import Cache
 
 __all__ = [
     "Parameterised",
@@ -77,7 +77,7 @@ class Parameterised:
         """A new instance with ``params`` changed (the others as they are here)."""
         if not params:
             return self
-        from .errors import UnknownOptionError
+        from dsim.kernel.errors import UnknownOptionError
 
         names = self.param_names()
         for k in params:
@@ -292,7 +292,7 @@ class Measure(Parameterised):
 
     def pair(self, source: Any, target: Any, ctx: Context) -> float:
         """Value for one pair. The default represents both (through the cache) and compares."""
-        from .measures import representation_of
+        from dsim.kernel.measures import representation_of
 
         return self.compare(representation_of(self, source, ctx), representation_of(self, target, ctx), ctx)
 
@@ -305,7 +305,7 @@ class Measure(Parameterised):
         meta: Mapping[str, Any] | None = None,
         arrays: Mapping[str, Any] | None = None,
     ) -> Representation:
-        from .measures import data_fingerprint
+        from dsim.kernel.measures import data_fingerprint
 
         fps = {"data": data_fingerprint(data), **self.fingerprints(ctx)}
         cfg = self.config(ctx)
