@@ -1,5 +1,5 @@
-"""dsim's own modules import each other without cycles (counting imports inside functions too:
-a lazy import back into a caller is still a cycle in the design)."""
+"""dsim's own modules import each other without cycles (counting imports inside functions and
+type-only imports too: a lazy import back into a caller is still a cycle in the design)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,7 @@ def _imports(path: Path, name: str) -> set[str]:
     pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out: set[str] = set()
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only: set[int] = set()  # ``if TYPE_CHECKING:`` imports are for type checkers alone
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            typing_only |= {id(n) for n in ast.walk(node)}
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
+    for node in ast.walk(tree):  # ``if TYPE_CHECKING:`` imports count: a type-only cycle is a cycle
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("dsim")}
         elif isinstance(node, ast.ImportFrom):

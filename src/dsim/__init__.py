@@ -85,7 +85,7 @@ _EXPORTS = {
     "load_strict": "dsim.networks.weights",
     "get_registry": "dsim.kernel.registry",
     "Cache": "dsim.kernel.cache",
-    "representation_of": "dsim.kernel.measures",
+    "representation_of": "dsim.kernel.interfaces",
     "transferability": "dsim.kernel.metrics",
     "auc_weighted_ovr": "dsim.kernel.metrics",
     "label_aucs": "dsim.kernel.metrics",

@@ -7,6 +7,8 @@ renamed plugin is renamed once, and a third party can read what the defaults are
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 #: built-in plugin modules, registered in this order before any third-party plugin (the same
 #: modules are declared in pyproject.toml's ``dsim`` entry-point group, the public path; a test
 #: keeps the two lists equal). Registering them from here lets a source checkout run without
@@ -53,3 +55,19 @@ DEFAULT_PROBE = "resnet18"
 DEFAULT_MAX_SAMPLES = 1000
 #: the checkpoint measure ``dsim filters`` draws and scores filters with (Fok 2019)
 FILTER_MEASURE = "filter-structure"
+#: fine-tuning defaults (cats-scans: Adam, class weights, early stopping; here at 28 px)
+DEFAULT_TRAIN: Mapping[str, Any] = {
+    "epochs": 30,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "patience": 6,
+    "image_size": 28,
+}
+#: source pretraining defaults: longer, to reach (near) convergence as cats-scans did
+DEFAULT_PRETRAIN: Mapping[str, Any] = {
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "patience": 5,
+    "image_size": 28,
+}

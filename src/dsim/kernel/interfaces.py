@@ -22,12 +22,16 @@ from dsim.kernel.records import (
     Representation,
     RunSpec,
     TransferResult,
+    stable_hash,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsim.kernel.cache import Cache
 
 __all__ = [
+    "data_fingerprint",
+    "representation_of",
+    "representation_key",
     "Parameterised",
     "Context",
     "DatasetLoader",
@@ -292,8 +296,6 @@ class Measure(Parameterised):
 
     def pair(self, source: Any, target: Any, ctx: Context) -> float:
         """Value for one pair. The default represents both (through the cache) and compares."""
-        from dsim.kernel.measures import representation_of
-
         return self.compare(representation_of(self, source, ctx), representation_of(self, target, ctx), ctx)
 
     # helper for implementations
@@ -305,8 +307,6 @@ class Measure(Parameterised):
         meta: Mapping[str, Any] | None = None,
         arrays: Mapping[str, Any] | None = None,
     ) -> Representation:
-        from dsim.kernel.measures import data_fingerprint
-
         fps = {"data": data_fingerprint(data), **self.fingerprints(ctx)}
         cfg = self.config(ctx)
         return Representation(
@@ -470,3 +470,43 @@ class Reproduction:
 
     def run(self, out: Path | None = None, *, figures: bool = True) -> dict[str, Any]:
         raise NotImplementedError
+
+
+# the cached representation of a dataset, which Measure.pair goes through
+def data_fingerprint(data: ImageSet | DatasetCard) -> str:
+    """Content fingerprint: pixels+labels of an ImageSet, the facts of a card."""
+    if isinstance(data, ImageSet):
+        return data.fingerprint()
+    if isinstance(data, DatasetCard):
+        return stable_hash(
+            {
+                "card": data.name,
+                "expert": dict(data.expert),
+                "classes": data.num_classes,
+                "origin": data.origin,
+            }
+        )
+    raise TypeError(f"cannot fingerprint {type(data).__name__}")
+
+
+def representation_of(measure: Measure, data: Any, ctx: Context) -> Representation:
+    """``measure.represent(data)`` through the cache: computed once per content + config."""
+    key = representation_key(measure, data, ctx)
+    if ctx.cache is not None:
+        hit = ctx.cache.get(measure.name, key)
+        if hit is not None:
+            return hit
+    rep = measure.represent(data, ctx)
+    if rep.key != key:
+        raise RuntimeError(
+            f"measure {measure.name!r} built a representation whose key does not match its config "
+            "and fingerprints; build it with Measure.representation()"
+        )
+    if ctx.cache is not None:
+        ctx.cache.put(rep)
+    return rep
+
+
+def representation_key(measure: Measure, data: Any, ctx: Context) -> str:
+    fps = {"data": data_fingerprint(data), **measure.fingerprints(ctx)}
+    return Representation.make_key(measure.name, measure.config(ctx), fps)

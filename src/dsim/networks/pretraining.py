@@ -22,10 +22,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from dsim.data.loading import load_checked, source_names, union
-from dsim.kernel.defaults import DEFAULT_BACKBONE
+from dsim.kernel.defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAIN
 from dsim.kernel.errors import DsimError
 from dsim.kernel.records import ImageSet, _Record, stable_hash
-from dsim.validation.config import DEFAULT_PRETRAIN
 
 __all__ = [
     "CHECKPOINT_FORMAT",

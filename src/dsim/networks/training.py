@@ -170,7 +170,7 @@ def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans:
     ``transform_model``, which receives this model."""
     import torch
 
-    from dsim.ranking.pair import create_backbone
+    from dsim.kernel.catalog import create_backbone
 
     body = create_backbone(backbone, weights=weights, num_classes=0, in_chans=in_chans, seed=seed)
     nf = int(getattr(body, "num_features", 0) or 0)

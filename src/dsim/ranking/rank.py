@@ -464,7 +464,7 @@ def _applicable(m: Measure, card: DatasetCard) -> str | None:
 
 
 def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> dict[str, float]:
-    from dsim.kernel.measures import representation_of
+    from dsim.kernel.interfaces import representation_of
 
     try:
         return dict(m.contributions(representation_of(m, s_obj, ctx), representation_of(m, t_obj, ctx), ctx))
@@ -484,7 +484,7 @@ def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[st
     report = getattr(ctx.progress, "estimate", None)
     if report is None or not cards or target_data is None:
         return
-    from dsim.kernel.measures import representation_key
+    from dsim.kernel.interfaces import representation_key
 
     def cached(data) -> bool:  # already represented: costs nothing
         return ctx.cache is not None and ctx.cache.get(m.name, representation_key(m, data, ctx)) is not None

@@ -11,27 +11,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from dsim.kernel.defaults import BASELINE_STRATEGY, DEFAULT_BACKBONE, DEFAULT_STRATEGY
+from dsim.kernel.defaults import (
+    BASELINE_STRATEGY,
+    DEFAULT_BACKBONE,
+    DEFAULT_PRETRAIN,
+    DEFAULT_STRATEGY,
+    DEFAULT_TRAIN,
+)
 from dsim.kernel.errors import DsimError
 
 __all__ = ["ValidateConfig", "DEFAULT_TRAIN", "DEFAULT_PRETRAIN", "DATA_PLACEMENTS"]
 
-#: fine-tuning defaults (cats-scans: Adam, class weights, early stopping; here at 28 px)
-DEFAULT_TRAIN: Mapping[str, Any] = {
-    "epochs": 30,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "patience": 6,
-    "image_size": 28,
-}
-#: source pretraining defaults: longer, to reach (near) convergence as cats-scans did
-DEFAULT_PRETRAIN: Mapping[str, Any] = {
-    "epochs": 30,
-    "batch_size": 128,
-    "lr": 2e-3,
-    "patience": 5,
-    "image_size": 28,
-}
 #: how workers get registered datasets: shipped by the driver, or read from a shared location
 DATA_PLACEMENTS = ("ship", "shared")
 
