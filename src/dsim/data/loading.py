@@ -10,9 +10,15 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+import platformdirs
+
+from dsim.data.tensors import to_tensor
 from dsim.kernel.errors import DataMissingError, DatasetError, DsimError
+from dsim.kernel.multilabel import one_hot
 from dsim.kernel.plugins import named
-from dsim.kernel.records import DatasetCard, ImageSet
+from dsim.kernel.records import DatasetCard, ImageSet, stable_hash
+from dsim.kernel.registry import get_registry
 
 __all__ = [
     "data_dirs",
@@ -33,7 +39,6 @@ def data_dirs() -> list[Path]:
     """Where dataset files are looked for: ``$DSIM_DATA_DIR`` (``os.pathsep``-separated), then the
     user data dir (``platformdirs``), where downloads are stored."""
     dirs = [Path(p).expanduser() for p in os.environ.get("DSIM_DATA_DIR", "").split(os.pathsep) if p]
-    import platformdirs
 
     dirs.append(Path(platformdirs.user_data_dir("dsim")))
     return dirs
@@ -84,8 +89,6 @@ def load_dataset(
     if isinstance(name_or_card, DatasetCard):
         card = name_or_card
     else:
-        from dsim.kernel.registry import get_registry
-
         card = get_registry().resolve(name_or_card)
     loader = _loader_for(card)
     try:
@@ -129,14 +132,12 @@ def resolve_card(name_or_card: str | DatasetCard) -> DatasetCard:
     """The card of a registered name, or of a user path (its loader claims it)."""
     if isinstance(name_or_card, DatasetCard):
         return name_or_card
-    from dsim.kernel.registry import get_registry
 
     return get_registry().resolve(str(name_or_card))
 
 
 def check_card(card: DatasetCard, data: ImageSet) -> None:
     """Refuse data whose classes do not match its card (a wrong card would mislabel every run)."""
-    import numpy as np
 
     found = data.num_classes if data.multilabel else len(np.unique(data.labels))
     if card.num_classes and (data.num_classes != card.num_classes or found > card.num_classes):
@@ -164,7 +165,6 @@ def load_checked(
     if inline and name in inline:
         data = inline[name]
         return data.subsample(max_samples, seed=seed) if max_samples else data
-    from dsim.kernel.records import stable_hash
 
     card = resolve_card(name)
     key = stable_hash({"card": card.to_dict(), "max": max_samples, "seed": seed})
@@ -199,10 +199,6 @@ def union(sets: Sequence[ImageSet], name: str) -> ImageSet:
     single-label set as one-hot rows), as Jindal & Singh's multi-label 22-label source."""
     if len(sets) == 1:
         return sets[0]
-    import numpy as np
-
-    from dsim.data.tensors import to_tensor
-    from dsim.kernel.multilabel import one_hot
 
     multilabel = any(s.multilabel for s in sets)
     width = sum(s.num_classes for s in sets)
@@ -230,7 +226,6 @@ def resolve_name(x: str, inline: dict[str, ImageSet]) -> str:
     once here into ``inline`` under its card name (the file's stem), to travel with the jobs."""
     if x in inline or x == "imagenet" or is_checkpoint_path(x):
         return x
-    from dsim.kernel.registry import get_registry
 
     if x in get_registry():
         return get_registry().get(x).name

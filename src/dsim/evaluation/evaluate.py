@@ -17,10 +17,20 @@ from typing import Any
 
 import numpy as np
 
+from dsim.kernel.catalog import (
+    get_predictor,
+    known_measure_values,
+    list_measures,
+    list_predictors,
+    measure_kinds,
+)
+from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 from dsim.kernel.errors import DsimError
 from dsim.kernel.interfaces import Candidate, Context, Predictor
 from dsim.kernel.metrics import measured_basis, measured_transferability, target_baseline, transferability
+from dsim.kernel.plugins import record_failure
 from dsim.kernel.records import DatasetCard, MeasureValue, Ranking, RankingRow, TransferResult
+from dsim.kernel.registry import get_registry
 
 __all__ = [
     "PairRow",
@@ -152,8 +162,6 @@ def pair_values(
     if cards is None:
         return out
     if measures is None:
-        from dsim.kernel.catalog import list_measures
-
         measures = list_measures()
     ctx = Context()
     for m in measures.values():
@@ -169,8 +177,6 @@ def pair_values(
             except DsimError:  # e.g. two cards that share no expert feature: no value for the pair
                 continue
             except Exception as exc:  # a measure plugin's bug: said once, that measure left out
-                from dsim.kernel.plugins import record_failure
-
                 record_failure(f"measure {m.name}", f"raised on {s} -> {t}: {type(exc).__name__}: {exc}")
                 break
             out.append(MeasureValue(m.name, s, t, value, None, "computed"))
@@ -203,9 +209,6 @@ def meta_dataset(
     """A :class:`MetaDataset` from ``results``: known values for its pairs (default: every value
     the plugins bring) plus card-only measures, cards from the registry (bare ones for names it
     does not know)."""
-    from dsim.kernel.catalog import known_measure_values, list_measures, measure_kinds
-    from dsim.kernel.registry import get_registry
-
     results = list(results)
     if cards is None:
         cards = {c.name: c for c in get_registry()}
@@ -316,8 +319,6 @@ def evaluate_loto(
     ``setup``, ``target``, ``predictor``, ``ranking`` (sources best first) and ``n_train``.
     ``on_fit`` is called with what each fit saw (tests use it to prove nothing leaked)."""
     if family is None:
-        from dsim.kernel.registry import get_registry
-
         family = get_registry().family
     all_tasks = tasks(results)
     held = sorted({t.target for t in all_tasks} if targets is None else set(targets))
@@ -361,7 +362,6 @@ def evaluate_loto(
 
 def default_suite(measures: Iterable[str] = ("expert", "task2vec")) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, predictor name, params) of every model and baseline the evaluation reports."""
-    from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 
     suite = [
         (LEARNED_PREDICTOR, LEARNED_PREDICTOR, {}),
@@ -374,7 +374,6 @@ def default_suite(measures: Iterable[str] = ("expert", "task2vec")) -> list[tupl
         ("most-classes", "most-classes", {}),
     ]
     suite += [(f"{m} alone", "single-measure", {"measure": m}) for m in measures]
-    from dsim.kernel.catalog import list_predictors
 
     have = list_predictors()
     return [s for s in suite if s[1] in have]
@@ -389,7 +388,6 @@ def evaluate_suite(
     **kwargs: Any,
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`evaluate_loto` for each (label, name, params) of ``suite``: label -> task rows."""
-    from dsim.kernel.catalog import get_predictor
 
     out = {}
     for label, name, params in suite:

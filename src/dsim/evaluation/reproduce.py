@@ -10,17 +10,19 @@ The analyses themselves live with their data in plugins (``dsim_register_reprodu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from dsim.kernel.errors import UnknownNameError
 from dsim.kernel.interfaces import Reproduction
+from dsim.kernel.plugins import named, require
 
 __all__ = ["reproductions", "reproduce"]
 
 
 def reproductions() -> dict[str, Reproduction]:
     """Every registered reproduction by name (the first plugin in priority order wins a name)."""
-    from dsim.kernel.plugins import named
 
     return named("dsim_register_reproductions", "reproduction")
 
@@ -29,10 +31,6 @@ def reproduce(name: str, out: str | Path | None = None, *, figures: bool = True)
     """Run the reproduction ``name`` and return its JSON-able report; figures go to ``out`` (a
     folder, created) when given. An unknown name is a :class:`dsim.UnknownNameError` listing the
     registered ones (or naming the plugin that failed to provide it)."""
-    import os
-
-    from dsim.kernel.errors import UnknownNameError
-    from dsim.kernel.plugins import require
 
     try:
         rep = require("dsim_register_reproductions", "reproduction", name)

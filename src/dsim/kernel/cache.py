@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 
 from dsim.kernel.records import Representation
 
@@ -27,7 +28,6 @@ def default_cache_dir() -> Path:
     env = os.environ.get("DSIM_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    import platformdirs
 
     return Path(platformdirs.user_cache_dir("dsim"))
 

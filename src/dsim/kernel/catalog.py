@@ -8,6 +8,7 @@ Every lookup goes through :mod:`dsim.kernel.plugins` (``pm.hook``), so an unknow
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from dsim.kernel.errors import DsimError, PluginError, UnknownNameError, Unknown
 from dsim.kernel.interfaces import Measure, Predictor, Strategy
 from dsim.kernel.plugins import collect, named, on_reset, record_failure
 from dsim.kernel.records import CheckpointCard, MeasureValue, TransferResult
+from dsim.kernel.registry import get_registry
 
 __all__ = [
     "list_measures",
@@ -170,7 +172,6 @@ def canonical_names() -> Callable[[str], str]:
     """name -> the registry's name for it: a dataset card's or a checkpoint card's name when
     ``name`` is one of its aliases (a published table's ``densenet`` is the card
     ``densenet121.tv_in1k``), else the name itself."""
-    from dsim.kernel.registry import get_registry
 
     reg = get_registry()
     memo: dict[str, str] = {}
@@ -190,8 +191,6 @@ def canonical_names() -> Callable[[str], str]:
 
 
 def _canonical(items, fields: tuple[str, ...] = ("source", "target")) -> list:
-    import dataclasses
-
     canon = canonical_names()
     out = []
     for x in items:

@@ -9,10 +9,12 @@ Heavy libraries (torch, timm, POT) are imported inside the methods, never at mod
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from dsim.kernel.errors import UnknownOptionError
 from dsim.kernel.records import (
     CheckpointCard,
     DatasetCard,
@@ -62,8 +64,6 @@ class Parameterised:
 
     @classmethod
     def param_names(cls) -> list[str]:
-        import inspect
-
         init = cls.__init__
         if init is object.__init__:
             return []
@@ -81,7 +81,6 @@ class Parameterised:
         """A new instance with ``params`` changed (the others as they are here)."""
         if not params:
             return self
-        from dsim.kernel.errors import UnknownOptionError
 
         names = self.param_names()
         for k in params:

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dsim.kernel.multilabel import TASKS, iterative_split, multi_hot, one_hot, subsample_indices
+
 __all__ = [
     "EXPERT_FEATURES",
     "DatasetCard",
@@ -146,7 +148,6 @@ class DatasetCard(_Record):
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"dataset card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
-        from dsim.kernel.multilabel import TASKS
 
         if d.get("task") is None:
             d["task"] = ""
@@ -249,8 +250,6 @@ class ImageSet:
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim == 2:
-            from dsim.kernel.multilabel import multi_hot
-
             if len(labels) != len(imgs):
                 raise ValueError(f"{where}: {len(imgs)} images but {len(labels)} label rows")
             if self.task not in ("", "multi-label"):
@@ -374,8 +373,6 @@ class ImageSet:
             return self
         labels = self.labels
         if task == "multi-label" and not self.multilabel:
-            from dsim.kernel.multilabel import one_hot
-
             labels = one_hot(self.labels, self.num_classes)
         return ImageSet(
             name=self.name,
@@ -401,8 +398,6 @@ class ImageSet:
         if n >= len(self):
             return np.arange(len(self))
         if self.multilabel:
-            from dsim.kernel.multilabel import subsample_indices
-
             return np.asarray(subsample_indices(self.labels, n, seed))
         return np.asarray(stratified_indices(self.labels, n, seed))
 
@@ -453,8 +448,6 @@ class ImageSet:
             yield np.sort(train), np.sort(val), np.sort(test)
 
     def _multilabel_kfold(self, k: int, seed: int, val_fraction: float):
-        from dsim.kernel.multilabel import iterative_split
-
         n = len(self)
         if not 2 <= k <= n:
             raise ValueError(f"{self.name}: cannot make {k} folds of {n} images")

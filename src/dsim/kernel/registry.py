@@ -9,6 +9,8 @@ that claims it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 from functools import lru_cache
@@ -18,6 +20,7 @@ from typing import Iterable
 
 import yaml
 
+from dsim.kernel.cache import default_cache_dir
 from dsim.kernel.errors import DatasetError, DsimError, UnknownNameError
 from dsim.kernel.plugins import collect, note_conflict, on_reset
 from dsim.kernel.records import CheckpointCard, DatasetCard
@@ -37,14 +40,10 @@ def _norm(name: str) -> str:
 def _read_yaml(path: Path) -> dict:
     """The registry file, parsed; the parse is cached as JSON under the sha256 of the file's text
     (the cache dir's ``registry/``), which reads ~10x faster than YAML."""
-    import hashlib
-    import json
-
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise DsimError(f"{path}: dataset registry not found") from None
-    from dsim.kernel.cache import default_cache_dir
 
     cached = default_cache_dir() / "registry" / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
     try:
@@ -106,7 +105,6 @@ class Registry:
 
     def fingerprint(self) -> str:
         """A content hash of every card (dataset and checkpoint), for keys of what is learned from them."""
-        import hashlib
 
         h = hashlib.sha256()
         for card in (*self.cards.values(), *self.checkpoints.values()):
@@ -174,9 +172,7 @@ class Registry:
 
 
 def card_for_path(p: Path) -> DatasetCard:
-    from dsim.kernel.plugins import collect as _collect
-
-    for plugin, loader in _collect("dsim_register_loaders"):
+    for plugin, loader in collect("dsim_register_loaders"):
         try:
             args = loader.claims(p)
         except Exception as exc:

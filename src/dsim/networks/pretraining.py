@@ -22,9 +22,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from dsim.data.loading import load_checked, source_names, union
+from dsim.kernel.cache import default_cache_dir
 from dsim.kernel.defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAIN
 from dsim.kernel.errors import DsimError
-from dsim.kernel.records import ImageSet, _Record, stable_hash
+from dsim.kernel.multilabel import iterative_split
+from dsim.kernel.records import ImageSet, _Record, file_digest, stable_hash
+from dsim.networks.training import TrainConfig, build_classifier, classification_metrics, fit, predict_proba
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -46,7 +49,6 @@ ProgressFn = Callable[[str, int, int], None]
 
 def checkpoint_dir() -> Path:
     """Where checkpoints are cached on this machine: ``<cache dir>/checkpoints``."""
-    from dsim.kernel.cache import default_cache_dir
 
     return default_cache_dir() / "checkpoints"
 
@@ -113,8 +115,6 @@ class Checkpoint:
 
     @classmethod
     def of_file(cls, path: str | Path, id: str | None = None) -> Checkpoint:
-        from dsim.kernel.records import file_digest
-
         p = Path(path).expanduser()
         return cls(id=id or file_digest(p), path=str(p), suffix=p.suffix or ".pt")
 
@@ -155,7 +155,6 @@ def plan_job(
 ) -> tuple[PretrainJob, ImageSet]:
     """The job that pretrains ``backbone`` on ``source`` (``a+b`` or a list: the union), and its
     training data. Raises :class:`DsimError` when no data is left or the source has one class."""
-    from dsim.networks.training import TrainConfig
 
     cfg = TrainConfig.from_mapping({**DEFAULT_PRETRAIN, **dict(hyperparameters or {})})
     if isinstance(source, ImageSet):
@@ -171,8 +170,6 @@ def plan_job(
         raise DsimError(f"pretrain on {label!r}: the source has one class; nothing to learn from")
     init_id = "random" if init == "random" else init
     if init == "imagenet":
-        from dsim.networks.training import build_classifier
-
         probe = build_classifier(
             backbone, weights="imagenet", num_classes=data.num_classes, in_chans=cfg.channels, seed=seed
         )
@@ -210,14 +207,6 @@ def train_checkpoint(
     """Train the job's backbone on ``data``; returns the checkpoint file's bytes (body weights and
     metadata, no classifier) and the metadata. No file is written."""
     import torch
-
-    from dsim.networks.training import (
-        TrainConfig,
-        build_classifier,
-        classification_metrics,
-        fit,
-        predict_proba,
-    )
 
     cfg = TrainConfig.from_mapping(job.train)
     t0 = time.perf_counter()
@@ -297,8 +286,6 @@ def _holdout(data: ImageSet, seed: int, frac: float = 0.1) -> tuple[ImageSet, Im
     from sklearn.model_selection import train_test_split
 
     if data.multilabel:
-        from dsim.kernel.multilabel import iterative_split
-
         n_val = min(max(int(round(frac * len(data))), 1), len(data) - 1)
         part = iterative_split(data.labels, [n_val, len(data) - n_val], seed)
         return data.take(np.flatnonzero(part == 1)), data.take(np.flatnonzero(part == 0))

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from dsim.data.tensors import to_tensor
+from dsim.kernel.catalog import create_backbone
 from dsim.kernel.errors import DsimError
+from dsim.kernel.metrics import auc_weighted_ovr, label_aucs
 from dsim.kernel.records import ImageSet, is_ordinal
 
 __all__ = [
@@ -97,8 +101,6 @@ def classification_metrics(
         return _multilabel_metrics(labels, probs, class_names)
     from sklearn.metrics import accuracy_score, cohen_kappa_score
 
-    from dsim.kernel.metrics import auc_weighted_ovr
-
     pred = probs.argmax(axis=1)
     return {
         "auc": auc_weighted_ovr(labels, probs),
@@ -108,8 +110,6 @@ def classification_metrics(
 
 
 def _multilabel_metrics(labels, probs, class_names) -> dict[str, float]:
-    from dsim.kernel.metrics import label_aucs
-
     if probs.shape != labels.shape:
         raise TrainingError(f"multi-label metrics: probabilities {probs.shape} for labels {labels.shape}")
     aucs = label_aucs(labels, probs)
@@ -170,8 +170,6 @@ def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans:
     ``transform_model``, which receives this model."""
     import torch
 
-    from dsim.kernel.catalog import create_backbone
-
     body = create_backbone(backbone, weights=weights, num_classes=0, in_chans=in_chans, seed=seed)
     nf = int(getattr(body, "num_features", 0) or 0)
     if not nf:
@@ -200,8 +198,6 @@ def prepare(data: ImageSet, cfg: TrainConfig):
     """ImageSet -> (float tensor N,C,S,S, long tensor N), preprocessed once; the labels of a
     multi-label set are a float tensor (N, L) of 0/1."""
     import torch
-
-    from dsim.data.tensors import to_tensor
 
     x = to_tensor(data.images, size=cfg.image_size, channels=cfg.channels)
     if data.multilabel:
@@ -333,7 +329,6 @@ def fit(
             if batch <= 1:
                 raise TrainingError(f"{label}: out of memory even with batch size 1") from None
             note = f"{label}: batch of {batch} ran out of memory; retrying with batch size {batch // 2}"
-            import sys
 
             print(f"warning: {note}", file=sys.stderr)
             result.notes.append(note)

@@ -15,11 +15,15 @@ first mismatched tensor.
 from __future__ import annotations
 
 import os
+import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import platformdirs
+
 from dsim.kernel.errors import DsimError, WeightsChecksumError, WeightsMissingError
+from dsim.kernel.records import file_digest, stable_hash
 
 __all__ = [
     "weights_dirs",
@@ -38,7 +42,6 @@ def weights_dirs() -> list[Path]:
     """Where checkpoint files are looked for: ``$DSIM_WEIGHTS_DIR`` (``os.pathsep``-separated),
     then ``<user data dir>/dsim/weights``."""
     dirs = [Path(p).expanduser() for p in os.environ.get("DSIM_WEIGHTS_DIR", "").split(os.pathsep) if p]
-    import platformdirs
 
     dirs.append(Path(platformdirs.user_data_dir("dsim")) / "weights")
     return dirs
@@ -59,7 +62,6 @@ def find_weights_file(name: str | os.PathLike) -> Path | None:
 def check_sha256(path: str | os.PathLike, expected: str) -> str:
     """The sha256 of ``path`` (:func:`dsim.file_digest`); a :class:`dsim.WeightsChecksumError`
     naming the file, the expected and the found digest when it is not ``expected``."""
-    from dsim.kernel.records import file_digest
 
     found = file_digest(path)
     if found != expected.lower():
@@ -92,7 +94,6 @@ def read_state_dict(path: str | os.PathLike) -> OrderedDict[str, Any]:
     """The tensors of a checkpoint file: a state dict, or a dict holding one under
     ``state_dict``/``model``/``model_state_dict`` (e.g. from ``dsim pretrain``); a ``module.``
     prefix (``DataParallel``) is dropped. ``.safetensors`` files are read with safetensors."""
-    import pickle
 
     import torch
 
@@ -207,8 +208,6 @@ def random_weights_id(model_name: str, *, seed: int, in_chans: int, **versions: 
     cache built on it is keyed by: what builds it (architecture, seed, input channels, torch's
     version, and the version of any library that makes it, e.g. ``timm=timm.__version__``)."""
     import torch
-
-    from dsim.kernel.records import stable_hash
 
     return stable_hash(
         {

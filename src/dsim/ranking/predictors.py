@@ -7,17 +7,34 @@ Evaluation of predictors (meta-datasets, leave-one-target-out, noise ceilings) i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from dsim.evaluation.evaluate import pair_values
+from dsim.kernel.cache import default_cache_dir
+from dsim.kernel.catalog import (
+    get_predictor,
+    known_measure_values,
+    known_results,
+    list_measures,
+    list_predictors,
+    value_kinds,
+)
+from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 from dsim.kernel.errors import DsimError
 from dsim.kernel.interfaces import Predictor
 from dsim.kernel.records import TransferResult, stable_hash
+from dsim.kernel.registry import get_registry
+from dsim.networks.checkpoints import source_cards
 
 __all__ = [
     "predictor_dir",
@@ -42,7 +59,6 @@ def predictor_dir() -> Path:
     env = os.environ.get("DSIM_PREDICTOR_DIR")
     if env:
         return Path(env).expanduser()
-    import platformdirs
 
     return Path(platformdirs.user_data_dir("dsim")) / "predictors"
 
@@ -123,7 +139,6 @@ def load_fitted(path: str | Path | None = None) -> Predictor | None:
     doc = fitted_info(path)
     if doc is None:
         return None
-    from dsim.kernel.catalog import get_predictor
 
     pred = get_predictor(doc["predictor"], **doc.get("params", {}))
     pred.set_state(doc.get("state", {}))
@@ -139,7 +154,6 @@ def fit_default(
     """Fit predictor ``name`` on every known result (published + ``dsim validate``), with the
     measure values known or computable from cards for those pairs. Returns (predictor, results,
     values)."""
-    from dsim.kernel.catalog import get_predictor
 
     results, values, cards, kinds = evidence(results)
     pred = get_predictor(name, **dict(params or {}))
@@ -150,9 +164,6 @@ def fit_default(
 def evidence(results: Sequence[TransferResult] | None = None):
     """What a predictor learns from: every known result (or ``results``), the measure values of
     their pairs (known, plus card-only measures), the candidates' cards and the measures' kinds."""
-    from dsim.kernel.catalog import known_measure_values, known_results, list_measures, value_kinds
-    from dsim.networks.checkpoints import source_cards
-
     results = list(known_results() if results is None else results)
     if not results:
         raise DsimError(
@@ -166,8 +177,6 @@ def evidence(results: Sequence[TransferResult] | None = None):
 
 
 def _shipped_dir() -> Path:
-    from importlib import resources
-
     return Path(str(resources.files("dsim") / "fitted"))
 
 
@@ -176,15 +185,11 @@ def _evidence_key(name: str, params: Mapping[str, Any]) -> str:
     name and parameters, every known result and value, and the cards (whose facts and expert
     features become features): a change to any of them is another key. Cheap: nothing is fitted
     or computed to find it."""
-    from dsim.kernel.catalog import known_measure_values, known_results, list_measures
-    from dsim.kernel.registry import get_registry
-
     vals = sorted(
         (v.measure, v.source, v.target, v.fold or 0, round(float(v.value), 10))
         for v in known_measure_values()
     )
     cards = get_registry().fingerprint()
-    from dsim.kernel.catalog import list_predictors
 
     cls = list_predictors().get(name)
     card_measures = sorted(
@@ -207,9 +212,6 @@ def _evidence_key(name: str, params: Mapping[str, Any]) -> str:
 def _code_id(cls) -> str:
     """A content hash of the source files of the package a predictor class comes from: a changed
     predictor (its features, its model selection) is another fit."""
-    import hashlib
-    import sys
-
     mod = sys.modules.get(cls.__module__)
     path = Path(getattr(mod, "__file__", "") or "")
     root = path.parent if (path.parent / "__init__.py").exists() and cls.__module__.count(".") > 1 else path
@@ -227,10 +229,6 @@ def evidence_predictor(
     """The default predictor: ``name`` (the learned predictor) fitted on every known result,
     shipped with dsim for the evidence it ships, else fitted once and cached under the evidence's
     content key (:func:`_evidence_key`). Returns it with a note saying which."""
-    from dsim.kernel.cache import default_cache_dir
-    from dsim.kernel.catalog import get_predictor, known_results
-    from dsim.kernel.defaults import LEARNED_PREDICTOR
-
     name = name or LEARNED_PREDICTOR
     params = dict(params or {})
     key = _evidence_key(name, params)[:24]
@@ -259,9 +257,6 @@ def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | N
     saved last); a path to a saved predictor (``.json``); or None, the default: the learned
     predictor fitted on every known result (:func:`evidence_predictor`; rank aggregation,
     :data:`dsim.kernel.defaults.DEFAULT_PREDICTOR`, when there is none to learn from)."""
-    from dsim.kernel.catalog import get_predictor
-    from dsim.kernel.defaults import DEFAULT_PREDICTOR
-
     if isinstance(choice, Predictor):
         return choice, None
     if choice is None:
@@ -281,7 +276,6 @@ def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | N
             f"predictor: fitted {fitted.name} ({doc.get('path', '?')}), trained on {info.get('n_results', '?')} "
             f"results for targets {', '.join(info.get('targets', [])) or '?'}"
         )
-        from dsim.kernel.catalog import known_results
 
         if info.get("results") and info["results"] != results_fingerprint(known_results()):
             note += "; the known results have changed since (run `dsim predictor fit` to refresh)"
@@ -293,13 +287,11 @@ def ship_evidence_predictor() -> Path:
     """Fit the default predictor on the evidence dsim ships and write it into the package
     (``src/dsim/fitted/``), so that a fresh install ranks without fitting first. Run it whenever
     the shipped evidence or the learned predictor changes (a test says when it is stale)."""
-    from dsim.kernel.defaults import LEARNED_PREDICTOR
 
     d = _shipped_dir()
     for old in d.glob("*.json"):
         old.unlink()
     results, values, cards, kinds = evidence()
-    from dsim.kernel.catalog import get_predictor
 
     pred = get_predictor(LEARNED_PREDICTOR).fit(results, values, cards, kinds)
     path = d / f"{_evidence_key(LEARNED_PREDICTOR, {})[:24]}.json"

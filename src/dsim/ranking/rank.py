@@ -23,10 +23,24 @@ from dsim.kernel.catalog import (
 )
 from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES
 from dsim.kernel.errors import DsimError, UnknownNameError
-from dsim.kernel.interfaces import Candidate, Context, Measure, Predictor
+from dsim.kernel.interfaces import (
+    Candidate,
+    Context,
+    Measure,
+    Predictor,
+    representation_key,
+    representation_of,
+)
 from dsim.kernel.plugins import notify
 from dsim.kernel.records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
 from dsim.kernel.registry import get_registry
+from dsim.networks.checkpoints import (
+    as_source_card,
+    checkpoint_from_spec,
+    checkpoint_missing,
+    known_checkpoints,
+    load_zoo,
+)
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
 
@@ -296,14 +310,6 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
 def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
     """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
     own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
-    from dsim.networks.checkpoints import (
-        as_source_card,
-        checkpoint_from_spec,
-        checkpoint_missing,
-        known_checkpoints,
-        load_zoo,
-    )
-
     reg = get_registry()
     zoo_cards = [c for path in cfg.zoo for c in load_zoo(path)]  # each --zoo file read once
     known = known_checkpoints(cards=zoo_cards)
@@ -464,8 +470,6 @@ def _applicable(m: Measure, card: DatasetCard) -> str | None:
 
 
 def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> dict[str, float]:
-    from dsim.kernel.interfaces import representation_of
-
     try:
         return dict(m.contributions(representation_of(m, s_obj, ctx), representation_of(m, t_obj, ctx), ctx))
     except Exception as exc:  # the value stands; only its break-down is missing, and that is said
@@ -484,7 +488,6 @@ def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[st
     report = getattr(ctx.progress, "estimate", None)
     if report is None or not cards or target_data is None:
         return
-    from dsim.kernel.interfaces import representation_key
 
     def cached(data) -> bool:  # already represented: costs nothing
         return ctx.cache is not None and ctx.cache.get(m.name, representation_key(m, data, ctx)) is not None

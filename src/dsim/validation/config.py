@@ -18,7 +18,7 @@ from dsim.kernel.defaults import (
     DEFAULT_STRATEGY,
     DEFAULT_TRAIN,
 )
-from dsim.kernel.errors import DsimError
+from dsim.kernel.errors import DsimError, UnknownOptionError
 
 __all__ = ["ValidateConfig", "DEFAULT_TRAIN", "DEFAULT_PRETRAIN", "DATA_PLACEMENTS"]
 
@@ -109,8 +109,6 @@ class ValidateConfig:
         for k, v in knobs.items():
             k = cls.ALIASES.get(k, k)
             if k not in names:
-                from dsim.kernel.errors import UnknownOptionError
-
                 raise UnknownOptionError(k, "dsim.validate", names + list(cls.ALIASES))
             changes[k] = v
         base = config if config is not None else cls()

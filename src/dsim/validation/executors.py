@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from dsim.kernel.errors import DsimError
+from dsim.kernel.errors import DsimError, UnknownNameError
 from dsim.kernel.records import RunResult, RunSpec
 from dsim.networks.pretraining import (
     Checkpoint,
@@ -422,6 +422,5 @@ def get_executor(executor: str | Any = "local", *, address: str | None = None):
         return LocalExecutor()
     if executor == "ray":
         return RayExecutor(address=address)
-    from dsim.kernel.errors import UnknownNameError
 
     raise UnknownNameError("executor", executor, ["local", "ray"])

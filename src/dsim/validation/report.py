@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dsim.kernel.metrics import transferability
 from dsim.kernel.records import RunResult, RunSpec, _Record
 
 __all__ = ["SourceRow", "ValidationReport", "summarise", "spearman", "plot_report"]
@@ -72,7 +73,6 @@ def summarise(
 ) -> tuple[list[SourceRow], float | None]:
     """One row per (source, strategy, train size) over the finished folds in ``results``, T per
     fold against the baseline of the same fold; and the mean baseline AUC."""
-    from dsim.kernel.metrics import transferability
 
     groups: dict[tuple, list[RunSpec]] = {}
     for s in specs:

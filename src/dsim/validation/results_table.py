@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from dsim.kernel.errors import DsimError
+from dsim.kernel.plugins import collect
 from dsim.kernel.records import TransferResult
+from dsim.kernel.registry import _norm, get_registry
+from dsim.validation.store import ResultsStore
 
 __all__ = ["ResultsTableError", "ResultsTable", "read_results_table", "import_results_table"]
 
@@ -105,9 +108,6 @@ def _hp_value(text: str) -> Any:
 
 def _canonical_names() -> dict[str, str]:
     """Normalised name or alias -> card name, of every dataset card and checkpoint card."""
-    from dsim.kernel.plugins import collect
-    from dsim.kernel.registry import _norm, get_registry
-
     names: dict[str, str] = {}
     for _plugin, card in collect("dsim_register_checkpoints"):
         for n in getattr(card, "all_names", ()):
@@ -122,7 +122,6 @@ def _canonical_names() -> dict[str, str]:
 def read_results_table(path: str | Path, *, setup: str, origin: str | None = None) -> ResultsTable:
     """Read and check every row of the table at ``path``; raise :class:`ResultsTableError` at the
     first bad one. ``origin`` defaults to ``imported:<file name>``."""
-    from dsim.kernel.registry import _norm
 
     path = Path(path).expanduser()
     name = path.name
@@ -242,9 +241,6 @@ def import_results_table(
     sources and targets, the names no card knows (the table's own), the names stored under a
     card's name, whether it has target-only baselines (source == target) and which targets lack
     one (ranked on AUC instead of transferability T), and ``lines`` saying so in words."""
-    from dsim.kernel.registry import get_registry
-    from dsim.validation.store import ResultsStore
-
     table = read_results_table(path, setup=setup, origin=origin)
     known = set(_canonical_names().values()) | {c.name for c in get_registry()}
     with ResultsStore(store) as st:

@@ -16,7 +16,9 @@ import numpy as np
 
 from dsim.data.loading import is_checkpoint_path, load_checked
 from dsim.kernel.errors import DsimError
+from dsim.kernel.plugins import named
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
+from dsim.networks.checkpoints import checkpoint_missing, network_name, network_spec
 from dsim.networks.pretraining import Checkpoint, PretrainJob, build, checkpoint_dir, plan_job
 from dsim.validation.config import ValidateConfig
 
@@ -31,14 +33,11 @@ def _noop(*_a) -> None:
 
 def strategies() -> dict[str, Any]:
     """Every registered strategy by name."""
-    from dsim.kernel.plugins import named
 
     return named("dsim_register_strategies", "strategy")
 
 
 def strategy(name: str):
-    from dsim.kernel.plugins import named
-
     return named("dsim_register_strategies", "strategy", name)
 
 
@@ -106,7 +105,6 @@ def _checkpoint_of_card(card: CheckpointCard) -> Checkpoint:
     """What a run transfers from when its source is the checkpoint ``card``: the checked weights
     file, or the weights name its backbone plugin resolves (``random``, timm's ``imagenet``). A
     card whose weights are not here is a one-line error saying how to supply them."""
-    from dsim.networks.checkpoints import checkpoint_missing, network_name, network_spec
 
     why = checkpoint_missing(card)
     if why:

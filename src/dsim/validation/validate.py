@@ -23,8 +23,9 @@ from dsim.data.loading import (
 from dsim.kernel.defaults import DEFAULT_BACKBONE
 from dsim.kernel.errors import DsimError, UnknownNameError
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from dsim.networks.checkpoints import network_name
+from dsim.networks.checkpoints import checkpoint_from_spec, known_checkpoints, network_name
 from dsim.networks.pretraining import checkpoint_dir, pretrain
+from dsim.ranking.pair import rank
 from dsim.validation.config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
 from dsim.validation.report import SourceRow, ValidationReport, plot_report, spearman, summarise
 from dsim.validation.runs import Work, execute_run, plan_runs, plan_work, strategies
@@ -57,7 +58,6 @@ def _checkpoint_cards(
     """The sources that name a checkpoint card (a registered checkpoint, one of the ``zoo``
     files' cards or ``timm:<name>``), by the name given. A name of an in-memory dataset stays a
     dataset; a file path stays a file, trained with ``--backbone``."""
-    from dsim.networks.checkpoints import checkpoint_from_spec, known_checkpoints
 
     known = known_checkpoints(zoo)
     out = {}
@@ -78,8 +78,6 @@ def _choose_sources(tname: str, target, sources, cfg: ValidateConfig, notes: lis
         sources = [s.strip() for s in sources.split(",") if s.strip()]
     if cfg.predict and (not isinstance(target, ImageSet) or sources is None):
         try:
-            from dsim.ranking.pair import rank
-
             ranking = rank(
                 tname,
                 sources=[s for s in sources if not is_checkpoint_path(s)] if sources else None,
