@@ -114,9 +114,9 @@ def evaluate(meta, ceil, only_measures=None):
 def verdict(name, out, ceil) -> list[str]:
     """The paired bootstrap of the meta-ranker against the track record and the best single
     measure, and the goal line."""
-    from dsim.evaluation.evaluate import paired_bootstrap, summarise
+    from dsim.evaluation.evaluate import mean_metrics, paired_bootstrap
 
-    sm = {k: summarise(v) for k, v in out.items()}
+    sm = {k: mean_metrics(v) for k, v in out.items()}
     lines = []
     singles = {k: v for k, v in sm.items() if k.endswith(" alone")}
     best_single = max(singles, key=lambda k: singles[k].get("weighted_tau", -9)) if singles else None
@@ -167,9 +167,9 @@ def plot(name: str, out, ceil, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from dsim.evaluation.evaluate import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
-    singles = {k: summarise(v).get("weighted_tau", -9) for k, v in out.items() if k.endswith(" alone")}
+    singles = {k: mean_metrics(v).get("weighted_tau", -9) for k, v in out.items() if k.endswith(" alone")}
     best = max(singles, key=singles.get) if singles else None
     shown = [k for k in ("meta-ranker", "track-record", best) if k and k in out]
     keys = [(r["setup"], r["target"]) for r in out[shown[0]]]
@@ -180,7 +180,7 @@ def plot(name: str, out, ceil, path: Path) -> Path:
     for i, lab in enumerate(shown):
         by = {(r["setup"], r["target"]): r.get("weighted_tau") for r in out[lab]}
         vals = [np.nan if by.get(k) is None else by[k] for k in keys]
-        mean = summarise(out[lab]).get("weighted_tau", float("nan"))
+        mean = mean_metrics(out[lab]).get("weighted_tau", float("nan"))
         ax.bar(x + (i - (len(shown) - 1) / 2) * width, vals, width, label=f"{lab} (mean {mean:.2f})")
     ax.scatter(x, [cmap.get(k, np.nan) for k in keys], marker="_", s=400, color="k", label="noise ceiling")
     ax.axhline(0, color="grey", lw=0.5)
@@ -197,7 +197,7 @@ def plot(name: str, out, ceil, path: Path) -> Path:
 
 
 def aggregate(every) -> list[str]:
-    from dsim.evaluation.evaluate import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
     labels = [lab for lab in every[0][1] if all(lab in o for _, o in every)]
     lines = [
@@ -209,12 +209,12 @@ def aggregate(every) -> list[str]:
         "|" + "---|" * (len(every) + 2),
     ]
     for lab in labels:
-        cells = [f"{summarise(o[lab]).get('weighted_tau', float('nan')):.2f}" for _, o in every]
+        cells = [f"{mean_metrics(o[lab]).get('weighted_tau', float('nan')):.2f}" for _, o in every]
         allrows = [r for _, o in every for r in o[lab]]
         lines.append(
             f"| {lab} | "
             + " | ".join(cells)
-            + f" | **{summarise(allrows).get('weighted_tau', float('nan')):.2f}** |"
+            + f" | **{mean_metrics(allrows).get('weighted_tau', float('nan')):.2f}** |"
         )
     return lines + [""]
 

@@ -593,11 +593,11 @@ def evaluate(cfg, cards, result_paths, values_path, boot: int = 10000) -> list[s
 
 
 def _summary_table(out) -> list[str]:
-    from dsim.evaluation.evaluate import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
     lines = ["| predictor | weighted tau | Spearman | top-1 | regret AUC |", "|---|---|---|---|---|"]
     for lab, rows in out.items():
-        s = summarise(rows)
+        s = mean_metrics(rows)
         lines.append(
             f"| {lab} | {s.get('weighted_tau', float('nan')):.2f} | {s.get('spearman', float('nan')):.2f} | "
             f"{s.get('top1', 0):.2f} | {s.get('regret_auc', float('nan')):.3f} |"
@@ -606,9 +606,9 @@ def _summary_table(out) -> list[str]:
 
 
 def _bootstrap_lines(out, scores, n, paired_bootstrap) -> list[str]:
-    from dsim.evaluation.evaluate import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
-    singles = {f"{m} alone": summarise(out[f"{m} alone"]).get("weighted_tau", -9) for m in scores}
+    singles = {f"{m} alone": mean_metrics(out[f"{m} alone"]).get("weighted_tau", -9) for m in scores}
     best = max(singles, key=singles.get) if singles else None
     lines = []
     for other in [x for x in (best, "track-record", "rank-aggregation") if x]:

@@ -94,6 +94,8 @@ _EXPORTS = {
     "check_label_columns": "dsim.kernel.multilabel",
     "TASKS": "dsim.kernel.multilabel",
     "measured_transferability": "dsim.kernel.metrics",
+    "fold_transferability": "dsim.kernel.metrics",
+    "transfer_summary": "dsim.kernel.metrics",
     "target_baseline": "dsim.kernel.metrics",
     "classification_metrics": "dsim.networks.training",
     "is_ordinal": "dsim.kernel.records",

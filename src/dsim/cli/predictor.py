@@ -97,10 +97,10 @@ def predictor_evaluate(
     from dsim.evaluation.evaluate import (
         default_suite,
         evaluate_suite,
+        mean_metrics,
         meta_dataset,
         noise_ceiling,
         render_table,
-        summarise,
     )
     from dsim.kernel.errors import DsimError
 
@@ -130,7 +130,7 @@ def predictor_evaluate(
     ceil = noise_ceiling(meta.results)
     if as_json:
         print_json(
-            {"tasks": out, "summary": {k: summarise(v) for k, v in out.items()}, "noise_ceiling": ceil}
+            {"tasks": out, "summary": {k: mean_metrics(v) for k, v in out.items()}, "noise_ceiling": ceil}
         )
         return
     for line in render_table(out, ceil, meta.name, metric=metric):

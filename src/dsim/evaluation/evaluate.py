@@ -27,7 +27,13 @@ from dsim.kernel.catalog import (
 from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 from dsim.kernel.errors import DsimError
 from dsim.kernel.interfaces import Candidate, Context, Predictor
-from dsim.kernel.metrics import measured_basis, measured_transferability, target_baseline, transferability
+from dsim.kernel.metrics import (
+    fold_transferability,
+    measured_basis,
+    measured_transferability,
+    target_baseline,
+    transfer_summary,
+)
 from dsim.kernel.plugins import record_failure
 from dsim.kernel.records import DatasetCard, MeasureValue, Ranking, RankingRow, TransferResult
 from dsim.kernel.registry import get_registry
@@ -44,7 +50,7 @@ __all__ = [
     "evaluate_loto",
     "evaluate_suite",
     "default_suite",
-    "summarise",
+    "mean_metrics",
     "noise_ceiling",
     "hindsight",
     "in_sample",
@@ -98,16 +104,18 @@ def transfer_table(results: Iterable[TransferResult]) -> list[PairRow]:
             if source == target:
                 continue
             folds = by_source[source]
-            ts = [transferability(a, base.get(k, base_mean)) for k, a in sorted(folds.items(), key=str)]
+            t, t_sd, auc, n = transfer_summary(
+                fold_transferability(folds, base, base_mean, key=str), list(folds.values())
+            )
             rows.append(
                 PairRow(
                     setup=setup,
                     target=target,
                     source=source,
-                    t=float(np.mean(ts)),
-                    t_sd=float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
-                    auc=float(np.mean(list(folds.values()))),
-                    n=len(ts),
+                    t=t,
+                    t_sd=t_sd,
+                    auc=auc,
+                    n=n,
                     base_auc=base_mean if basis == "T" else None,
                     basis=basis,
                 )
@@ -269,7 +277,7 @@ def ranking_metrics(
     return out
 
 
-def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Mean of each metric over tasks (Spearman rho, weighted tau, top-1 rate, regret)."""
     out = {}
     for k in ("spearman", "weighted_tau", "top1", "regret_t", "regret_auc"):
@@ -636,7 +644,7 @@ def render_table(
     nan = float("nan")
     for lab, rows in out.items():
         by = {(r["setup"], r["target"]): r for r in rows}
-        sm = summarise(rows)
+        sm = mean_metrics(rows)
         cells = [_num(by[k].get(metric)) if k in by else "" for k in keys]
         lines.append(
             f"| {lab} | " + " | ".join(cells) + f" | **{_num(sm.get('spearman', nan))}** | "

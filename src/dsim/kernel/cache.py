@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import platformdirs
 
+from dsim.kernel.files import atomic_write
 from dsim.kernel.records import Representation
 
 __all__ = ["Cache", "default_cache_dir"]
@@ -67,12 +67,10 @@ class Cache:
         meta_path, arr_path = self._paths(rep.measure, rep.key)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         if rep.arrays:
-            _atomic_write(
-                arr_path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in rep.arrays.items()})
-            )
+            atomic_write(arr_path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in rep.arrays.items()}))
         d = rep.to_dict()
         d.pop("arrays")
-        _atomic_write(meta_path, lambda f: f.write(json.dumps(d, indent=1).encode()))
+        atomic_write(meta_path, lambda f: f.write(json.dumps(d, indent=1).encode()))
 
     def get_value(self, key: str) -> float | None:
         """A cached scalar (pair values of measures that cannot be split per dataset)."""
@@ -85,16 +83,4 @@ class Cache:
     def put_value(self, key: str, value: float, **meta) -> None:
         p = self.root / "values" / key[:2] / f"{key}.json"
         p.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(p, lambda f: f.write(json.dumps({"value": value, **meta}).encode()))
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write(p, lambda f: f.write(json.dumps({"value": value, **meta}).encode()))

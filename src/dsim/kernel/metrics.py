@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 __all__ = [
     "transferability",
+    "fold_transferability",
+    "transfer_summary",
     "auc_weighted_ovr",
     "label_aucs",
     "mean_label_auc",
@@ -20,6 +23,25 @@ __all__ = [
 def transferability(auc_source_to_target: float, auc_target_only: float) -> float:
     """T(S->T) = (AUC(S->T) - AUC(T)) / AUC(T) x 100 ("Cats, not CAT scans", eq. 1)."""
     return (auc_source_to_target - auc_target_only) / auc_target_only * 100.0
+
+
+def fold_transferability(
+    folds: Mapping[Any, float], base: Mapping[Any, float], base_mean: float, *, key=None
+) -> list[float]:
+    """The measured transferability T (%) of one source, fold by fold: each fold's AUC against
+    the same fold's target-only AUC in ``base`` (``base_mean`` where that fold has none), folds
+    in sorted order (of ``key`` when given). The one place T is measured from AUCs."""
+    return [transferability(auc, base.get(k, base_mean)) for k, auc in sorted(folds.items(), key=key)]
+
+
+def transfer_summary(ts: Sequence[float], aucs: Sequence[float]) -> tuple[float, float, float, int]:
+    """(mean T, its sd over folds, mean AUC, n folds) of :func:`fold_transferability`'s values."""
+    return (
+        float(np.mean(ts)),
+        float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
+        float(np.mean(aucs)),
+        len(ts),
+    )
 
 
 def auc_weighted_ovr(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -105,18 +127,12 @@ def measured_transferability(history, target: str) -> dict[str, tuple[float, flo
         for source, folds in table.items():
             if source == target:
                 continue
-            ts = [transferability(auc, base.get(k, base_mean)) for k, auc in sorted(folds.items())]
-            per_source[source].append((ts, list(folds.values())))
+            per_source[source].append((fold_transferability(folds, base, base_mean), list(folds.values())))
     out = {}
     for source, groups in per_source.items():
         ts = [t for g in groups for t in g[0]]
         aucs = [a for g in groups for a in g[1]]
-        out[source] = (
-            float(np.mean(ts)),
-            float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
-            float(np.mean(aucs)),
-            len(ts),
-        )
+        out[source] = transfer_summary(ts, aucs)
     return out
 
 

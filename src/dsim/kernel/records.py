@@ -91,6 +91,20 @@ class _Record:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def _card_fields(cls, d: Mapping[str, Any], what: str, tuples: Sequence[str]) -> dict[str, Any]:
+    """A card's fields from a mapping: ``tuples`` as tuples (a scalar as a 1-tuple); a field the
+    card does not have is a one-line error naming the card."""
+    d = dict(d)
+    for key in tuples:
+        if key in d and d[key] is not None:
+            v = d[key]
+            d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"{what} card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
+    return d
+
+
 @dataclass(frozen=True)
 class DatasetCard(_Record):
     """Facts about one dataset, as printed in the papers or declared by a plugin.
@@ -136,18 +150,10 @@ class DatasetCard(_Record):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DatasetCard:
-        d = dict(d)
-        for key in ("aliases", "class_names", "papers", "notes", "aggregate_of"):
-            if key in d and d[key] is not None:
-                v = d[key]
-                d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+        d = _card_fields(cls, d, "dataset", ("aliases", "class_names", "papers", "notes", "aggregate_of"))
         for key in ("expert", "loader_args", "network"):
             if d.get(key) is None:
                 d[key] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"dataset card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
 
         if d.get("task") is None:
             d["task"] = ""
@@ -196,15 +202,7 @@ class CheckpointCard(_Record):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CheckpointCard:
-        d = dict(d)
-        for key in ("aliases", "papers", "notes", "mean", "std"):
-            if key in d and d[key] is not None:
-                v = d[key]
-                d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"checkpoint card {d.get('name', '?')!r}: unknown field(s) {', '.join(unknown)}")
+        d = _card_fields(cls, d, "checkpoint", ("aliases", "papers", "notes", "mean", "std"))
         missing = [k for k in ("name", "architecture", "weights") if not d.get(k)]
         if missing:
             raise ValueError(f"checkpoint card {d.get('name', '?')!r}: missing {', '.join(missing)}")

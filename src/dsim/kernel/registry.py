@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from functools import lru_cache
 from importlib import resources
@@ -22,6 +21,7 @@ import yaml
 
 from dsim.kernel.cache import default_cache_dir
 from dsim.kernel.errors import DatasetError, DsimError, UnknownNameError
+from dsim.kernel.files import atomic_write
 from dsim.kernel.plugins import collect, note_conflict, on_reset
 from dsim.kernel.records import CheckpointCard, DatasetCard
 
@@ -56,10 +56,7 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         raise DsimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, cached)
+        atomic_write(cached, json.dumps(doc))
     except OSError:  # a read-only cache dir: parse again next time
         pass
     return doc
@@ -95,13 +92,7 @@ class Registry:
 
     def add_checkpoint(self, card: CheckpointCard) -> None:
         """Register a checkpoint card; the first card of a name wins (registry.yaml first)."""
-        if card.name in self.checkpoints:
-            if self.checkpoints[card.name].provider != card.provider:
-                note_conflict("checkpoint", card.name, self.checkpoints[card.name].provider, card.provider)
-            return
-        self.checkpoints[card.name] = card
-        for n in card.all_names:
-            self._ckpt_alias.setdefault(_norm(n), card.name)
+        _add_card("checkpoint", card, self.checkpoints, self._ckpt_alias)
 
     def fingerprint(self) -> str:
         """A content hash of every card (dataset and checkpoint), for keys of what is learned from them."""
@@ -117,13 +108,8 @@ class Registry:
         return self.checkpoints[key] if key else None
 
     def add(self, card: DatasetCard) -> None:
-        if card.name in self.cards:  # registry.yaml wins over later plugins with the same name
-            if self.cards[card.name].provider != card.provider:
-                note_conflict("dataset card", card.name, self.cards[card.name].provider, card.provider)
-            return
-        self.cards[card.name] = card
-        for n in card.all_names:
-            self._alias.setdefault(_norm(n), card.name)
+        """Register a dataset card; the first card of a name wins (registry.yaml first)."""
+        _add_card("dataset card", card, self.cards, self._alias)
 
     def __contains__(self, name: str) -> bool:
         return _norm(name) in self._alias
@@ -169,6 +155,18 @@ class Registry:
         if not p.exists():
             raise DatasetError(f"{name_or_path}: no such file or folder")
         return card_for_path(p)
+
+
+def _add_card(what: str, card, cards: dict, aliases: dict[str, str]) -> None:
+    """Add ``card`` under its name and aliases unless a card of that name is there already (the
+    first wins: registry.yaml before plugins), warning when another provider gave that name."""
+    if card.name in cards:
+        if cards[card.name].provider != card.provider:
+            note_conflict(what, card.name, cards[card.name].provider, card.provider)
+        return
+    cards[card.name] = card
+    for n in card.all_names:
+        aliases.setdefault(_norm(n), card.name)
 
 
 def card_for_path(p: Path) -> DatasetCard:

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ from dsim.data.loading import load_checked, source_names, union
 from dsim.kernel.cache import default_cache_dir
 from dsim.kernel.defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAIN
 from dsim.kernel.errors import DsimError
+from dsim.kernel.files import atomic_write
 from dsim.kernel.multilabel import iterative_split
 from dsim.kernel.records import ImageSet, _Record, file_digest, stable_hash
 from dsim.networks.training import TrainConfig, build_classifier, classification_metrics, fit, predict_proba
@@ -137,7 +137,7 @@ class Checkpoint:
             raise DsimError(f"checkpoint {self.id[:12]} is not on this machine ({self.path})")
         out = checkpoint_dir() / self.id[:2] / f"{self.id}{self.suffix}"
         if not out.exists():
-            _write_atomic(out, self.blob)
+            atomic_write(out, self.blob)
         return str(out)
 
 
@@ -254,22 +254,9 @@ def train_checkpoint(
 def save_checkpoint(job: PretrainJob, blob: bytes, meta: Mapping[str, Any]) -> Path:
     """Write a trained checkpoint into this machine's cache (atomically) with its JSON metadata."""
     out = job.path
-    _write_atomic(out, blob)
+    atomic_write(out, blob)
     out.with_suffix(".json").write_text(json.dumps(dict(meta), indent=2, default=str))
     return out
-
-
-def _write_atomic(out: Path, blob: bytes) -> None:
-    """A killed writer never leaves half a file: write beside it, then rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _learnable(data: ImageSet) -> bool:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -31,6 +30,7 @@ from dsim.kernel.catalog import (
 )
 from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 from dsim.kernel.errors import DsimError
+from dsim.kernel.files import atomic_write
 from dsim.kernel.interfaces import Predictor
 from dsim.kernel.records import TransferResult, stable_hash
 from dsim.kernel.registry import get_registry
@@ -82,9 +82,9 @@ def save_fitted(pred: Predictor, results: Sequence[TransferResult], *, make_curr
     d = predictor_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{pred.name}-{key}.json"
-    _atomic_write(path, text)
+    atomic_write(path, text)
     if make_current:
-        _atomic_write(d / "current.json", json.dumps({"file": path.name}))
+        atomic_write(d / "current.json", json.dumps({"file": path.name}))
     return path
 
 
@@ -102,13 +102,6 @@ def _document(pred: Predictor, results: Sequence[TransferResult]) -> dict[str, A
             "setups": sorted({r.setup for r in results}),
         },
     }
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def fitted_info(path: str | Path | None = None) -> dict[str, Any] | None:
@@ -245,7 +238,7 @@ def evidence_predictor(
     results, values, cards, kinds = evidence()
     pred = get_predictor(name, **params).fit(results, values, cards, kinds)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
     return pred, f"predictor: {what}; fitted now and cached ({cached})"
 
 
@@ -296,5 +289,5 @@ def ship_evidence_predictor() -> Path:
     pred = get_predictor(LEARNED_PREDICTOR).fit(results, values, cards, kinds)
     path = d / f"{_evidence_key(LEARNED_PREDICTOR, {})[:24]}.json"
     d.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    atomic_write(path, json.dumps(_document(pred, results), sort_keys=True, indent=1))
     return path
