@@ -45,6 +45,7 @@ _EXPORTS = {
     "Candidate": "dsim.kernel.interfaces",
     "FoldData": "dsim.kernel.interfaces",
     "Reproduction": "dsim.kernel.interfaces",
+    "Executor": "dsim.kernel.interfaces",
     # errors
     "DsimError": "dsim.kernel.errors",
     "UnknownNameError": "dsim.kernel.errors",

@@ -201,13 +201,18 @@ def _canonical(items, fields: tuple[str, ...] = ("source", "target")) -> list:
     return out
 
 
-_KNOWN: dict[str, list] = {}
+#: hook -> (the plugins' ``dsim_known_state`` tokens when it was read, its items)
+_KNOWN: dict[str, tuple[tuple, list]] = {}
 
 
 def _known(hook: str) -> list:
-    if hook not in _KNOWN:
-        _KNOWN[hook] = _canonical([x for _p, x in collect(hook)])
-    return list(_KNOWN[hook])
+    """The items of a ``known_*`` hook, kept in memory until a plugin's ``dsim_known_state``
+    changes (a result written to the store since): then the hook is called again."""
+    state = tuple(collect("dsim_known_state", fresh=True))
+    kept = _KNOWN.get(hook)
+    if kept is None or kept[0] != state:
+        kept = _KNOWN[hook] = (state, _canonical([x for _p, x in collect(hook, fresh=kept is not None)]))
+    return list(kept[1])
 
 
 def known_results() -> list[TransferResult]:

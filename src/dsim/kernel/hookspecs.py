@@ -150,6 +150,23 @@ def dsim_known_measure_values():
 
 
 @hookspec
+def dsim_known_state():
+    """Tokens (hashable values) that change whenever what this plugin's ``dsim_known_results`` or
+    ``dsim_known_measure_values`` would return changes, e.g. the modification time and size of
+    the file it reads. dsim keeps the known results in memory and reads them again when a token
+    changes, so that a result written in this process (``dsim.validate``) is seen by the next
+    ``dsim.rank``. A plugin whose known results never change needs no implementation.
+
+    Example::
+
+        @hookimpl
+        def dsim_known_state():
+            st = MY_TABLE.stat()
+            return [(str(MY_TABLE), st.st_mtime_ns, st.st_size)]
+    """
+
+
+@hookspec
 def dsim_run_started(spec):
     """Called when a fine-tuning run (:class:`dsim.RunSpec`) starts.
 

@@ -44,6 +44,7 @@ __all__ = [
     "Candidate",
     "FoldData",
     "Reproduction",
+    "Executor",
 ]
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
@@ -468,6 +469,36 @@ class Reproduction:
     description: str = ""
 
     def run(self, out: Path | None = None, *, figures: bool = True) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Executor:
+    """Where the pretraining jobs and runs of a validation execute (``dsim.validate(executor=...)``,
+    ``dsim validate --executor``). dsim's own are ``local`` (this process) and ``ray``.
+
+    :meth:`run` executes ``work`` (a ``dsim.validation.runs.Work``: the runs in order, the
+    pretraining jobs they need, the data and checkpoints already at hand) and reports every job
+    and run through ``callbacks`` (a ``dsim.validation.executors.Callbacks``), always in the
+    driver's process: the driver stores each result as it arrives. :meth:`slots` is how many
+    runs go at once (for the progress line).
+
+    Example::
+
+        class Serial(Executor):
+            name = "serial"
+
+            def run(self, work, callbacks):
+                for spec in work.runs:
+                    callbacks.on_result(spec, None, f"{spec.label}: not run (example)")
+    """
+
+    name: str = ""
+    description: str = ""
+
+    def slots(self, work: Any) -> int:
+        return 1
+
+    def run(self, work: Any, callbacks: Any) -> None:
         raise NotImplementedError
 
 

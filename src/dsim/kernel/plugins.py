@@ -58,6 +58,7 @@ COLLECT_HOOKS = (
     "dsim_register_reproductions",
     "dsim_known_results",
     "dsim_known_measure_values",
+    "dsim_known_state",
 )
 EVENT_HOOKS = ("dsim_run_started", "dsim_run_finished", "dsim_run_failed", "dsim_ranking_done")
 
@@ -256,10 +257,11 @@ def _invalidate() -> None:
         fn()
 
 
-def collect(hook_name: str) -> list[tuple[str, Any]]:
+def collect(hook_name: str, *, fresh: bool = False) -> list[tuple[str, Any]]:
     """``(plugin name, item)`` for every item a ``register_*``/``known_*`` hook returns, called
-    through ``pm.hook`` once per process and kept, in plugin priority order."""
-    if hook_name in _state.collected:
+    through ``pm.hook`` once per process and kept, in plugin priority order (``fresh``: called
+    again, and the kept items replaced)."""
+    if hook_name in _state.collected and not fresh:
         return _state.collected[hook_name]
     pm = get_plugin_manager()
     contributions = getattr(pm.hook, hook_name)()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.interfaces import Executor
 from dsim.kernel.records import RunResult, RunSpec
 from dsim.networks.pretraining import (
     Checkpoint,
@@ -71,7 +72,7 @@ def _message(exc: BaseException, what: str) -> str:
 
 
 # ------------------------------------------------------------------------------ local
-class LocalExecutor:
+class LocalExecutor(Executor):
     """The plan in this process, one after another: each pretraining job is built (or waited for,
     when another process trains it) just before its first run; on the GPU when there is one."""
 
@@ -185,7 +186,7 @@ def _ray_failure(exc: BaseException, retries: int) -> str:
     return f"{why}{tries}: {first[:200]}"
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """Jobs and runs as Ray tasks; the driver claims each job (so that no other process trains it
     at the same time), stores each checkpoint in its own cache and each result in the store.
 
@@ -414,10 +415,12 @@ class RayExecutor:
         cb.on_result(spec, None, msg if msg.startswith(spec.label) else f"{spec.label}: {msg}")
 
 
-def get_executor(executor: str | Any = "local", *, address: str | None = None):
-    """An executor by name (``local``, ``ray``) or an object with ``run(work, callbacks)``."""
-    if not isinstance(executor, str):
+def get_executor(executor: str | Executor = "local", *, address: str | None = None) -> Executor:
+    """An executor by name (``local``, ``ray``) or an :class:`~dsim.Executor` instance."""
+    if isinstance(executor, Executor):
         return executor
+    if not isinstance(executor, str):
+        raise DsimError(f"executor {executor!r}: not a dsim.Executor (nor the name of one: local, ray)")
     if executor == "local":
         return LocalExecutor()
     if executor == "ray":
