@@ -1,7 +1,8 @@
-"""The ``dsim`` command line: a thin shell over :mod:`dsim.ranking.pair`.
+"""The ``dsim`` command line: a thin shell over the Python API (:mod:`dsim`).
 
 Each command group lives in its own module under ``dsim.cli`` and registers itself on ``app``;
-the modules are listed in ``COMMAND_MODULES``. Errors a user can act on (:class:`dsim.DsimError`)
+the modules are listed in ``COMMAND_MODULES``. Plugins add theirs through the
+``dsim_register_commands`` hook, called only when the command line needs them. Errors a user can act on (:class:`dsim.DsimError`)
 print one line ``error: ...`` and exit 2, without a traceback (``DSIM_DEBUG=1`` shows it).
 """
 
@@ -32,7 +33,6 @@ COMMAND_MODULES = [
     "dsim.cli.validate",
     "dsim.cli.results",
     "dsim.cli.reproduce",
-    "dsim.cli.filters",
 ]
 
 
@@ -56,12 +56,38 @@ def _root(
 for _mod in COMMAND_MODULES:
     importlib.import_module(_mod)
 
+_plugin_commands_added = False
+
+
+def add_plugin_commands() -> None:
+    """Let the plugins add their commands to ``app`` (``dsim_register_commands``), once."""
+    global _plugin_commands_added
+    if not _plugin_commands_added:
+        _plugin_commands_added = True
+        from dsim.kernel.plugins import get_plugin_manager
+
+        get_plugin_manager().hook.dsim_register_commands(app=app)
+
+
+def _needs_plugin_commands(args: list[str]) -> bool:
+    """Whether ``args`` may name or list a plugin's command: the overview (``dsim``, ``dsim
+    --help``) or a command dsim does not have itself. ``dsim --version`` and dsim's own commands
+    do not load the plugins to ask."""
+    first = next((a for a in args if not a.startswith("-")), None)
+    if first is None:
+        return "--version" not in args
+    own = {c.name or c.callback.__name__ for c in app.registered_commands}
+    own |= {g.name for g in app.registered_groups}
+    return first not in own
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dsim errors into one-line messages."""
     from dsim.kernel.errors import DsimError
 
     try:
+        if _needs_plugin_commands(sys.argv[1:] if argv is None else list(argv)):
+            add_plugin_commands()
         app(args=argv, prog_name="dsim", standalone_mode=False)
     except DsimError as exc:
         if os.environ.get("DSIM_DEBUG"):

@@ -53,8 +53,6 @@ BASELINE_STRATEGY = "scratch"
 DEFAULT_PROBE = "resnet18"
 #: images per dataset that image measures of a ranking look at (a seeded stratified subsample)
 DEFAULT_MAX_SAMPLES = 1000
-#: the checkpoint measure ``dsim filters`` draws and scores filters with (Fok 2019)
-FILTER_MEASURE = "filter-structure"
 #: fine-tuning defaults (cats-scans: Adam, class weights, early stopping; here at 28 px)
 DEFAULT_TRAIN: Mapping[str, Any] = {
     "epochs": 30,

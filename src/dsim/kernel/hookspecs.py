@@ -150,6 +150,23 @@ def dsim_known_measure_values():
 
 
 @hookspec
+def dsim_register_commands(app):
+    """Add commands to the ``dsim`` command line: ``app`` is its ``typer.Typer``. Called only when
+    the command line needs them (``dsim --help``, or a command dsim itself does not have), so
+    that ``dsim rank`` does not pay for them; import heavy modules inside the command. The
+    filter-structure plugin adds ``dsim filters`` this way.
+
+    Example::
+
+        @hookimpl
+        def dsim_register_commands(app):
+            @app.command("hello", help="Say hello.")
+            def hello(name: str = typer.Option("world", help="Whom to greet.")):
+                print(f"hello {name}")
+    """
+
+
+@hookspec
 def dsim_known_state():
     """Tokens (hashable values) that change whenever what this plugin's ``dsim_known_results`` or
     ``dsim_known_measure_values`` would return changes, e.g. the modification time and size of

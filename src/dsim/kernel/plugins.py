@@ -60,7 +60,13 @@ COLLECT_HOOKS = (
     "dsim_known_measure_values",
     "dsim_known_state",
 )
-EVENT_HOOKS = ("dsim_run_started", "dsim_run_finished", "dsim_run_failed", "dsim_ranking_done")
+EVENT_HOOKS = (
+    "dsim_run_started",
+    "dsim_run_finished",
+    "dsim_run_failed",
+    "dsim_ranking_done",
+    "dsim_register_commands",
+)
 
 
 class Contribution(list):

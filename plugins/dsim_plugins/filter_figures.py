@@ -1,37 +1,39 @@
 """``dsim filters``: a checkpoint's filters as a figure, with their structure score (Fok 2019).
 
-The work is done by the ``filter-structure`` measure plugin (found by name, as every CLI command
-finds its measures); this module draws and prints.
+The filter-structure plugin adds this command to the CLI (``dsim_register_commands``); the work is
+done by its ``filter-structure`` measure (found by name); this module draws and prints.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
-from . import app
-from ._util import console, print_json
+import dsim
+
+#: the measure that draws and scores the filters (the filter-structure plugin's)
+FILTER_MEASURE = "filter-structure"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``dsim filters`` to the CLI's ``app``."""
+    app.command()(filters)
 
 
 def _measure(**params):
-    from dsim.kernel.defaults import FILTER_MEASURE
-    from dsim.kernel.errors import DsimError
-    from dsim.ranking.pair import list_measures
-
-    measures = list_measures()
+    measures = dsim.list_measures()
     if FILTER_MEASURE not in measures:
-        raise DsimError(
+        raise dsim.DsimError(
             f"measure {FILTER_MEASURE!r} is not registered (is the filter_structure plugin installed?)"
         )
     return measures[FILTER_MEASURE].with_params(**params)
 
 
 def _network(arch: str, weights: str, seed: int):
-    from dsim.ranking.pair import create_backbone
-
-    model = create_backbone(arch, weights=weights, num_classes=0, seed=seed)
+    model = dsim.create_backbone(arch, weights=weights, num_classes=0, seed=seed)
     return model.eval()
 
 
@@ -134,7 +136,6 @@ def _figure(checkpoints: list[dict[str, Any]], out: Path, show: int, method: str
     plt.close(fig)
 
 
-@app.command()
 def filters(
     arch: str = typer.Option(..., "--arch", "-a", help="Backbone name (smallcnn, resnet18, ...)."),
     weights: str = typer.Option(
@@ -187,10 +188,8 @@ def filters(
     --threshold and an effect >= --min-effect (docs/filters.md). No data is needed."""
     import torch
 
-    from dsim.kernel.errors import DsimError
-
     if not out.parent.exists():
-        raise DsimError(f"cannot write {str(out)!r}: directory {str(out.parent)!r} does not exist")
+        raise dsim.DsimError(f"cannot write {str(out)!r}: directory {str(out.parent)!r} does not exist")
     base = _measure(
         method=method,
         threshold=threshold,
@@ -247,8 +246,9 @@ def filters(
         ],
     }
     if as_json:
-        print_json(report)
+        print(json.dumps(report, indent=2))
         return
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"filter structure ({method}, p < {threshold}, effect >= {min_effect})")
@@ -259,6 +259,6 @@ def filters(
             n, k = len(p["structured"]), int(sum(p["structured"]))
             view = "kernels" if p["view"] == "kernels" else "act. max."
             table.add_row(ck["label"], p["layer"], view, str(n), f"{k} ({100 * p['share']:.0f} %)")
-    con = console()
+    con = Console(soft_wrap=False)
     con.print(table)
     con.print(f"figure: {out}")
