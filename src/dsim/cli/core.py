@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES
+from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES, DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 
 from . import app
 from ._util import Progress, console, parse_options, print_json, split_list
@@ -46,7 +46,8 @@ def rank(
         "--predictor",
         help=(
             "Predictor: a plugin name (`dsim plugins`), 'fitted' (the one `dsim predictor fit` saved) or a "
-            "saved predictor's .json (default: rank aggregation)."
+            f"saved predictor's .json (default: {LEARNED_PREDICTOR} fitted on every known result; "
+            f"{DEFAULT_PREDICTOR} when there is none to learn from)."
         ),
     ),
     probe: Optional[str] = typer.Option(

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from dsim.kernel.defaults import LEARNED_PREDICTOR
+
 from . import app
 from ._util import console, print_json, split_list
 
@@ -18,7 +20,7 @@ app.add_typer(predictor_app, name="predictor")
 @predictor_app.command("fit")
 def predictor_fit(
     name: str = typer.Option(
-        "meta-ranker", "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."
+        LEARNED_PREDICTOR, "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap ensemble."),
     as_json: bool = typer.Option(False, "--json", help="Print what was saved as JSON."),

@@ -24,7 +24,7 @@ from dsim.kernel.catalog import (
     list_predictors,
     measure_kinds,
 )
-from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
+from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR, SUITE_MEASURES
 from dsim.kernel.errors import DsimError
 from dsim.kernel.interfaces import Candidate, Context, Predictor
 from dsim.kernel.metrics import (
@@ -368,7 +368,7 @@ def evaluate_loto(
     return out
 
 
-def default_suite(measures: Iterable[str] = ("expert", "task2vec")) -> list[tuple[str, str, dict[str, Any]]]:
+def default_suite(measures: Iterable[str] = SUITE_MEASURES) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, predictor name, params) of every model and baseline the evaluation reports."""
 
     suite = [

@@ -43,6 +43,8 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
 DEFAULT_PREDICTOR = "rank-aggregation"
 #: the learned predictor ``dsim predictor fit`` fits by default
 LEARNED_PREDICTOR = "meta-ranker"
+#: the measures whose predictors-of-one the evaluation suite reports beside the learned predictor
+SUITE_MEASURES = ("expert", "task2vec")
 #: the backbone ``dsim validate`` and ``dsim pretrain`` train by default (CPU-scale, 28 px)
 DEFAULT_BACKBONE = "smallcnn"
 #: the transfer strategy ``dsim validate`` runs by default

@@ -140,7 +140,7 @@ def load_fitted(path: str | Path | None = None) -> Predictor | None:
 
 
 def fit_default(
-    name: str = "meta-ranker",
+    name: str = LEARNED_PREDICTOR,
     params: Mapping[str, Any] | None = None,
     results: Sequence[TransferResult] | None = None,
 ):
