@@ -269,3 +269,33 @@ def test_plugin_with_a_misspelt_hook_is_told_so(fresh_plugins):
         assert "dsim_register_measures" in fails["typo-plugin"]
     finally:
         fresh_plugins.unregister("typo-plugin")
+
+
+def test_a_plugin_adds_a_cli_command(fresh_plugins, capsys):
+    """``dsim_register_commands``: a plugin's command runs, and the overview lists it."""
+    import types
+
+    import typer
+
+    from dsim.cli import main
+
+    plugin = types.ModuleType("hello_plugin")
+
+    @dsim.hookimpl
+    def dsim_register_commands(app):
+        @app.command("hello", help="Say hello.")
+        def hello(name: str = typer.Option("world", "--name")):
+            print(f"hello {name}")
+
+    plugin.dsim_register_commands = dsim_register_commands
+    fresh_plugins.register(plugin, name="hello-plugin")
+    try:
+        assert main(["hello", "--name", "dsim"]) == 0
+        assert capsys.readouterr().out == "hello dsim\n"
+        assert main(["--help"]) == 0
+        out = capsys.readouterr().out
+        assert "hello" in out and "filters" in out  # the filter-structure plugin's command too
+    finally:
+        fresh_plugins.unregister("hello-plugin")
+    assert main(["hello"]) != 0  # gone with its plugin
+    assert "No such command 'hello'" in capsys.readouterr().err

@@ -56,17 +56,24 @@ def _root(
 for _mod in COMMAND_MODULES:
     importlib.import_module(_mod)
 
-_plugin_commands_added = False
+#: dsim's own commands and groups; what follows them on ``app`` the plugins added
+_OWN = (len(app.registered_commands), len(app.registered_groups))
+_added_for: tuple = ()
 
 
 def add_plugin_commands() -> None:
-    """Let the plugins add their commands to ``app`` (``dsim_register_commands``), once."""
-    global _plugin_commands_added
-    if not _plugin_commands_added:
-        _plugin_commands_added = True
-        from dsim.kernel.plugins import get_plugin_manager
+    """Let the plugins add their commands to ``app`` (``dsim_register_commands``): once per set
+    of registered plugins (a plugin registered in-process since adds its own)."""
+    global _added_for
+    from dsim.kernel.plugins import get_plugin_manager
 
-        get_plugin_manager().hook.dsim_register_commands(app=app)
+    pm = get_plugin_manager()
+    key = (id(pm), tuple(sorted(str(name) for name, _p in pm.list_name_plugin())))
+    if key == _added_for:
+        return
+    del app.registered_commands[_OWN[0] :], app.registered_groups[_OWN[1] :]
+    _added_for = key
+    pm.hook.dsim_register_commands(app=app)
 
 
 def _needs_plugin_commands(args: list[str]) -> bool:
@@ -76,8 +83,8 @@ def _needs_plugin_commands(args: list[str]) -> bool:
     first = next((a for a in args if not a.startswith("-")), None)
     if first is None:
         return "--version" not in args
-    own = {c.name or c.callback.__name__ for c in app.registered_commands}
-    own |= {g.name for g in app.registered_groups}
+    own = {c.name or c.callback.__name__ for c in app.registered_commands[: _OWN[0]]}
+    own |= {g.name for g in app.registered_groups[: _OWN[1]]}
     return first not in own
 
 
