@@ -365,3 +365,14 @@ def test_validate_config_holds_every_knob_once():
         ValidateConfig(data_placement="nfs")
     with pytest.raises(dsim.UnknownOptionError, match="'epochs' for dsim.validate"):
         dsim.validate("gen-t", epochs=3)
+
+
+def test_an_executor_is_a_declared_dsim_executor():
+    from dsim.validation.executors import LocalExecutor, get_executor
+
+    assert isinstance(get_executor("local"), LocalExecutor)
+    assert isinstance(get_executor("local"), dsim.Executor)
+    mine = LocalExecutor()
+    assert get_executor(mine) is mine
+    with pytest.raises(dsim.DsimError, match="not a dsim.Executor"):
+        get_executor(object())
