@@ -12,24 +12,18 @@ entry is treated as a miss and recomputed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 
-from dsim.kernel.files import atomic_write
+from dsim.kernel.files import atomic_write, user_path
 from dsim.kernel.records import Representation
 
 __all__ = ["Cache", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("DSIM_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-
-    return Path(platformdirs.user_cache_dir("dsim"))
+    return user_path("DSIM_CACHE_DIR", cache=True)
 
 
 class Cache:

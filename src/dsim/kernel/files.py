@@ -1,4 +1,4 @@
-"""Writing a file so that no reader ever sees half of it."""
+"""Where dsim keeps its files, and writing one so that no reader ever sees half of it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
-__all__ = ["atomic_write"]
+import platformdirs
+
+__all__ = ["atomic_write", "user_path"]
 
 #: what :func:`atomic_write` writes: bytes, text (UTF-8), or a function writing to a binary file
 Content = bytes | str | Callable[[IO[bytes]], object]
@@ -32,3 +34,12 @@ def atomic_write(path: str | Path, content: Content) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def user_path(env: str, name: str = "", *, cache: bool = False) -> Path:
+    """``$env`` when it is set (``~`` expanded), else ``name`` in dsim's user data folder (its
+    user cache folder with ``cache``) of the platform (``platformdirs``)."""
+    value = os.environ.get(env)
+    if value:
+        return Path(value).expanduser()
+    return Path(platformdirs.user_cache_dir("dsim") if cache else platformdirs.user_data_dir("dsim")) / name

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from dsim.evaluation.evaluate import pair_values
 from dsim.kernel.cache import default_cache_dir
@@ -30,7 +27,7 @@ from dsim.kernel.catalog import (
 )
 from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 from dsim.kernel.errors import DsimError
-from dsim.kernel.files import atomic_write
+from dsim.kernel.files import atomic_write, user_path
 from dsim.kernel.interfaces import Predictor
 from dsim.kernel.records import TransferResult, stable_hash
 from dsim.kernel.registry import get_registry
@@ -56,11 +53,8 @@ FITTED = "fitted"
 
 
 def predictor_dir() -> Path:
-    env = os.environ.get("DSIM_PREDICTOR_DIR")
-    if env:
-        return Path(env).expanduser()
-
-    return Path(platformdirs.user_data_dir("dsim")) / "predictors"
+    """``$DSIM_PREDICTOR_DIR``, else ``<user data dir>/dsim/predictors``."""
+    return user_path("DSIM_PREDICTOR_DIR", "predictors")
 
 
 def results_fingerprint(results: Iterable[TransferResult]) -> str:
