@@ -227,7 +227,3 @@ def known_measure_values() -> list[MeasureValue]:
 
 
 on_reset(_KNOWN.clear)
-
-
-def names_of(items: Iterable[Any]) -> list[str]:
-    return [getattr(i, "name", str(i)) for i in items]
