@@ -113,3 +113,25 @@ def test_validation_modules_do_not_import_their_callers():
     ):
         assert "dsim.validation.validate" not in g[low], low
     assert "dsim.validation.executors" not in g["dsim.validation.runs"]
+
+
+#: the wings of src/dsim, top to bottom (pyproject.toml's import-linter contract, docs/concepts.md)
+LAYERS = [{"cli"}, {"validation"}, {"ranking"}, {"networks", "evaluation"}, {"data"}, {"kernel"}]
+
+
+def _wing(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else None
+
+
+def test_a_wing_imports_only_the_wings_below_it():
+    level = {w: i for i, ws in enumerate(LAYERS) for w in ws}
+    wrong = []
+    for mod, deps in graph().items():
+        w = _wing(mod)
+        for d in deps:
+            dw = _wing(d)
+            if w in level and dw in level and dw != w and level[dw] <= level[w]:
+                wrong.append(f"{mod} -> {d}")
+    assert not wrong, "imports against the layer rule: " + "; ".join(sorted(wrong))
+    assert set(level) == {p.name for p in SRC.iterdir() if (p / "__init__.py").exists()}
