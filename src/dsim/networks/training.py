@@ -359,9 +359,25 @@ def _fit_once(
     t0 = time.perf_counter()
     dev = _device(device)
     cuda = dev.type == "cuda"
-    xtr, ytr, xva, yva, num_classes = _fit_tensors(model, train, val, cfg, tensors, label, cuda)
+    num_classes = int(model.head.out_features) if hasattr(model, "head") else None
+    if tensors is None:
+        xtr, ytr = prepare(train, cfg)
+        xva, yva = prepare(val, cfg)
+    else:
+        xtr, ytr, xva, yva = tensors
     multilabel = ytr.ndim == 2
-    memfmt, amp_dtype, scaler = _precision(model, dev, cuda)
+    if num_classes is None:
+        num_classes = int(ytr.shape[1]) if multilabel else int(max(ytr.max(), yva.max())) + 1
+    if len(ytr) == 0:
+        raise TrainingError(f"{label}: empty training set")
+    if cuda:
+        xtr, ytr, xva, yva = (t.pin_memory() for t in (xtr, ytr, xva, yva))
+    memfmt = torch.channels_last if cuda else torch.contiguous_format
+    model.to(dev, memory_format=memfmt)
+    amp_dtype = None
+    if cuda:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     weight = None
     if cfg.class_weights:
@@ -371,20 +387,83 @@ def _fit_once(
 
     if groups is None:
         groups = [[p for p in model.parameters()]]
-    total_steps = max(1, math.ceil(len(ytr) / batch)) * cfg.epochs
-    opt, sched = _optimiser(cfg, groups, lr_mults, total_steps)
-    thaw = _Thaw(groups, unfreeze_at, total_steps)
-    loop = _Loop(
-        model, cfg, batch, dev, memfmt, amp_dtype, scaler, weight, opt, sched, label, total_steps, thaw
-    )
+    mults = list(lr_mults or [1.0] * len(groups))
+    unfreeze = list(unfreeze_at if unfreeze_at is not None else [0.0] * len(groups))
+    param_groups = [{"params": list(g), "lr": cfg.lr * m} for g, m in zip(groups, mults)]
+    opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(ytr) / batch))
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = None
+    if cfg.schedule == "one-cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=[pg["lr"] for pg in param_groups],
+            total_steps=total_steps,
+            pct_start=0.3,
+            div_factor=25.0,
+            final_div_factor=1000.0,
+            anneal_strategy="cos",
+        )
+    elif cfg.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=0.5, patience=max(1, cfg.patience // 2)
+        )
+
+    state: list = [None]
+
+    def set_trainable(step: int) -> None:
+        frac = step / max(1, total_steps)
+        flags = tuple(u is not None and frac >= u for u in unfreeze)
+        if flags == state[0]:
+            return  # only touch the parameters when a group freezes or thaws
+        state[0] = flags
+        for g, on in zip(groups, flags):
+            for p in g:
+                p.requires_grad_(on)
 
     best_state, best_loss, bad = None, float("inf"), 0
+    step = 0
     result.history.clear()
     result.batch_size = batch
     for epoch in range(cfg.epochs):
-        train_loss = loop.epoch(xtr, ytr, gen, epoch)
+        model.train()
+        perm = torch.randperm(len(ytr), generator=gen)
+        tot, n_seen = 0.0, 0
+        for i in range(0, len(ytr), batch):
+            idx = perm[i : i + batch]
+            if len(idx) < 2 and len(ytr) > 2:  # batch norm cannot train on one image
+                continue
+            set_trainable(step)
+            xb = xtr[idx]
+            if cfg.augment:
+                xb = _augment(xb, gen)
+            xb = xb.to(dev, non_blocking=True, memory_format=memfmt)
+            yb = ytr[idx].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = _forward(model, xb)
+                loss = _loss(out.float(), yb, weight, cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{label}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(learning rate {opt.param_groups[-1]['lr']:.2g}); lower the learning rate"
+                )
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            if cfg.schedule == "one-cycle" and step < total_steps - 1:
+                sched.step()
+            step += 1
+            tot += loss.detach() * len(idx)  # summed on device: no host sync per step
+            n_seen += len(idx)
         val_loss = _val_loss(model, xva, yva, dev, memfmt, amp_dtype, weight, batch)
-        result.history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
+        result.history.append(
+            {"epoch": epoch + 1, "train_loss": float(tot) / max(1, n_seen), "val_loss": val_loss}
+        )
         if cfg.schedule == "plateau":
             sched.step(val_loss)
         if progress is not None:
@@ -404,151 +483,6 @@ def _fit_once(
     result.epochs_run = len(result.history)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _fit_tensors(model, train, val, cfg, tensors, label, cuda):
-    """The training and validation tensors (pinned for a GPU) and the number of classes."""
-    num_classes = int(model.head.out_features) if hasattr(model, "head") else None
-    if tensors is None:
-        xtr, ytr = prepare(train, cfg)
-        xva, yva = prepare(val, cfg)
-    else:
-        xtr, ytr, xva, yva = tensors
-    if num_classes is None:
-        num_classes = int(ytr.shape[1]) if ytr.ndim == 2 else int(max(ytr.max(), yva.max())) + 1
-    if len(ytr) == 0:
-        raise TrainingError(f"{label}: empty training set")
-    if cuda:
-        xtr, ytr, xva, yva = (t.pin_memory() for t in (xtr, ytr, xva, yva))
-    return xtr, ytr, xva, yva, num_classes
-
-
-def _precision(model, dev, cuda):
-    """The model on ``dev``; its memory format, autocast dtype (None: full precision) and the
-    gradient scaler float16 needs."""
-    import torch
-
-    memfmt = torch.channels_last if cuda else torch.contiguous_format
-    model.to(dev, memory_format=memfmt)
-    amp_dtype = None
-    if cuda:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    return memfmt, amp_dtype, scaler
-
-
-def _optimiser(cfg, groups, lr_mults, total_steps):
-    """AdamW over the parameter groups (each its learning-rate multiplier) and the scheduler of
-    ``cfg.schedule`` (None for a constant rate)."""
-    import torch
-
-    mults = list(lr_mults or [1.0] * len(groups))
-    param_groups = [{"params": list(g), "lr": cfg.lr * m} for g, m in zip(groups, mults)]
-    opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = None
-    if cfg.schedule == "one-cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt,
-            max_lr=[pg["lr"] for pg in param_groups],
-            total_steps=total_steps,
-            pct_start=0.3,
-            div_factor=25.0,
-            final_div_factor=1000.0,
-            anneal_strategy="cos",
-        )
-    elif cfg.schedule == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=0.5, patience=max(1, cfg.patience // 2)
-        )
-    return opt, sched
-
-
-class _Thaw:
-    """Which parameter groups train at a step: group i from ``unfreeze_at[i]`` (a fraction of the
-    steps; None: never), all from the start by default."""
-
-    def __init__(self, groups, unfreeze_at, total_steps: int):
-        self.groups = groups
-        self.unfreeze = list(unfreeze_at if unfreeze_at is not None else [0.0] * len(groups))
-        self.total_steps = total_steps
-        self.flags = None
-
-    def __call__(self, step: int) -> None:
-        frac = step / max(1, self.total_steps)
-        flags = tuple(u is not None and frac >= u for u in self.unfreeze)
-        if flags == self.flags:
-            return  # only touch the parameters when a group freezes or thaws
-        self.flags = flags
-        for g, on in zip(self.groups, flags):
-            for p in g:
-                p.requires_grad_(on)
-
-
-@dataclass
-class _Loop:
-    """One fit's training steps: what each batch needs, and the step count across epochs."""
-
-    model: Any
-    cfg: Any
-    batch: int
-    dev: Any
-    memfmt: Any
-    amp_dtype: Any
-    scaler: Any
-    weight: Any
-    opt: Any
-    sched: Any
-    label: str
-    total_steps: int
-    thaw: _Thaw
-    step: int = 0
-
-    def epoch(self, xtr, ytr, gen, epoch: int) -> float:
-        """One pass over the training set in a seeded order; the mean training loss."""
-        import torch
-
-        self.model.train()
-        perm = torch.randperm(len(ytr), generator=gen)
-        tot, n_seen = 0.0, 0
-        for i in range(0, len(ytr), self.batch):
-            idx = perm[i : i + self.batch]
-            if len(idx) < 2 and len(ytr) > 2:  # batch norm cannot train on one image
-                continue
-            self.thaw(self.step)
-            xb = xtr[idx]
-            if self.cfg.augment:
-                xb = _augment(xb, gen)
-            xb = xb.to(self.dev, non_blocking=True, memory_format=self.memfmt)
-            yb = ytr[idx].to(self.dev, non_blocking=True)
-            loss = self._step(xb, yb, epoch)
-            tot += loss.detach() * len(idx)  # summed on device: no host sync per step
-            n_seen += len(idx)
-        return float(tot) / max(1, n_seen)
-
-    def _step(self, xb, yb, epoch: int):
-        import torch
-
-        cfg, opt = self.cfg, self.opt
-        with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = _forward(self.model, xb)
-            loss = _loss(out.float(), yb, self.weight, cfg.label_smoothing)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"{self.label}: loss became {loss.item()} at epoch {epoch + 1}, step {self.step + 1} "
-                f"(learning rate {opt.param_groups[-1]['lr']:.2g}); lower the learning rate"
-            )
-        opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        if cfg.schedule == "one-cycle" and self.step < self.total_steps - 1:
-            self.sched.step()
-        self.step += 1
-        return loss
 
 
 def _val_loss(model, x, y, dev, memfmt, amp_dtype, weight, batch) -> float:
