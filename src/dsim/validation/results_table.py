@@ -1,11 +1,25 @@
 """Reading a results table of one's own into dsim (``dsim results import FILE.csv --setup NAME``).
 
-The table is long, one row per measured result (``source,target,auc`` required; ``fold``,
-``repeat``, ``accuracy``, ``kappa``, ``origin``, ``backbone``, ``strategy`` optional; any other
-column a hyper-parameter; ``source == target`` the target-only baseline). Names the registry knows
-are stored under the card's name. Every row is checked before anything is stored: a bad one is a
-one-line error naming the file, line and column, and nothing is imported (``dsim results import
---help`` has the format).
+The table is long, one row per measured result (a CSV with a header)::
+
+    source,target,auc,fold,repeat,accuracy,lr
+    imagenet,my-xray,0.91,0,0,0.85,0.01
+    my-xray,my-xray,0.83,0,0,0.80,0.01      # source == target: the target-only baseline AUC(T)
+
+``source``, ``target`` and ``auc`` are required; ``fold`` and ``repeat`` (integers >= 0, default
+0), ``accuracy``, ``kappa`` and ``origin`` are optional; ``backbone`` and ``strategy`` fill those
+store columns; every other column is kept as a hyper-parameter of the row. ``--setup`` names the
+protocol all rows were measured under (results of one setup are compared with each other, never
+with another setup's). Names the registry knows (dataset cards and checkpoint cards, aliases
+included) are stored under the card's name; any other name becomes a source or target of the
+table's own, and the summary lists them.
+
+Every row is checked before anything is stored: a missing column, a value that is not a number, an
+AUC or accuracy outside [0, 1], a kappa outside [-1, 1], an empty name or a second row for the same
+(source, target, fold, repeat) is a :class:`dsim.DsimError` whose one-line message names the file,
+the line and the column; then nothing is imported. The import is one transaction
+(:meth:`dsim.ResultsStore.import_table`); importing a table with the same origin and setup again
+replaces the rows of the earlier import.
 """
 
 from __future__ import annotations
