@@ -125,39 +125,6 @@ def read_results_table(path: str | Path, *, setup: str, origin: str | None = Non
 
     path = Path(path).expanduser()
     name = path.name
-    setup, origin = _setup_and_origin(setup, origin, name)
-    cols, body = _read_csv(path)
-    extra = _check_header(cols, name)
-    canon = _canonical_names()
-    renamed: dict[str, str] = {}
-    seen: dict[tuple[str, str, int, int], int] = {}
-    results, hps, bbs, sts = [], [], [], []
-    for lineno, raw in body:
-        if not any(v.strip() for v in raw):
-            continue  # blank line
-        where = f"{name}, line {lineno}"
-        if len(raw) != len(cols):
-            raise ResultsTableError(f"{where}: {len(raw)} values for {len(cols)} columns")
-        row = {c: v.strip() for c, v in zip(cols, raw)}
-        result = _row_result(row, where, canon, renamed, setup=setup, origin=origin)
-        ident = (result.source, result.target, result.fold, result.repeat)
-        if ident in seen:
-            raise ResultsTableError(
-                f"{where}: duplicate of line {seen[ident]} (source {ident[0]!r}, target {ident[1]!r}, "
-                f"fold {result.fold}, repeat {result.repeat})"
-            )
-        seen[ident] = lineno
-        results.append(result)
-        hps.append({c: _hp_value(row[c]) for c in extra if row[c]})
-        bbs.append(row.get("backbone") or "")
-        sts.append(row.get("strategy") or None)
-    if not results:
-        raise ResultsTableError(f"{name}: no rows after the header")
-    return ResultsTable(path, setup, origin, results, hps, bbs, sts, renamed)
-
-
-def _setup_and_origin(setup: str, origin: str | None, name: str) -> tuple[str, str]:
-    """The table's setup (required) and origin (``imported:<file name>`` by default), checked."""
     if not setup or not setup.strip():
         raise ResultsTableError(
             "--setup: give the name of the protocol the table's results were measured under"
@@ -169,12 +136,6 @@ def _setup_and_origin(setup: str, origin: str | None, name: str) -> tuple[str, s
             f"origin {origin!r}: origins starting with {RESERVED_ORIGIN!r} are the results plugins ship "
             "(choose another, e.g. imported:<paper>)"
         )
-    return setup, origin
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header's column names (stripped, lower case) and ``(line number, values)`` per row."""
-    name = path.name
     if not path.is_file():
         raise ResultsTableError(f"{path}: no such file")
     try:
@@ -189,12 +150,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         raise ResultsTableError(f"{name}, line {reader.line_num}: not valid CSV ({exc})") from None
     if not header or not any(h.strip() for h in header):
         raise ResultsTableError(f"{name}: empty file (expected a header with {', '.join(REQUIRED)})")
-    return [h.strip().lower() for h in header], body
-
-
-def _check_header(cols: list[str], name: str) -> list[str]:
-    """Check the columns (named, once each, the required ones there); the extra ones, which are
-    hyper-parameters."""
+    cols = [h.strip().lower() for h in header]
     for i, c in enumerate(cols):
         if not c:
             raise ResultsTableError(f"{name}, line 1: column {i + 1} has no name")
@@ -208,58 +164,72 @@ def _check_header(cols: list[str], name: str) -> list[str]:
         )
     if "setup" in cols:
         raise ResultsTableError(f"{name}, line 1: column 'setup': give the setup with --setup, one per table")
-    return [c for c in cols if c not in REQUIRED and c not in OPTIONAL]
-
-
-def _row_result(
-    row: dict[str, str],
-    where: str,
-    canon: dict[str, str],
-    renamed: dict[str, str],
-    *,
-    setup: str,
-    origin: str,
-) -> TransferResult:
-    """One row as a checked result, its names the cards' (each renaming noted in ``renamed``)."""
-    names = {}
-    for c in ("source", "target"):
-        if not row[c]:
-            raise ResultsTableError(f"{where}, column {c!r}: empty")
-        card = canon.get(_norm(row[c]))
-        names[c] = card or row[c]
-        if card and card != row[c]:
-            renamed[row[c]] = card
-    if not row["auc"]:
-        raise ResultsTableError(f"{where}, column 'auc': empty")
-    auc = _number(row["auc"], where, "auc")
-    if not 0.0 <= auc <= 1.0:
-        hint = " (a table in percent? divide by 100)" if 1.0 < auc <= 100.0 else ""
-        raise ResultsTableError(f"{where}, column 'auc': {row['auc']} is outside [0, 1]{hint}")
-    fold = _index(row["fold"], where, "fold") if row.get("fold") else 0
-    repeat = _index(row["repeat"], where, "repeat") if row.get("repeat") else 0
-    acc = _number(row["accuracy"], where, "accuracy") if row.get("accuracy") else None
-    if acc is not None and not 0.0 <= acc <= 1.0:
-        raise ResultsTableError(f"{where}, column 'accuracy': {row['accuracy']} is outside [0, 1]")
-    kappa = _number(row["kappa"], where, "kappa") if row.get("kappa") else None
-    if kappa is not None and not -1.0 <= kappa <= 1.0:
-        raise ResultsTableError(f"{where}, column 'kappa': {row['kappa']} is outside [-1, 1]")
-    row_origin = row.get("origin") or origin
-    if row_origin.startswith(RESERVED_ORIGIN):
-        raise ResultsTableError(
-            f"{where}, column 'origin': {row_origin!r}: origins starting with {RESERVED_ORIGIN!r} "
-            "are the results plugins ship"
+    extra = [c for c in cols if c not in REQUIRED and c not in OPTIONAL]
+    canon = _canonical_names()
+    renamed: dict[str, str] = {}
+    seen: dict[tuple[str, str, int, int], int] = {}
+    results, hps, bbs, sts = [], [], [], []
+    for lineno, raw in body:
+        if not any(v.strip() for v in raw):
+            continue  # blank line
+        where = f"{name}, line {lineno}"
+        if len(raw) != len(cols):
+            raise ResultsTableError(f"{where}: {len(raw)} values for {len(cols)} columns")
+        row = {c: v.strip() for c, v in zip(cols, raw)}
+        names = {}
+        for c in ("source", "target"):
+            if not row[c]:
+                raise ResultsTableError(f"{where}, column {c!r}: empty")
+            card = canon.get(_norm(row[c]))
+            names[c] = card or row[c]
+            if card and card != row[c]:
+                renamed[row[c]] = card
+        if not row["auc"]:
+            raise ResultsTableError(f"{where}, column 'auc': empty")
+        auc = _number(row["auc"], where, "auc")
+        if not 0.0 <= auc <= 1.0:
+            hint = " (a table in percent? divide by 100)" if 1.0 < auc <= 100.0 else ""
+            raise ResultsTableError(f"{where}, column 'auc': {row['auc']} is outside [0, 1]{hint}")
+        fold = _index(row["fold"], where, "fold") if row.get("fold") else 0
+        repeat = _index(row["repeat"], where, "repeat") if row.get("repeat") else 0
+        acc = _number(row["accuracy"], where, "accuracy") if row.get("accuracy") else None
+        if acc is not None and not 0.0 <= acc <= 1.0:
+            raise ResultsTableError(f"{where}, column 'accuracy': {row['accuracy']} is outside [0, 1]")
+        kappa = _number(row["kappa"], where, "kappa") if row.get("kappa") else None
+        if kappa is not None and not -1.0 <= kappa <= 1.0:
+            raise ResultsTableError(f"{where}, column 'kappa': {row['kappa']} is outside [-1, 1]")
+        row_origin = row.get("origin") or origin
+        if row_origin.startswith(RESERVED_ORIGIN):
+            raise ResultsTableError(
+                f"{where}, column 'origin': {row_origin!r}: origins starting with {RESERVED_ORIGIN!r} "
+                "are the results plugins ship"
+            )
+        ident = (names["source"], names["target"], fold, repeat)
+        if ident in seen:
+            raise ResultsTableError(
+                f"{where}: duplicate of line {seen[ident]} (source {ident[0]!r}, target {ident[1]!r}, "
+                f"fold {fold}, repeat {repeat})"
+            )
+        seen[ident] = lineno
+        results.append(
+            TransferResult(
+                source=names["source"],
+                target=names["target"],
+                fold=fold,
+                auc=auc,
+                origin=row_origin,
+                setup=setup,
+                accuracy=acc,
+                kappa=kappa,
+                repeat=repeat,
+            )
         )
-    return TransferResult(
-        source=names["source"],
-        target=names["target"],
-        fold=fold,
-        auc=auc,
-        origin=row_origin,
-        setup=setup,
-        accuracy=acc,
-        kappa=kappa,
-        repeat=repeat,
-    )
+        hps.append({c: _hp_value(row[c]) for c in extra if row[c]})
+        bbs.append(row.get("backbone") or "")
+        sts.append(row.get("strategy") or None)
+    if not results:
+        raise ResultsTableError(f"{name}: no rows after the header")
+    return ResultsTable(path, setup, origin, results, hps, bbs, sts, renamed)
 
 
 def import_results_table(
