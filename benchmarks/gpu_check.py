@@ -100,7 +100,7 @@ def validate(quick: bool, device: str) -> str:
     import tempfile
 
     import dsim
-    from dsim.store import ResultsStore
+    from dsim.validation.store import ResultsStore
 
     n = 300 if quick else 4000
     data = {

@@ -42,7 +42,7 @@ JUODELYTE = "published:juodelyte2024"
 def juodelyte(setup: str, name: str):
     """The study's table of one setup as a meta-dataset, and its noise ceilings."""
     import dsim
-    from dsim.evaluation import meta_dataset, parametric_ceiling
+    from dsim.evaluation.evaluate import meta_dataset, parametric_ceiling
 
     results = [r for r in dsim.known_results() if r.origin == JUODELYTE and r.setup == setup]
     values = [v for v in dsim.known_measure_values() if v.origin == JUODELYTE]
@@ -73,7 +73,7 @@ def noise_sd():
 
 def cats_scans():
     import dsim
-    from dsim.evaluation import meta_dataset, noise_ceiling
+    from dsim.evaluation.evaluate import meta_dataset, noise_ceiling
 
     results = [r for r in dsim.known_results() if r.origin == "published:cats-scans"]
     values = [v for v in dsim.known_measure_values() if v.origin == "published:cats-scans"]
@@ -89,7 +89,7 @@ def matrix(name: str, files, measures=(), options=None, model_scores=()):
     import matrices
 
     import dsim
-    from dsim.evaluation import meta_dataset, noise_ceiling
+    from dsim.evaluation.evaluate import meta_dataset, noise_ceiling
 
     results = [r for f in files for r in matrices.load_matrix(HERE / f)]
     cards = {
@@ -104,7 +104,7 @@ def matrix(name: str, files, measures=(), options=None, model_scores=()):
 
 
 def evaluate(meta, ceil, only_measures=None):
-    from dsim.evaluation import default_suite, evaluate_suite
+    from dsim.evaluation.evaluate import default_suite, evaluate_suite
 
     measures = sorted({v.measure for v in meta.values} if only_measures is None else only_measures)
     suite = default_suite(measures)
@@ -114,9 +114,9 @@ def evaluate(meta, ceil, only_measures=None):
 def verdict(name, out, ceil) -> list[str]:
     """The paired bootstrap of the meta-ranker against the track record and the best single
     measure, and the goal line."""
-    from dsim.evaluation import paired_bootstrap, summarise
+    from dsim.evaluation.evaluate import mean_metrics, paired_bootstrap
 
-    sm = {k: summarise(v) for k, v in out.items()}
+    sm = {k: mean_metrics(v) for k, v in out.items()}
     lines = []
     singles = {k: v for k, v in sm.items() if k.endswith(" alone")}
     best_single = max(singles, key=lambda k: singles[k].get("weighted_tau", -9)) if singles else None
@@ -138,7 +138,7 @@ def headroom(meta) -> list[str]:
     import numpy as np
 
     import dsim
-    from dsim.evaluation import hindsight, in_sample
+    from dsim.evaluation.evaluate import hindsight, in_sample
 
     def make():
         return dsim.get_predictor("meta-ranker", select=False)
@@ -167,9 +167,9 @@ def plot(name: str, out, ceil, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from dsim.evaluation import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
-    singles = {k: summarise(v).get("weighted_tau", -9) for k, v in out.items() if k.endswith(" alone")}
+    singles = {k: mean_metrics(v).get("weighted_tau", -9) for k, v in out.items() if k.endswith(" alone")}
     best = max(singles, key=singles.get) if singles else None
     shown = [k for k in ("meta-ranker", "track-record", best) if k and k in out]
     keys = [(r["setup"], r["target"]) for r in out[shown[0]]]
@@ -180,7 +180,7 @@ def plot(name: str, out, ceil, path: Path) -> Path:
     for i, lab in enumerate(shown):
         by = {(r["setup"], r["target"]): r.get("weighted_tau") for r in out[lab]}
         vals = [np.nan if by.get(k) is None else by[k] for k in keys]
-        mean = summarise(out[lab]).get("weighted_tau", float("nan"))
+        mean = mean_metrics(out[lab]).get("weighted_tau", float("nan"))
         ax.bar(x + (i - (len(shown) - 1) / 2) * width, vals, width, label=f"{lab} (mean {mean:.2f})")
     ax.scatter(x, [cmap.get(k, np.nan) for k in keys], marker="_", s=400, color="k", label="noise ceiling")
     ax.axhline(0, color="grey", lw=0.5)
@@ -197,7 +197,7 @@ def plot(name: str, out, ceil, path: Path) -> Path:
 
 
 def aggregate(every) -> list[str]:
-    from dsim.evaluation import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
     labels = [lab for lab in every[0][1] if all(lab in o for _, o in every)]
     lines = [
@@ -209,12 +209,12 @@ def aggregate(every) -> list[str]:
         "|" + "---|" * (len(every) + 2),
     ]
     for lab in labels:
-        cells = [f"{summarise(o[lab]).get('weighted_tau', float('nan')):.2f}" for _, o in every]
+        cells = [f"{mean_metrics(o[lab]).get('weighted_tau', float('nan')):.2f}" for _, o in every]
         allrows = [r for _, o in every for r in o[lab]]
         lines.append(
             f"| {lab} | "
             + " | ".join(cells)
-            + f" | **{summarise(allrows).get('weighted_tau', float('nan')):.2f}** |"
+            + f" | **{mean_metrics(allrows).get('weighted_tau', float('nan')):.2f}** |"
         )
     return lines + [""]
 
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     import dsim
-    from dsim.evaluation import render_table
+    from dsim.evaluation.evaluate import render_table
 
     opts = dict(kv.split("=", 1) for kv in args.option)
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 def _leg(name: str, kw: dict, executor, cpus: int | None, root: Path) -> dict:
     import dsim
-    from dsim.store import ResultsStore
+    from dsim.validation.store import ResultsStore
 
     cache = root / f"{name}-cache"
     os.environ["DSIM_CACHE_DIR"] = str(cache)
@@ -67,7 +67,7 @@ def _leg(name: str, kw: dict, executor, cpus: int | None, root: Path) -> dict:
 _PROBE = """
 import sys, time, numpy as np, torch
 torch.set_num_threads(1)
-from dsim.training import TrainConfig, build_classifier, fit
+from dsim.networks.training import TrainConfig, build_classifier, fit
 rng = np.random.default_rng(0)
 x = rng.integers(0, 255, (600, 28, 28), dtype=np.uint8)
 import dsim
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     import torch
     from ray.cluster_utils import Cluster
 
-    from dsim.executors import RayExecutor
+    from dsim.validation.executors import RayExecutor
 
     root = Path(tempfile.mkdtemp(prefix="dsim-ray-scaling-"))
     kw = dict(

@@ -1,4 +1,4 @@
-"""dsim's training engine (``dsim.training.fit``) vs a bare PyTorch loop: same model, same data,
+"""dsim's training engine (``dsim.networks.training.fit``) vs a bare PyTorch loop: same model, same data,
 same process, same work (class-weighted cross-entropy, AdamW, one validation pass per epoch).
 
     .venv/bin/python benchmarks/train_loop.py                      # CPU, smallcnn at 28 px
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     import torch
 
     import dsim
-    from dsim.training import TrainConfig, _class_weights, _device, build_classifier, fit
+    from dsim.networks.training import TrainConfig, _class_weights, _device, build_classifier, fit
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         image_size=a.size,
         channels=3,
     )
-    from dsim.training import prepare
+    from dsim.networks.training import prepare
 
     xtr, ytr = prepare(train, cfg)
     xva, yva = prepare(val, cfg)

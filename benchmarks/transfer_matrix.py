@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     import dsim
 
     torch.set_num_threads(a.threads)
-    from dsim.store import ResultsStore
+    from dsim.validation.store import ResultsStore
 
     data_dir = Path(
         os.environ.get("DSIM_DATA_DIR", HERE.parent.parent / "shared" / "data").split(os.pathsep)[0]
@@ -313,7 +313,7 @@ def split_half_ceiling(idx, target, strategy, repeats, with_scratch=False):
 
 
 def report(rows, targets, strategies, a, runtime, failures) -> str:
-    from dsim.metrics import transferability
+    from dsim.kernel.metrics import transferability
 
     idx = auc_index(rows)
     L = [MARK_BEGIN, "## Transfer matrix at 28 px (benchmarks/transfer_matrix.py)", ""]

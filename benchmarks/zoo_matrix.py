@@ -539,8 +539,14 @@ def evaluate(cfg, cards, result_paths, values_path, boot: int = 10000) -> list[s
     """Leave-one-target-out of every score alone, track-record, rank-aggregation and the
     meta-ranker, per setup, with noise ceilings and paired bootstrap intervals (markdown)."""
     import dsim
-    from dsim.checkpoints import as_source_card
-    from dsim.evaluation import evaluate_suite, meta_dataset, noise_ceiling, paired_bootstrap, render_table
+    from dsim.evaluation.evaluate import (
+        evaluate_suite,
+        meta_dataset,
+        noise_ceiling,
+        paired_bootstrap,
+        render_table,
+    )
+    from dsim.networks.checkpoints import as_source_card
 
     results = load_results(result_paths)
     values = load_values(values_path)
@@ -587,11 +593,11 @@ def evaluate(cfg, cards, result_paths, values_path, boot: int = 10000) -> list[s
 
 
 def _summary_table(out) -> list[str]:
-    from dsim.evaluation import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
     lines = ["| predictor | weighted tau | Spearman | top-1 | regret AUC |", "|---|---|---|---|---|"]
     for lab, rows in out.items():
-        s = summarise(rows)
+        s = mean_metrics(rows)
         lines.append(
             f"| {lab} | {s.get('weighted_tau', float('nan')):.2f} | {s.get('spearman', float('nan')):.2f} | "
             f"{s.get('top1', 0):.2f} | {s.get('regret_auc', float('nan')):.3f} |"
@@ -600,9 +606,9 @@ def _summary_table(out) -> list[str]:
 
 
 def _bootstrap_lines(out, scores, n, paired_bootstrap) -> list[str]:
-    from dsim.evaluation import summarise
+    from dsim.evaluation.evaluate import mean_metrics
 
-    singles = {f"{m} alone": summarise(out[f"{m} alone"]).get("weighted_tau", -9) for m in scores}
+    singles = {f"{m} alone": mean_metrics(out[f"{m} alone"]).get("weighted_tau", -9) for m in scores}
     best = max(singles, key=singles.get) if singles else None
     lines = []
     for other in [x for x in (best, "track-record", "rank-aggregation") if x]:
@@ -616,7 +622,7 @@ def _bootstrap_lines(out, scores, n, paired_bootstrap) -> list[str]:
 
 
 def ceiling_lines(result_paths) -> list[str]:
-    from dsim.evaluation import noise_ceiling
+    from dsim.evaluation.evaluate import noise_ceiling
 
     rows = noise_ceiling(load_results(result_paths))
     lines = [
@@ -686,7 +692,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     cfg = config(args)
-    from dsim.cache import default_cache_dir
+    from dsim.kernel.cache import default_cache_dir
 
     zoo_path = (
         Path(args.zoo)

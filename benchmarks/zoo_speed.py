@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     import torch
 
     import dsim
-    from dsim.cache import default_cache_dir
+    from dsim.kernel.cache import default_cache_dir
 
     torch.set_num_threads(args.threads)
     zoo = Path(args.zoo) if args.zoo else default_cache_dir() / "zoo" / "zoo_matrix.yaml"

@@ -30,7 +30,9 @@ def _clean(text: str) -> str:
 
 
 def render() -> str:
-    from dsim.cli import app
+    from dsim.cli import add_plugin_commands, app
+
+    add_plugin_commands()
 
     root = typer.main.get_command(app)
     out = [

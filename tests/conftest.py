@@ -41,8 +41,8 @@ def shared_data() -> Path:
 @pytest.fixture
 def fresh_plugins():
     """Reload plugins before and after a test that registers its own."""
-    import dsim.plugins
+    import dsim.kernel.plugins
 
-    dsim.plugins.reset()
-    yield dsim.plugins
-    dsim.plugins.reset()
+    dsim.kernel.plugins.reset()
+    yield dsim.kernel.plugins
+    dsim.kernel.plugins.reset()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dsim
-import dsim.plugins
+import dsim.kernel.plugins
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO.parent / "shared" / "published" / "juodelyte2024" / "AUCs_model.csv"
@@ -38,7 +38,7 @@ def no_caches(tmp_path, monkeypatch):
 
 
 def _cards(provider=None):
-    return [c for p, c in dsim.plugins.collect("dsim_register_checkpoints") if provider in (None, p)]
+    return [c for p, c in dsim.kernel.plugins.collect("dsim_register_checkpoints") if provider in (None, p)]
 
 
 def test_every_card_names_a_buildable_architecture_a_known_dataset_and_its_weights():
@@ -46,7 +46,7 @@ def test_every_card_names_a_buildable_architecture_a_known_dataset_and_its_weigh
     names = [n for c in cards for n in c.all_names]
     assert len(names) == len(set(names))
     registry = dsim.get_registry()
-    factories = [f for _p, f in dsim.plugins.collect("dsim_register_backbones")]
+    factories = [f for _p, f in dsim.kernel.plugins.collect("dsim_register_backbones")]
     for c in cards:
         assert registry.get(c.pretrained_on).name == c.pretrained_on, c.name
         assert any(f.handles(c.architecture) for f in factories), c.name

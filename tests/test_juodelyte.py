@@ -15,7 +15,7 @@ import pytest
 from scipy.stats import weightedtau
 
 import dsim
-from dsim.reproduce import reproduce
+from dsim.evaluation.reproduce import reproduce
 
 ORIGIN = "published:juodelyte2024"
 METRICS = ("logme", "leep", "nleep", "ncti", "parc", "sfda", "lp", "fu")
@@ -98,7 +98,7 @@ def report(tmp_path_factory):
 def test_known_results_are_the_two_auc_tables():
     """The study's names reach dsim under the registry's: an architecture (``densenet``) is the
     checkpoint card whose alias it is; the datasets keep theirs."""
-    from dsim.catalog import canonical_names
+    from dsim.kernel.catalog import canonical_names
 
     canon = canonical_names()
     mine = [r for r in dsim.known_results() if r.origin == ORIGIN]

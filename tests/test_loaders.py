@@ -17,7 +17,7 @@ from conftest import data_file
 from PIL import Image
 
 import dsim
-import dsim.plugins  # the tests look loaders up on the plugin manager directly
+import dsim.kernel.plugins  # the tests look loaders up on the plugin manager directly
 from dsim import DataMissingError, DatasetCard, DatasetError
 
 # --------------------------------------------------------------------------- helpers
@@ -35,7 +35,7 @@ SHARED = {
 
 
 def loader(name: str):
-    return dsim.plugins.named("dsim_register_loaders", "dataset loader", name)
+    return dsim.kernel.plugins.named("dsim_register_loaders", "dataset loader", name)
 
 
 def one_line_naming(exc: BaseException, *names: object) -> str:
@@ -81,9 +81,9 @@ def make_folder(root: Path, counts=None, size=(8, 8)) -> Path:
 
 
 def test_loader_plugins_load_without_failures():
-    failed = {p for p, _ in dsim.plugins.failures()}
+    failed = {p for p, _ in dsim.kernel.plugins.failures()}
     assert not failed & {"npz_datasets", "medmnist_datasets", "folder_datasets"}
-    names = set(dsim.plugins.named("dsim_register_loaders", "dataset loader"))
+    names = set(dsim.kernel.plugins.named("dsim_register_loaders", "dataset loader"))
     assert {"npz", "medmnist", "image-folder", "csv"} <= names
 
 

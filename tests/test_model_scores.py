@@ -177,7 +177,7 @@ def test_checkpoint_without_head_and_missing_source(checkpoints, target):
 
 
 def test_rank_uses_source_checkpoints(checkpoints, target, tmp_path):
-    import dsim.api
+    import dsim.ranking.pair
 
     reg = dsim.get_registry()
     tcard = reg.resolve("busi-64")  # a target without published values: both must be computed

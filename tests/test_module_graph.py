@@ -1,5 +1,5 @@
-"""dsim's own modules import each other without cycles (counting imports inside functions too:
-a lazy import back into a caller is still a cycle in the design)."""
+"""dsim's own modules import each other without cycles (counting imports inside functions and
+type-only imports too: a lazy import back into a caller is still a cycle in the design)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,7 @@ def _imports(path: Path, name: str) -> set[str]:
     pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out: set[str] = set()
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only: set[int] = set()  # ``if TYPE_CHECKING:`` imports are for type checkers alone
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            typing_only |= {id(n) for n in ast.walk(node)}
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
+    for node in ast.walk(tree):  # ``if TYPE_CHECKING:`` imports count: a type-only cycle is a cycle
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("dsim")}
         elif isinstance(node, ast.ImportFrom):
@@ -96,7 +90,10 @@ KNOWN_CYCLES: list[set[str]] = []
 
 def test_graph_sees_imports_and_cycles():
     g = graph()
-    assert "dsim.runs" in g["dsim.executors"] and "dsim.pretraining" in g["dsim.runs"]
+    assert (
+        "dsim.validation.runs" in g["dsim.validation.executors"]
+        and "dsim.networks.pretraining" in g["dsim.validation.runs"]
+    )
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
 
 
@@ -107,6 +104,34 @@ def test_no_import_cycles_among_dsim_modules():
 
 def test_validation_modules_do_not_import_their_callers():
     g = graph()
-    for low in ("dsim.runs", "dsim.pretraining", "dsim.report", "dsim.executors", "dsim.data"):
-        assert "dsim.validation" not in g[low], low
-    assert "dsim.executors" not in g["dsim.runs"]
+    for low in (
+        "dsim.validation.runs",
+        "dsim.networks.pretraining",
+        "dsim.validation.report",
+        "dsim.validation.executors",
+        "dsim.data.loading",
+    ):
+        assert "dsim.validation.validate" not in g[low], low
+    assert "dsim.validation.executors" not in g["dsim.validation.runs"]
+
+
+#: the wings of src/dsim, top to bottom (pyproject.toml's import-linter contract, docs/concepts.md)
+LAYERS = [{"cli"}, {"validation"}, {"ranking"}, {"networks", "evaluation"}, {"data"}, {"kernel"}]
+
+
+def _wing(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else None
+
+
+def test_a_wing_imports_only_the_wings_below_it():
+    level = {w: i for i, ws in enumerate(LAYERS) for w in ws}
+    wrong = []
+    for mod, deps in graph().items():
+        w = _wing(mod)
+        for d in deps:
+            dw = _wing(d)
+            if w in level and dw in level and dw != w and level[dw] <= level[w]:
+                wrong.append(f"{mod} -> {d}")
+    assert not wrong, "imports against the layer rule: " + "; ".join(sorted(wrong))
+    assert set(level) == {p.name for p in SRC.iterdir() if (p / "__init__.py").exists()}

@@ -124,7 +124,7 @@ def test_iterative_stratification_keeps_every_label_in_every_fold(blood):
 
 
 def test_union_of_a_multilabel_and_a_single_label_source_is_multilabel(mosaics):
-    from dsim.data import union
+    from dsim.data.loading import union
 
     grey = dsim.ImageSet("g", np.zeros((4, 28, 28, 1), np.uint8), [0, 1, 1, 0], class_names=("a", "b"))
     u = union([mosaics.take(range(10)), grey], "u")
@@ -300,7 +300,7 @@ def test_chestmnist_loads_as_multilabel(tmp_path, monkeypatch, mosaics):
     card = dsim.get_registry().get("chestmnist")
     assert data.multilabel and data.class_names == card.class_names and data.labels.shape == (300, 14)
     assert (data.labels.sum(1) == 0).any()  # "no finding" images
-    from dsim.data import check_card
+    from dsim.data.loading import check_card
 
     check_card(card, data)
 
@@ -331,7 +331,7 @@ def test_multilabel_metrics_recomputed_by_hand(mosaics):
 def test_bce_loss_with_per_label_pos_weight():
     import torch
 
-    from dsim.training import _loss, _pos_weight
+    from dsim.networks.training import _loss, _pos_weight
 
     y = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 1.0]])
     w = _pos_weight(y)
@@ -344,7 +344,7 @@ def test_bce_loss_with_per_label_pos_weight():
 
 
 def test_training_a_multilabel_target_predicts_per_label_probabilities(mosaics):
-    from dsim.training import TrainConfig, build_classifier, fit, predict_proba
+    from dsim.networks.training import TrainConfig, build_classifier, fit, predict_proba
 
     cfg = TrainConfig(**TINY)
     model = build_classifier(BACKBONE, weights="random", num_classes=8, seed=0)
@@ -362,7 +362,7 @@ def _fold(data: dsim.ImageSet, k: int = 3) -> dsim.FoldData:
 
 
 def test_execute_run_refuses_a_fold_it_cannot_score_and_names_what_it_cannot_learn(mosaics):
-    from dsim.runs import execute_run
+    from dsim.validation.runs import execute_run
 
     def spec(fold):
         return dsim.RunSpec(
@@ -577,7 +577,7 @@ def test_cli_validate_a_multilabel_target(tmp_path, blood, form):
     assert rep["runs_done"] == rep["runs_total"] == 4 and not rep["failures"]
     rows = {row["source"]: row for row in rep["rows"]}
     assert rows["usps"]["kappa"] is None and 0 < rows["usps"]["auc"] <= 1
-    from dsim.store import ResultsStore
+    from dsim.validation.store import ResultsStore
 
     runs = ResultsStore(tmp_path / "r.sqlite").rows()
     for run in runs:  # every fold keeps the AUC of each label, and the auc is their mean

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import dsim
-import dsim.plugins
+import dsim.kernel.plugins
 
 REPO = Path(__file__).resolve().parents[1]
 BUILTIN = {
@@ -43,10 +43,10 @@ def test_builtin_plugins_come_through_entry_points():
 
     names = {ep.name for ep in entry_points(group="dsim")}
     assert BUILTIN <= names
-    pm = dsim.plugins.get_plugin_manager()
+    pm = dsim.kernel.plugins.get_plugin_manager()
     registered = {name for name, _ in pm.list_name_plugin()}
     assert BUILTIN <= registered
-    report = {r["plugin"]: r for r in dsim.plugins.plugin_report()}
+    report = {r["plugin"]: r for r in dsim.kernel.plugins.plugin_report()}
     assert "expert" in report["expert"]["provides"]["measures"]
     assert report["published"]["provides"]["results"] > 100
 
@@ -199,11 +199,11 @@ def test_example_third_party_plugin_is_picked_up(tmp_path):
 
 
 def test_default_plugins_match_the_entry_points_in_pyproject():
-    """Built-ins are listed once in dsim.defaults and declared as entry points (the public path);
+    """Built-ins are listed once in dsim.kernel.defaults and declared as entry points (the public path);
     the two lists must stay the same."""
     import tomllib
 
-    from dsim.defaults import DEFAULT_PLUGINS
+    from dsim.kernel.defaults import DEFAULT_PLUGINS
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["dsim"]
     assert declared == dict(DEFAULT_PLUGINS)
@@ -269,3 +269,33 @@ def test_plugin_with_a_misspelt_hook_is_told_so(fresh_plugins):
         assert "dsim_register_measures" in fails["typo-plugin"]
     finally:
         fresh_plugins.unregister("typo-plugin")
+
+
+def test_a_plugin_adds_a_cli_command(fresh_plugins, capsys):
+    """``dsim_register_commands``: a plugin's command runs, and the overview lists it."""
+    import types
+
+    import typer
+
+    from dsim.cli import main
+
+    plugin = types.ModuleType("hello_plugin")
+
+    @dsim.hookimpl
+    def dsim_register_commands(app):
+        @app.command("hello", help="Say hello.")
+        def hello(name: str = typer.Option("world", "--name")):
+            print(f"hello {name}")
+
+    plugin.dsim_register_commands = dsim_register_commands
+    fresh_plugins.register(plugin, name="hello-plugin")
+    try:
+        assert main(["hello", "--name", "dsim"]) == 0
+        assert capsys.readouterr().out == "hello dsim\n"
+        assert main(["--help"]) == 0
+        out = capsys.readouterr().out
+        assert "hello" in out and "filters" in out  # the filter-structure plugin's command too
+    finally:
+        fresh_plugins.unregister("hello-plugin")
+    assert main(["hello"]) != 0  # gone with its plugin
+    assert "No such command 'hello'" in capsys.readouterr().err

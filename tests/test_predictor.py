@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import dsim
-from dsim.evaluation import evaluate_loto, noise_ceiling, ranking_metrics, summarise
-from dsim.predictors import fitted_info, load_fitted, save_fitted
+from dsim.evaluation.evaluate import evaluate_loto, mean_metrics, noise_ceiling, ranking_metrics
+from dsim.ranking.predictors import fitted_info, load_fitted, save_fitted
 
 KINDS = {"expert": "distance", "task2vec": "distance"}
 
@@ -32,7 +32,7 @@ class Oracle(dsim.Predictor):
     name = "oracle"
 
     def fit(self, results, values, cards, measure_kinds):
-        from dsim.evaluation import transfer_table
+        from dsim.evaluation.evaluate import transfer_table
 
         self.t = {(r.source, r.target): r.t for r in transfer_table(results)}
         return self
@@ -157,7 +157,7 @@ def test_baselines_reproduce_the_issue_numbers_from_registry_cards():
         rows = evaluate_loto(
             lambda name=name, params=params: dsim.get_predictor(name, **params), res, vals, cards, KINDS
         )
-        assert summarise(rows)["spearman"] == pytest.approx(value, abs=0.005), (name, args)
+        assert mean_metrics(rows)["spearman"] == pytest.approx(value, abs=0.005), (name, args)
     rows = evaluate_loto(lambda: dsim.get_predictor("always-imagenet"), res, vals, cards, KINDS)
     assert all(r["predicted_best"] == "imagenet" and r["top1"] == 1.0 for r in rows)
 
@@ -231,7 +231,7 @@ def test_meta_ranker_learns_a_planted_signal_under_loto():
     res, vals, cards = _synthetic()
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=5), res, vals, cards, KINDS)
     assert len(rows) == 5
-    assert summarise(rows)["spearman"] > 0.9
+    assert mean_metrics(rows)["spearman"] > 0.9
     assert all(r["predicted_best"] == "s6" for r in rows)
     pred = dsim.get_predictor("meta-ranker", n_members=5).fit(res, vals, cards, KINDS)
     coefs = pred.coefficients()
@@ -264,11 +264,11 @@ def test_meta_ranker_falls_back_to_one_rule_when_learning_does_not_generalise(mo
     rk = pred.rank(cards["t0"], cands, [], KINDS)
     assert rk.sources[0] == "s6" and any("one rule, log10_size" in n for n in rk.notes)
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
-    assert summarise(rows)["spearman"] > 0.9
+    assert mean_metrics(rows)["spearman"] > 0.9
     learned = evaluate_loto(
         lambda: dsim.get_predictor("meta-ranker", n_members=3, select=False), res, vals, cards, KINDS
     )
-    assert summarise(learned)["spearman"] < 0  # what the selection saved us from
+    assert mean_metrics(learned)["spearman"] < 0  # what the selection saved us from
     assert (
         dsim.get_predictor("meta-ranker", select=False).fit(res, vals, cards, KINDS).get_state()["model"]
         == "learned"
@@ -334,11 +334,11 @@ def test_meta_ranker_learns_a_source_track_record_and_only_when_it_holds():
     # consistent per-source quality that no card or measure shows: only the track record can rank
     res, vals, cards = _track_synthetic(consistent=True)
     rows = evaluate_loto(lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS)
-    assert summarise(rows)["spearman"] > 0.9 and all(r["predicted_best"] == "s5" for r in rows)
+    assert mean_metrics(rows)["spearman"] > 0.9 and all(r["predicted_best"] == "s5" for r in rows)
     blind = evaluate_loto(
         lambda: dsim.get_predictor("meta-ranker", n_members=3, track=False), res, vals, cards, KINDS
     )
-    assert summarise(blind)["spearman"] < 0.5
+    assert mean_metrics(blind)["spearman"] < 0.5
     pred = dsim.get_predictor("meta-ranker", n_members=3).fit(res, vals, cards, KINDS)
     assert pred.coefficients()["track_record"] == max(pred.coefficients().values())
     # a source's history on the target being ranked is never its track record there: ranking
@@ -358,7 +358,7 @@ def test_meta_ranker_learns_a_source_track_record_and_only_when_it_holds():
     inconsistent = evaluate_loto(
         lambda: dsim.get_predictor("meta-ranker", n_members=3), res, vals, cards, KINDS
     )
-    assert abs(summarise(inconsistent)["spearman"]) < 0.5
+    assert abs(mean_metrics(inconsistent)["spearman"]) < 0.5
     assert st["track"] is not None and max(st["inner_spearman"].values()) < 0.5
 
 
@@ -502,12 +502,12 @@ def test_cli_fit_show_evaluate(tmp_path, monkeypatch, capsys):
 def test_the_shipped_default_predictor_is_the_one_for_the_shipped_evidence():
     """A fresh install ranks with the meta-ranker shipped in dsim/fitted/, fitted on the evidence
     dsim ships; it is stale as soon as that evidence, a card or the learned predictor changes."""
-    from dsim.predictors import _evidence_key, _shipped_dir
+    from dsim.ranking.predictors import _evidence_key, _shipped_dir
 
     key = _evidence_key("meta-ranker", {})[:24]
     assert (_shipped_dir() / f"{key}.json").is_file(), (
         "the shipped default predictor is stale: run "
-        "`python -c 'from dsim.predictors import ship_evidence_predictor as s; s()'`"
+        "`python -c 'from dsim.ranking.predictors import ship_evidence_predictor as s; s()'`"
     )
     ranking = dsim.rank("chest")
     assert ranking.predictor == "meta-ranker"

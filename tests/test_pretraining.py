@@ -14,8 +14,8 @@ import pytest
 from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
 import dsim
-from dsim.pretraining import CheckpointLock, claim, plan_job
-from dsim.store import ResultsStore
+from dsim.networks.pretraining import CheckpointLock, claim, plan_job
+from dsim.validation.store import ResultsStore
 
 HERE = Path(__file__).resolve().parent
 
@@ -183,7 +183,7 @@ def test_two_processes_sharing_a_cache_train_a_checkpoint_once(tmp_path):
 
 
 def test_job_data_rebuilt_from_names_must_match_the_driver(cache):
-    from dsim.pretraining import job_data
+    from dsim.networks.pretraining import job_data
 
     data = _data()
     job, union = plan_job("gen-s+gen-u", BACKBONE, hyperparameters=TINY_PRETRAIN, max_samples=90, inline=data)

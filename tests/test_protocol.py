@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import dsim
-from dsim.errors import DsimError
-from dsim.metrics import measured_transferability, primary_setup, target_baseline, transferability
-from dsim.progress import LineProgress
-from dsim.records import TransferResult
-from dsim.report import SourceRow, separability
+from dsim.kernel.errors import DsimError
+from dsim.kernel.metrics import measured_transferability, primary_setup, target_baseline, transferability
+from dsim.kernel.progress import LineProgress
+from dsim.kernel.records import TransferResult
+from dsim.validation.report import SourceRow, separability
 
 FAST = dict(folds=2, target_max=100, source_max=100)
 
@@ -94,7 +94,7 @@ def test_a_checkpoint_is_measured_against_its_own_architecture_from_scratch(vali
 def test_the_validated_checkpoint_comes_back_measured_under_its_setup(validated, monkeypatch):
     report, store, zoo = validated
     monkeypatch.setenv("DSIM_RESULTS", str(store))
-    dsim.plugins.reset()
+    dsim.kernel.plugins.reset()
     try:
         rk = dsim.rank("breastmnist", sources=["lab-net", "usps"], zoo=str(zoo), measures="expert")
         rows = {r.source: r for r in rk.rows}
@@ -125,7 +125,7 @@ def test_the_validated_checkpoint_comes_back_measured_under_its_setup(validated,
         with pytest.raises(DsimError, match="names no result"):
             dsim.rank("breastmnist", sources=["usps"], measures="expert", evidence="no-such-setup")
     finally:
-        dsim.plugins.reset()
+        dsim.kernel.plugins.reset()
 
 
 def test_a_size_below_the_native_one_is_warned_and_no_unused_baseline_runs(tmp_path, shared_data_dir):

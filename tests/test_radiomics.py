@@ -8,7 +8,7 @@ import pytest
 from gen_data import BACKBONE, TINY, gratings
 
 import dsim
-from dsim.interfaces import Context, FoldData
+from dsim.kernel.interfaces import Context, FoldData
 from dsim_plugins.radiomics import MODELS, Radiomics, select_model
 
 

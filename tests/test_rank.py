@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import dsim
-import dsim.plugins
+import dsim.kernel.plugins
 
 
 def run_dsim(*args, env_extra=None, cwd=None):
@@ -203,7 +203,7 @@ def test_rank_user_folder_with_local_sources(tmp_path, counting_measure, shared_
     assert ranking.target == "xray"
     assert len(ranking.rows) >= 3
     assert all(r.status == "predicted" for r in ranking.rows)
-    from dsim.data import data_missing
+    from dsim.data.loading import data_missing
 
     reg = dsim.get_registry()
     datasets = [r for r in ranking.rows if r.kind == "dataset"]  # (checkpoints: with DSIM_WEIGHTS_DIR)
@@ -308,7 +308,7 @@ def test_measure_parameters_are_typed_and_per_measure():
     assert otdd.config(dsim.Context())["otdd_max_samples"] == 10  # parameters are the cache config
     with pytest.raises(dsim.UnknownOptionError, match="did you mean otdd_max_samples"):
         dsim.create_measure("otdd", otdd_max_sample=10)
-    from dsim.catalog import configure_measures
+    from dsim.kernel.catalog import configure_measures
 
     every = dsim.list_measures()
     conf = configure_measures(every, {"probe_weights": "random", "task2vec.image_size": 32})

@@ -17,7 +17,7 @@ import pytest
 from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
 import dsim
-from dsim.store import ResultsStore
+from dsim.validation.store import ResultsStore
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dsim[ray]')")
 pytestmark = pytest.mark.timeout(900)
@@ -89,7 +89,7 @@ def _files(root: Path, pattern: str) -> list[Path]:
 def test_cluster_validation_pretrains_once_ships_data_and_matches_local(
     cluster, driver_cache, tmp_path, monkeypatch, shared_data
 ):
-    from dsim.executors import RayExecutor
+    from dsim.validation.executors import RayExecutor
 
     # breastmnist is a registered dataset read on the driver only: the workers have no data dir
     kw = _args(sources=["gen-s", "gen-u", "breastmnist"], source_max=150)
@@ -120,7 +120,7 @@ def test_cluster_validation_pretrains_once_ships_data_and_matches_local(
 
 
 def test_validate_through_ray(cluster, driver_cache, tmp_path):
-    from dsim.executors import RayExecutor
+    from dsim.validation.executors import RayExecutor
 
     store = ResultsStore(tmp_path / "r.sqlite")
     rep = dsim.validate(
@@ -160,7 +160,7 @@ class _Killer(threading.Thread):
 
 
 def test_killed_worker_is_retried_once_then_reported(cluster, driver_cache, tmp_path):
-    from dsim.executors import RayExecutor
+    from dsim.validation.executors import RayExecutor
 
     once = f"gen-s->gen-t [finetune, {BACKBONE}, fold 0]"
     twice = f"gen-t->gen-t [scratch, {BACKBONE}, fold 1]"
@@ -193,7 +193,7 @@ def test_killed_worker_is_retried_once_then_reported(cluster, driver_cache, tmp_
 def test_node_lost_after_pretraining_loses_no_checkpoint(cluster, driver_cache, tmp_path):
     """The node that trained the first checkpoint dies while its dependents are queued: they still
     get it (the driver holds it, or Ray rebuilds it once) and the validation completes."""
-    from dsim.executors import RayExecutor
+    from dsim.validation.executors import RayExecutor
 
     ex = RayExecutor(address=cluster.address)
     removed = []
@@ -237,7 +237,7 @@ def test_driver_killed_on_ray_resumes_recomputing_nothing(cluster, tmp_path):
     no_data = str(cluster.root / "no-data")
     script = (
         "import sys, dsim\n"
-        "from dsim.executors import RayExecutor\n"
+        "from dsim.validation.executors import RayExecutor\n"
         "from gen_data import gratings, TINY, TINY_PRETRAIN, BACKBONE\n"
         "data = {'gen-t': gratings(90, k=2, seed=5, name='gen-t'), 'gen-s': gratings(100, k=4, seed=6, name='gen-s'),\n"
         "        'gen-u': gratings(100, k=3, seed=7, name='gen-u')}\n"
@@ -278,7 +278,7 @@ def test_shared_placement_makes_workers_read_registered_data(cluster, driver_cac
     """With data_placement="shared" a worker loads registered datasets from its own DSIM_DATA_DIR;
     these workers have none, so the pretraining job fails there and names the dataset, its runs
     fail with its message, and the runs on shipped (in-memory) data go on."""
-    from dsim.executors import RayExecutor
+    from dsim.validation.executors import RayExecutor
 
     ex = RayExecutor(address=cluster.address)
     rep = dsim.validate(
@@ -296,7 +296,7 @@ def test_shared_placement_makes_workers_read_registered_data(cluster, driver_cac
 
 
 def test_resources_no_node_can_give_are_refused_in_one_line(cluster, driver_cache, tmp_path):
-    from dsim.executors import RayExecutor
+    from dsim.validation.executors import RayExecutor
 
     for knob, what in (({"gpus_per_run": 0.5}, "0.5 GPUs"), ({"cpus_per_run": 2}, "2 CPUs")):
         with pytest.raises(dsim.DsimError, match=f"no node of the cluster has .*{what}") as e:

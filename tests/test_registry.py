@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import dsim
-from dsim.records import EXPERT_FEATURES
-from dsim.registry import Registry, _norm, load_registry_yaml, registry_path
+from dsim.kernel.records import EXPERT_FEATURES
+from dsim.kernel.registry import Registry, _norm, load_registry_yaml, registry_path
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO.parent / "shared" / "published"

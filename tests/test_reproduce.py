@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 import dsim
-from dsim.reproduce import reproduce, reproductions
+from dsim.evaluation.reproduce import reproduce, reproductions
 
 
 def cats_scans(out=None):

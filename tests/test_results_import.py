@@ -10,7 +10,7 @@ import pytest
 
 import dsim
 from dsim.cli import main
-from dsim.store import ResultsStore
+from dsim.validation.store import ResultsStore
 
 SETUP = "my-lab:resnet50:224px"
 

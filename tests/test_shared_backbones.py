@@ -17,7 +17,7 @@ import torch
 from conftest import data_file
 
 import dsim
-import dsim.plugins
+import dsim.kernel.plugins
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FILES = ("cifar10_resnet20.pth", "cifar10_resnet32.pth", "mobilenetv1_x0.25_imagenet.pth")
@@ -68,7 +68,11 @@ def _sums(d: Path) -> dict[str, str]:
 
 
 def _shared_cards():
-    return [c for _p, c in dsim.plugins.collect("dsim_register_checkpoints") if c.weights.startswith("file:")]
+    return [
+        c
+        for _p, c in dsim.kernel.plugins.collect("dsim_register_checkpoints")
+        if c.weights.startswith("file:")
+    ]
 
 
 def _one_line(exc) -> str:

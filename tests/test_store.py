@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 import dsim
-from dsim.store import ResultsStore, setup_of
+from dsim.validation.store import ResultsStore, setup_of
 
 
 def _spec(**kw):
@@ -118,6 +118,32 @@ def test_results_store_plugin_marks_validated_results_known(tmp_path, monkeypatc
     # published rows come once (from the published plugin), not twice
     pub = [r for r in dsim.known_results() if r.origin.startswith("published")]
     assert len(pub) == len({(r.setup, r.source, r.target, r.fold, r.repeat) for r in pub})
+
+
+def test_a_result_written_in_this_process_is_seen_by_the_next_rank(tmp_path, monkeypatch, fresh_plugins):
+    """No ``reset()`` between the write and the rank: the known results follow the store."""
+    monkeypatch.setenv("DSIM_RESULTS", str(tmp_path / "r.sqlite"))
+    fresh_plugins.reset()  # this test's store path, before anything is read
+    spec = _spec(source="organamnist", target="chest")
+
+    def status():
+        return {r.source: r.status for r in dsim.rank("chest").rows}["organamnist"]
+
+    assert status() == "predicted"
+    assert not [r for r in dsim.known_results() if r.origin == "dsim validate"]
+    with ResultsStore() as st:
+        st.put(dsim.RunResult(spec=spec, metrics={"auc": 0.5}))
+        st.put(
+            dsim.RunResult(
+                spec=_spec(source="chest", target="chest", strategy="scratch"), metrics={"auc": 0.9}
+            )
+        )
+        mine = [(r.source, r.auc) for r in dsim.known_results() if r.origin == "dsim validate"]
+        assert sorted(mine) == [("chest", 0.9), ("organamnist", 0.5)]  # seen while the store is open
+    assert status() == "measured"
+    st = ResultsStore()
+    st.put(dsim.RunResult(spec=_spec(source="organamnist", target="chest", fold=1), metrics={"auc": 0.6}))
+    assert len([r for r in dsim.known_results() if r.origin == "dsim validate"]) == 3
 
 
 def test_unreadable_store_is_one_line_error(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
 import dsim
-from dsim.interfaces import Context, FoldData
-from dsim.plugins import named
+from dsim.kernel.interfaces import Context, FoldData
+from dsim.kernel.plugins import named
 
 ALL = [
     "finetune",
@@ -91,7 +91,7 @@ def test_imagenet_init_says_how_to_supply_weights():
 def test_moment_init_keeps_layer_moments(source_ckpt):
     import torch
 
-    from dsim.training import build_classifier
+    from dsim.networks.training import build_classifier
     from dsim_plugins.moment_init import preserve_moments
 
     m = build_classifier(BACKBONE, weights=str(source_ckpt[0]), num_classes=2, seed=0)
@@ -116,7 +116,7 @@ def test_gradual_unfreeze_freezes_then_unfreezes(fold):
     """Input-side groups stay fixed for the first part of training, then learn."""
     import torch
 
-    from dsim.training import TrainConfig, build_classifier, fit, layer_groups
+    from dsim.networks.training import TrainConfig, build_classifier, fit, layer_groups
 
     m = build_classifier(BACKBONE, weights="random", num_classes=2, seed=0)
     groups = layer_groups(m, 3)
@@ -130,7 +130,7 @@ def test_gradual_unfreeze_freezes_then_unfreezes(fold):
 
 
 def test_nan_loss_is_named(fold, monkeypatch):
-    import dsim.training as T
+    import dsim.networks.training as T
 
     monkeypatch.setattr(T, "_forward", lambda model, xb: model(xb) * float("nan"))
     m = T.build_classifier(BACKBONE, weights="random", num_classes=2)
@@ -143,7 +143,7 @@ def test_nan_loss_is_named(fold, monkeypatch):
 def test_out_of_memory_batch_is_retried_smaller(fold, monkeypatch):
     import torch
 
-    import dsim.training as T
+    import dsim.networks.training as T
 
     real = T._forward
 

@@ -16,7 +16,7 @@ import pytest
 from gen_data import BACKBONE, TINY, TINY_PRETRAIN, gratings, one_torch_thread  # noqa: F401 (autouse fixture)
 
 import dsim
-from dsim.store import ResultsStore
+from dsim.validation.store import ResultsStore
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +47,7 @@ def _small_validate(store, **kw):
 def test_metrics_match_scikit_learn():
     from sklearn.metrics import accuracy_score, cohen_kappa_score, roc_auc_score
 
-    from dsim.training import classification_metrics
+    from dsim.networks.training import classification_metrics
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 300)
@@ -64,13 +64,13 @@ def test_metrics_match_scikit_learn():
     yb = rng.integers(0, 2, 100)
     pb = rng.dirichlet(np.ones(2), 100)
     assert classification_metrics(yb, pb)["auc"] == pytest.approx(roc_auc_score(yb, pb[:, 1]))
-    from dsim.training import is_ordinal
+    from dsim.networks.training import is_ordinal
 
     assert is_ordinal(("Grade_0", "Grade_1", "Grade_2")) and not is_ordinal(("normal", "pneumonia"))
 
 
 def test_transferability_and_spearman_in_report():
-    from dsim.report import SourceRow, spearman
+    from dsim.validation.report import SourceRow, spearman
 
     rows = [
         SourceRow(
@@ -117,7 +117,7 @@ def test_validate_end_to_end_then_skips_finished(tmp_path):
     assert 0 <= rows["gen-s"].accuracy <= 1 and rows["gen-s"].kappa is not None
     d = rep.to_dict()
     assert json.loads(json.dumps(d))["rows"][0]["source"]
-    from dsim.report import plot_report
+    from dsim.validation.report import plot_report
 
     out = plot_report(rep, tmp_path / "auc.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -245,7 +245,7 @@ def test_card_with_wrong_number_of_classes(tmp_path, fresh_plugins, shared_data)
 
 
 def test_nan_loss_run_fails_alone(tmp_path, monkeypatch):
-    import dsim.training as T
+    import dsim.networks.training as T
 
     real = T._forward
     monkeypatch.setattr(
@@ -345,8 +345,8 @@ def test_help_does_not_import_torch():
 
 
 def test_validate_config_holds_every_knob_once():
-    from dsim.defaults import BASELINE_STRATEGY, DEFAULT_BACKBONE, DEFAULT_STRATEGY
-    from dsim.validation import ValidateConfig
+    from dsim.kernel.defaults import BASELINE_STRATEGY, DEFAULT_BACKBONE, DEFAULT_STRATEGY
+    from dsim.validation.validate import ValidateConfig
 
     d = ValidateConfig()
     assert (d.backbone, d.strategies, d.baseline) == (
@@ -370,3 +370,14 @@ def test_validate_config_holds_every_knob_once():
     assert c.hyperparameters == {"epochs": 3, "image_size": 32, "lr": 0.01}
     assert c.pretrain_hyperparameters == {"epochs": 2, "image_size": 32}
     assert c.rank_options == {"measures": ("otdd",)}
+
+
+def test_an_executor_is_a_declared_dsim_executor():
+    from dsim.validation.executors import LocalExecutor, get_executor
+
+    assert isinstance(get_executor("local"), LocalExecutor)
+    assert isinstance(get_executor("local"), dsim.Executor)
+    mine = LocalExecutor()
+    assert get_executor(mine) is mine
+    with pytest.raises(dsim.DsimError, match="not a dsim.Executor"):
+        get_executor(object())

@@ -69,15 +69,17 @@ def _pairs(results) -> list[dict[str, Any]]:
             if source == target:
                 continue
             folds = by_source[source]
-            ts = [dsim.transferability(a, base.get(f, base_mean)) for f, a in sorted(folds.items())]
+            t, t_sd, auc, n = dsim.transfer_summary(
+                dsim.fold_transferability(folds, base, base_mean), list(folds.values())
+            )
             rows.append(
                 {
                     "source": source,
                     "target": target,
-                    "auc": float(np.mean(list(folds.values()))),
-                    "t": float(np.mean(ts)),
-                    "t_sd": float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
-                    "n_folds": len(ts),
+                    "auc": auc,
+                    "t": t,
+                    "t_sd": t_sd,
+                    "n_folds": n,
                     "target_auc": base_mean,
                 }
             )

@@ -35,7 +35,7 @@ import numpy as np
 
 import dsim
 
-from .published_juodelyte import TABLES, rank_table, wide_table
+from .juodelyte_tables import TABLES, rank_table, wide_table
 
 __all__ = [
     "Juodelyte",

@@ -26,48 +26,22 @@ each file is and how ``noise_summary.csv`` was derived (``benchmarks/juodelyte_n
 from __future__ import annotations
 
 import csv
-from functools import cache, lru_cache
-from importlib import resources
+from functools import lru_cache
 
 import dsim
 
-ORIGIN = "published:juodelyte2024"
-SETUP_DATASETS = "juodelyte2024:resnet18:224px"
-SETUP_ARCHITECTURES = "juodelyte2024:architectures:224px"
-#: the eight metrics of the study, under dsim's measure names
-METRICS = ("logme", "leep", "nleep", "ncti", "parc", "sfda", "lp", "fu")
-#: table -> (AUC file, suffix of the metric files, setup, factor that turns the AUC into [0, 1])
-TABLES = {
-    "dataset": ("AUCs_dataset.csv", "dataset", SETUP_DATASETS, 1.0),
-    "architectures": ("AUCs_model.csv", "model", SETUP_ARCHITECTURES, 0.01),
-}
+from .juodelyte_tables import (
+    METRICS,
+    ORIGIN,
+    SETUP_ARCHITECTURES,
+    SETUP_DATASETS,
+    TABLES,
+    rank_table,
+    read_text,
+    wide_table,
+)
 
-
-def read_text(name: str) -> str:
-    return (resources.files("dsim_plugins") / "published_data" / "juodelyte2024" / name).read_text()
-
-
-@cache
-def wide_table(name: str) -> dict[str, dict[str, float]]:
-    """A released source x target table (first column an index, then ``source``): source ->
-    target -> value, empty cells left out. Rows keep the file's order."""
-    out: dict[str, dict[str, float]] = {}
-    for row in csv.DictReader(read_text(name).splitlines()):
-        source = row.pop("source")
-        row.pop("", None)
-        out[source] = {t: float(v) for t, v in row.items() if v not in ("", None)}
-    return out
-
-
-@cache
-def rank_table(name: str) -> dict[str, dict[str, int]]:
-    """``ktau_*_rank.csv`` (``;``-separated): target -> metric -> the paper's rank (1 = best)."""
-    out: dict[str, dict[str, int]] = {}
-    for row in csv.DictReader(read_text(name).splitlines(), delimiter=";"):
-        target = row.pop("target")
-        row.pop("", None)
-        out[target] = {m: int(v) for m, v in row.items()}
-    return out
+__all__ = ["METRICS", "ORIGIN", "SETUP_ARCHITECTURES", "SETUP_DATASETS", "TABLES", "rank_table", "wide_table"]
 
 
 @lru_cache(maxsize=1)

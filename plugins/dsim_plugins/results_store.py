@@ -22,3 +22,18 @@ def dsim_known_results():
         return []
     with dsim.ResultsStore(path) as store:
         return store.transfer_results(include_published=False)
+
+
+@dsim.hookimpl
+def dsim_known_state():
+    """The store's files as they are now (the database and its write-ahead log): a result written
+    since changes them, and the next ``dsim.rank`` reads the store again."""
+    path = dsim.default_store_path()
+    out = []
+    for p in (path, path.with_name(path.name + "-wal")):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        out.append((str(p), st.st_mtime_ns, st.st_size))
+    return out

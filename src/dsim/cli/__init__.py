@@ -1,7 +1,8 @@
-"""The ``dsim`` command line: a thin shell over :mod:`dsim.api`.
+"""The ``dsim`` command line: a thin shell over the Python API (:mod:`dsim`).
 
 Each command group lives in its own module under ``dsim.cli`` and registers itself on ``app``;
-the modules are listed in ``COMMAND_MODULES``. Errors a user can act on (:class:`dsim.DsimError`)
+the modules are listed in ``COMMAND_MODULES``. Plugins add theirs through the
+``dsim_register_commands`` hook, called only when the command line needs them. Errors a user can act on (:class:`dsim.DsimError`)
 print one line ``error: ...`` and exit 2, without a traceback (``DSIM_DEBUG=1`` shows it).
 """
 
@@ -32,7 +33,6 @@ COMMAND_MODULES = [
     "dsim.cli.validate",
     "dsim.cli.results",
     "dsim.cli.reproduce",
-    "dsim.cli.filters",
 ]
 
 
@@ -56,12 +56,45 @@ def _root(
 for _mod in COMMAND_MODULES:
     importlib.import_module(_mod)
 
+#: dsim's own commands and groups; what follows them on ``app`` the plugins added
+_OWN = (len(app.registered_commands), len(app.registered_groups))
+_added_for: tuple = ()
+
+
+def add_plugin_commands() -> None:
+    """Let the plugins add their commands to ``app`` (``dsim_register_commands``): once per set
+    of registered plugins (a plugin registered in-process since adds its own)."""
+    global _added_for
+    from dsim.kernel.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    key = (id(pm), tuple(sorted(str(name) for name, _p in pm.list_name_plugin())))
+    if key == _added_for:
+        return
+    del app.registered_commands[_OWN[0] :], app.registered_groups[_OWN[1] :]
+    _added_for = key
+    pm.hook.dsim_register_commands(app=app)
+
+
+def _needs_plugin_commands(args: list[str]) -> bool:
+    """Whether ``args`` may name or list a plugin's command: the overview (``dsim``, ``dsim
+    --help``) or a command dsim does not have itself. ``dsim --version`` and dsim's own commands
+    do not load the plugins to ask."""
+    first = next((a for a in args if not a.startswith("-")), None)
+    if first is None:
+        return "--version" not in args
+    own = {c.name or c.callback.__name__ for c in app.registered_commands[: _OWN[0]]}
+    own |= {g.name for g in app.registered_groups[: _OWN[1]]}
+    return first not in own
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dsim errors into one-line messages."""
-    from dsim.errors import DsimError
+    from dsim.kernel.errors import DsimError
 
     try:
+        if _needs_plugin_commands(sys.argv[1:] if argv is None else list(argv)):
+            add_plugin_commands()
         app(args=argv, prog_name="dsim", standalone_mode=False)
     except DsimError as exc:
         if os.environ.get("DSIM_DEBUG"):

@@ -10,7 +10,7 @@ from typing import Any
 
 
 def print_json(obj: Any) -> None:
-    from dsim.records import _json_default
+    from dsim.kernel.records import _json_default
 
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
@@ -24,11 +24,11 @@ def console(stderr: bool = False):
 class Progress:
     """``progress(description, done, total)`` callback drawing a rich progress bar on stderr,
     shown only once work has gone on for ``delay`` seconds (quick commands stay quiet). Without a
-    terminal (nohup, CI, ``2> log``) it writes plain lines instead (:class:`dsim.progress.LineProgress`:
+    terminal (nohup, CI, ``2> log``) it writes plain lines instead (:class:`dsim.kernel.progress.LineProgress`:
     one per stage, and one at least every 10 s with an estimate)."""
 
     def __init__(self, enabled: bool = True, delay: float = 1.0, min_seconds: float = 10.0):
-        from dsim.progress import LineProgress, is_terminal
+        from dsim.kernel.progress import LineProgress, is_terminal
 
         self.enabled = enabled and is_terminal()
         self.enabled_estimates = enabled  # a plain line: also when stderr is not a terminal
@@ -115,7 +115,7 @@ def split_list(value: str | None) -> list[str] | None:
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     """``--option key=value`` pairs; values parsed as JSON when they can be (numbers, true)."""
-    from dsim.errors import DsimError
+    from dsim.kernel.errors import DsimError
 
     out: dict[str, Any] = {}
     for p in pairs or []:

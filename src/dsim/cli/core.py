@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dsim.defaults import DEFAULT_MAX_SAMPLES
+from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES, DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 
 from . import app
 from ._util import Progress, console, fit_columns, parse_options, print_json, split_list
@@ -46,7 +46,8 @@ def rank(
         "--predictor",
         help=(
             "Predictor: a plugin name (`dsim plugins`), 'fitted' (the one `dsim predictor fit` saved) or a "
-            "saved predictor's .json (default: rank aggregation)."
+            f"saved predictor's .json (default: {LEARNED_PREDICTOR} fitted on every known result; "
+            f"{DEFAULT_PREDICTOR} when there is none to learn from)."
         ),
     ),
     probe: Optional[str] = typer.Option(
@@ -380,8 +381,8 @@ def datasets(
     local: bool = typer.Option(False, "--local", help="Only datasets whose images are available here."),
 ) -> None:
     """List the dataset registry: names, aliases, facts, and whether the images are here."""
-    from dsim.data import data_missing
-    from dsim.registry import get_registry
+    from dsim.data.loading import data_missing
+    from dsim.kernel.registry import get_registry
 
     cards = list(get_registry())
     rows = []
@@ -492,7 +493,7 @@ def measures(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List every plugin, the package it comes from and what it provides; broken plugins are
     listed with their error."""
-    from dsim.plugins import plugin_report
+    from dsim.kernel.plugins import plugin_report
 
     report = plugin_report()
     if as_json:
@@ -523,8 +524,8 @@ def zoo(
     """List the checkpoint cards dsim knows (registry, plugins, --zoo files) and whether their
     weights are here. Shared files are found through DSIM_WEIGHTS_DIR; timm weights in the local
     cache (or with DSIM_ALLOW_DOWNLOAD=1)."""
-    from dsim.checkpoints import checkpoint_missing, load_zoo
-    from dsim.registry import get_registry
+    from dsim.kernel.registry import get_registry
+    from dsim.networks.checkpoints import checkpoint_missing, load_zoo
 
     cards = list(get_registry().checkpoints.values()) + [c for f in file or () for c in load_zoo(f)]
     rows = [(c, checkpoint_missing(c)) for c in cards]

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from dsim.kernel.defaults import LEARNED_PREDICTOR
+
 from . import app
 from ._util import Progress, console, print_json, split_list
 
@@ -18,14 +20,14 @@ app.add_typer(predictor_app, name="predictor")
 @predictor_app.command("fit")
 def predictor_fit(
     name: str = typer.Option(
-        "meta-ranker", "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."
+        LEARNED_PREDICTOR, "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap ensemble."),
     as_json: bool = typer.Option(False, "--json", help="Print what was saved as JSON."),
 ) -> None:
     """Fit a predictor on every known result (published tables, imported tables and `dsim
     validate` runs) and save it; `dsim rank --predictor fitted` ranks with it."""
-    from dsim.predictors import fit_default, fitted_info, save_fitted
+    from dsim.ranking.predictors import fit_default, fitted_info, save_fitted
 
     params = {"seed": seed} if "seed" in dsim_param_names(name) else {}
     with Progress(enabled=not as_json) as progress:
@@ -48,7 +50,7 @@ def predictor_fit(
 
 
 def dsim_param_names(name: str) -> list[str]:
-    from dsim.catalog import list_predictors
+    from dsim.kernel.catalog import list_predictors
 
     cls = list_predictors().get(name)
     return cls.param_names() if cls is not None else []
@@ -64,8 +66,8 @@ def predictor_show(
     """Show the predictor `dsim rank` uses (the default: fitted on the evidence, with what it
     learnt), and the one `dsim predictor fit` saved last (`dsim rank --predictor fitted`)."""
     import dsim
-    from dsim.evidence import evidence_id, select_evidence
-    from dsim.predictors import choose_predictor, fitted_info, predictor_dir
+    from dsim.data.evidence import evidence_id, select_evidence
+    from dsim.ranking.predictors import choose_predictor, fitted_info, predictor_dir
 
     results, chosen = select_evidence(dsim.known_results(), evidence)
     pred, note = choose_predictor(None, results=results if chosen else None)
@@ -121,15 +123,15 @@ def predictor_evaluate(
     beside the noise ceiling of the measured ranking. A predictor never sees the results of the
     target it ranks, nor of the datasets holding the same images (the registry's family rule)."""
     import dsim
-    from dsim.errors import DsimError
-    from dsim.evaluation import (
+    from dsim.evaluation.evaluate import (
         default_suite,
         evaluate_suite,
+        mean_metrics,
         meta_dataset,
         noise_ceiling,
         render_table,
-        summarise,
     )
+    from dsim.kernel.errors import DsimError
 
     if metric not in ("spearman", "weighted_tau"):
         raise DsimError(f"--metric {metric!r}: use spearman or weighted_tau")
@@ -162,7 +164,7 @@ def predictor_evaluate(
     ceil = noise_ceiling(meta.results)
     if as_json:
         print_json(
-            {"tasks": out, "summary": {k: summarise(v) for k, v in out.items()}, "noise_ceiling": ceil}
+            {"tasks": out, "summary": {k: mean_metrics(v) for k, v in out.items()}, "noise_ceiling": ceil}
         )
         return
     for line in render_table(out, ceil, meta.name, metric=metric):

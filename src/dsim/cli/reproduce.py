@@ -26,8 +26,8 @@ def reproduce(
     Example: `dsim reproduce juodelyte --out figures/`; `dsim reproduce` lists what can be
     reproduced.
     """
-    from dsim.reproduce import reproduce as _reproduce
-    from dsim.reproduce import reproductions
+    from dsim.evaluation.reproduce import reproduce as _reproduce
+    from dsim.evaluation.reproduce import reproductions
 
     if name is None:
         reps = reproductions()

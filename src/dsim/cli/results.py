@@ -51,7 +51,7 @@ def results(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from dsim.store import ResultsStore
+    from dsim.validation.store import ResultsStore
 
     with ResultsStore(store) as st:
         if import_published:
@@ -182,12 +182,12 @@ def results_import(
 
     Example: `dsim results import --mlflow-uri sqlite:///mlflow.db --mlflow-experiment my-study`
     """
-    from dsim.errors import DsimError
+    from dsim.kernel.errors import DsimError
 
     if mlflow_experiment:
         if file:
             raise DsimError("give a CSV file or --mlflow-experiment, not both")
-        from dsim.results_table import import_tracker_runs
+        from dsim.validation.results_table import import_tracker_runs
 
         fields = {"source": source_param, "target": target_param, "auc": auc_metric, "fold": fold_param}
         summary = import_tracker_runs(
@@ -204,7 +204,7 @@ def results_import(
             raise DsimError("give a CSV file to import (or --mlflow-experiment NAME)")
         if mlflow_uri:
             raise DsimError("--mlflow-uri needs --mlflow-experiment")
-        from dsim.results_table import import_results_table
+        from dsim.validation.results_table import import_results_table
 
         summary = import_results_table(file, setup=setup or "", origin=origin, store=store)
     if as_json:

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from dsim.validate_config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, QUICK, ValidateConfig
+from dsim.validation.config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, QUICK, ValidateConfig
 
 from . import app
 from ._util import console, fit_columns, parse_options, print_json, split_list
@@ -27,7 +27,7 @@ class _RunProgress:
     the epochs of the run in flight in this process (local executor)."""
 
     def __init__(self, enabled: bool):
-        from dsim.progress import LineProgress, is_terminal
+        from dsim.kernel.progress import LineProgress, is_terminal
 
         self.enabled = enabled and is_terminal()
         # without a terminal: plain lines (a stage start, then one at least every 10 s)
@@ -290,7 +290,7 @@ def validate(
 
     Example: `dsim validate --target pneumoniamnist --sources cifar10-sample,usps --folds 3`
     """
-    from dsim.validation import validate as _validate
+    from dsim.validation.validate import validate as _validate
 
     if quick:  # the preset fills the options not given on the command line
         from click.core import ParameterSource
@@ -333,6 +333,10 @@ def validate(
     php = {"image_size": image_size} if image_size is not None else {}
     if pretrain_epochs is not None:
         php["epochs"] = pretrain_epochs
+    if track:  # an unknown or uninstalled tracker is refused before any work starts
+        from dsim.kernel.tracking import check_trackers
+
+        check_trackers(track)
     rp = _RunProgress(enabled=not as_json)
     if rp.lines is not None:
         rp.lines.stage(
@@ -356,7 +360,7 @@ def validate(
     finally:
         rp.close()
     if plot:
-        from dsim.report import plot_report
+        from dsim.validation.report import plot_report
 
         plot_report(report, plot)
     if as_json:
@@ -495,7 +499,7 @@ def pretrain(
     """
     import json as _json
 
-    from dsim.pretraining import pretrain as _pretrain
+    from dsim.networks.pretraining import pretrain as _pretrain
 
     hyper = _hp(hp)
     hyper["image_size"] = image_size

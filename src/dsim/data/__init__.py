@@ -1,0 +1,1 @@
+"""Datasets: loading image sets through the loader plugins, tensors."""

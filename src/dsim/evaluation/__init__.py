@@ -1,0 +1,1 @@
+"""Evaluation of predictors on the known results, and reproductions of published results."""

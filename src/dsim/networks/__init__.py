@@ -1,0 +1,1 @@
+"""Networks: weights files, checkpoints as candidates, training and pretraining."""

@@ -1,0 +1,1 @@
+"""Ranking: measures over candidates, the predictor that turns them into a Ranking."""

@@ -1,0 +1,568 @@
+"""``dsim.rank``: the candidate sources of a target, every measure value dsim can get for them
+(published, cached or computed now), and the chosen predictor's ranking.
+
+The flow is a pure function of its arguments plus the plugins: which predictor ranks is an
+argument (:func:`dsim.ranking.predictors.choose_predictor`), never a file found on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsim.data.evidence import evidence_notes, select_evidence
+from dsim.data.loading import data_missing, load_dataset
+from dsim.data.overlap import exclude_overlaps
+from dsim.data.targets import derived_expert, resolve_target
+from dsim.kernel.cache import Cache
+from dsim.kernel.catalog import (
+    configure_measures,
+    known_measure_values,
+    known_results,
+    list_measures,
+    value_kinds,
+)
+from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES
+from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.interfaces import (
+    Candidate,
+    Context,
+    Measure,
+    Predictor,
+    representation_key,
+    representation_of,
+)
+from dsim.kernel.plugins import notify
+from dsim.kernel.records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
+from dsim.kernel.registry import get_registry
+from dsim.networks.checkpoints import (
+    as_source_card,
+    checkpoint_from_spec,
+    checkpoint_missing,
+    known_checkpoints,
+    load_zoo,
+)
+
+__all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
+
+
+def _names(names: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    out = tuple(n.strip() for n in names if n and n.strip())
+    return out or None
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """Every knob of a ranking, with its default; ``dsim.rank`` and ``dsim rank`` share it.
+
+    ``sources``/``measures`` restrict the candidates and measures (None: every candidate with
+    data, results or known values, and every measure that can run); ``predictor`` is a predictor
+    name, ``"fitted"`` (the one ``dsim predictor fit`` saved), a saved predictor's path, or None
+    (the default); ``top`` keeps the K best; image measures look at a seeded stratified subsample of
+    ``max_samples`` images per dataset; ``options`` set measure parameters (``name=value`` on
+    every measure that takes it, ``measure.name=value`` on one); ``strict``: an unreadable image
+    file fails the ranking instead of being left out (and named in the notes). A ``sources`` entry
+    may name a checkpoint: a checkpoint card (``dsim zoo``), ``timm:<model>`` or a ``.pth/.pt``
+    file whose architecture ``arch`` names; ``zoo`` adds the checkpoint cards of YAML files (and,
+    without ``sources``, ranks those); ``evidence`` chooses the measured results used (terms of
+    :func:`dsim.data.evidence.select_evidence`: a setup, an origin, ``published`` or ``store``; a
+    leading ``-`` leaves it out)."""
+
+    sources: tuple[str, ...] | None = None
+    measures: tuple[str, ...] | None = None
+    predictor: str | None = None
+    top: int | None = None
+    seed: int = 0
+    max_samples: int | None = DEFAULT_MAX_SAMPLES
+    device: str = "auto"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    strict: bool = False
+    arch: str | None = None
+    zoo: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zoo", tuple([self.zoo] if isinstance(self.zoo, str) else self.zoo or ()))
+        ev = [self.evidence] if isinstance(self.evidence, str) else list(self.evidence or ())
+        object.__setattr__(self, "evidence", tuple(str(e) for e in ev))
+        object.__setattr__(self, "sources", _names(self.sources))
+        object.__setattr__(self, "measures", _names(self.measures))
+        if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
+            raise DsimError(f"top must be a whole number of at least 1, got {self.top!r} (--top)")
+        if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 2):
+            raise DsimError(
+                f"max_samples must be a whole number of at least 2, got {self.max_samples!r} (--max-samples)"
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise DsimError(f"seed must be a whole number of at least 0, got {self.seed!r} (--seed)")
+
+
+def candidate_sources(
+    target: DatasetCard,
+    history: Sequence[TransferResult],
+    values: Sequence[MeasureValue],
+    target_has_data: bool,
+) -> tuple[list[DatasetCard], list[dict[str, str]]]:
+    """The default candidate sources of a target, and every registry card left out with why.
+
+    A card is a candidate when it has measured results or known measure values for the target
+    (or a dataset of its family), when both its data and the target's are available locally, or
+    when it is a source of some published study and both cards carry expert features.
+    """
+    reg = get_registry()
+    family = reg.family(target)
+    with_results = {r.source for r in history if r.target in family}
+    with_values = {v.source for v in values if v.target in family}
+    study_sources = {r.source for r in history}
+    target_expert = bool(target.expert) or any(reg.get(n).expert for n in family if n in reg)
+    chosen, skipped = [], []
+    for card in reg:
+        if card.name == target.name:
+            continue
+        if card.name in family:
+            skipped.append({"source": card.name, "reason": "same data as the target"})
+        elif card.name in with_results or card.name in with_values:
+            chosen.append(card)
+        elif target_has_data and data_missing(card) is None:
+            chosen.append(card)
+        elif card.name in study_sources and (card.expert and target_expert or not target.expert):
+            chosen.append(card)  # measured elsewhere: its track record and facts rank it
+        elif not target_has_data and data_missing(card) is None:
+            skipped.append({"source": card.name, "reason": "the target has no images here to compare with"})
+        else:
+            skipped.append(
+                {"source": card.name, "reason": "no images here, no results or known values for this target"}
+            )
+    # sources known only from results (e.g. a user's dataset validated earlier): a bare card;
+    # checkpoints measured elsewhere are candidates when named (--sources, --zoo) or when here
+    for name in sorted((with_results | with_values) - {c.name for c in reg} - family - set(reg.checkpoints)):
+        chosen.append(DatasetCard(name=name, title="known from results only", provider="results"))
+    return chosen, skipped
+
+
+@dataclass
+class _Values:
+    values: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> measure -> value
+    origins: dict[str, dict[str, str]] = field(default_factory=dict)
+    contributions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def put(self, source: str, measure: str, value: float, origin: str, contrib=None) -> None:
+        self.values.setdefault(source, {})[measure] = float(value)
+        self.origins.setdefault(source, {})[measure] = origin
+        if contrib:
+            self.contributions.setdefault(source, {})[measure] = dict(contrib)
+
+    def has(self, source: str, measure: str) -> bool:
+        return measure in self.values.get(source, {})
+
+
+class _Images:
+    """The images of each dataset of one ranking, read once: all of them (:meth:`full`, what
+    the overlap check compares) and the seeded subsample the measures look at."""
+
+    def __init__(self, max_samples: int | None, seed: int, strict: bool = False):
+        self.max_samples, self.seed, self.strict = max_samples, seed, strict
+        self.loaded: dict[str, ImageSet] = {}
+        self._full: dict[str, ImageSet] = {}
+
+    def full(self, card: DatasetCard) -> ImageSet:
+        if card.name not in self._full:
+            self._full[card.name] = load_dataset(card, strict=self.strict)
+        return self._full[card.name]
+
+    def __call__(self, card: DatasetCard) -> ImageSet:
+        if card.name not in self.loaded:
+            self.loaded[card.name] = self.full(card).subsample(self.max_samples, seed=self.seed)
+        return self.loaded[card.name]
+
+    def notes(self) -> list[str]:
+        return [n for d in self.loaded.values() if (n := d.skipped_note())]
+
+
+def rank(
+    target: Any,
+    sources: Sequence[str] | str | None = None,
+    measures: Sequence[str] | str | None = None,
+    *,
+    predictor: str | Predictor | None = None,
+    top: int | None = None,
+    seed: int = 0,
+    max_samples: int | None = DEFAULT_MAX_SAMPLES,
+    device: str = "auto",
+    options: Mapping[str, Any] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    cache: Cache | None = None,
+    strict: bool = False,
+    arch: str | None = None,
+    zoo: Sequence[str] | str = (),
+    labels: Any = None,
+    facts: Mapping[str, Any] | Sequence[str] | None = None,
+    card: str | None = None,
+    evidence: Sequence[str] | str = (),
+) -> Ranking:
+    """Rank candidate sources for ``target``: a registered name, a path to the user's data
+    (folder, .csv, .npz), a :class:`dsim.ImageSet`, arrays of images with their ``labels``
+    (``dsim.rank(images, labels)``), a torch Dataset of ``(image, label)``, or a
+    :class:`dsim.ResolvedTarget` (:func:`dsim.resolve_target`).
+
+    ``facts`` (``{"origin": "medical", "subject": "brain", ...}`` or ``["key=value", ...]``) and
+    ``card`` (a YAML card file) state what the target is; the other arguments are those of
+    :class:`RankConfig` (a predictor object may be passed as well). Numbers from real
+    fine-tuning are marked *measured*, the rest *predicted*; what was left out is listed, with
+    why, in ``Ranking.skipped``.
+    """
+    if labels is None and _looks_like_labels(target, sources):
+        labels, sources = sources, None  # dsim.rank(images, labels)
+    rt = resolve_target(target, labels, facts=facts, card=card)
+    cfg = RankConfig(
+        sources=sources,
+        measures=measures,
+        predictor=None if isinstance(predictor, Predictor) else predictor,
+        top=top,
+        seed=seed,
+        max_samples=max_samples,
+        device=device,
+        options=dict(options or {}),
+        strict=strict,
+        arch=arch,
+        zoo=zoo,
+        evidence=evidence,
+    )
+    tcard = rt.card
+    ctx = Context(
+        seed=cfg.seed,
+        device=cfg.device,
+        cache=cache if cache is not None else Cache(),
+        progress=progress or (lambda *a: None),
+        max_samples=cfg.max_samples,
+    )
+    history, chosen_note = select_evidence(known_results(), cfg.evidence)
+    known_vals = known_measure_values()
+    use = _measures(cfg)
+    skipped: list[dict[str, str]] = []
+    images = _Images(cfg.max_samples, cfg.seed, cfg.strict)
+
+    target_missing = rt.missing()
+    target_data: ImageSet | None = None
+    if target_missing is None:  # read the target first: bad input fails before any work
+        target_data = images.loaded[tcard.name] = rt.load(cfg.max_samples, cfg.seed, cfg.strict)
+        tcard = derived_expert(_with_data_facts(tcard, target_data), target_data)
+        if target_data.multilabel:
+            counts = target_data.class_counts()
+            if not ((counts > 0) & (counts < len(target_data))).any():
+                raise DsimError(
+                    f"target {tcard.name!r} ({target_data.source}): no label has both positive and "
+                    "negative images"
+                )
+        elif target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
+            raise DsimError(
+                f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
+            )
+    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    overlap_notes: list[str] = []
+    if target_missing is None:  # the target's own images are never a candidate for it
+        cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
+    vals = _known_values(tcard, known_vals, use, cfg.measures)
+    for m in use.values():
+        _compute(
+            m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures
+        )
+
+    candidates = [
+        Candidate(
+            source=c,
+            values=vals.values.get(c.name, {}),
+            origins=vals.origins.get(c.name, {}),
+            contributions=vals.contributions.get(c.name, {}),
+            checkpoint=ckpt_of.get(c.name),
+        )
+        for c in cands
+    ]
+    from dsim.ranking.predictors import choose_predictor
+
+    pred, pred_note = choose_predictor(
+        predictor if isinstance(predictor, Predictor) else cfg.predictor,
+        results=history if chosen_note else None,
+    )
+    kinds = value_kinds(known_vals)
+    ranking = pred.rank(tcard, candidates, history, kinds)
+    ranked = set(ranking.sources)
+    for c in cands:
+        if c.name not in ranked and not any(
+            s.get("source") == c.name and "measure" not in s for s in skipped
+        ):
+            skipped.append(
+                {"source": c.name, "reason": "no measure could describe it and no measured result"}
+            )
+    notes = (
+        list(ranking.notes)
+        + ([pred_note] if pred_note else [])
+        + overlap_notes
+        + vals.notes
+        + images.notes()
+        + _facts_note(rt, tcard)
+    )
+    notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
+    ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
+    if cfg.top:
+        ranking = ranking.top(cfg.top)
+    notify("dsim_ranking_done", ranking=ranking)
+    return ranking
+
+
+def _looks_like_labels(target: Any, sources: Any) -> bool:
+    """``dsim.rank(images, labels)``: an array target with an array (not names) second."""
+    if sources is None or isinstance(sources, str) or not hasattr(target, "shape"):
+        return False
+    if hasattr(sources, "shape"):
+        return True
+    return isinstance(sources, (list, tuple)) and bool(sources) and not isinstance(sources[0], str)
+
+
+def _facts_note(rt, tcard: DatasetCard) -> list[str]:
+    if not rt.facts:
+        return []
+    shown = ", ".join(f"{k}={v}" for k, v in sorted({**dict(tcard.expert), **dict(rt.facts)}.items()))
+    return [f"target {tcard.name!r} facts: {shown}"]
+
+
+def _with_data_facts(card: DatasetCard, data: ImageSet) -> DatasetCard:
+    """A user's target card (a folder, a csv) knows nothing but its path: fill in what its images
+    say (channels, classes, images, size), so that card facts (grey or colour, ...) count."""
+    facts = {}
+    if card.channels is None:
+        facts["channels"] = data.channels
+    if card.num_classes is None:
+        facts["num_classes"] = data.num_classes
+    if card.size is None and not data.skipped:
+        facts["size"] = len(data)
+    if not card.image_size:
+        facts["image_size"] = "x".join(str(n) for n in data.image_shape)
+    if not card.task and data.multilabel:
+        facts["task"] = "multi-label"
+    return dataclasses.replace(card, **facts) if facts else card
+
+
+def _measures(cfg: RankConfig) -> dict[str, Measure]:
+    """The measures of this ranking, with the options applied (unknown ones refused)."""
+    every = list_measures()
+    if cfg.measures is not None:
+        for m in cfg.measures:
+            if m not in every:
+                raise UnknownNameError("measure", m, every)
+    names = cfg.measures or [n for n, m in every.items() if not m.opt_in]
+    chosen = {n: every[n] for n in names}
+    return configure_measures(chosen, cfg.options)
+
+
+def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
+    """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
+    own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
+    reg = get_registry()
+    zoo_cards = [c for path in cfg.zoo for c in load_zoo(path)]  # each --zoo file read once
+    known = known_checkpoints(cards=zoo_cards)
+    ckpts: list[CheckpointCard] = []
+    if cfg.sources is not None:
+        cands = []
+        for s in cfg.sources:
+            ck = checkpoint_from_spec(s, arch=cfg.arch, known=known)
+            if ck is None:
+                cands.append(reg.resolve(s))
+            else:
+                ckpts.append(ck)
+        family = reg.family(tcard)
+        for c in [c for c in cands if c.name in family]:
+            skipped.append({"source": c.name, "reason": "same data as the target"})
+        cands = [c for c in cands if c.name not in family]
+    elif cfg.zoo:
+        cands = []
+        ckpts = zoo_cards
+    else:
+        cands, more = candidate_sources(tcard, history, known_vals, target_has_data)
+        skipped += more
+        if target_has_data:  # registered checkpoints whose weights files are here
+            ckpts = [
+                c
+                for c in reg.checkpoints.values()
+                if c.weights.startswith("file:") and not checkpoint_missing(c)
+            ]
+    datasets = {c.name: c for c in reg}
+    ckpt_of = {}
+    family = reg.family(tcard)
+    for ck in ckpts:
+        why = checkpoint_missing(ck)
+        if ck.pretrained_on and ck.pretrained_on in family:
+            why = f"pretrained on {ck.pretrained_on}, the same data as the target"
+        if why:
+            skipped.append({"source": ck.name, "reason": why})
+            continue
+        cands.append(as_source_card(ck, datasets))
+        ckpt_of[ck.name] = ck
+    if not cands:
+        raise DsimError(
+            f"no candidate sources for target {tcard.name!r}: none has data here, published results "
+            "or known measure values (name some with --sources, or set DSIM_DATA_DIR to where "
+            "source datasets live)"
+        )
+    return cands, ckpt_of
+
+
+def _known_values(tcard: DatasetCard, known_vals, use: Mapping[str, Measure], wanted) -> _Values:
+    """Known (published) values first, averaged over folds; only for this very target (a derived
+    dataset such as pneumoniamnist does not inherit the values measured on its parent). Values
+    of measures dsim cannot compute (a paper's own metric) come too, unless --measures says
+    which measures to use."""
+    registered = list_measures()
+    acc: dict[tuple[str, str], list[float]] = {}
+    for v in known_vals:
+        keep = v.measure in use or (wanted is None and v.measure not in registered)
+        if v.target == tcard.name and keep:
+            acc.setdefault((v.source, v.measure), []).append(v.value)
+    vals = _Values()
+    for (s, m), xs in acc.items():
+        vals.put(s, m, sum(xs) / len(xs), "published")
+    return vals
+
+
+def _compute(
+    m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, wanted
+) -> None:
+    """Every value of measure ``m`` not known yet, computed (through the cache)."""
+    todo = [c for c in cands if not vals.has(c.name, m.name)]
+    if not todo:
+        return
+    why_m = m.unavailable()
+    if why_m:
+        if wanted:
+            skipped.append({"measure": m.name, "reason": why_m})
+        return
+    networks = {}  # a network-based measure scores the candidates that are (or map to) a checkpoint
+    if m.needs in ("source-model", "checkpoint"):
+        networks = {c.name: ckpt_of.get(c.name) or m.source_model(c) for c in todo}
+        networks = {n: ck for n, ck in networks.items() if ck is not None}
+        if not networks:
+            if wanted:
+                skipped.append(
+                    {
+                        "measure": m.name,
+                        "reason": "scores pretrained networks: no candidate is a "
+                        "checkpoint (name some with --sources or --zoo)",
+                    }
+                )
+            return
+        lacking = [c for c in todo if c.name not in networks]
+        for c in lacking:
+            skipped.append(
+                {
+                    "source": c.name,
+                    "measure": m.name,
+                    "reason": "a dataset, not a checkpoint (`dsim pretrain` makes one from it)",
+                }
+            )
+        todo = [c for c in todo if c.name in networks]
+    if m.needs in ("images", "source-model") and target_missing is not None:
+        skipped.append(
+            {"measure": m.name, "reason": f"target {tcard.name!r} images not available: {target_missing}"}
+        )
+        return
+    why_t = None if m.needs == "checkpoint" else _applicable(m, tcard)
+    if why_t:
+        skipped.append({"measure": m.name, "reason": f"target {tcard.name!r}: {why_t}"})
+        return
+    if m.needs == "images":
+        ready = [c for c in todo if _applicable(m, c) is None and data_missing(c) is None]
+        _report_estimate(m, ctx, ready, images, target_data, vals.notes)
+    for i, c in enumerate(todo):
+        ctx.progress(f"{m.name}: {c.name}", i, len(todo))
+        why = None if c.name in networks else _applicable(m, c)
+        if why is None and m.needs == "images":
+            why = data_missing(c)
+        if why:
+            skipped.append({"source": c.name, "measure": m.name, "reason": why})
+            continue
+        try:
+            if m.needs == "card":
+                s_obj, t_obj = c, tcard
+            elif m.needs == "source-model":
+                s_obj, t_obj = networks[c.name], target_data
+            elif m.needs == "checkpoint":
+                s_obj, t_obj = networks[c.name], None
+            else:
+                s_obj, t_obj = images(c), target_data
+            value = m.pair(s_obj, t_obj, ctx)
+            contrib = _contributions(m, s_obj, t_obj, ctx, vals.notes) if m.needs == "card" else {}
+        except DsimError as exc:
+            if exc.measure_wide:  # about the measure itself (e.g. missing probe weights): stop it
+                skipped.append({"measure": m.name, "reason": str(exc)})
+                break
+            skipped.append({"source": c.name, "measure": m.name, "reason": str(exc)})
+            continue
+        except Exception as exc:  # a plugin that raises: name it, keep the rest
+            skipped.append(
+                {
+                    "source": c.name,
+                    "measure": m.name,
+                    "reason": f"measure plugin raised {type(exc).__name__}: {exc}",
+                }
+            )
+            continue
+        vals.put(c.name, m.name, value, "computed", contrib)
+    ctx.progress(f"{m.name}", len(todo), len(todo))
+
+
+def _applicable(m: Measure, card: DatasetCard) -> str | None:
+    try:
+        return m.applicable(card)
+    except Exception as exc:
+        return f"measure plugin raised {type(exc).__name__}: {exc}"
+
+
+def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> dict[str, float]:
+    try:
+        return dict(m.contributions(representation_of(m, s_obj, ctx), representation_of(m, t_obj, ctx), ctx))
+    except Exception as exc:  # the value stands; only its break-down is missing, and that is said
+        notes.append(
+            f"{m.name}: no break-down of the value for {getattr(s_obj, 'name', '?')}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return {}
+
+
+def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[str]) -> None:
+    """Ask an image measure how long its sources will take (``Measure.estimate_seconds``) and hand
+    the answer to ``ctx.progress.estimate(measure, seconds, n_sources)`` when the progress
+    callback has that method (the CLI's does). Sources (and a target) whose representation is
+    already cached are left out. An estimate never stops the work; a failing one is reported."""
+    report = getattr(ctx.progress, "estimate", None)
+    if report is None or not cards or target_data is None:
+        return
+
+    def cached(data) -> bool:  # already represented: costs nothing
+        return ctx.cache is not None and ctx.cache.get(m.name, representation_key(m, data, ctx)) is not None
+
+    try:
+        sizes = []
+        for c in cards:
+            try:
+                data = images(c)
+            except DsimError:  # unreadable: reported when its turn comes
+                continue
+            if not cached(data):
+                sizes.append(len(data))
+        if not sizes:
+            return
+        seconds = m.estimate_seconds(sizes, 0 if cached(target_data) else len(target_data), ctx)
+    except DsimError:  # e.g. missing probe weights: the measure's own skip line says so
+        return
+    except Exception as exc:
+        notes.append(f"{m.name}: no run-time estimate ({type(exc).__name__}: {exc})")
+        return
+    if seconds is not None:
+        report(m.name, float(seconds), len(sizes))

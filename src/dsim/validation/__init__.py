@@ -1,0 +1,1 @@
+"""Validation: checking a ranking with real fine-tuning runs, their store and report."""
