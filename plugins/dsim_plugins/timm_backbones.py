@@ -41,8 +41,38 @@ def _file_sha256(path: Path) -> str:
     return dsim.file_digest(path)
 
 
+def _no_cache_can_hold(model_name: str) -> bool:
+    """True when neither cache timm loads from can hold ``model_name``'s weights, decided from the
+    folders alone (no timm, no torch import; ``dsim zoo`` lists many cards): the Hugging Face hub
+    cache has no ``timm/<architecture>...`` repository nor any other organisation's, and torch hub's
+    ``checkpoints`` folder has no file. False means: ask timm."""
+    home = Path.home() / ".cache"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or home)
+    hf = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub")
+        if os.environ.get("HF_HOME")
+        else str(xdg / "huggingface" / "hub")
+    )
+    arch = model_name.split(".")[0]
+    try:
+        repos = [p.name for p in Path(hf).iterdir() if p.name.startswith("models--")]
+    except OSError:
+        repos = []
+    if any(r.startswith(f"models--timm--{arch}") or not r.startswith("models--timm--") for r in repos):
+        return False
+    torch_hub = (
+        Path(os.environ["TORCH_HOME"]) / "hub" if os.environ.get("TORCH_HOME") else xdg / "torch" / "hub"
+    )
+    try:
+        return not any((torch_hub / "checkpoints").iterdir())
+    except OSError:
+        return True
+
+
 def _cached_pretrained_file(model_name: str) -> str | None:
     """Path of timm's pretrained weights for ``model_name`` in a local cache, or None."""
+    if _no_cache_can_hold(model_name):
+        return None
     import timm
 
     try:
@@ -94,6 +124,7 @@ def _read_state_dict(path: Path):
 
 class TimmBackbones(dsim.BackboneFactory):
     name = "timm"
+    catch_all = True  # handles() imports timm: asked after the other backbone factories
     description = (
         "any timm model; ImageNet weights from the local cache, a checkpoint file, or seeded random init"
     )
