@@ -327,9 +327,14 @@ class FU(_SourceModelScore):
     deeper layer over the stem's, the network in eval mode, nothing updated. ``first``/``second``:
     layer names; ``auto`` takes the network's first and second convolution (a ResNet's ``conv1``
     and ``layer1.0.conv1``, as the study does). ``max_images`` (500): back-propagation costs
-    about three forward passes, so the score reads a seeded stratified part of the target."""
+    about three forward passes, so the score reads a seeded stratified part of the target.
+
+    Opt-in (runs when ``--measures`` names it): on the checkpoint zoo (docs/zoo.md) FU ranks the
+    networks at weighted Kendall tau 0.04, no signal, and its back-propagation was 31 % of a
+    ranking's time (``benchmarks/zoo_speed.py``)."""
 
     name = "fu"
+    opt_in = True  # zoo: weighted tau 0.04 (no signal) for 31 % of the ranking's time
     description = (
         "FU: gradient-norm ratio of a deeper layer over the stem under a triplet loss (Juodelyte et al. 2024)"
     )

@@ -47,7 +47,9 @@ class RankConfig:
     file fails the ranking instead of being left out (and named in the notes). A ``sources`` entry
     may name a checkpoint: a checkpoint card (``dsim zoo``), ``timm:<model>`` or a ``.pth/.pt``
     file whose architecture ``arch`` names; ``zoo`` adds the checkpoint cards of YAML files (and,
-    without ``sources``, ranks those)."""
+    without ``sources``, ranks those). ``with_checkpoints``: a ranking without ``sources`` or
+    ``zoo`` also ranks the registered checkpoints whose weights files are here (each costs a
+    forward pass of its network over the target; left out by default, and named in a note)."""
 
     sources: tuple[str, ...] | None = None
     measures: tuple[str, ...] | None = None
@@ -60,6 +62,7 @@ class RankConfig:
     strict: bool = False
     arch: str | None = None
     zoo: tuple[str, ...] = ()
+    with_checkpoints: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zoo", tuple([self.zoo] if isinstance(self.zoo, str) else self.zoo or ()))
@@ -169,6 +172,7 @@ def rank(
     strict: bool = False,
     arch: str | None = None,
     zoo: Sequence[str] | str = (),
+    with_checkpoints: bool = False,
 ) -> Ranking:
     """Rank candidate sources for ``target`` (a registered name or a path to the user's data).
 
@@ -188,6 +192,7 @@ def rank(
         strict=strict,
         arch=arch,
         zoo=zoo,
+        with_checkpoints=with_checkpoints,
     )
     reg = get_registry()
     tcard = target if isinstance(target, DatasetCard) else reg.resolve(target)
@@ -220,7 +225,8 @@ def rank(
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
-    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    ckpt_notes: list[str] = []
+    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped, ckpt_notes)
     vals = _known_values(tcard, known_vals, use, cfg.measures)
     for m in use.values():
         _compute(
@@ -250,7 +256,9 @@ def rank(
             skipped.append(
                 {"source": c.name, "reason": "no measure could describe it and no measured result"}
             )
-    notes = list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes + images.notes()
+    notes = (
+        list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes + images.notes() + ckpt_notes
+    )
     ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
     if cfg.top:
         ranking = ranking.top(cfg.top)
@@ -287,9 +295,13 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
     return configure_measures(chosen, cfg.options)
 
 
-def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
+def _candidates(
+    cfg, tcard, history, known_vals, target_has_data, skipped, notes
+) -> tuple[list[DatasetCard], dict]:
     """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
-    own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
+    own name) and, by candidate name, the checkpoint card of each checkpoint candidate. A dataset
+    ranking leaves the checkpoints whose weights are here out unless ``cfg.with_checkpoints``,
+    and says which in ``notes``."""
     from .checkpoints import (
         as_source_card,
         checkpoint_from_spec,
@@ -321,11 +333,20 @@ def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tu
         cands, more = candidate_sources(tcard, history, known_vals, target_has_data)
         skipped += more
         if target_has_data:  # registered checkpoints whose weights files are here
-            ckpts = [
+            here = [
                 c
                 for c in reg.checkpoints.values()
                 if c.weights.startswith("file:") and not checkpoint_missing(c)
             ]
+            if cfg.with_checkpoints:
+                ckpts = here
+            elif here:
+                names = ", ".join(c.name for c in here)
+                notes.append(
+                    f"left out {len(here)} checkpoint{'s' * (len(here) > 1)} whose weights are here "
+                    f"({names}): each costs a forward pass of its network over the target; rank them "
+                    "with --with-checkpoints, or name some with --sources"
+                )
     datasets = {c.name: c for c in reg}
     ckpt_of = {}
     family = reg.family(tcard)

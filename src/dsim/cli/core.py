@@ -31,7 +31,8 @@ def rank(
         help=(
             "Comma-separated candidate sources: dataset names, checkpoint cards (`dsim zoo`), timm:<model> or "
             ".pth/.pt files (with --arch); mixed in one ranking. Default: every dataset with data here, "
-            "published results or known values, and the checkpoints whose weights are here."
+            "published results or known values (and, with --with-checkpoints, the checkpoints whose "
+            "weights are here)."
         ),
     ),
     measures: Optional[str] = typer.Option(
@@ -87,6 +88,14 @@ def rank(
             "pretrained_on ...); without --sources its checkpoints are the candidates (repeatable)."
         ),
     ),
+    with_checkpoints: bool = typer.Option(
+        False,
+        "--with-checkpoints",
+        help=(
+            "Without --sources or --zoo, also rank the checkpoints whose weights files are here (each "
+            "costs a forward pass of its network over the target; left out by default, named in a note)."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
     as_csv: bool = typer.Option(
         False,
@@ -121,6 +130,7 @@ def rank(
             strict=strict,
             arch=arch,
             zoo=tuple(zoo or ()),
+            with_checkpoints=with_checkpoints,
         )
     if as_json:
         print_json(ranking.to_dict())
