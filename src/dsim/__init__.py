@@ -120,6 +120,7 @@ _EXPORTS = {
     "measured_basis": "dsim.metrics",
     "data_missing": "dsim.data",
     "to_tensor": "dsim.tensors",
+    "to_array": "dsim.tensors",
     "extract_features": "dsim.tensors",
     "notify": "dsim.plugins",
     # validation: training engine, results store, validate/pretrain

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .errors import DsimError, PluginError, UnknownNameError, UnknownOptionError
+from .errors import DsimError, PluginError, UnknownNameError, UnknownOptionError, WeightsMissingError
 from .interfaces import Measure, Predictor, Strategy
 from .plugins import collect, named, on_reset, record_failure
 from .records import CheckpointCard, MeasureValue, TransferResult
@@ -126,6 +126,16 @@ def create_backbone(
     """
     factories = _backbone_factories()
     for plugin, f in factories:
+        if getattr(f, "catch_all", False) and weights not in ("random", None):
+            # the broad factory last: weights that cannot be here fail before its costly handles()
+            # (timm's imports torch; a measure's cache key asks for its probe network)
+            try:
+                reason = f.missing(model_name, str(weights))
+            except Exception as exc:
+                record_failure(plugin, f"raised in missing({model_name!r}): {type(exc).__name__}: {exc}")
+                reason = None
+            if reason is not None:
+                raise WeightsMissingError(reason)
         try:
             ok = f.handles(model_name)
         except Exception as exc:  # a broken factory must not hide the others: recorded, skipped
