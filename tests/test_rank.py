@@ -117,11 +117,12 @@ def test_wrong_shapes_npz_names_the_field(tmp_path):
 
 def test_help_and_listings_do_not_import_torch(tmp_path):
     """The listings give card facts and declared metadata: ``dsim zoo`` checks every card's
-    weights (shared files, empty timm and torch hub caches) without building a network."""
+    weights (shared files, empty timm and torch hub caches) without building a network, and no
+    listing imports numpy (half their start-up; modules use ``dsim.lazy_module("numpy")``)."""
     code = (
         "import sys; from dsim.cli import main; "
         "rc = main(sys.argv[1:]); "
-        "heavy = [m for m in ('torch', 'torchvision', 'timm', 'ot', 'sklearn') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'torchvision', 'timm', 'ot', 'sklearn', 'numpy') if m in sys.modules]; "
         "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc)"
     )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}

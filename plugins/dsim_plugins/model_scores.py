@@ -40,12 +40,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 import dsim
 from dsim_plugins.score_functions import ScoreError, _softmax, h_score, knn_auc, leep, logme, nce  # noqa: F401
 
 from . import score_functions
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 # --------------------------------------------------------------------------------------------
 # the source model

@@ -52,9 +52,9 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 DEFAULTS: dict[str, Any] = {
     "otdd_inner": "gaussian",

@@ -121,6 +121,7 @@ _EXPORTS = {
     "data_missing": "dsim.data",
     "to_tensor": "dsim.tensors",
     "to_array": "dsim.tensors",
+    "lazy_module": "dsim._lazy",
     "extract_features": "dsim.tensors",
     "notify": "dsim.plugins",
     # validation: training engine, results store, validate/pretrain

@@ -16,9 +16,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from ._lazy import lazy_module
 from .records import Representation
+
+np = lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = ["Cache", "default_cache_dir"]
 

@@ -14,7 +14,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import numpy as np
+from ._lazy import lazy_module
+
+np = lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = [
     "EXPERT_FEATURES",
