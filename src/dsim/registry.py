@@ -16,8 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
-import yaml
-
 from .errors import DatasetError, DsimError, UnknownNameError
 from .plugins import collect, note_conflict, on_reset
 from .records import CheckpointCard, DatasetCard
@@ -51,6 +49,8 @@ def _read_yaml(path: Path) -> dict:
         return json.loads(cached.read_text())
     except (OSError, ValueError):
         pass  # not cached yet (or unreadable): parse the YAML
+    import yaml  # only here: a cached parse needs no yaml import
+
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
         doc = yaml.load(text, Loader=loader) or {}
