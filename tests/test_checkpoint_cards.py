@@ -192,6 +192,17 @@ def test_torchvision_files_load_strictly_aux_heads_dropped(tmp_path):
         dsim.create_backbone("tv-shufflenet_v2_x0_5", weights=str(tmp_path / "mnas.pth"))
 
 
+def test_declared_torchvision_urls_are_torchvisions_own():
+    """``dsim zoo`` checks torch hub's cache from declared URLs (no torchvision import): they must
+    be the ones torchvision downloads."""
+    import torchvision.models as tvm
+
+    from dsim_plugins.torchvision_backbones import ARCHS, URLS
+
+    assert set(URLS) == set(ARCHS)
+    assert {a: tvm.get_model_weights(a).IMAGENET1K_V1.url for a in ARCHS} == URLS
+
+
 def test_a_wrong_file_in_torch_hubs_cache_is_refused(no_caches):
     from dsim_plugins.torchvision_backbones import hub_file
 

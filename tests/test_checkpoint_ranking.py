@@ -245,3 +245,48 @@ def test_validate_takes_the_card_names_of_a_zoo_file(folder, tmp_path, monkeypat
     runs = [st.get(row["key"]) for row in st.rows() if row["source"] == "lab-net"]
     assert len(runs) == 2 and {r.spec.backbone for r in runs} == {"smallcnn-w16"}
     assert {r.checkpoint for r in runs} == {dsim.file_digest(f)}
+
+
+@needs_weights
+def test_a_dataset_ranking_leaves_out_checkpoints_on_disk_unless_asked(folder, tmp_path, monkeypatch):
+    """The shared weights are here: a ranking without --sources ranks the datasets only and names
+    the checkpoints it left out; --with-checkpoints (with_checkpoints=True) ranks them too."""
+    monkeypatch.setenv("DSIM_WEIGHTS_DIR", str(WEIGHTS))
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path / "cache"))
+    here = sorted(c.name for c in dsim.get_registry().checkpoints.values() if c.weights.startswith("file:"))
+    assert "cifar10-resnet20" in here
+    rk = dsim.rank(str(folder), measures="expert")
+    assert not any(r.kind == "checkpoint" for r in rk.rows)
+    note = [n for n in rk.notes if n.startswith("left out")]
+    assert len(note) == 1 and "--with-checkpoints" in note[0] and all(n in note[0] for n in here)
+    rk = dsim.rank(str(folder), measures="expert", with_checkpoints=True)
+    assert sorted(r.source for r in rk.rows if r.kind == "checkpoint") == here
+    assert not any(n.startswith("left out") for n in rk.notes)
+
+
+def test_fu_is_opt_in_and_runs_when_named(tmp_path, monkeypatch):
+    """FU (back-propagation, no signal on the zoo) is not in a default ranking; named, it runs."""
+    import torch
+
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path / "cache"))
+    assert dsim.list_measures()["fu"].opt_in and not dsim.list_measures()["logme"].opt_in
+    f = tmp_path / "p.pth"
+    torch.save(dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=1).state_dict(), f)
+    zoo = tmp_path / "z.yaml"
+    zoo.write_text(
+        f"checkpoints:\n  - {{name: net, architecture: smallcnn-w16, weights: 'file:{f}', pretrained_on: usps}}\n"
+    )
+    rng = np.random.default_rng(0)
+    target = tmp_path / "t.npz"
+    labels = (np.arange(40) % 2).astype(np.int64)
+    np.savez(target, images=rng.integers(0, 255, (40, 16, 16), dtype=np.uint8), labels=labels)
+    from dsim_plugins.model_scores import FU
+
+    calls = []
+    real = FU.value
+    monkeypatch.setattr(FU, "value", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    rk = dsim.rank(str(target), zoo=str(zoo), max_samples=40)
+    assert not calls and (rk.rows[0].contributions.get("fu") or {}).get("value") is None
+    assert rk.rows[0].contributions["logme"]["value"] is not None
+    rk = dsim.rank(str(target), zoo=str(zoo), measures="fu,logme", max_samples=40)
+    assert calls == [1] and rk.rows[0].contributions["fu"]["value"] is not None

@@ -616,3 +616,35 @@ def test_validate_every_deep_strategy_on_a_multilabel_target(tmp_path, blood):
         "moment-init",
     }
     assert all(0 < r.auc <= 1 and r.kappa is None for r in rep.rows)
+
+
+def test_a_multilabel_checkpoint_ranking_runs_one_feature_pass(tmp_path, mosaics, monkeypatch):
+    """Every default model score of every label reads one forward pass of each network over the
+    target (the features, cached by content), and each per-label score is the mean of its
+    single-label values on the label columns."""
+    import torch
+
+    import dsim.networks.checkpoints as ck
+
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "net.pth"
+    torch.save(dsim.create_backbone("smallcnn-w16", weights="random", num_classes=0, seed=1).state_dict(), f)
+    zoo = tmp_path / "z.yaml"
+    zoo.write_text(
+        f"checkpoints:\n  - {{name: net, architecture: smallcnn-w16, weights: 'file:{f}', input_size: 28}}\n"
+    )
+    target = _npz(tmp_path / "t.npz", mosaics.subsample(90, seed=0))
+    passes = []
+    real = ck.load_checkpoint
+
+    def counting(card, **kw):
+        model = real(card, **kw)
+        forward = model.forward_features
+        model.forward_features = lambda x: passes.append(len(x)) or forward(x)
+        return model
+
+    monkeypatch.setattr(ck, "load_checkpoint", counting)
+    rk = dsim.rank(str(target), zoo=str(zoo), max_samples=90)
+    scores = [m for m, v in rk.rows[0].contributions.items() if (v or {}).get("value") is not None]
+    assert {"logme", "knn", "h-score", "lp"} <= set(scores)
+    assert sum(passes) == 90  # the 90 images through the network once, for every score and label

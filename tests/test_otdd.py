@@ -164,3 +164,39 @@ def test_options_are_checked_and_pair_values_are_cached(breast, usps, tmp_path):
     v2 = _m().pair(breast, usps, ctx)
     assert v1 == v2 and cache.hits == hits + 2  # both representations from the cache ...
     assert any((tmp_path / "values").rglob("*.json"))  # ... and the OT value too
+
+
+@pytest.mark.parametrize(
+    "shape,size,channels",
+    [((4, 64, 64, 3), 28, 1), ((4, 16, 16, 1), 28, 1), ((4, 64, 48, 3), 32, 3), ((3, 30, 30, 3), 28, 1)],
+)
+def test_pixel_features_in_numpy_are_to_tensors(shape, size, channels):
+    """OTDD's pixels are resized in numpy (``dsim.to_array``), as ``dsim.to_tensor`` resizes them
+    (bilinear, antialiased when shrinking), to float32 precision."""
+    x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    want = dsim.to_tensor(x, size=size, channels=channels, normalize=False).numpy()
+    got = dsim.to_array(x, size=size, channels=channels)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_a_pixel_otdd_ranking_imports_no_torch(tmp_path):
+    """A user's .npz ranked against a local source on pixels: no torch (650 MB, seconds)."""
+    import os
+    import subprocess
+    import sys
+
+    data_file("usps_16x16.npz")  # the source's images must be here
+    rng = np.random.default_rng(0)
+    t = tmp_path / "t.npz"
+    np.savez(t, images=rng.integers(0, 255, (60, 32, 32), dtype=np.uint8), labels=np.arange(60) % 2)
+    code = (
+        "import sys, dsim; r = dsim.rank(sys.argv[1], sources=['usps'], measures='otdd', max_samples=60); "
+        "print('VALUE', r.rows[0].contributions['otdd']['value'], 'TORCH', 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "DSIM_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(t)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    assert "TORCH False" in r.stdout and "VALUE None" not in r.stdout, r.stdout

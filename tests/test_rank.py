@@ -115,15 +115,22 @@ def test_wrong_shapes_npz_names_the_field(tmp_path):
     assert "shapes.npz" in last and ("10" in last and "7" in last)
 
 
-def test_help_and_datasets_do_not_import_torch():
+def test_help_and_listings_do_not_import_torch(tmp_path):
+    """The listings give card facts and declared metadata: ``dsim zoo`` checks every card's
+    weights (shared files, empty timm and torch hub caches) without building a network, and no
+    listing imports numpy (half their start-up; modules use ``dsim.lazy_module("numpy")``)."""
     code = (
         "import sys; from dsim.cli import main; "
         "rc = main(sys.argv[1:]); "
-        "heavy = [m for m in ('torch', 'timm', 'ot', 'sklearn') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'torchvision', 'timm', 'ot', 'sklearn', 'numpy') if m in sys.modules]; "
         "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc)"
     )
-    for args in (["--help"], ["datasets"], ["plugins"]):
-        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    env.pop("DSIM_ALLOW_DOWNLOAD", None)
+    for args in (["--help"], ["datasets"], ["plugins"], ["measures"], ["zoo"], ["zoo", "--json"]):
+        r = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env
+        )
         assert r.returncode == 0, r.stderr
         assert "HEAVY []" in r.stderr, (args, r.stderr)
 

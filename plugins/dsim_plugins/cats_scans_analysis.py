@@ -18,9 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = ["CatsScans", "cats_scans", "PAPER", "ORIGIN"]
 

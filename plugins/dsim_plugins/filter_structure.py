@@ -60,9 +60,9 @@ from __future__ import annotations
 import difflib
 from typing import Any, Sequence
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 METHODS = ("autocorr", "directional", "orientation")
 VIEWS = ("kernels", "images")

@@ -50,10 +50,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
-
 import dsim
 from dsim import DataMissingError, DatasetError, DatasetLoader, ImageSet
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = ["ImageFolderLoader", "CsvLoader", "IMAGE_EXTENSIONS", "read_images", "parse_image_size"]
 

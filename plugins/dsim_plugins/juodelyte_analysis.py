@@ -31,11 +31,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import dsim
 
 from .juodelyte_tables import TABLES, rank_table, wide_table
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = [
     "Juodelyte",

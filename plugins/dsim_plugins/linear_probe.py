@@ -16,9 +16,9 @@ probability. The fold is scored by the mean per-label AUC like every multi-label
 
 from __future__ import annotations
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 
 def _features(spec, data, ctx):

@@ -40,12 +40,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 import dsim
 from dsim_plugins.score_functions import ScoreError, _softmax, h_score, knn_auc, leep, logme, nce  # noqa: F401
 
 from . import score_functions
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 # --------------------------------------------------------------------------------------------
 # the source model
@@ -327,9 +327,14 @@ class FU(_SourceModelScore):
     deeper layer over the stem's, the network in eval mode, nothing updated. ``first``/``second``:
     layer names; ``auto`` takes the network's first and second convolution (a ResNet's ``conv1``
     and ``layer1.0.conv1``, as the study does). ``max_images`` (500): back-propagation costs
-    about three forward passes, so the score reads a seeded stratified part of the target."""
+    about three forward passes, so the score reads a seeded stratified part of the target.
+
+    Opt-in (runs when ``--measures`` names it): on the checkpoint zoo (docs/zoo.md) FU ranks the
+    networks at weighted Kendall tau 0.04, no signal, and its back-propagation was 31 % of a
+    ranking's time (``benchmarks/zoo_speed.py``)."""
 
     name = "fu"
+    opt_in = True  # zoo: weighted tau 0.04 (no signal) for 31 % of the ranking's time
     description = (
         "FU: gradient-norm ratio of a deeper layer over the stem under a triplet loss (Juodelyte et al. 2024)"
     )

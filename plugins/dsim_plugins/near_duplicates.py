@@ -24,9 +24,9 @@ real overlap in content, and the ranking only flags it below half.
 
 from __future__ import annotations
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: listings and --help need no numpy
 
 SIZE = 16
 
@@ -52,7 +52,7 @@ def thumbnails(images: np.ndarray, size: int = SIZE, chunk: int = 1024) -> np.nd
     return out
 
 
-_K = np.array([0.25, 0.5, 0.25], dtype=np.float32)
+_K = (0.25, 0.5, 0.25)  # the binomial blur kernel
 
 
 def _blur(t: np.ndarray) -> np.ndarray:

@@ -34,10 +34,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 import dsim
 from dsim import DataMissingError, DatasetError, DatasetLoader, ImageSet
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = [
     "NpzLoader",

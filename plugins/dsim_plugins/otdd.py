@@ -48,11 +48,13 @@ With them the Bures term needs no matrix square root per pair:
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 DEFAULTS: dict[str, Any] = {
     "otdd_inner": "gaussian",
@@ -144,9 +146,20 @@ def bures_wasserstein(mu1, S1, mu2, S2) -> float:
     return float(np.sum((np.asarray(mu1) - np.asarray(mu2)) ** 2) + np.trace(S1 + S2 - 2 * np.real(cross)))
 
 
+def _ot():
+    """POT, without its torch backend: dsim hands it numpy arrays only, and POT imports torch
+    when it is installed (about 650 MB and seconds; a ranking on pixels needs no torch).
+    ``POT_BACKEND_DISABLE_PYTORCH=0`` in the environment keeps the backend."""
+    if "ot" not in sys.modules:
+        os.environ.setdefault("POT_BACKEND_DISABLE_PYTORCH", "1")
+    import ot
+
+    return ot
+
+
 def exact_label_costs(X1, y1, X2, y2, p: int = 2, progress=None) -> np.ndarray:
     """``W_p^p`` between the feature distributions of every class pair, solved exactly (emd)."""
-    import ot
+    ot = _ot()
 
     c1, c2 = np.unique(y1), np.unique(y2)
     W = np.zeros((len(c1), len(c2)))
@@ -163,7 +176,7 @@ def exact_label_costs(X1, y1, X2, y2, p: int = 2, progress=None) -> np.ndarray:
 
 
 def outer_ot(C: np.ndarray, method: str = "exact", entreg: float = 0.1) -> float:
-    import ot
+    ot = _ot()
 
     a, b = ot.unif(C.shape[0]), ot.unif(C.shape[1])
     if method == "exact":
@@ -333,19 +346,15 @@ class OTDD(dsim.Measure):
 
     def features(self, data: dsim.ImageSet, ctx) -> np.ndarray:
         o = self._o(ctx)
-        if o["otdd_features"] == "pixels":
-            import torch
-
+        if o["otdd_features"] == "pixels":  # numpy only: a ranking on pixels imports no torch
             out = []
-            with torch.inference_mode():
-                for s in range(0, len(data), 1024):
-                    x = dsim.to_tensor(
-                        data.images[s : s + 1024],
-                        size=int(o["otdd_image_size"]),
-                        channels=int(o["otdd_channels"]),
-                        normalize=False,
-                    )
-                    out.append(x.reshape(len(x), -1).numpy())
+            for s in range(0, len(data), 1024):
+                x = dsim.to_array(
+                    data.images[s : s + 1024],
+                    size=int(o["otdd_image_size"]),
+                    channels=int(o["otdd_channels"]),
+                )
+                out.append(x.reshape(len(x), -1))
             return np.concatenate(out).astype(np.float32)
         return dsim.extract_features(
             self._backbone(ctx),

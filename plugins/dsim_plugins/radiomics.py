@@ -26,12 +26,14 @@ cross-validated: it gets its training prevalence as its probability (named in th
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 import dsim
 
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
+
 DISTANCES = (1, 2, 4, 6)
-ANGLES = (0.0, np.pi / 4, np.pi / 2)
+ANGLES = (0.0, math.pi / 4, math.pi / 2)
 PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 
 

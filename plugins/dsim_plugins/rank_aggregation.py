@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 
 def average_ranks(v: np.ndarray) -> np.ndarray:

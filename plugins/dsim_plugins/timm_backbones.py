@@ -41,8 +41,47 @@ def _file_sha256(path: Path) -> str:
     return dsim.file_digest(path)
 
 
+def _no_cache_can_hold(model_name: str) -> bool:
+    """True when neither cache timm loads from can hold ``model_name``'s weights, decided from the
+    folders alone (no timm, no torch import; ``dsim zoo`` lists many cards): the Hugging Face hub
+    cache has no ``timm/<architecture>...`` repository nor any other organisation's, and torch hub's
+    ``checkpoints`` folder has no file. False means: ask timm."""
+    home = Path.home() / ".cache"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or home)
+    hf = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub")
+        if os.environ.get("HF_HOME")
+        else str(xdg / "huggingface" / "hub")
+    )
+    arch = model_name.split(".")[0]
+    try:
+        repos = [p.name for p in Path(hf).iterdir() if p.name.startswith("models--")]
+    except OSError:
+        repos = []
+    if any(r.startswith(f"models--timm--{arch}") or not r.startswith("models--timm--") for r in repos):
+        return False
+    torch_hub = (
+        Path(os.environ["TORCH_HOME"]) / "hub" if os.environ.get("TORCH_HOME") else xdg / "torch" / "hub"
+    )
+    try:
+        return not any((torch_hub / "checkpoints").iterdir())
+    except OSError:
+        return True
+
+
+def _no_imagenet_weights(model_name: str) -> str:
+    return (
+        f"no ImageNet weights for timm model {model_name!r} in the local cache; pass a checkpoint "
+        f"file as the weights (e.g. --probe-weights or --weights /path/to/{model_name}.pth), allow a "
+        "download with DSIM_ALLOW_DOWNLOAD=1 (needs network), or choose the weights 'random' for a "
+        "seeded random-init network"
+    )
+
+
 def _cached_pretrained_file(model_name: str) -> str | None:
     """Path of timm's pretrained weights for ``model_name`` in a local cache, or None."""
+    if _no_cache_can_hold(model_name):
+        return None
     import timm
 
     try:
@@ -94,6 +133,7 @@ def _read_state_dict(path: Path):
 
 class TimmBackbones(dsim.BackboneFactory):
     name = "timm"
+    catch_all = True  # handles() imports timm: asked after the other backbone factories
     description = (
         "any timm model; ImageNet weights from the local cache, a checkpoint file, or seeded random init"
     )
@@ -110,15 +150,14 @@ class TimmBackbones(dsim.BackboneFactory):
 
     def missing(self, model_name: str, weights: str) -> str | None:
         """ImageNet weights must be in the local cache (or a download allowed); a file must exist."""
+        if str(weights).startswith("timm:"):  # a pretrained tag: that model's ImageNet weights
+            model_name, weights = str(weights)[5:] or model_name, "imagenet"
         if weights == "random":
             return None
         if weights == "imagenet":
             if _cached_pretrained_file(model_name) or os.environ.get("DSIM_ALLOW_DOWNLOAD") == "1":
                 return None
-            return (
-                f"timm weights of {model_name!r} are not in the local cache: allow a download with "
-                "DSIM_ALLOW_DOWNLOAD=1 (needs network), or pass a checkpoint file"
-            )
+            return _no_imagenet_weights(model_name)
         return None if Path(weights).expanduser().is_file() else f"checkpoint file {weights!r} not found"
 
     def create(self, model_name, *, weights="imagenet", num_classes=0, in_chans=3, seed=0):
@@ -161,12 +200,7 @@ class TimmBackbones(dsim.BackboneFactory):
                     )
                     return model
                 if path is None:
-                    raise dsim.WeightsMissingError(
-                        f"no ImageNet weights for timm model {model_name!r} in the local cache; "
-                        f"pass a checkpoint file as the weights (e.g. --probe-weights or --weights "
-                        f"/path/to/{model_name}.pth), allow a download with DSIM_ALLOW_DOWNLOAD=1 "
-                        "(needs network), or choose the weights 'random' for a seeded random-init network"
-                    )
+                    raise dsim.WeightsMissingError(_no_imagenet_weights(model_name))
             else:
                 path = str(Path(weights).expanduser())
                 if not Path(path).is_file():

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
 from pathlib import Path
 
 import dsim
@@ -48,6 +49,18 @@ ARCHS = {
     "mnasnet1_0": ("mnasnet", "mnasnet", "classifier.1", 1280, 4_383_312, 224, 73.456),
     "mobilenet_v3_small": ("mobilenet", "mobilenet", "classifier.3", 1024, 2_542_856, 224, 67.668),
     "convnext_tiny": ("convnext", "convnext", "classifier.2", 768, 28_589_128, 224, 82.52),
+}
+
+#: arch -> torchvision's published ImageNet-1k weights (``IMAGENET1K_V1``), declared so that
+#: checking whether they are here (``dsim zoo``) imports neither torch nor torchvision; a test
+#: compares them with torchvision's own.
+URLS = {
+    "googlenet": "https://download.pytorch.org/models/googlenet-1378be20.pth",
+    "shufflenet_v2_x0_5": "https://download.pytorch.org/models/shufflenetv2_x0.5-f707e7126e.pth",
+    "efficientnet_v2_s": "https://download.pytorch.org/models/efficientnet_v2_s-dd5fe13b.pth",
+    "mnasnet1_0": "https://download.pytorch.org/models/mnasnet1.0_top1_73.512-f206786ef8.pth",
+    "mobilenet_v3_small": "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth",
+    "convnext_tiny": "https://download.pytorch.org/models/convnext_tiny-983f1562.pth",
 }
 
 
@@ -195,13 +208,19 @@ def _published(arch: str):
 
 def hub_file(arch: str) -> tuple[Path, str, str]:
     """Where torchvision keeps ``arch``'s ImageNet weights in torch hub's cache, their URL and the
-    sha256 prefix in the published file name."""
-    import torch.hub
-
-    url = _published(arch).url
+    sha256 prefix in the published file name. Found without importing torch (as
+    ``torch.hub.get_dir()`` does: ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``)."""
+    url = URLS[arch] if arch in URLS else _published(arch).url
     name = os.path.basename(url)
     m = re.search(r"-([0-9a-f]{6,})\.", name)
-    return Path(torch.hub.get_dir()) / "checkpoints" / name, url, m.group(1) if m else ""
+    if "torch.hub" in sys.modules:  # torch is here anyway: its answer (honours torch.hub.set_dir)
+        hub = sys.modules["torch.hub"].get_dir()
+    else:
+        home = os.environ.get("TORCH_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch"
+        )
+        hub = os.path.join(home, "hub")
+    return Path(hub) / "checkpoints" / name, url, m.group(1) if m else ""
 
 
 def _imagenet_file(model_name: str, arch: str) -> Path:

@@ -131,6 +131,8 @@ _EXPORTS = {
     "measured_basis": "dsim.kernel.metrics",
     "data_missing": "dsim.data.loading",
     "to_tensor": "dsim.data.tensors",
+    "to_array": "dsim.data.tensors",
+    "lazy_module": "dsim.kernel.lazy",
     "extract_features": "dsim.data.tensors",
     "notify": "dsim.kernel.plugins",
     # validation: training engine, results store, validate/pretrain

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 import dsim
 
 from .features import _groups, _log10, track_record, track_table
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 IMAGENET_NAMES = {"imagenet", "ilsvrc2012", "in1k", "imagenet-1k"}
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import numpy as np
-
 import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 
 def _log10(x):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 import dsim
 
 from .features import TRACK_SHRINK, _groups, card_features, measure_features, track_record, track_table
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 

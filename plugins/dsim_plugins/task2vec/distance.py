@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+import dsim
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 
 def symmetric_distance(h0: np.ndarray, h1: np.ndarray) -> float:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 import dsim
 
 from .probe import _Probe, _set_bn
 from .settings import DEFAULTS, Task2VecError, resolve_precision
 from .variational import _variational
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 
 def canonical_labels(labels: np.ndarray) -> np.ndarray:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 import dsim
 
 from .distance import asymmetric_distance, symmetric_distance
 from .fisher import task2vec_embedding
 from .probe import _Probe, _set_bn
 from .settings import DEFAULTS, Task2VecError, resolve_precision
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 
 class Task2Vec(dsim.Measure):

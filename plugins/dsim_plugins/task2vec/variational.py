@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+import dsim
 
 from .settings import Task2VecError
+
+np = dsim.lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 
 def _variational(

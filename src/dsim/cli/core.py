@@ -31,7 +31,8 @@ def rank(
         help=(
             "Comma-separated candidate sources: dataset names, checkpoint cards (`dsim zoo`), timm:<model> or "
             ".pth/.pt files (with --arch); mixed in one ranking. Default: every dataset with data here, "
-            "published results or known values, and the checkpoints whose weights are here."
+            "published results or known values (and, with --with-checkpoints, the checkpoints whose "
+            "weights are here)."
         ),
     ),
     measures: Optional[str] = typer.Option(
@@ -111,6 +112,14 @@ def rank(
             "notes name what was used)."
         ),
     ),
+    with_checkpoints: bool = typer.Option(
+        False,
+        "--with-checkpoints",
+        help=(
+            "Without --sources or --zoo, also rank the checkpoints whose weights files are here (each "
+            "costs a forward pass of its network over the target; left out by default, named in a note)."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
     as_csv: bool = typer.Option(
         False,
@@ -148,6 +157,7 @@ def rank(
             facts=list(fact or ()),
             card=card,
             evidence=tuple(evidence or ()),
+            with_checkpoints=with_checkpoints,
         )
     if as_json:
         print_json(ranking.to_dict())

@@ -10,15 +10,17 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import platformdirs
 
 from dsim.data.tensors import to_tensor
 from dsim.kernel.errors import DataMissingError, DatasetError, DsimError
+from dsim.kernel.lazy import lazy_module
 from dsim.kernel.multilabel import one_hot
 from dsim.kernel.plugins import named
 from dsim.kernel.records import DatasetCard, ImageSet, stable_hash
 from dsim.kernel.registry import get_registry
+
+np = lazy_module("numpy")  # imported on first use: `dsim datasets` needs no numpy
 
 __all__ = [
     "data_dirs",

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import yaml
 
 from dsim.data.loading import data_missing, load_dataset
 from dsim.kernel.errors import DsimError
@@ -250,6 +249,8 @@ def card_file_beside(path: Path) -> Path | None:
 def read_card_file(path: Path) -> dict[str, str]:
     """The facts of a YAML card file: a mapping of facts (``origin: medical``, ...), optionally
     with an ``expert:`` mapping as in registry.yaml."""
+    import yaml  # only for a card file: a ranking without one needs no yaml
+
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
+from dsim.kernel.lazy import lazy_module
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "to_tensor", "batches", "extract_features"]
+np = lazy_module("numpy")  # imported on first use: `dsim datasets` needs no numpy
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "to_tensor", "to_array", "batches", "extract_features"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,6 +49,54 @@ def to_tensor(images: np.ndarray, size: int | None = None, channels: int = 3, no
             std = torch.tensor([float(np.mean(IMAGENET_STD))]).view(1, 1, 1, 1)
         x = (x - mean) / std
     return x.contiguous()
+
+
+def _resize_matrix(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
+    """``(n_out, n_in)`` weights of torch's ``F.interpolate(mode="bilinear", align_corners=False)``
+    along one axis, with its ``antialias`` triangle filter when shrinking (as :func:`to_tensor`
+    calls it): ``resized = W_h @ image @ W_w.T``."""
+    scale = n_in / n_out
+    w = np.zeros((n_out, n_in), np.float64)
+    if antialias and scale > 1.0:  # antialias: a triangle filter stretched over ``scale`` input pixels
+        for i in range(n_out):
+            center = scale * (i + 0.5)
+            lo = max(int(center - scale + 0.5), 0)
+            hi = min(int(center + scale + 0.5), n_in)
+            j = np.arange(lo, hi)
+            f = np.maximum(0.0, 1.0 - np.abs((j - center + 0.5) / scale))
+            w[i, lo:hi] = f / f.sum()
+    else:
+        for i in range(n_out):
+            src = max(scale * (i + 0.5) - 0.5, 0.0)
+            i0 = min(int(src), n_in - 1)
+            i1 = min(i0 + 1, n_in - 1)
+            lam = src - i0
+            w[i, i0] += 1.0 - lam
+            w[i, i1] += lam
+    return w.astype(np.float32)
+
+
+def to_array(images: np.ndarray, size: int | None = None, channels: int = 3) -> np.ndarray:
+    """:func:`to_tensor` without normalisation, in numpy (no torch import): ``(N,H,W,C)`` ->
+    ``(N,channels,size,size)`` float32 in [0, 1] for uint8 images, grey <-> RGB as there, the
+    same bilinear (antialiased when shrinking) resize to float32 precision. For measures that
+    read pixels (OTDD) and need no network."""
+    x = np.ascontiguousarray(images)
+    x = x.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else x.astype(np.float32)
+    x = x.transpose(0, 3, 1, 2)
+    c = x.shape[1]
+    if c != channels:
+        if channels == 3 and c == 1:
+            x = np.broadcast_to(x, (x.shape[0], 3, *x.shape[2:]))
+        elif channels == 1:
+            x = x.mean(axis=1, keepdims=True, dtype=np.float32)
+        else:
+            raise ValueError(f"cannot turn {c}-channel images into {channels} channels")
+    if size is not None and (x.shape[2] != size or x.shape[3] != size):
+        aa = x.shape[2] > size  # as to_tensor asks torch: antialias when the height shrinks
+        wh, ww = _resize_matrix(x.shape[2], size, aa), _resize_matrix(x.shape[3], size, aa)
+        x = np.matmul(np.matmul(wh, x), ww.T)
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def batches(n: int, batch_size: int) -> Iterator[slice]:

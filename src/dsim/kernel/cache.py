@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from dsim.kernel.files import atomic_write, user_path
+from dsim.kernel.lazy import lazy_module
 from dsim.kernel.records import Representation
+
+np = lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = ["Cache", "default_cache_dir"]
 

@@ -12,7 +12,13 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from dsim.kernel.errors import DsimError, PluginError, UnknownNameError, UnknownOptionError
+from dsim.kernel.errors import (
+    DsimError,
+    PluginError,
+    UnknownNameError,
+    UnknownOptionError,
+    WeightsMissingError,
+)
 from dsim.kernel.interfaces import Measure, Predictor, Strategy
 from dsim.kernel.plugins import collect, named, on_reset, record_failure
 from dsim.kernel.records import CheckpointCard, MeasureValue, TransferResult
@@ -126,8 +132,18 @@ def create_backbone(
     module carries ``dsim_weights_id``, the content id of its weights (see
     :class:`dsim.BackboneFactory`), which every cache built on it is keyed by.
     """
-    factories = collect("dsim_register_backbones")
+    factories = _backbone_factories()
     for plugin, f in factories:
+        if getattr(f, "catch_all", False) and weights not in ("random", None):
+            # the broad factory last: weights that cannot be here fail before its costly handles()
+            # (timm's imports torch; a measure's cache key asks for its probe network)
+            try:
+                reason = f.missing(model_name, str(weights))
+            except Exception as exc:
+                record_failure(plugin, f"raised in missing({model_name!r}): {type(exc).__name__}: {exc}")
+                reason = None
+            if reason is not None:
+                raise WeightsMissingError(reason)
         try:
             ok = f.handles(model_name)
         except Exception as exc:  # a broken factory must not hide the others: recorded, skipped
@@ -152,10 +168,22 @@ def create_backbone(
     raise UnknownNameError("backbone", model_name, known)
 
 
+def _backbone_factories() -> list:
+    """``(plugin, factory)`` in the order a name is offered to them: plugin priority, catch-all
+    factories (:attr:`dsim.BackboneFactory.catch_all`, e.g. timm) last."""
+    return sorted(collect("dsim_register_backbones"), key=lambda pf: bool(getattr(pf[1], "catch_all", False)))
+
+
 def backbone_missing(model_name: str, weights: str) -> str | None:
     """Why the weights ``weights`` of backbone ``model_name`` are not usable here, or None."""
-    for plugin, f in collect("dsim_register_backbones"):
+    for plugin, f in _backbone_factories():
         try:
+            if getattr(f, "catch_all", False):
+                # the last, broad factory: no weights could be here -> say so without its costly
+                # handles() (timm's imports torch)
+                reason = f.missing(model_name, weights)
+                if reason is not None:
+                    return reason
             if f.handles(model_name):
                 return f.missing(model_name, weights)
         except Exception as exc:

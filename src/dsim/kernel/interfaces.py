@@ -205,6 +205,11 @@ class BackboneFactory:
 
     name: str = ""
     description: str = ""
+    #: True for a broad factory whose ``handles`` is costly (timm's imports torch and lists every
+    #: model): dsim asks it only after every other factory declined a name, and asks its
+    #: ``missing`` first: a reason it gives (no weights could be here) stands without the costly
+    #: check of the name, so that ``dsim zoo`` imports no deep-learning library.
+    catch_all: bool = False
 
     def handles(self, model_name: str) -> bool:
         return False

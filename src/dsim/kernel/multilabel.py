@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-
 from dsim.kernel.errors import DatasetError
+from dsim.kernel.lazy import lazy_module
+
+np = lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = ["TASKS", "multi_hot", "check_label_columns", "one_hot", "iterative_split", "subsample_indices"]
 

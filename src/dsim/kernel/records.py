@@ -14,9 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
+from dsim.kernel.lazy import lazy_module
 from dsim.kernel.multilabel import TASKS, iterative_split, multi_hot, one_hot, subsample_indices
+
+np = lazy_module("numpy")  # imported on first use: the listings need no numpy
 
 __all__ = [
     "EXPERT_FEATURES",

@@ -17,8 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
-import yaml
-
 from dsim.kernel.cache import default_cache_dir
 from dsim.kernel.errors import DatasetError, DsimError, UnknownNameError
 from dsim.kernel.files import atomic_write
@@ -50,6 +48,8 @@ def _read_yaml(path: Path) -> dict:
         return json.loads(cached.read_text())
     except (OSError, ValueError):
         pass  # not cached yet (or unreadable): parse the YAML
+    import yaml  # only here: a cached parse needs no yaml import
+
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
         doc = yaml.load(text, Loader=loader) or {}

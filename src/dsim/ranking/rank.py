@@ -72,7 +72,9 @@ class RankConfig:
     file whose architecture ``arch`` names; ``zoo`` adds the checkpoint cards of YAML files (and,
     without ``sources``, ranks those); ``evidence`` chooses the measured results used (terms of
     :func:`dsim.data.evidence.select_evidence`: a setup, an origin, ``published`` or ``store``; a
-    leading ``-`` leaves it out)."""
+    leading ``-`` leaves it out). ``with_checkpoints``: a ranking without ``sources`` or
+    ``zoo`` also ranks the registered checkpoints whose weights files are here (each costs a
+    forward pass of its network over the target; left out by default, and named in a note)."""
 
     sources: tuple[str, ...] | None = None
     measures: tuple[str, ...] | None = None
@@ -86,6 +88,7 @@ class RankConfig:
     arch: str | None = None
     zoo: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()
+    with_checkpoints: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zoo", tuple([self.zoo] if isinstance(self.zoo, str) else self.zoo or ()))
@@ -206,6 +209,7 @@ def rank(
     facts: Mapping[str, Any] | Sequence[str] | None = None,
     card: str | None = None,
     evidence: Sequence[str] | str = (),
+    with_checkpoints: bool = False,
 ) -> Ranking:
     """Rank candidate sources for ``target``: a registered name, a path to the user's data
     (folder, .csv, .npz), a :class:`dsim.ImageSet`, arrays of images with their ``labels``
@@ -234,6 +238,7 @@ def rank(
         arch=arch,
         zoo=zoo,
         evidence=evidence,
+        with_checkpoints=with_checkpoints,
     )
     tcard = rt.card
     ctx = Context(
@@ -265,7 +270,8 @@ def rank(
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
-    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    ckpt_notes: list[str] = []
+    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped, ckpt_notes)
     overlap_notes: list[str] = []
     if target_missing is None:  # the target's own images are never a candidate for it
         cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
@@ -308,6 +314,7 @@ def rank(
         + vals.notes
         + images.notes()
         + _facts_note(rt, tcard)
+        + ckpt_notes
     )
     notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
     ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
@@ -362,9 +369,13 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
     return configure_measures(chosen, cfg.options)
 
 
-def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
+def _candidates(
+    cfg, tcard, history, known_vals, target_has_data, skipped, notes
+) -> tuple[list[DatasetCard], dict]:
     """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
-    own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
+    own name) and, by candidate name, the checkpoint card of each checkpoint candidate. A dataset
+    ranking leaves the checkpoints whose weights are here out unless ``cfg.with_checkpoints``,
+    and says which in ``notes``."""
     reg = get_registry()
     zoo_cards = [c for path in cfg.zoo for c in load_zoo(path)]  # each --zoo file read once
     known = known_checkpoints(cards=zoo_cards)
@@ -388,11 +399,20 @@ def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tu
         cands, more = candidate_sources(tcard, history, known_vals, target_has_data)
         skipped += more
         if target_has_data:  # registered checkpoints whose weights files are here
-            ckpts = [
+            here = [
                 c
                 for c in reg.checkpoints.values()
                 if c.weights.startswith("file:") and not checkpoint_missing(c)
             ]
+            if cfg.with_checkpoints:
+                ckpts = here
+            elif here:
+                names = ", ".join(c.name for c in here)
+                notes.append(
+                    f"left out {len(here)} checkpoint{'s' * (len(here) > 1)} whose weights are here "
+                    f"({names}): each costs a forward pass of its network over the target; rank them "
+                    "with --with-checkpoints, or name some with --sources"
+                )
     datasets = {c.name: c for c in reg}
     ckpt_of = {}
     family = reg.family(tcard)
