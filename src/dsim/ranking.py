@@ -221,6 +221,13 @@ def rank(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
     cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    from .predictors import choose_predictor
+
+    pred, pred_note = choose_predictor(predictor if isinstance(predictor, Predictor) else cfg.predictor)
+    if cfg.measures is None:  # by default, measures the predictor gives no weight are not computed
+        for m, reason in pred.unused_measures(use).items():
+            use.pop(m, None)
+            skipped.append({"measure": m, "reason": reason})
     vals = _known_values(tcard, known_vals, use, cfg.measures)
     for m in use.values():
         _compute(
@@ -237,9 +244,6 @@ def rank(
         )
         for c in cands
     ]
-    from .predictors import choose_predictor
-
-    pred, pred_note = choose_predictor(predictor if isinstance(predictor, Predictor) else cfg.predictor)
     kinds = value_kinds(known_vals)
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)

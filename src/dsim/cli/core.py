@@ -221,6 +221,11 @@ def _print_ranking(ranking) -> None:
     shown = measures if len(measures) <= 4 else []  # many scores: named per row, values in --csv/--json
     for m in shown:
         table.add_column(m, justify="right", no_wrap=True)
+    split = any(r.prior is not None for r in ranking.rows)  # a prior + evidence predictor
+    if split:
+        table.add_column("prior", justify="right", no_wrap=True)
+        table.add_column("evid.", justify="right", no_wrap=True)
+        table.add_column("≈", no_wrap=True)  # not told apart from the first row
     if not shown and measures:
         table.add_column(_cell("ranked by"))
     means: dict[str, float] = {}  # each feature's mean contribution over the predicted rows
@@ -238,6 +243,11 @@ def _print_ranking(ranking) -> None:
         if aucs:
             cells.append(_fmt(r.measured_auc, 3))
         cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in shown]
+        if split:
+            cells += [
+                _fmt(r.prior),
+                "" if r.evidence is None or not r.evidence_parts else f"{r.evidence:+.2f}",
+            ]
         if not shown and measures:
             cells.append(_cell(_ranked_by(r, measures, means)))
         table.add_row(*cells)
@@ -248,6 +258,8 @@ def _print_ranking(ranking) -> None:
         f"over {used}",
         highlight=False,
     )
+    if any(r.tied_with_first for r in ranking.rows):
+        con.print("≈: not told apart from #1 (closer than 1.28 sd of the difference)", highlight=False)
     for n in ranking.notes:
         con.print(f"[dim]note: {n}[/dim]")
     # one line per reason: which measures and which sources it kept out

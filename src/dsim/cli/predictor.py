@@ -18,7 +18,7 @@ app.add_typer(predictor_app, name="predictor")
 @predictor_app.command("fit")
 def predictor_fit(
     name: str = typer.Option(
-        "meta-ranker", "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."
+        "prior-evidence", "--predictor", "-p", help="Predictor plugin to fit (see `dsim plugins`)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap ensemble."),
     as_json: bool = typer.Option(False, "--json", help="Print what was saved as JSON."),
@@ -77,8 +77,8 @@ def predictor_evaluate(
     predictors: Optional[str] = typer.Option(
         None,
         "--predictors",
-        help="Comma-separated labels of the suite to run (default: all: meta-ranker, rank-aggregation, "
-        "baselines, each measure alone).",
+        help="Comma-separated labels of the suite to run (default: all: prior-evidence, meta-ranker, "
+        "rank-aggregation, track-record, fixed-blend, baselines, each measure alone).",
     ),
     setup: Optional[str] = typer.Option(
         None,
@@ -124,7 +124,20 @@ def predictor_evaluate(
                 f"unknown predictor label(s) {', '.join(unknown)}; choose from {', '.join(s[0] for s in suite)}"
             )
         suite = [s for s in suite if s[0] in wanted]
-    out = evaluate_suite(suite, meta.results, meta.values, meta.cards, meta.kinds)
+    import sys
+    import time
+
+    def progress(target: str, i: int, n: int) -> None:  # one plain line per held-out target
+        print(f"[{label_now[0]}] held-out target {i + 1}/{n}: {target}", file=sys.stderr, flush=True)
+
+    out, label_now = {}, [""]
+    for entry in suite:
+        label_now[0] = entry[0]
+        t0 = time.perf_counter()
+        out.update(
+            evaluate_suite([entry], meta.results, meta.values, meta.cards, meta.kinds, progress=progress)
+        )
+        print(f"[{entry[0]}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     if not any(out.values()):
         raise DsimError("no target has three or more measured sources to evaluate on")
     ceil = noise_ceiling(meta.results)
