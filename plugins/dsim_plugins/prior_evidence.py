@@ -232,6 +232,8 @@ class _Stage:
             remaining.remove(c)
             best_res = tries[c]
         best_res["tau_start"] = start
+        if kept:  # the in-sample tau of the kept columns (the reliability's denominator)
+            best_res["tau_in"] = self.tau(best_res["pred_in"])
         return kept, best_res
 
     def fit(self, use, cols):
@@ -248,13 +250,13 @@ class _Stage:
         w = np.linalg.solve(A + lam, b)
         w_out = [np.linalg.solve(A - XtX[t] + lam, b - Xty[t]) for t in range(self.n_targets)]
         pred_loo = [X[g] @ w_out[self.of[g]] for g in range(n)]
-        pred_in = [X[g] @ w for g in range(n)]
+        taus_loo = self.taus(pred_loo)
         return {
             "weights": dict(zip(use, w.tolist())),
             "pred_loo": pred_loo,
-            "taus_loo": self.taus(pred_loo),
-            "tau_loo": self.tau(pred_loo),
-            "tau_in": self.tau(pred_in),
+            "pred_in": [X[g] @ w for g in range(n)],
+            "taus_loo": taus_loo,
+            "tau_loo": float(taus_loo.mean()),
         }
 
 
@@ -320,11 +322,12 @@ class PriorEvidence(dsim.Predictor):
         reliability = float(np.clip(gain_loo / gain_in, 0.0, 1.0)) if evs and gain_in > 0 else 0.0
         # held-out weighted-tau gain of each measure alone over the prior (what a note says)
         gains = {}
+        tau0 = [_wtau(base2[g], groups[g]["z"]) for g in range(len(groups))]
         for m in ev_names:
             col = {m: [ev_stage.column(g, m) for g in range(len(groups))]}
             have = [g for g in range(len(groups)) if np.any(col[m][g] != 0)]
             res = ev_stage.fit([m], col)
-            t0 = [_wtau(base2[g], groups[g]["z"]) for g in have]
+            t0 = [tau0[g] for g in have]
             t1 = [_wtau(base2[g] + res["pred_loo"][g], groups[g]["z"]) for g in have]
             gains[m[3:]] = {
                 "tau_gain": float(np.mean(t1) - np.mean(t0)) if have else 0.0,

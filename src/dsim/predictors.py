@@ -244,11 +244,15 @@ def evidence_predictor(
                 return load_fitted(path), f"predictor: {what}; {where}"
             except DsimError:
                 continue  # unreadable: refit below
+    import time
+
+    t0 = time.perf_counter()
     results, values, cards, kinds = evidence()
     pred = get_predictor(name, **params).fit(results, values, cards, kinds)
     cached.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
-    return pred, f"predictor: {what}; fitted now and cached ({cached})"
+    took = time.perf_counter() - t0
+    return pred, f"predictor: {what}; fitted now in {took:.1f} s (the evidence changed) and cached ({cached})"
 
 
 def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | None]:
