@@ -148,3 +148,16 @@ def test_a_new_result_refits_the_default_and_the_ranking_says_so(fresh_plugins, 
     after = dsim.rank("chest")
     note = next(n for n in after.notes if n.startswith("predictor:"))
     assert "fitted now" in note and "388 results" in note and " s " in note.replace(" s;", " s ")
+
+
+def test_weighted_tau_is_scipys():
+    from scipy.stats import weightedtau
+
+    from dsim_plugins.prior_evidence import _wtau
+
+    rng = np.random.default_rng(1)
+    for i in range(200):
+        n = int(rng.integers(3, 25))
+        x = rng.integers(0, 4, n).astype(float) if i % 2 else rng.normal(size=n)
+        y = rng.normal(size=n)
+        assert _wtau(x, y) == pytest.approx(weightedtau(x, y).statistic, abs=1e-12)
