@@ -101,9 +101,12 @@ def test_no_evidence_gain_no_evidence_and_the_ranking_skips_those_measures(tmp_p
     pred = _fit(results, values, cards, kinds)
     assert pred.get_state()["evidence"] == {}
     ranking = dsim.rank("chest")  # shipped evidence: which measures it skips, one line per kind
-    skipped = [s for s in ranking.skipped if s.get("measure")]
-    assert skipped and all("not computed" in s["reason"] and "--measures" in s["reason"] for s in skipped)
+    skipped = [s for s in ranking.skipped if s.get("measure") and s["reason"].startswith("not computed")]
+    assert {s["measure"] for s in skipped} >= {"expert", "otdd"}  # no held-out gain / never judged
+    assert all("--measures" in s["reason"] for s in skipped)
     assert len({s["reason"] for s in skipped}) <= 4  # one reason per kind of measure
+    otdd = next(s["reason"] for s in skipped if s["measure"] == "otdd")
+    assert otdd.startswith("not computed: image measures")
 
 
 def test_loto_evaluation_runs_with_progress_and_is_level_with_track_record():
@@ -164,3 +167,39 @@ def test_weighted_tau_is_scipys():
             assert _wtau(x, y) == 0.0
             continue
         assert _wtau(x, y) == pytest.approx(weightedtau(x, y).statistic, abs=1e-12)
+
+
+def test_candidates_without_track_record_are_ranked_by_evidence_alone():
+    """A user's own checkpoints have no history: the prior cannot tell them apart, so each
+    measure ranks with its held-out weighted tau alone as weight, and the note says so."""
+    results, values, cards, kinds = _table(signal=1.0, track=0.3)
+    pred = _fit(results, values, cards, kinds)
+    assert pred.get_state()["gains"]["sig"]["tau_alone"] > 0.3
+    cands = [
+        dsim.Candidate(source=dsim.DatasetCard(name=f"mine{i}"), values={"sig": float(i)}) for i in range(5)
+    ]
+    rk = pred.rank(dsim.DatasetCard(name="new"), cands, [], kinds)
+    assert rk.sources == [f"mine{i}" for i in (4, 3, 2, 1, 0)]
+    assert rk.rows[0].evidence_parts["sig"]["weight"] == pytest.approx(
+        pred.get_state()["gains"]["sig"]["tau_alone"]
+    )
+    assert any("no candidate has a track record" in n for n in rk.notes)
+
+    # a measure ranking on its own is not skipped by default, though it adds nothing to a prior
+    class M:
+        needs = "source-model"
+
+    assert "sig" not in pred.unused_measures({"sig": M()})
+
+
+def test_rank_table_shows_prior_evidence_and_marks_rows_not_told_apart(capsys, monkeypatch):
+    from dsim.cli import main
+
+    monkeypatch.setenv("COLUMNS", "120")
+    assert main(["rank", "--target", "chest"]) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if "source" in line and "status" in line)
+    assert "prior" in head and "evid." in head and "≈" in head
+    assert "≈: not told apart from #1" in out
+    rows = [line for line in out.splitlines() if line.strip()[:2].strip().isdigit()]
+    assert rows[0].rstrip()[-1] != "≈" and any(r.rstrip().endswith("≈") for r in rows[1:])

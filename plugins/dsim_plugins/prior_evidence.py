@@ -352,6 +352,11 @@ class PriorEvidence(dsim.Predictor):
             gains[m[3:]] = {
                 "tau_gain": float(np.mean(t1) - np.mean(t0)) if have else 0.0,
                 "n_targets": len({groups[g]["target"] for g in have}),
+                # the measure alone (no weight to fit: its sign is its kind): what it is worth
+                # where no candidate has a track record
+                "tau_alone": float(np.mean([_wtau(col[m][g], groups[g]["z"]) for g in have]))
+                if have
+                else 0.0,
             }
         # held-out residual variance of the whole model, per row (z units)
         final_loo = [r - fp - ep for r, fp, ep in zip(resid, fpred, epred)]
@@ -415,7 +420,12 @@ class PriorEvidence(dsim.Predictor):
             if name not in st["evidence"]:
                 by_kind[KIND_LABEL.get(getattr(m, "needs", ""), "measures")].append(name)
         out = {}
-        for label, names in by_kind.items():
+        for label, names in list(by_kind.items()):
+            # a measure that ranks on its own (tau alone > 0) stays: it ranks candidates
+            # without a track record (a user's own checkpoints)
+            names = [n for n in names if st["gains"].get(n, {}).get("tau_alone", 0.0) <= 0]
+            if not names:
+                continue
             seen = [st["gains"][n] for n in names if n in st["gains"]]
             if seen:
                 best = max(seen, key=lambda g: g["tau_gain"])
@@ -432,13 +442,33 @@ class PriorEvidence(dsim.Predictor):
         return out
 
     # ---- ranking
-    def explain(self, target, candidates):
-        """source -> (prior, evidence, {part: {value, weight, contribution}}, uncertainty), in
-        within-target z units."""
+    def evidence_weights(self, target, candidates) -> dict[str, float]:
+        """measure -> weight for this target. Where some candidate has a track record: the fitted
+        weights (each times the evidence's held-out reliability; what the evidence adds to the
+        prior). Where none has (a user's own checkpoints): each measure the candidates carry
+        weighted by its held-out weighted tau alone on the training targets (0 when it ranked
+        them no better than chance); a measure never judged (asked for with --measures) gets
+        the mean of the others' positive weights, or 0.25."""
         st = self._state()
-        kinds = st["kinds"]
-        measures = sorted(st["evidence"])
-        feats = features(target, candidates, {**kinds}, measures)
+        table = st["track"]
+        if any(
+            c.source.name in table and any(t != target.name for t, _ in table[c.source.name])
+            for c in candidates
+        ):
+            return dict(st["evidence"])
+        present = sorted({m for c in candidates for m in c.values})
+        known = {m: max(0.0, st["gains"][m].get("tau_alone", 0.0)) for m in present if m in st["gains"]}
+        pos = [w for w in known.values() if w > 0]
+        default = float(np.mean(pos)) if pos else 0.25
+        out = {m: known.get(m, default) for m in present}
+        return {m: w for m, w in out.items() if w > 0}
+
+    def explain(self, target, candidates, measure_kinds=None):
+        """source -> (prior, evidence, {prior part: {value, weight, contribution}}, {evidence
+        part: ...}, uncertainty), in within-target z units."""
+        st = self._state()
+        weights = self.evidence_weights(target, candidates)
+        feats = features(target, candidates, {**st["kinds"], **dict(measure_kinds or {})}, sorted(weights))
         table = {s: [tuple(x) for x in v] for s, v in st["track"].items()}
         out = {}
         for c in candidates:
@@ -452,7 +482,7 @@ class PriorEvidence(dsim.Predictor):
                 parts[fact] = {"value": x, "weight": w, "contribution": w * x}
                 prior += w * x
             ev_parts, ev = {}, 0.0
-            for m, w in st["evidence"].items():
+            for m, w in weights.items():
                 if f"ev:{m}" in f:
                     x = f[f"ev:{m}"]
                     ev_parts[m] = {"value": x, "weight": w, "contribution": w * x}
@@ -463,7 +493,7 @@ class PriorEvidence(dsim.Predictor):
 
     def rank(self, target, candidates, history, measure_kinds):
         st = self._state()
-        exp = self.explain(target, candidates)
+        exp = self.explain(target, candidates, measure_kinds)
         history = history if self.use_measured else []
         measured = dsim.measured_transferability(history, target.name) if history else {}
         raw = {s: p + e for s, (p, e, *_rest) in exp.items()}
@@ -487,12 +517,26 @@ class PriorEvidence(dsim.Predictor):
                 **{f"evidence:{k}": {kk: float(vv) for kk, vv in v.items()} for k, v in ev_parts.items()},
             }
         notes = []
-        used = sorted(st["evidence"])
-        if used:
+        weights = self.evidence_weights(target, candidates)
+        used = sorted(weights)
+        if used and weights == st["evidence"]:
             notes.append(
                 "prior-evidence: evidence "
-                + ", ".join(f"{m} (weight {st['evidence'][m]:+.2f})" for m in used)
+                + ", ".join(f"{m} (weight {weights[m]:+.2f})" for m in used)
                 + f", reliability {st['reliability']:.2f} on held-out targets"
+            )
+        elif used:
+            notes.append(
+                "prior-evidence: no candidate has a track record, so the evidence ranks alone: "
+                + ", ".join(
+                    f"{m} (weight {weights[m]:.2f}"
+                    + (
+                        ", its held-out weighted tau alone)"
+                        if m in st["gains"]
+                        else ", never judged held-out)"
+                    )
+                    for m in used
+                )
             )
         ranking = dsim.assemble_ranking(
             self,

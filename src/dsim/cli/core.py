@@ -247,6 +247,7 @@ def _print_ranking(ranking) -> None:
             cells += [
                 _fmt(r.prior),
                 "" if r.evidence is None or not r.evidence_parts else f"{r.evidence:+.2f}",
+                "≈" if r.tied_with_first else "",
             ]
         if not shown and measures:
             cells.append(_cell(_ranked_by(r, measures, means)))
