@@ -116,35 +116,34 @@ def _groups(results, values, cards, kinds):
         if v.value is not None and np.isfinite(v.value):
             vals[(v.source, v.target)][v.measure].append(float(v.value))
     measures = sorted({v.measure for v in values})
-    by_setup = defaultdict(list)
+    by_group = defaultdict(list)  # one target's rows of one setup (its baseline included)
     for r in results:
-        by_setup[r.setup].append(r)
+        by_group[(r.setup, r.target)].append(r)
     groups = []
-    for setup, rs in sorted(by_setup.items()):
-        for target in sorted({r.target for r in rs}):
-            measured = dsim.measured_transferability(rs, target)
-            z = _zscore({s: m[0] for s, m in measured.items()})
-            if len(z) < 3:
-                continue
-            tcard = cards.get(target) or dsim.DatasetCard(name=target)
-            sources = sorted(z)
-            cands = [
-                dsim.Candidate(
-                    source=cards.get(s) or dsim.DatasetCard(name=s),
-                    values={m: float(np.mean(x)) for m, x in vals.get((s, target), {}).items()},
-                )
-                for s in sources
-            ]
-            feats = features(tcard, cands, kinds, measures)
-            groups.append(
-                {
-                    "setup": setup,
-                    "target": target,
-                    "sources": sources,
-                    "z": np.array([z[s] for s in sources]),
-                    "feats": [feats[s] for s in sources],
-                }
+    for (setup, target), rs in sorted(by_group.items()):
+        measured = dsim.measured_transferability(rs, target)
+        z = _zscore({s: m[0] for s, m in measured.items()})
+        if len(z) < 3:
+            continue
+        tcard = cards.get(target) or dsim.DatasetCard(name=target)
+        sources = sorted(z)
+        cands = [
+            dsim.Candidate(
+                source=cards.get(s) or dsim.DatasetCard(name=s),
+                values={m: float(np.mean(x)) for m, x in vals.get((s, target), {}).items()},
             )
+            for s in sources
+        ]
+        feats = features(tcard, cands, kinds, measures)
+        groups.append(
+            {
+                "setup": setup,
+                "target": target,
+                "sources": sources,
+                "z": np.array([z[s] for s in sources]),
+                "feats": [feats[s] for s in sources],
+            }
+        )
     return groups
 
 
