@@ -7,24 +7,30 @@ measured transferability (0 = an average source for that target):
 * **prior** = the source's track record, ``sum(z) / (n + k)`` over the ``n`` other targets it
   was measured on (each target's measured T z-scored among its sources), shrunk towards 0 the
   empirical-Bayes way: ``k = sigma_w^2 / tau^2`` (spread of one source across targets over the
-  spread of the sources' true means), estimated from the history in closed form; plus a handful
-  of card facts (log10 images, log10 classes, log10 parameters of a checkpoint, same modality,
-  same channels), each z-scored among the target's candidates, with ridge weights, a fact kept
-  only when it lowers the held-out error (leave-one-target-out over the training targets).
+  spread of the sources' true means), estimated from the history in closed form; plus at most
+  three card facts (log10 images, log10 classes, log10 parameters of a checkpoint), each
+  z-scored among the target's candidates, with ridge weights.
 * **evidence** = the target-specific signals present for this target (image measures such as
   OTDD, Task2Vec or the expert distance; model scores such as LogME, kNN, LP, SFDA), each
-  z-scored among the target's candidates (oriented so higher = better) with ONE weight per
-  measure, fitted on the residual of the prior by ridge and multiplied by its reliability: the
-  share of its in-sample gain that survives leave-one-target-out (0 to 1). Measures are added
-  greedily while one lowers the held-out error; a measure with no held-out gain gets weight 0,
-  and :meth:`PriorEvidence.unused_measures` tells the ranking not to compute it (and why).
-  The user's own validated runs enter as *measured* rows (and put the others on their scale).
+  z-scored among the target's candidates (oriented so higher = better) with ONE ridge weight
+  per measure, fitted on what the prior leaves and multiplied by the evidence's reliability: the
+  share of its in-sample gain that survives leave-one-target-out (0 to 1).
 
-Every step is closed form on per-target sums, so the leave-one-target-out inside the fit costs
-a subtraction per target, a fit takes milliseconds, and a new result changes only the sums of its
-own target. Each row's uncertainty is the posterior sd of its prior (``sigma_w^2 / (n + k)``)
-plus the held-out residual variance of the model; rows within 1.28 sd of the difference from the
-first (one-sided 90 %) are marked as not told apart from it.
+Facts and measures are added greedily, each judged by leave-one-target-out over the training
+targets (the weights used on a target come from the sums of the others), and kept only while the
+held-out gain in weighted tau clears :data:`MARGIN` standard errors over the targets: with a
+dozen targets a smaller gain is a selection artefact that loses on the next target. A measure
+without such a gain gets weight 0; :meth:`PriorEvidence.unused_measures` tells the ranking not to
+compute it (one line per kind says why). Where no candidate has a track record (a user's own
+checkpoints), the prior cannot tell them apart, and each measure instead ranks with its held-out
+weighted tau *alone* on the training targets as its weight (those measures are still computed).
+The user's own validated runs enter as *measured* rows (and put the others on their scale).
+
+Every step is closed form on per-target sums: a fit on the shipped evidence takes a fraction of
+a second, so a new result in the store is a refit the ranking barely notices. Each row's
+uncertainty is the posterior sd of its prior (``sigma_w^2 / (n + k)``) plus the held-out
+residual variance of the model; rows within 1.28 sd of the difference from the first
+(one-sided 90 %) are marked as not told apart from it (``tied_with_first``).
 """
 
 from __future__ import annotations
