@@ -203,3 +203,13 @@ def test_rank_table_shows_prior_evidence_and_marks_rows_not_told_apart(capsys, m
     assert "≈: not told apart from #1" in out
     rows = [line for line in out.splitlines() if line.strip()[:2].strip().isdigit()]
     assert rows[0].rstrip()[-1] != "≈" and any(r.rstrip().endswith("≈") for r in rows[1:])
+
+
+def test_learned_predictors_by_name_are_fitted_on_the_evidence(tmp_path, monkeypatch):
+    """The track record (and the meta-ranker) stay available by name: fitted on the evidence
+    like the default, not a fresh unfitted instance."""
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path))
+    ranking = dsim.rank("chest", predictor="track-record")
+    assert ranking.predictor == "track-record" and ranking.rows[0].source == "imagenet"
+    assert any(n.startswith("predictor: track-record fitted on the evidence") for n in ranking.notes)
+    assert dsim.rank("chest", predictor="rank-aggregation").predictor == "rank-aggregation"

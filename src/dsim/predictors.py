@@ -258,8 +258,8 @@ def evidence_predictor(
 def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | None]:
     """The predictor a ranking uses, and a note saying which and why.
 
-    ``choice``: a predictor object (used as is); a registered name (a fresh instance: a learned
-    predictor must then be fitted by its caller); ``"fitted"`` (the one ``dsim predictor fit``
+    ``choice``: a predictor object (used as is); a registered name (a fixed rule: a fresh
+    instance; a learned predictor: fitted on every known result, like the default, and cached); ``"fitted"`` (the one ``dsim predictor fit``
     saved last); a path to a saved predictor (``.json``); or None, the default: the learned
     predictor fitted on every known result (:func:`evidence_predictor`; rank aggregation,
     :data:`dsim.defaults.DEFAULT_PREDICTOR`, when there is none to learn from)."""
@@ -290,6 +290,11 @@ def choose_predictor(choice: str | Predictor | None) -> tuple[Predictor, str | N
         if info.get("results") and info["results"] != results_fingerprint(known_results()):
             note += "; the known results have changed since (run `dsim predictor fit` to refresh)"
         return fitted, note
+    from .catalog import list_predictors
+
+    cls = list_predictors().get(str(choice))
+    if cls is not None and cls.fit is not Predictor.fit:  # a learned predictor by name: fitted on
+        return evidence_predictor(str(choice))  # the evidence (shipped, cached or fitted now)
     return get_predictor(str(choice)), None
 
 
