@@ -560,9 +560,13 @@ def evaluate(cfg, cards, result_paths, values_path, boot: int = 10000) -> list[s
     # is judged alone, on its own values
     default = [m for m in scores if not every[m].opt_in]
     opt_in = [m for m in scores if every[m].opt_in]
+    from dsim.kernel.defaults import LEARNED_PREDICTOR
+
     suite = [
+        (LEARNED_PREDICTOR, LEARNED_PREDICTOR, {}),
         ("meta-ranker", "meta-ranker", {}),
         ("track-record", "track-record", {}),
+        ("fixed-blend", "fixed-blend", {}),
         ("rank-aggregation", "rank-aggregation", {}),
         *[(f"{m} alone", "single-measure", {"measure": m}) for m in default],
     ]
@@ -610,11 +614,15 @@ def _bootstrap_lines(out, scores, n, paired_bootstrap) -> list[str]:
 
     singles = {f"{m} alone": mean_metrics(out[f"{m} alone"]).get("weighted_tau", -9) for m in scores}
     best = max(singles, key=singles.get) if singles else None
+    from dsim.kernel.defaults import LEARNED_PREDICTOR as D
+
     lines = []
-    for other in [x for x in (best, "track-record", "rank-aggregation") if x]:
-        b = paired_bootstrap(out["meta-ranker"], out[other], "weighted_tau", n=n, seed=0)
+    pairs = [(D, x) for x in (best, "track-record", "meta-ranker", "fixed-blend") if x]
+    pairs += [("meta-ranker", x) for x in (best, "track-record", "rank-aggregation") if x]
+    for me, other in pairs:
+        b = paired_bootstrap(out[me], out[other], "weighted_tau", n=n, seed=0)
         lines.append(
-            f"- meta-ranker minus {other}{' (best single score)' if other == best else ''}: "
+            f"- {me} minus {other}{' (best single score)' if other == best else ''}: "
             f"weighted tau {b['mean']:+.3f} [95 % {b['low']:+.3f}, {b['high']:+.3f}] over {b['n_tasks']} "
             f"tasks ({b['better']} better, {b['worse']} worse)"
         )

@@ -644,7 +644,7 @@ def test_a_multilabel_checkpoint_ranking_runs_one_feature_pass(tmp_path, mosaics
         return model
 
     monkeypatch.setattr(ck, "load_checkpoint", counting)
-    rk = dsim.rank(str(target), zoo=str(zoo), max_samples=90)
+    rk = dsim.rank(str(target), zoo=str(zoo), max_samples=90, measures="logme,knn,h-score,lp")
     scores = [m for m, v in rk.rows[0].contributions.items() if (v or {}).get("value") is not None]
     assert {"logme", "knn", "h-score", "lp"} <= set(scores)
     assert sum(passes) == 90  # the 90 images through the network once, for every score and label

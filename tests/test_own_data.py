@@ -101,7 +101,11 @@ def test_validate_a_npz_path_with_top_2_shows_predicted_beside_measured(breast_t
     for row in validated:  # predicted beside measured, for every validated source
         assert row["predicted"] is not None and row["predicted_rank"] >= 1
         assert row["transferability"] is not None and row["measured_rank"] in (1, 2)
-    assert rep["spearman_n"] == 2 and abs(rep["spearman"]) == pytest.approx(1.0)
+    assert rep["spearman_n"] == 2
+    if len({row["predicted"] for row in validated}) == 2:
+        assert abs(rep["spearman"]) == pytest.approx(1.0)
+    else:  # sources the ranking cannot tell apart: no rank correlation, and the report says why
+        assert rep["spearman"] is None and any("Spearman undefined" in n for n in rep["notes"])
     best = max(row["auc"] for row in validated)
     first = min(validated, key=lambda row: row["predicted_rank"])
     assert rep["regret_auc"] == pytest.approx(best - first["auc"])

@@ -10,6 +10,7 @@ import pytest
 
 import dsim
 from dsim.evaluation.evaluate import evaluate_loto, mean_metrics, noise_ceiling, ranking_metrics
+from dsim.kernel.defaults import LEARNED_PREDICTOR
 from dsim.ranking.predictors import fitted_info, load_fitted, save_fitted
 
 KINDS = {"expert": "distance", "task2vec": "distance"}
@@ -407,8 +408,8 @@ def test_meta_ranker_contributions_explain_the_scores():
 
 def test_measured_sources_stay_measured_and_imagenet_first_for_chest(tmp_path, monkeypatch):
     monkeypatch.setenv("DSIM_PREDICTOR_DIR", str(tmp_path))
-    ranking = dsim.rank("chest")  # the default: the meta-ranker fitted on the shipped evidence
-    assert ranking.predictor == "meta-ranker" and ranking.sources[0] == "imagenet"
+    ranking = dsim.rank("chest")  # the default: the learned predictor fitted on the shipped evidence
+    assert ranking.predictor == LEARNED_PREDICTOR and ranking.sources[0] == "imagenet"
     assert any("fitted on the evidence" in n and "published:juodelyte2024" in n for n in ranking.notes)
     with pytest.raises(dsim.DsimError, match="no fitted predictor yet"):
         dsim.rank("chest", predictor="fitted")
@@ -484,12 +485,15 @@ def test_cli_fit_show_evaluate(tmp_path, monkeypatch, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["fitted"] is None  # nothing saved yet; rank uses the default fitted on the evidence
     used = shown["used_by_rank"]
-    assert used["predictor"] == "meta-ranker" and "fitted on the evidence" in used["note"]
+    assert used["predictor"] == LEARNED_PREDICTOR and "fitted on the evidence" in used["note"]
     assert used["n_results"] == len(dsim.known_results())
     assert main(["predictor", "fit", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["predictor"] == "meta-ranker" and (tmp_path / "current.json").exists()
-    assert main(["predictor", "fit"]) == 0  # the table form says which model was kept, and why
+    assert doc["predictor"] == LEARNED_PREDICTOR and (tmp_path / "current.json").exists()
+    assert main(["predictor", "fit"]) == 0  # the default's summary: its prior and its evidence
+    assert "prior: track record" in " ".join(capsys.readouterr().out.split())
+    # the meta-ranker by name: the table form says which model was kept, and why
+    assert main(["predictor", "fit", "--predictor", "meta-ranker"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "model: " in text and "inner leave-one-target-out Spearman" in text
     assert main(["predictor", "evaluate", "--predictors", "most-classes,always-imagenet", "--json"]) == 0
@@ -500,17 +504,18 @@ def test_cli_fit_show_evaluate(tmp_path, monkeypatch, capsys):
 
 
 def test_the_shipped_default_predictor_is_the_one_for_the_shipped_evidence():
-    """A fresh install ranks with the meta-ranker shipped in dsim/fitted/, fitted on the evidence
-    dsim ships; it is stale as soon as that evidence, a card or the learned predictor changes."""
+    """A fresh install ranks with the learned predictor shipped in dsim/fitted/, fitted on the
+    evidence dsim ships; it is stale as soon as that evidence, a card or the learned predictor
+    changes."""
     from dsim.ranking.predictors import _evidence_key, _shipped_dir
 
-    key = _evidence_key("meta-ranker", {})[:24]
+    key = _evidence_key(LEARNED_PREDICTOR, {})[:24]
     assert (_shipped_dir() / f"{key}.json").is_file(), (
         "the shipped default predictor is stale: run "
         "`python -c 'from dsim.ranking.predictors import ship_evidence_predictor as s; s()'`"
     )
     ranking = dsim.rank("chest")
-    assert ranking.predictor == "meta-ranker"
+    assert ranking.predictor == LEARNED_PREDICTOR
     assert any(n.endswith("shipped with dsim") for n in ranking.notes)
     unc = {round(r.uncertainty, 6) for r in ranking.rows if r.status == "predicted"}
     assert len(unc) > 1  # each predicted row has its own spread

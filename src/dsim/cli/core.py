@@ -255,6 +255,9 @@ def _print_ranking(ranking) -> None:
     if aucs:
         cols.append(("AUC", True, False))
     cols += [(m, True, False) for m in shown]
+    split = any(r.prior is not None for r in ranking.rows)  # a prior + evidence predictor
+    if split:  # each row's prior, its evidence shift, and whether it is told apart from #1
+        cols += [("prior", True, False), ("evid.", True, False), ("≈", False, False)]
     if not shown and measures:
         cols.append(("ranked by", False, True))
     if setups:  # where each measured row was measured (the names --evidence takes)
@@ -274,6 +277,12 @@ def _print_ranking(ranking) -> None:
         if aucs:
             cells.append(_fmt(r.measured_auc, 3))
         cells += [_fmt((r.contributions.get(m) or {}).get("value"), 3) for m in shown]
+        if split:
+            cells += [
+                _fmt(r.prior),
+                "" if r.evidence is None or not r.evidence_parts else f"{r.evidence:+.2f}",
+                "≈" if r.tied_with_first else "",
+            ]
         if not shown and measures:
             cells.append(_ranked_by(r, measures, means))
         if setups:
@@ -284,7 +293,7 @@ def _print_ranking(ranking) -> None:
         headers,
         rows,
         con.width,
-        drop=("ranked by", *reversed(shown), "AUC", "network", "setup", "±"),
+        drop=("ranked by", *reversed(shown), "AUC", "network", "setup", "evid.", "prior", "±"),
         wrap=tuple(h for h, _r, narrow in cols if narrow),
         per_column=2,
     )
@@ -312,6 +321,8 @@ def _print_ranking(ranking) -> None:
         f"over {used}",
         highlight=False,
     )
+    if any(r.tied_with_first for r in ranking.rows):
+        con.print("≈: not told apart from #1 (closer than 1.28 sd of the difference)", highlight=False)
     for n in ranking.notes:
         con.print(f"[dim]note: {n}[/dim]")
     # one line per reason: which measures and which sources it kept out

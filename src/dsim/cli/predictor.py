@@ -106,8 +106,8 @@ def predictor_evaluate(
     predictors: Optional[str] = typer.Option(
         None,
         "--predictors",
-        help="Comma-separated labels of the suite to run (default: all: meta-ranker, rank-aggregation, "
-        "baselines, each measure alone).",
+        help="Comma-separated labels of the suite to run (default: all: prior-evidence, meta-ranker, "
+        "rank-aggregation, track-record, fixed-blend, baselines, each measure alone).",
     ),
     setup: Optional[str] = typer.Option(
         None,
@@ -158,7 +158,13 @@ def predictor_evaluate(
         progress.stage(f"predictor evaluate: {len(suite)} predictors, leave-one-target-out")
         for i, item in enumerate(suite):
             progress(f"predictor evaluate: {item[0]}", i, len(suite))
-            out.update(evaluate_suite([item], meta.results, meta.values, meta.cards, meta.kinds))
+
+            def per_target(target: str, k: int, n: int, name: str = item[0]) -> None:
+                progress(f"predictor evaluate: {name}: held-out target {target}", k, n)
+
+            out.update(
+                evaluate_suite([item], meta.results, meta.values, meta.cards, meta.kinds, progress=per_target)
+            )
     if not any(out.values()):
         raise DsimError("no target has three or more measured sources to evaluate on")
     ceil = noise_ceiling(meta.results)

@@ -320,6 +320,7 @@ def evaluate_loto(
     targets: Sequence[str] | None = None,
     family: Callable[[str], set[str]] | None = None,
     on_fit: Callable[[str, Sequence[TransferResult], Sequence[MeasureValue]], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Leave-one-target-out: for each held-out target, fit ``make_predictor()`` on every result and
     measure value whose target is outside the held-out target's family (the registry's rule by
@@ -328,13 +329,16 @@ def evaluate_loto(
 
     Returns one dict per (setup, target) task with the metrics of :func:`ranking_metrics` plus
     ``setup``, ``target``, ``predictor``, ``ranking`` (sources best first) and ``n_train``.
-    ``on_fit`` is called with what each fit saw (tests use it to prove nothing leaked)."""
+    ``on_fit`` is called with what each fit saw (tests use it to prove nothing leaked);
+    ``progress(target, i, n)`` once per held-out target, before its fit."""
     if family is None:
         family = get_registry().family
     all_tasks = tasks(results)
     held = sorted({t.target for t in all_tasks} if targets is None else set(targets))
     out = []
-    for target in held:
+    for i, target in enumerate(held):
+        if progress is not None:
+            progress(target, i, len(held))
         fam = family(target) | {target}
         train_r = [r for r in results if r.target not in fam]
         train_v = [v for v in values if v.target not in fam]
@@ -376,10 +380,10 @@ def default_suite(measures: Iterable[str] = SUITE_MEASURES) -> list[tuple[str, s
 
     suite = [
         (LEARNED_PREDICTOR, LEARNED_PREDICTOR, {}),
-        (f"{LEARNED_PREDICTOR} (learned only)", LEARNED_PREDICTOR, {"select": False}),
-        (f"{LEARNED_PREDICTOR} (uniform pairs)", LEARNED_PREDICTOR, {"pair_weight": "uniform"}),
+        ("meta-ranker", "meta-ranker", {}),
         (DEFAULT_PREDICTOR, DEFAULT_PREDICTOR, {}),
         ("track-record", "track-record", {}),
+        ("fixed-blend", "fixed-blend", {}),
         ("always-imagenet", "always-imagenet", {}),
         ("largest-source", "largest-source", {}),
         ("most-classes", "most-classes", {}),

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("otdd", "dsim_plugins.otdd"),
     ("model_scores", "dsim_plugins.model_scores"),
     ("meta_predictor", "dsim_plugins.meta_predictor"),
+    ("prior_evidence", "dsim_plugins.prior_evidence"),
     ("small_cnn", "dsim_plugins.small_cnn"),
     ("mobilenet_v1", "dsim_plugins.mobilenet_v1"),
     ("cifar_resnet", "dsim_plugins.cifar_resnet"),
@@ -43,8 +44,9 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
 
 #: the predictor ``dsim rank`` uses when no fitted predictor is chosen
 DEFAULT_PREDICTOR = "rank-aggregation"
-#: the learned predictor ``dsim predictor fit`` fits by default
-LEARNED_PREDICTOR = "meta-ranker"
+#: the learned predictor ``dsim rank`` uses (fitted on every known result) and ``dsim predictor
+#: fit`` fits by default: a shrunk track record plus evidence weighed by held-out reliability
+LEARNED_PREDICTOR = "prior-evidence"
 #: the measures whose predictors-of-one the evaluation suite reports beside the learned predictor
 SUITE_MEASURES = ("expert", "task2vec")
 #: the backbone ``dsim validate`` and ``dsim pretrain`` train by default (CPU-scale, 28 px)

@@ -446,6 +446,12 @@ class Predictor(Parameterised):
     ) -> Ranking:
         raise NotImplementedError
 
+    def unused_measures(self, measures: Mapping[str, Any]) -> dict[str, str]:
+        """Of ``measures`` (name -> :class:`Measure`, those a ranking would compute by default),
+        the ones this predictor would give no weight, each with a one-line reason: the ranking
+        does not compute them and says why (``--measures`` still asks for them). Default: none."""
+        return {}
+
     def get_state(self) -> dict[str, Any]:
         """What :meth:`fit` learned, as JSON-able data (nothing for a fixed rule)."""
         return {}

@@ -516,7 +516,8 @@ class RankingRow(_Record):
     else a unitless score where higher is better. ``status`` is ``"measured"`` when the score comes
     from real fine-tuning results (published or run by ``dsim validate``), ``"predicted"``
     otherwise. ``contributions`` holds, per measure or feature, the raw value and its share in the
-    prediction.
+    prediction. ``prior``/``evidence``/``evidence_parts``/``tied_with_first`` are filled by
+    predictors that split their score that way (``prior-evidence``).
     """
 
     source: str
@@ -530,6 +531,14 @@ class RankingRow(_Record):
     kind: str = "dataset"  # "dataset" | "checkpoint"
     architecture: str | None = None  # of a checkpoint candidate
     setup: str | None = None  # of a measured row: the setup(s) its score comes from, ", "-joined
+    #: a prior-plus-evidence predictor's split of ``score`` (same scale): what the source's track
+    #: record and card facts say (``prior``) and the shift the target's own evidence adds
+    #: (``evidence``), with each evidence part's value, weight and contribution; None otherwise
+    prior: float | None = None
+    evidence: float | None = None
+    evidence_parts: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: the first row is not better than this one beyond the uncertainty of the two
+    tied_with_first: bool = False
 
 
 @dataclass(frozen=True)

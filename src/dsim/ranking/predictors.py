@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -234,11 +235,13 @@ def evidence_predictor(
                 return load_fitted(path), f"predictor: {what}; {where}"
             except DsimError:
                 continue  # unreadable: refit below
+    t0 = time.perf_counter()
     results, values, cards, kinds = evidence(results)
     pred = get_predictor(name, **params).fit(results, values, cards, kinds)
     cached.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
-    return pred, f"predictor: {what}; fitted now and cached ({cached})"
+    took = time.perf_counter() - t0
+    return pred, f"predictor: {what}; fitted now in {took:.1f} s (the evidence changed) and cached ({cached})"
 
 
 def choose_predictor(
@@ -246,8 +249,8 @@ def choose_predictor(
 ) -> tuple[Predictor, str | None]:
     """The predictor a ranking uses, and a note saying which and why.
 
-    ``choice``: a predictor object (used as is); a registered name (a fresh instance: a learned
-    predictor must then be fitted by its caller); ``"fitted"`` (the one ``dsim predictor fit``
+    ``choice``: a predictor object (used as is); a registered name (a fixed rule: a fresh
+    instance; a learned predictor: fitted on every known result, like the default, and cached); ``"fitted"`` (the one ``dsim predictor fit``
     saved last); a path to a saved predictor (``.json``); or None, the default: the learned
     predictor fitted on every known result (:func:`evidence_predictor`; rank aggregation,
     :data:`dsim.kernel.defaults.DEFAULT_PREDICTOR`, when there is none to learn from); ``results``: the
@@ -275,6 +278,9 @@ def choose_predictor(
         if info.get("results") and info["results"] != results_fingerprint(known_results()):
             note += "; the known results have changed since (run `dsim predictor fit` to refresh)"
         return fitted, note
+    cls = list_predictors().get(str(choice))
+    if cls is not None and cls.fit is not Predictor.fit:  # a learned predictor by name: fitted on
+        return evidence_predictor(str(choice))  # the evidence (shipped, cached or fitted now)
     return get_predictor(str(choice)), None
 
 

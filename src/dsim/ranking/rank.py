@@ -275,6 +275,16 @@ def rank(
     overlap_notes: list[str] = []
     if target_missing is None:  # the target's own images are never a candidate for it
         cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
+    from dsim.ranking.predictors import choose_predictor
+
+    pred, pred_note = choose_predictor(
+        predictor if isinstance(predictor, Predictor) else cfg.predictor,
+        results=history if chosen_note else None,
+    )
+    if cfg.measures is None:  # by default, measures the predictor gives no weight are not computed
+        for m, reason in pred.unused_measures(use).items():
+            use.pop(m, None)
+            skipped.append({"measure": m, "reason": reason})
     vals = _known_values(tcard, known_vals, use, cfg.measures)
     for m in use.values():
         _compute(
@@ -291,12 +301,6 @@ def rank(
         )
         for c in cands
     ]
-    from dsim.ranking.predictors import choose_predictor
-
-    pred, pred_note = choose_predictor(
-        predictor if isinstance(predictor, Predictor) else cfg.predictor,
-        results=history if chosen_note else None,
-    )
     kinds = value_kinds(known_vals)
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)

@@ -427,8 +427,13 @@ def validate(
     rho, n_rho = spearman([r for r in rows if r.source != tname])
     if ranking is not None and n_rho < 2:
         notes.append(f"Spearman needs 2 or more sources with a prediction and a measurement; have {n_rho}")
-    elif n_rho == 2:
+    elif n_rho == 2 and rho is not None:
         notes.append("Spearman over 2 sources is +1 or -1: it only says whether their order was predicted")
+    if rho is None and n_rho >= 2:
+        notes.append(
+            "Spearman undefined: the ranking gave the validated sources the same predicted score "
+            "(nothing it knows tells them apart); the measured order above is the new evidence"
+        )
     hp = cfg.train_hp()
     decidable, warnings = separability(
         rows,
