@@ -97,6 +97,12 @@ class _SourceModelScore(dsim.Measure):
     #: a costly score reads a seeded stratified part of this many target images (None: all);
     #: LP and FU take it as a parameter
     max_images: int | None = None
+    param_ranges = {
+        "image_size": dsim.Range(int, 8, 4096, none=True),
+        "source_num_classes": dsim.Range(int, 1, none=True),
+        "knn_k": dsim.Range(int, 1),
+        "max_images": dsim.Range(int, 2, none=True),
+    }
 
     def __init__(
         self, backbone="resnet18", image_size=None, source_checkpoints=None, source_num_classes=None

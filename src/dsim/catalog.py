@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .errors import DsimError, PluginError, UnknownNameError, UnknownOptionError
+from .errors import DsimError, PluginError, UnknownNameError, UnknownOptionError, one_line
 from .interfaces import Measure, Predictor, Strategy
 from .plugins import collect, named, on_reset, record_failure
 from .records import CheckpointCard, MeasureValue, TransferResult
@@ -98,12 +98,10 @@ def list_predictors() -> dict[str, type[Predictor]]:
 
 def get_predictor(name: str, **params: Any) -> Predictor:
     """Create a predictor by name (``dsim plugins`` lists them); unknown parameters are refused."""
+    from .checks import check_params
+
     cls = named("dsim_register_predictors", "predictor", name)
-    names = cls.param_names()
-    for k in params:
-        if k not in names:
-            raise UnknownOptionError(k, f"predictor {name!r}", names)
-    return cls(**params)
+    return cls(**check_params(cls, params))
 
 
 def list_strategies() -> dict[str, Strategy]:
@@ -129,7 +127,7 @@ def create_backbone(
         try:
             ok = f.handles(model_name)
         except Exception as exc:  # a broken factory must not hide the others: recorded, skipped
-            record_failure(plugin, f"raised in handles({model_name!r}): {type(exc).__name__}: {exc}")
+            record_failure(plugin, one_line(exc, f"raised in handles({model_name!r})"))
             ok = False
         if ok:
             model = f.create(
@@ -146,7 +144,7 @@ def create_backbone(
         try:
             known += f.list_models("*")
         except Exception as exc:
-            record_failure(plugin, f"raised in list_models: {type(exc).__name__}: {exc}")
+            record_failure(plugin, one_line(exc, "raised in list_models"))
     raise UnknownNameError("backbone", model_name, known)
 
 
@@ -157,7 +155,7 @@ def backbone_missing(model_name: str, weights: str) -> str | None:
             if f.handles(model_name):
                 return f.missing(model_name, weights)
         except Exception as exc:
-            record_failure(plugin, f"raised in missing({model_name!r}): {type(exc).__name__}: {exc}")
+            record_failure(plugin, one_line(exc, f"raised in missing({model_name!r})"))
     return f"no backbone plugin builds {model_name!r} (`dsim plugins` lists the backbones)"
 
 

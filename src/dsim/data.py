@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .errors import DataMissingError, DatasetError, DsimError
+from .errors import DataMissingError, DatasetError, DsimError, one_line
 from .plugins import named
 from .records import DatasetCard, ImageSet
 
@@ -95,9 +95,7 @@ def load_dataset(
     except (ValueError, OSError, KeyError) as exc:
         raise DatasetError(f"dataset {card.name!r}: {exc}") from None
     except Exception as exc:
-        raise DatasetError(
-            f"dataset {card.name!r}: loader {loader.name!r} raised {type(exc).__name__}: {exc}"
-        ) from None
+        raise DatasetError(f"dataset {card.name!r}: loader {loader.name!r} raised {one_line(exc)}") from None
     if len(data) == 0:
         raise DatasetError(f"dataset {card.name!r} ({data.source}): no images")
     data = _with_card_task(card, data)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DsimError
+from .errors import DsimError, one_line
 from .interfaces import Candidate, Context, Predictor
 from .metrics import measured_basis, measured_transferability, target_baseline, transferability
 from .records import DatasetCard, MeasureValue, Ranking, RankingRow, TransferResult
@@ -171,7 +171,7 @@ def pair_values(
             except Exception as exc:  # a measure plugin's bug: said once, that measure left out
                 from .plugins import record_failure
 
-                record_failure(f"measure {m.name}", f"raised on {s} -> {t}: {type(exc).__name__}: {exc}")
+                record_failure(f"measure {m.name}", one_line(exc, f"raised on {s} -> {t}"))
                 break
             out.append(MeasureValue(m.name, s, t, value, None, "computed"))
     return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import DsimError
+from .errors import DsimError, one_line
 from .pretraining import Checkpoint, PretrainJob, build, claim, job_data, save_checkpoint, train_checkpoint
 from .records import RunResult, RunSpec
 from .runs import Work, execute_run
@@ -59,7 +59,7 @@ def torch_threads(cpus: float | None) -> Iterator[None]:
 
 
 def _message(exc: BaseException, what: str) -> str:
-    return f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    return one_line(exc, what)
 
 
 # ------------------------------------------------------------------------------ local

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from .records import (
     CheckpointCard,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cache import Cache
 
 __all__ = [
+    "Range",
     "Parameterised",
     "Context",
     "DatasetLoader",
@@ -47,14 +48,43 @@ def _no_progress(description: str, done: int, total: int) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class Range:
+    """What one parameter allows, declared beside it in ``param_ranges``:
+    ``Range(int, 1)`` a whole number >= 1, ``Range(float, 0, 1)`` a number from 0 to 1,
+    ``Range(float, 0, min_open=True)`` one > 0, ``none=True`` None as well,
+    ``choices=("exact", "gaussian")`` one of those values."""
+
+    type: type = float
+    min: float | None = None
+    max: float | None = None
+    none: bool = False
+    min_open: bool = False
+    choices: tuple = ()
+
+
 class Parameterised:
     """Parameters in the scikit-learn style: every keyword argument of ``__init__`` is a
     parameter, stored unchanged as the attribute of the same name; nothing else is state.
 
     :meth:`get_params` reads them back (measures use them as their cache config) and
     :meth:`with_params` makes a copy with some changed; an unknown name is a one-line
-    :class:`dsim.UnknownOptionError` naming it and the nearest valid ones.
+    :class:`dsim.UnknownOptionError` naming it and the nearest valid ones, a value out of the
+    parameter's :class:`Range` (``param_ranges``; without one, of another type than its
+    default) a one-line :class:`dsim.OptionValueError` naming the parameter, the value and what
+    is allowed.
+
+    Example::
+
+        class Knn(Measure):
+            param_ranges = {"knn_k": Range(int, 1)}
+
+            def __init__(self, knn_k: int = 10):
+                self.knn_k = knn_k
     """
+
+    #: parameter name -> the values it allows (checked by :meth:`with_params`)
+    param_ranges: ClassVar[Mapping[str, Range]] = {}
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -77,19 +107,9 @@ class Parameterised:
         """A new instance with ``params`` changed (the others as they are here)."""
         if not params:
             return self
-        from .errors import UnknownOptionError
+        from .checks import check_params
 
-        names = self.param_names()
-        for k in params:
-            if k not in names:
-                raise UnknownOptionError(k, f"{self._kind_label()} {getattr(self, 'name', '?')!r}", names)
-        return type(self)(**{**self.get_params(), **params})
-
-    def _kind_label(self) -> str:
-        for base, label in ((Measure, "measure"), (Strategy, "strategy"), (Predictor, "predictor")):
-            if isinstance(self, base):
-                return label
-        return type(self).__name__
+        return type(self)(**{**self.get_params(), **check_params(self, params)})
 
 
 @dataclass
@@ -345,6 +365,9 @@ class Strategy(Parameterised):
     uses_source: bool = True
     #: the weights source pretraining starts from: ``"random"`` (seeded) or ``"imagenet"``
     pretrain_init: str = "random"
+    #: training hyper-parameters (``--hp key=value``) this strategy reads besides the training
+    #: loop's own (epochs, lr ...); any other key is refused, never dropped
+    hyperparameters: tuple[str, ...] = ()
 
     def pretrain_sources(self, source: str, target: str) -> str:
         """The dataset(s) to pretrain on for a run from ``source`` to ``target``: a name, or

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .checks import check_pretrain
 from .data import load_checked, source_names, union
 from .defaults import DEFAULT_BACKBONE
 from .errors import DsimError
@@ -495,6 +496,14 @@ def pretrain(
     "imagenet"), hyper-parameters, ``max_samples`` and seed. A second call returns it at once;
     a call while another process trains the same checkpoint waits for it.
     """
+    check_pretrain(
+        source if not isinstance(source, ImageSet) else source.name,
+        backbone,
+        init=init,
+        hyperparameters=hyperparameters,
+        max_samples=max_samples,
+        seed=seed,
+    )
     job, data = plan_job(
         source,
         backbone,

@@ -14,9 +14,10 @@ from typing import Any
 
 from .cache import Cache
 from .catalog import configure_measures, known_measure_values, known_results, list_measures, value_kinds
+from .checks import check_rank, checkpoint_problem
 from .data import data_missing, load_dataset
 from .defaults import DEFAULT_MAX_SAMPLES
-from .errors import DsimError, UnknownNameError
+from .errors import CheckpointError, DsimError, UnknownNameError, one_line
 from .interfaces import Candidate, Context, Measure, Predictor
 from .plugins import notify
 from .records import CheckpointCard, DatasetCard, ImageSet, MeasureValue, Ranking, TransferResult
@@ -124,6 +125,7 @@ class _Values:
     origins: dict[str, dict[str, str]] = field(default_factory=dict)
     contributions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # candidate -> why it cannot be evaluated
 
     def put(self, source: str, measure: str, value: float, origin: str, contrib=None) -> None:
         self.values.setdefault(source, {})[measure] = float(value)
@@ -174,8 +176,20 @@ def rank(
 
     The arguments are those of :class:`RankConfig` (a predictor object may be passed as well).
     Numbers from real fine-tuning are marked *measured*, the rest *predicted*; what was left
-    out is listed, with why, in ``Ranking.skipped``.
+    out is listed, with why, in ``Ranking.skipped``; a candidate that cannot be evaluated (an
+    unreadable checkpoint, an unknown architecture, missing weights) in ``Ranking.failed``, never
+    ranked; when every candidate failed, a :class:`dsim.DsimError` naming each.
     """
+    check_rank(
+        target,
+        sources=sources,
+        measures=measures,
+        top=top,
+        max_samples=max_samples,
+        seed=seed,
+        arch=arch,
+        zoo=zoo,
+    )
     cfg = RankConfig(
         sources=sources,
         measures=measures,
@@ -220,12 +234,15 @@ def rank(
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
-    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped)
+    failed: dict[str, str] = {}  # candidate -> why it cannot be evaluated (never ranked)
+    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped, failed)
     vals = _known_values(tcard, known_vals, use, cfg.measures)
+    vals.failed = failed
     for m in use.values():
         _compute(
             m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures
         )
+    cands = _without_failed(cands, ckpt_of, failed)
 
     candidates = [
         Candidate(
@@ -251,11 +268,38 @@ def rank(
                 {"source": c.name, "reason": "no measure could describe it and no measured result"}
             )
     notes = list(ranking.notes) + ([pred_note] if pred_note else []) + vals.notes + images.notes()
-    ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
+    ranking = dataclasses.replace(
+        ranking,
+        skipped=tuple(skipped),
+        notes=tuple(notes),
+        failed=tuple(_failed_rows(failed, ckpt_of)),
+    )
     if cfg.top:
         ranking = ranking.top(cfg.top)
     notify("dsim_ranking_done", ranking=ranking)
     return ranking
+
+
+def _without_failed(cands, ckpt_of, failed: Mapping[str, str]) -> list[DatasetCard]:
+    """The candidates that can be evaluated; when none can, one error naming each failure."""
+    left = [c for c in cands if c.name not in failed]
+    if failed and not left:
+        raise DsimError(
+            f"no candidate could be evaluated ({len(failed)} failed): "
+            + "; ".join(f"{n}: {why}" for n, why in failed.items())
+        )
+    return left
+
+
+def _failed_rows(failed: Mapping[str, str], ckpt_of) -> list[dict[str, str]]:
+    rows = []
+    for name, why in failed.items():
+        ck = ckpt_of.get(name)
+        row = {"source": name, "status": "failed", "reason": why, "kind": "checkpoint" if ck else "dataset"}
+        if ck is not None:
+            row["architecture"] = ck.architecture
+        rows.append(row)
+    return rows
 
 
 def _with_data_facts(card: DatasetCard, data: ImageSet) -> DatasetCard:
@@ -287,9 +331,14 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
     return configure_measures(chosen, cfg.options)
 
 
-def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tuple[list[DatasetCard], dict]:
+def _candidates(
+    cfg, tcard, history, known_vals, target_has_data, skipped, failed
+) -> tuple[list[DatasetCard], dict]:
     """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
-    own name) and, by candidate name, the checkpoint card of each checkpoint candidate."""
+    own name) and, by candidate name, the checkpoint card of each checkpoint candidate. A
+    checkpoint the user named (``sources``, ``zoo``) that cannot be evaluated goes to ``failed``
+    (unknown architecture, missing or unreadable weights: :func:`dsim.checks.checkpoint_problem`);
+    one found by default whose weights are missing is skipped."""
     from .checkpoints import (
         as_source_card,
         checkpoint_from_spec,
@@ -329,15 +378,28 @@ def _candidates(cfg, tcard, history, known_vals, target_has_data, skipped) -> tu
     datasets = {c.name: c for c in reg}
     ckpt_of = {}
     family = reg.family(tcard)
+    named = cfg.sources is not None or bool(cfg.zoo)
     for ck in ckpts:
-        why = checkpoint_missing(ck)
         if ck.pretrained_on and ck.pretrained_on in family:
-            why = f"pretrained on {ck.pretrained_on}, the same data as the target"
+            skipped.append(
+                {
+                    "source": ck.name,
+                    "reason": f"pretrained on {ck.pretrained_on}, the same data as the target",
+                }
+            )
+            continue
+        why = checkpoint_problem(ck) if named else checkpoint_missing(ck)
+        if why and named:
+            failed[ck.name] = why
+            ckpt_of[ck.name] = ck
+            continue
         if why:
             skipped.append({"source": ck.name, "reason": why})
             continue
         cands.append(as_source_card(ck, datasets))
         ckpt_of[ck.name] = ck
+    if not cands and failed:
+        _without_failed([], ckpt_of, failed)
     if not cands:
         raise DsimError(
             f"no candidate sources for target {tcard.name!r}: none has data here, published results "
@@ -368,7 +430,7 @@ def _compute(
     m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, wanted
 ) -> None:
     """Every value of measure ``m`` not known yet, computed (through the cache)."""
-    todo = [c for c in cands if not vals.has(c.name, m.name)]
+    todo = [c for c in cands if not vals.has(c.name, m.name) and c.name not in vals.failed]
     if not todo:
         return
     why_m = m.unavailable()
@@ -431,6 +493,12 @@ def _compute(
                 s_obj, t_obj = images(c), target_data
             value = m.pair(s_obj, t_obj, ctx)
             contrib = _contributions(m, s_obj, t_obj, ctx, vals.notes) if m.needs == "card" else {}
+        except CheckpointError as exc:  # the network cannot be built: failed, never ranked
+            if c.name in ckpt_of:
+                vals.failed[c.name] = str(exc)
+                continue
+            skipped.append({"source": c.name, "measure": m.name, "reason": str(exc)})
+            continue
         except DsimError as exc:
             if exc.measure_wide:  # about the measure itself (e.g. missing probe weights): stop it
                 skipped.append({"measure": m.name, "reason": str(exc)})
@@ -442,7 +510,7 @@ def _compute(
                 {
                     "source": c.name,
                     "measure": m.name,
-                    "reason": f"measure plugin raised {type(exc).__name__}: {exc}",
+                    "reason": f"measure plugin raised {one_line(exc)}",
                 }
             )
             continue
@@ -454,7 +522,7 @@ def _applicable(m: Measure, card: DatasetCard) -> str | None:
     try:
         return m.applicable(card)
     except Exception as exc:
-        return f"measure plugin raised {type(exc).__name__}: {exc}"
+        return f"measure plugin raised {one_line(exc)}"
 
 
 def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> dict[str, float]:
@@ -464,8 +532,7 @@ def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> 
         return dict(m.contributions(representation_of(m, s_obj, ctx), representation_of(m, t_obj, ctx), ctx))
     except Exception as exc:  # the value stands; only its break-down is missing, and that is said
         notes.append(
-            f"{m.name}: no break-down of the value for {getattr(s_obj, 'name', '?')}: "
-            f"{type(exc).__name__}: {exc}"
+            f"{m.name}: no break-down of the value for {getattr(s_obj, 'name', '?')}: {one_line(exc)}"
         )
         return {}
 
@@ -498,7 +565,7 @@ def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[st
     except DsimError:  # e.g. missing probe weights: the measure's own skip line says so
         return
     except Exception as exc:
-        notes.append(f"{m.name}: no run-time estimate ({type(exc).__name__}: {exc})")
+        notes.append(f"{m.name}: no run-time estimate ({one_line(exc)})")
         return
     if seconds is not None:
         report(m.name, float(seconds), len(sizes))

@@ -551,6 +551,9 @@ class Ranking(_Record):
     skipped: tuple[Mapping[str, str], ...] = ()  # {"source"|"measure": name, "reason": ...}
     notes: tuple[str, ...] = ()
     target_auc: float | None = None  # AUC(T) of the target-only baseline, when known
+    #: candidates that could not be evaluated, never ranked: {"source", "status": "failed",
+    #: "reason", "kind", "architecture"}
+    failed: tuple[Mapping[str, str], ...] = ()
 
     @property
     def sources(self) -> list[str]:
@@ -571,6 +574,7 @@ class Ranking(_Record):
         d["measures"] = tuple(d.get("measures", ()))
         d["skipped"] = tuple(d.get("skipped", ()))
         d["notes"] = tuple(d.get("notes", ()))
+        d["failed"] = tuple(d.get("failed", ()))
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 

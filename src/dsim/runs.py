@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .data import is_checkpoint_path, load_checked
-from .errors import DsimError
+from .errors import DsimError, one_line
 from .pretraining import Checkpoint, PretrainJob, build, checkpoint_dir, plan_job
 from .records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
 from .validate_config import ValidateConfig
@@ -363,7 +363,7 @@ def execute_run(
         msg = str(exc)
         raise DsimError(msg if msg.startswith(label) else f"{label}: {msg}") from None
     except Exception as exc:
-        raise DsimError(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise DsimError(one_line(exc, label)) from None
     notes = tuple(metrics.pop("notes", ()) or ()) if isinstance(metrics.get("notes"), (list, tuple)) else ()
     notes = tuple(fold_notes) + notes
     metrics = {

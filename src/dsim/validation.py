@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .checkpoints import network_name
+from .checks import check_validate, checkpoint_problem, file_problem
 from .data import data_missing, is_checkpoint_path, load_checked, resolve_card, resolve_name, source_names
 from .defaults import DEFAULT_BACKBONE
 from .errors import DsimError, UnknownNameError
-from .pretraining import checkpoint_dir, pretrain
+from .pretraining import _learnable, checkpoint_dir, pretrain
 from .records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
 from .report import SourceRow, ValidationReport, plot_report, spearman, summarise
 from .runs import Work, execute_run, plan_runs, plan_work, strategies
@@ -142,6 +143,24 @@ class _Estimate:
         )
 
 
+def _trainable(data: ImageSet) -> ImageSet:
+    """``data`` when a network can be pretrained on it (two classes or more); else a one-line
+    error naming it, before any work starts."""
+    if not _learnable(data):
+        raise DsimError(
+            f"source {data.name!r} has a single class ({data.source or data.name}): pretraining needs two or more"
+        )
+    return data
+
+
+def same_failure(error: str) -> str:
+    """A run's failure with its fold left out: the runs of one source that fail for one reason
+    in every fold give one key (reported once)."""
+    import re
+
+    return re.sub(r",? fold \d+\]", "]", error)
+
+
 def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
@@ -177,6 +196,7 @@ def validate(
     from .store import ResultsStore, setup_of
 
     cfg = ValidateConfig.build(config, **knobs)
+    check_validate(target, cfg, sources=sources)
     t0 = time.perf_counter()
     say = on_event or _noop
     inline = dict(inline or {})
@@ -193,6 +213,7 @@ def validate(
     # the target's data (its fingerprint enters every run key)
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
+    sources_given = sources
     ranking, sources = _choose_sources(tname, target, sources, cfg, notes)
     cards = _checkpoint_cards(sources, inline, cfg.zoo)
     sources = [
@@ -206,6 +227,15 @@ def validate(
     cards = {c.name: c for c in cards.values()}
     sources = [s for s in sources if s != tname]
     fps = {tname: tdata.fingerprint()}
+    explicit = sources_given is not None
+    unusable: dict[str, str] = {}  # source -> why it cannot run at all
+    for s in sources:
+        why = checkpoint_problem(cards[s]) if s in cards else None
+        if why is None and is_checkpoint_path(s):
+            p = Path(s).expanduser()
+            why = f"checkpoint file {s!r} not found" if not p.is_file() else file_problem(p)
+        if why:
+            unusable[s] = why
 
     def fingerprint_of(strat: str, s: str) -> str:
         if s == "imagenet":
@@ -220,11 +250,14 @@ def validate(
             key = known[strat].pretrain_sources(s, tname)
             if key not in fps:
                 fps[key] = "+".join(
-                    load_checked(n, max_samples=cfg.source_max, seed=cfg.seed, inline=inline).fingerprint()
+                    _trainable(
+                        load_checked(n, max_samples=cfg.source_max, seed=cfg.seed, inline=inline)
+                    ).fingerprint()
                     for n in source_names(key)
                 )
         except DsimError as exc:
             fps[key] = "unavailable"
+            unusable.setdefault(s, str(exc))
             notes.append(f"source {s!r} ({strat}): {exc}")
         return fps[key]
 
@@ -236,6 +269,11 @@ def validate(
         fingerprint_of=fingerprint_of,
         backbones={n: network_name(c) for n, c in cards.items()},
     )
+    if unusable and explicit:  # refused before any work: each named with why
+        raise DsimError(
+            f"validate {tname!r}: {len(unusable)} of the sources cannot run: "
+            + "; ".join(f"{s}: {why}" for s, why in unusable.items())
+        )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     finished = st.keys()
     results: dict[str, RunResult] = {}
@@ -262,6 +300,7 @@ def validate(
     failures: list[dict[str, str]] = []
     counts = {"runs": 0, "pretraining": 0, "pretrained": 0}
     estimate = _Estimate(work, slots, say)
+    said: set[str] = set()
     pr("pretraining", 0, len(work.jobs))
     pr("runs", 0, len(todo))
 
@@ -279,7 +318,10 @@ def validate(
             st.put_failure(spec, error or "failed")
             failures.append({"run": spec.label, "error": error or "failed"})
             notify("dsim_run_failed", spec=spec, error=error)
-            say("error", error or spec.label)
+            reason = same_failure(error or spec.label)
+            if reason not in said:  # the same failure in every fold: said once
+                said.add(reason)
+                say("error", error or spec.label)
         pr("runs", counts["runs"], len(todo))
 
     def on_pretrained(job, path: Path | None, error: str | None) -> None:

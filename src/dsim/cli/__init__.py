@@ -59,14 +59,14 @@ for _mod in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dsim errors into one-line messages."""
-    from dsim.errors import DsimError
+    from dsim.errors import DsimError, one_line
 
     try:
         app(args=argv, prog_name="dsim", standalone_mode=False)
     except DsimError as exc:
         if os.environ.get("DSIM_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DSIM_DEBUG"):
             raise
         print(
-            f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (DSIM_DEBUG=1 shows the traceback)",
+            f"error: {one_line(exc)} (DSIM_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )
         return 1

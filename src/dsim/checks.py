@@ -1,0 +1,405 @@
+"""Everything a command is given, checked before work starts.
+
+``dsim rank``, ``validate``, ``measure`` and ``pretrain`` (the CLI and the Python API alike) call
+one ``check_*`` function here first. Each problem is one :class:`dsim.OptionValueError` naming the
+option, the value and what is allowed (``--epochs: -1 is not allowed (a whole number >= 1)``), or
+a :class:`dsim.UnknownNameError` for a name no plugin knows; nothing has been computed when it is
+raised. The parameters of measures, strategies and predictors are checked the same way against
+the :class:`dsim.Range` they declare (:func:`check_params`), and a checkpoint is looked at without
+building it (:func:`checkpoint_problem`) so that one which cannot be evaluated is never ranked.
+
+Warnings (an environment variable naming a folder that is not there) are printed once each, on
+stderr, as ``warning: ...``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionValueError, UnknownNameError, UnknownOptionError
+
+__all__ = [
+    "check_params",
+    "check_number",
+    "check_list",
+    "check_target",
+    "check_environment",
+    "check_hyperparameters",
+    "check_rank",
+    "check_measure",
+    "check_validate",
+    "check_pretrain",
+    "checkpoint_problem",
+    "warn",
+]
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """``warning: <message>`` on stderr, once per message and process."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------- numbers
+def _allowed(kind: type, lo, hi, lo_open: bool = False, none: bool = False) -> str:
+    what = "a whole number" if kind is int else "a number"
+    if lo is not None and hi is not None:
+        what += f" from {lo} to {hi}" if not lo_open else f" > {lo} and <= {hi}"
+    elif lo is not None:
+        what += f" {'>' if lo_open else '>='} {lo}"
+    elif hi is not None:
+        what += f" <= {hi}"
+    return what + (", or none" if none else "")
+
+
+def check_number(
+    option: str,
+    value: Any,
+    kind: type = int,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    none: bool = False,
+) -> Any:
+    """``value`` as an ``int`` or ``float`` within ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``);
+    a numeric string is read; ``None`` passes when ``none``. Else an :class:`OptionValueError`
+    naming ``option``."""
+    if value is None and none:
+        return None
+    allowed = _allowed(kind, lo, hi, lo_open, none)
+    v = value
+    if isinstance(v, str):
+        try:
+            v = float(v.strip()) if v.strip() else None
+        except ValueError:
+            v = None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+        raise OptionValueError(option, value, allowed)
+    if kind is int:
+        if float(v) != int(float(v)):
+            raise OptionValueError(option, value, allowed)
+        v = int(v)
+    else:
+        v = float(v)
+    if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and v > hi:
+        raise OptionValueError(option, value, allowed)
+    return v
+
+
+def check_params(owner, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` for the :class:`dsim.Parameterised` ``owner`` (a class or an instance), each
+    checked: an unknown name is an :class:`UnknownOptionError`; a value outside the parameter's
+    declared :class:`dsim.Range` (``param_ranges``) or, without one, of another type than its
+    default (a number for a numeric default, true/false for a flag) is an
+    :class:`OptionValueError` naming the parameter and its owner. Returns the values read."""
+    import inspect
+
+    cls = owner if isinstance(owner, type) else type(owner)
+    names = cls.param_names()
+    label = f"{_kind_label(cls)} {(getattr(owner, 'name', '') or cls.__name__)!r}"
+    defaults = {
+        n: p.default
+        for n, p in inspect.signature(cls.__init__).parameters.items()
+        if n in names and p.default is not inspect.Parameter.empty
+    }
+    ranges = getattr(cls, "param_ranges", {}) or {}
+    out = {}
+    for k, v in params.items():
+        if k not in names:
+            raise UnknownOptionError(k, label, names)
+        option = f"option {k!r} of {label}"
+        r = ranges.get(k)
+        d = defaults.get(k)
+        if r is not None:
+            if v is None and r.none:
+                out[k] = None
+                continue
+            if r.choices:
+                if v not in r.choices:
+                    raise OptionValueError(option, v, "one of " + ", ".join(map(str, r.choices)))
+                out[k] = v
+                continue
+            out[k] = check_number(option, v, r.type, r.min, r.max, lo_open=r.min_open, none=r.none)
+        elif isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise OptionValueError(option, v, "true or false")
+            out[k] = v
+        elif isinstance(d, (int, float)) and v is not None:
+            out[k] = check_number(option, v, int if isinstance(d, int) else float)
+        else:
+            out[k] = v
+    return out
+
+
+def _kind_label(cls: type) -> str:
+    from .interfaces import Measure, Predictor, Strategy
+
+    for base, label in ((Measure, "measure"), (Strategy, "strategy"), (Predictor, "predictor")):
+        if issubclass(cls, base):
+            return label
+    return cls.__name__
+
+
+# ---------------------------------------------------------------------------------- lists, names
+def check_list(option: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """A comma-separated option (or a list of names) as a tuple; an empty element (``",,"``,
+    ``"a,,b"``, a trailing comma) or an empty list is an :class:`OptionValueError`."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [str(x) for x in value]
+    items = [i.strip() for i in items]
+    if not items or any(not i for i in items):
+        raise OptionValueError(
+            option,
+            value if isinstance(value, str) else ",".join(items),
+            "a comma-separated list of names, none empty",
+        )
+    return tuple(items)
+
+
+def check_target(target: Any, option: str = "--target") -> None:
+    """An empty target (``--target ""``) is not the current folder: it is an error."""
+    if isinstance(target, str) and not target.strip():
+        raise OptionValueError(option, target, "a registered dataset name or a path to your data")
+
+
+def check_environment() -> None:
+    """Each entry of ``DSIM_DATA_DIR`` / ``DSIM_WEIGHTS_DIR`` that is not a folder: one warning
+    naming it (it is searched in vain)."""
+    for var in ("DSIM_DATA_DIR", "DSIM_WEIGHTS_DIR"):
+        for entry in os.environ.get(var, "").split(os.pathsep):
+            if entry and not Path(entry).expanduser().is_dir():
+                what = "a file" if Path(entry).expanduser().exists() else "not there"
+                warn(f"{var} entry {entry!r} is not a folder ({what}); it is left out of the search")
+
+
+def _strategy_names(names: Sequence[str]) -> None:
+    from .catalog import list_strategies
+
+    known = list_strategies()
+    for s in names:
+        if s not in known:
+            raise UnknownNameError("strategy", s, known)
+
+
+def _backbone(option: str, name: str) -> None:
+    from .catalog import backbone_missing
+
+    if not isinstance(name, str) or not name.strip():
+        raise OptionValueError(option, name, "a backbone name (`dsim plugins` lists the backbone plugins)")
+    why = backbone_missing(name, "random")
+    if why and why.startswith("no backbone plugin builds"):
+        raise OptionValueError(
+            option, name, "a backbone name: smallcnn, a timm model, ...; `dsim plugins` lists them"
+        )
+
+
+# ---------------------------------------------------------------------------------- hyper-parameters
+#: what each training hyper-parameter allows (``--hp key=value``)
+HP_RANGES: dict[str, tuple] = {
+    "epochs": (int, 1, None),
+    "batch_size": (int, 1, None),
+    "lr": (float, 0, None, True),
+    "weight_decay": (float, 0, None),
+    "patience": (int, 0, None),
+    "min_epochs": (int, 0, None),
+    "image_size": (int, 8, 4096),
+    "channels": (int, 1, 4),
+    "label_smoothing": (float, 0, 1),
+    "seed": (int, 0, None),
+}
+_HP_FLAGS = ("class_weights", "augment", "ordinal")
+_HP_CHOICES = {"schedule": ("constant", "plateau", "one-cycle")}
+
+
+def check_hyperparameters(
+    hp: Mapping[str, Any] | None,
+    option: str = "--hp",
+    strategies: Sequence[str] = (),
+    flags: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Training hyper-parameters, each checked (range, type); a key that neither the training
+    loop nor one of ``strategies`` (their ``hyperparameters``) reads is an
+    :class:`UnknownOptionError`: no setting is dropped in silence. ``flags`` names the option
+    a key comes from when it has its own (``{"epochs": "--epochs"}``)."""
+    from .catalog import list_strategies
+
+    extra: set[str] = set()
+    every = list_strategies()
+    for s in strategies:
+        if s in every:
+            extra |= set(getattr(every[s], "hyperparameters", ()) or ())
+    known = sorted({*HP_RANGES, *_HP_FLAGS, *_HP_CHOICES, *extra})
+    out = {}
+    for k, v in dict(hp or {}).items():
+        name = (flags or {}).get(k) or f"{option} {k}"
+        if k in HP_RANGES:
+            kind, lo, hi, *rest = HP_RANGES[k]
+            out[k] = check_number(name, v, kind, lo, hi, lo_open=bool(rest and rest[0]))
+        elif k in _HP_FLAGS:
+            if not isinstance(v, bool):
+                raise OptionValueError(name, v, "true or false")
+            out[k] = v
+        elif k in _HP_CHOICES:
+            if v not in _HP_CHOICES[k]:
+                raise OptionValueError(name, v, "one of " + ", ".join(_HP_CHOICES[k]))
+            out[k] = v
+        elif k in extra:
+            out[k] = v
+        else:
+            raise UnknownOptionError(k, f"{option} (the training hyper-parameters)", known)
+    return out
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def checkpoint_problem(card) -> str | None:
+    """Why ``card``'s network cannot be evaluated, found without building it, or None: its
+    architecture is one no backbone plugin builds, its weights are not here (the message names the
+    file and DSIM_WEIGHTS_DIR), or its file is empty, truncated or not a checkpoint at all."""
+    from .catalog import backbone_missing
+    from .checkpoints import checkpoint_missing, network_name
+
+    why = checkpoint_missing(card)
+    if why and why.startswith("no backbone plugin builds"):
+        return f"architecture {network_name(card)!r} of checkpoint {card.name!r} is unknown: {why}"
+    if why:
+        return why
+    if card.weights.startswith("file:"):
+        from .weights import find_weights_file
+
+        path = find_weights_file(card.weights[5:])
+        arch = backbone_missing(card.architecture, "random")
+        if arch and arch.startswith("no backbone plugin builds"):
+            return f"architecture {card.architecture!r} of checkpoint {card.name!r} is unknown: {arch}"
+        if path is not None:
+            return file_problem(path)
+    return None
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why the checkpoint file ``path`` is surely unreadable, from its size and first bytes (an
+    empty file, a truncated or foreign zip, bytes that are neither a torch file nor safetensors),
+    or None. Reads a few bytes, never the tensors."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        return f"{p}: cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return f"{p}: not a readable checkpoint (the file is empty)"
+    if p.suffix.lower() == ".safetensors":
+        n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+        if n <= 0 or n + 8 > size or head[8:9] != b"{":
+            return f"{p}: not a readable checkpoint (not a safetensors file, or truncated)"
+        return None
+    if head[:4] == b"PK\x03\x04":  # torch's zip format: its central directory must be there
+        if not zipfile.is_zipfile(p):
+            return f"{p}: not a readable checkpoint (a truncated or damaged torch file)"
+        return None
+    if head[:1] == b"\x80":  # torch's legacy pickle format
+        return None
+    return f"{p}: not a readable checkpoint (neither a torch file nor safetensors; {size} bytes)"
+
+
+# ---------------------------------------------------------------------------------- commands
+def _rank_numbers(top, max_samples, seed) -> None:
+    if top is not None:
+        check_number("--top", top, int, 1)
+    if max_samples is not None:
+        check_number("--max-samples", max_samples, int, 2)
+    check_number("--seed", seed, int, 0)
+
+
+def check_rank(
+    target, *, sources=None, measures=None, top=None, max_samples=None, seed=0, arch=None, zoo=()
+) -> None:
+    """``dsim rank``'s arguments, before anything is loaded or computed."""
+    check_environment()
+    check_target(target)
+    _rank_numbers(top, max_samples, seed)
+    if isinstance(sources, str) or sources is not None:
+        check_list("--sources", sources)
+    if isinstance(measures, str) or measures is not None:
+        names = check_list("--measures", measures)
+        from .catalog import list_measures
+
+        every = list_measures()
+        for m in names or ():
+            if m not in every:
+                raise UnknownNameError("measure", m, every)
+    if arch is not None:
+        _backbone("--arch", arch)
+    for z in [zoo] if isinstance(zoo, str) else list(zoo or ()):
+        if not str(z).strip():
+            raise OptionValueError("--zoo", z, "a YAML file of checkpoint cards")
+
+
+def check_measure(source, target, measure: str, *, max_samples=None, seed=0) -> None:
+    """``dsim measure``'s arguments."""
+    check_environment()
+    check_target(source, "--source")
+    check_target(target)
+    if max_samples is not None:
+        check_number("--max-samples", max_samples, int, 2)
+    check_number("--seed", seed, int, 0)
+    if not isinstance(measure, str) or not measure.strip():
+        raise OptionValueError("--measure", measure, "a measure name (`dsim plugins` lists them)")
+
+
+def check_validate(target, cfg, *, sources=None) -> None:
+    """``dsim validate``'s settings (a :class:`dsim.ValidateConfig`), before the plan starts:
+    numbers in range, strategies and backbone known, hyper-parameters read by someone."""
+    check_environment()
+    check_target(target)
+    if isinstance(sources, str) or sources is not None:
+        check_list("--sources", sources)
+    check_number("--top", cfg.top, int, 1)
+    check_number("--folds", cfg.folds, int, 2)
+    check_number("--seed", cfg.seed, int, 0)
+    if cfg.target_max is not None:
+        check_number("--target-max", cfg.target_max, int, 4)
+    if cfg.source_max is not None:
+        check_number("--source-max", cfg.source_max, int, 2)
+    for n in cfg.train_sizes:
+        if n is not None:
+            check_number("--train-sizes", n, int, 2)
+    _strategy_names(cfg.strategies + ((cfg.baseline,) if cfg.baseline else ()))
+    _backbone("--backbone", cfg.backbone)
+    check_hyperparameters(
+        cfg.hyperparameters, "--hp", cfg.strategies, {"epochs": "--epochs", "image_size": "--image-size"}
+    )
+    check_hyperparameters(
+        cfg.pretrain_hyperparameters,
+        "pretrain_hyperparameters",
+        cfg.strategies,
+        {"epochs": "--pretrain-epochs", "image_size": "--image-size"},
+    )
+
+
+def check_pretrain(
+    source, backbone: str, *, init: str = "random", hyperparameters=None, max_samples=None, seed=0
+) -> None:
+    """``dsim pretrain``'s arguments."""
+    check_environment()
+    check_target(source, "--source")
+    _backbone("--backbone", backbone)
+    if init not in ("random", "imagenet"):
+        raise OptionValueError("--init", init, "random or imagenet")
+    if max_samples is not None:
+        check_number("--max-samples", max_samples, int, 2)
+    check_number("--seed", seed, int, 0)
+    check_hyperparameters(hyperparameters, "--hp", flags={"epochs": "--epochs", "image_size": "--image-size"})
