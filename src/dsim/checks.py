@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionValueError, UnknownNameError, UnknownOptionError
+from .errors import DsimError, OptionValueError, UnknownNameError, UnknownOptionError
 
 __all__ = [
     "check_params",
@@ -31,6 +31,7 @@ __all__ = [
     "check_target",
     "check_environment",
     "check_hyperparameters",
+    "check_context_options",
     "check_rank",
     "check_measure",
     "check_validate",
@@ -42,11 +43,12 @@ __all__ = [
 _WARNED: set[str] = set()
 
 
-def warn(message: str) -> None:
-    """``warning: <message>`` on stderr, once per message and process."""
-    if message in _WARNED:
+def warn(message: str, key: str | None = None) -> None:
+    """``warning: <message>`` on stderr, once per message (or per ``key``) and process."""
+    key = key or message
+    if key in _WARNED:
         return
-    _WARNED.add(message)
+    _WARNED.add(key)
     sys.stderr.write(f"warning: {message}\n")
     sys.stderr.flush()
 
@@ -204,6 +206,43 @@ def _backbone(option: str, name: str) -> None:
         raise OptionValueError(
             option, name, "a backbone name: smallcnn, a timm model, ...; `dsim plugins` lists them"
         )
+
+
+# ---------------------------------------------------------------------------------- run context
+#: the run-level facts a :class:`dsim.Context` may carry in ``options`` (the core sets them)
+CONTEXT_OPTIONS = ("label",)
+
+
+def check_context_options(options: Mapping[str, Any]) -> None:
+    """A :class:`dsim.Context`'s ``options`` hold run-level facts only (:data:`CONTEXT_OPTIONS`).
+    A measure's or strategy's parameter there would be ignored (parameters live on the object:
+    ``dsim.create_measure("otdd", otdd_inner="exact")``), so it is an error naming it."""
+    for k in options:
+        if k in CONTEXT_OPTIONS:
+            continue
+        owner = _parameter_owner(k)
+        if owner:
+            raise DsimError(
+                f"run context option {k!r} would be ignored: it is a parameter of {owner}; set it on "
+                f"the object ({_how(owner, k)}), not in Context(options=...)"
+            )
+        raise UnknownOptionError(k, "the run context (Context.options)", CONTEXT_OPTIONS)
+
+
+def _parameter_owner(name: str) -> str | None:
+    from .catalog import list_measures, list_strategies
+
+    for kind, items in (("measure", list_measures()), ("strategy", list_strategies())):
+        for n, obj in items.items():
+            if name in obj.param_names():
+                return f"{kind} {n!r}"
+    return None
+
+
+def _how(owner: str, k: str) -> str:
+    kind, name = owner.split(" ", 1)
+    fn = "create_measure" if kind == "measure" else "get_strategy"
+    return f"dsim.{fn}({name}, {k}=...) or -o {k}=..."
 
 
 # ---------------------------------------------------------------------------------- hyper-parameters

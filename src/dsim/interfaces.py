@@ -120,7 +120,8 @@ class Context:
     dataset) and run-level facts the core sets (``options``, e.g. a run's ``label``).
 
     A measure's or strategy's own parameters are not here: they are ``__init__`` arguments
-    (:class:`Parameterised`).
+    (:class:`Parameterised`); one given in ``options`` is an error naming it (it would be
+    ignored), as is any option besides the run-level facts (``label``).
     """
 
     seed: int = 0
@@ -129,6 +130,12 @@ class Context:
     progress: ProgressFn = _no_progress
     options: Mapping[str, Any] = field(default_factory=dict)
     max_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.options:  # run-level facts only: a parameter here would be dropped in silence
+            from .checks import check_context_options
+
+            check_context_options(self.options)
 
     def option(self, name: str, default: Any = None) -> Any:
         value = self.options.get(name)

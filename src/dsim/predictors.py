@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DsimError
+from .errors import DsimError, one_line
 from .evaluation import pair_values
 from .interfaces import Predictor
 from .records import TransferResult, stable_hash
@@ -246,8 +246,18 @@ def evidence_predictor(
                 continue  # unreadable: refit below
     results, values, cards, kinds = evidence()
     pred = get_predictor(name, **params).fit(results, values, cards, kinds)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    except OSError as exc:  # a cache that cannot be written: fitted again next time, said once
+        from .checks import warn
+
+        warn(
+            f"cache {cached.parent} cannot be written ({one_line(exc)}); working uncached: set "
+            "DSIM_CACHE_DIR to a writable folder to keep results between runs",
+            key="cache-unwritable",
+        )
+        return pred, f"predictor: {what}; fitted now (not cached)"
     return pred, f"predictor: {what}; fitted now and cached ({cached})"
 
 

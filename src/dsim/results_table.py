@@ -248,6 +248,7 @@ def import_results_table(
     table = read_results_table(path, setup=setup, origin=origin)
     known = set(_canonical_names().values()) | {c.name for c in get_registry()}
     with ResultsStore(store) as st:
+        st.check_writable()
         written, replaced = st.import_table(
             table.results,
             hyperparameters=table.hyperparameters,

@@ -275,6 +275,7 @@ def validate(
             + "; ".join(f"{s}: {why}" for s, why in unusable.items())
         )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    st.check_writable()  # before any run: a result that cannot be stored is lost work
     finished = st.keys()
     results: dict[str, RunResult] = {}
     todo: list[RunSpec] = []
