@@ -59,7 +59,10 @@ def _read_checkpoint(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return dict(load_file(str(path)))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable: the candidate fails, named, never ranked
+        raise dsim.CheckpointError(f"{path}: not a readable checkpoint ({dsim.one_line(exc)})") from None
     return obj if isinstance(obj, dict) else {}
 
 

@@ -310,18 +310,16 @@ def checkpoint_problem(card) -> str | None:
     from .catalog import backbone_missing
     from .checkpoints import checkpoint_missing, network_name
 
+    arch = backbone_missing(network_name(card), "random")
+    if arch and arch.startswith("no backbone plugin builds"):
+        return f"architecture {network_name(card)!r} of checkpoint {card.name!r} is unknown: {arch}"
     why = checkpoint_missing(card)
-    if why and why.startswith("no backbone plugin builds"):
-        return f"architecture {network_name(card)!r} of checkpoint {card.name!r} is unknown: {why}"
     if why:
         return why
     if card.weights.startswith("file:"):
         from .weights import find_weights_file
 
         path = find_weights_file(card.weights[5:])
-        arch = backbone_missing(card.architecture, "random")
-        if arch and arch.startswith("no backbone plugin builds"):
-            return f"architecture {card.architecture!r} of checkpoint {card.name!r} is unknown: {arch}"
         if path is not None:
             return file_problem(path)
     return None
@@ -363,8 +361,32 @@ def _rank_numbers(top, max_samples, seed) -> None:
     check_number("--seed", seed, int, 0)
 
 
+def _predictor(choice) -> None:
+    """A predictor choice that names nothing (not a plugin, not 'fitted', no such file)."""
+    if choice is None or not isinstance(choice, str):
+        return
+    from .catalog import list_predictors
+
+    if choice == "fitted" or choice in list_predictors():
+        return
+    if choice.endswith(".json") or os.sep in choice:
+        if not Path(choice).expanduser().is_file():
+            raise OptionValueError("--predictor", choice, "a saved predictor file that exists")
+        return
+    raise UnknownNameError("predictor", choice, [*list_predictors(), "fitted"])
+
+
 def check_rank(
-    target, *, sources=None, measures=None, top=None, max_samples=None, seed=0, arch=None, zoo=()
+    target,
+    *,
+    sources=None,
+    measures=None,
+    top=None,
+    max_samples=None,
+    seed=0,
+    arch=None,
+    zoo=(),
+    predictor=None,
 ) -> None:
     """``dsim rank``'s arguments, before anything is loaded or computed."""
     check_environment()
@@ -382,6 +404,7 @@ def check_rank(
                 raise UnknownNameError("measure", m, every)
     if arch is not None:
         _backbone("--arch", arch)
+    _predictor(predictor)
     for z in [zoo] if isinstance(zoo, str) else list(zoo or ()):
         if not str(z).strip():
             raise OptionValueError("--zoo", z, "a YAML file of checkpoint cards")

@@ -189,6 +189,7 @@ def rank(
         seed=seed,
         arch=arch,
         zoo=zoo,
+        predictor=predictor,
     )
     cfg = RankConfig(
         sources=sources,

@@ -246,7 +246,7 @@ def validate(
 
     config = ValidateConfig(
         top=top,
-        strategies=strategy,
+        strategies=tuple(split_list(strategy, "--strategy") or ()),
         backbone=backbone,
         folds=folds,
         train_sizes=train_sizes,
