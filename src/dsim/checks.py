@@ -157,9 +157,11 @@ def _kind_label(cls: type) -> str:
 # ---------------------------------------------------------------------------------- lists, names
 def check_list(option: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """A comma-separated option (or a list of names) as a tuple; an empty element (``",,"``,
-    ``"a,,b"``, a trailing comma) or an empty list is an :class:`OptionValueError`."""
+    ``"a,,b"``, a trailing comma, ``""``) is an :class:`OptionValueError`."""
     if value is None:
         return None
+    if not isinstance(value, str) and len(value) == 0:
+        return ()  # an explicit empty list (the API's "no sources"): nothing to check
     items = value.split(",") if isinstance(value, str) else [str(x) for x in value]
     items = [i.strip() for i in items]
     if not items or any(not i for i in items):
