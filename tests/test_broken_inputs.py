@@ -461,3 +461,40 @@ def test_one_line_is_the_one_error_format():
     assert dsim.one_line(ValueError("bad\n  shape")) == "ValueError: bad shape"
     assert dsim.one_line(KeyError()) == "KeyError"
     assert dsim.one_line(dsim.DsimError("x.pth: not readable"), "run 1") == "run 1: x.pth: not readable"
+
+
+def test_validate_exits_non_zero_unless_every_source_measured_something():
+    from dsim.cli.validate import _not_measured
+    from dsim.report import SourceRow, ValidationReport
+
+    def row(source, folds, failed, auc):
+        return SourceRow(source, "finetune", None, folds, auc, None, None, None, None, None, failed=failed)
+
+    def report(*rows, failures=()):
+        return ValidationReport(
+            target="t",
+            backbone="smallcnn",
+            setup="s",
+            rows=tuple(rows),
+            baseline_auc=0.8,
+            spearman=None,
+            spearman_n=0,
+            runs_total=4,
+            runs_done=4 - len(failures),
+            runs_skipped=0,
+            failures=failures,
+        )
+
+    base = row("t", 2, 0, 0.8)
+    fail = ({"run": "a->t fold 0", "error": "a->t [finetune, smallcnn, fold 0]: boom"},)
+    assert _not_measured(report(base, row("a", 2, 0, 0.9))) is None
+    assert "no source run succeeded" in _not_measured(report(base, row("a", 2, 2, None), failures=fail))
+    assert "baseline alone" in _not_measured(report(base))  # the baseline alone is never a success
+    assert "for b" in _not_measured(report(base, row("a", 2, 0, 0.9), row("b", 2, 2, None), failures=fail))
+
+
+def test_a_failure_in_every_fold_is_one_line():
+    from dsim.validation import same_failure
+
+    errs = [f"usps->t [finetune, smallcnn, fold {i}]: loss became nan" for i in range(5)]
+    assert len({same_failure(e) for e in errs}) == 1

@@ -303,7 +303,9 @@ def _not_measured(report) -> str | None:
     has no successful run at all (the baseline alone is never a success)."""
     ok = {r.source for r in report.rows if r.folds - r.failed > 0 and r.auc is not None}
     sources = list(dict.fromkeys(r.source for r in report.rows if r.source != report.target))
-    if report.failures and not (ok - {report.target}) and not report.runs_skipped:
+    if not sources:
+        return "no source was validated: the target-only baseline alone measures no transfer"
+    if not ok & set(sources):
         return f"no source run succeeded ({len(report.failures)} failed); see the failures above"
     lost = [s for s in sources if s not in ok]
     if lost:
