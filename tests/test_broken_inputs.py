@@ -449,10 +449,10 @@ def test_every_declared_range_is_checked_where_parameters_are_set():
 
 def test_the_run_context_refuses_parameters_it_would_drop():
     with pytest.raises(
-        dsim.DsimError, match="'otdd_inner' would be ignored: it is a parameter of measure 'otdd'"
+        dsim.DsimError, match=r"'otdd_inner' would be ignored.*create_measure\(name, otdd_inner="
     ):
         dsim.Context(options={"otdd_inner": "exact"})
-    with pytest.raises(dsim.UnknownOptionError, match="'nope'"):
+    with pytest.raises(dsim.DsimError, match="'nope' would be ignored"):
         dsim.Context().with_options(nope=1)
     assert dsim.Context(options={"label": "run 1"}).option("label") == "run 1"
 

@@ -49,8 +49,7 @@ class Cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, write)
         except OSError as exc:
-            from .checks import warn
-            from .errors import one_line
+            from .errors import one_line, warn
 
             self.writable = False
             warn(

@@ -98,10 +98,8 @@ def list_predictors() -> dict[str, type[Predictor]]:
 
 def get_predictor(name: str, **params: Any) -> Predictor:
     """Create a predictor by name (``dsim plugins`` lists them); unknown parameters are refused."""
-    from .checks import check_params
-
     cls = named("dsim_register_predictors", "predictor", name)
-    return cls(**check_params(cls, params))
+    return cls(**cls.check_params(params))
 
 
 def list_strategies() -> dict[str, Strategy]:

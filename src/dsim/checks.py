@@ -14,15 +14,14 @@ stderr, as ``warning: ...``.
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DsimError, OptionValueError, UnknownNameError, UnknownOptionError
+from .errors import OptionValueError, UnknownNameError, UnknownOptionError, warn
+from .interfaces import Range
 
 __all__ = [
     "check_params",
@@ -31,7 +30,6 @@ __all__ = [
     "check_target",
     "check_environment",
     "check_hyperparameters",
-    "check_context_options",
     "check_rank",
     "check_measure",
     "check_validate",
@@ -40,31 +38,8 @@ __all__ = [
     "warn",
 ]
 
-_WARNED: set[str] = set()
-
-
-def warn(message: str, key: str | None = None) -> None:
-    """``warning: <message>`` on stderr, once per message (or per ``key``) and process."""
-    key = key or message
-    if key in _WARNED:
-        return
-    _WARNED.add(key)
-    sys.stderr.write(f"warning: {message}\n")
-    sys.stderr.flush()
-
 
 # ---------------------------------------------------------------------------------- numbers
-def _allowed(kind: type, lo, hi, lo_open: bool = False, none: bool = False) -> str:
-    what = "a whole number" if kind is int else "a number"
-    if lo is not None and hi is not None:
-        what += f" from {lo} to {hi}" if not lo_open else f" > {lo} and <= {hi}"
-    elif lo is not None:
-        what += f" {'>' if lo_open else '>='} {lo}"
-    elif hi is not None:
-        what += f" <= {hi}"
-    return what + (", or none" if none else "")
-
-
 def check_number(
     option: str,
     value: Any,
@@ -77,81 +52,14 @@ def check_number(
 ) -> Any:
     """``value`` as an ``int`` or ``float`` within ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``);
     a numeric string is read; ``None`` passes when ``none``. Else an :class:`OptionValueError`
-    naming ``option``."""
-    if value is None and none:
-        return None
-    allowed = _allowed(kind, lo, hi, lo_open, none)
-    v = value
-    if isinstance(v, str):
-        try:
-            v = float(v.strip()) if v.strip() else None
-        except ValueError:
-            v = None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
-        raise OptionValueError(option, value, allowed)
-    if kind is int:
-        if float(v) != int(float(v)):
-            raise OptionValueError(option, value, allowed)
-        v = int(v)
-    else:
-        v = float(v)
-    if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and v > hi:
-        raise OptionValueError(option, value, allowed)
-    return v
+    naming ``option`` (:meth:`dsim.Range.read`)."""
+    return Range(kind, lo, hi, none=none, min_open=lo_open).read(option, value)
 
 
 def check_params(owner, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` for the :class:`dsim.Parameterised` ``owner`` (a class or an instance), each
-    checked: an unknown name is an :class:`UnknownOptionError`; a value outside the parameter's
-    declared :class:`dsim.Range` (``param_ranges``) or, without one, of another type than its
-    default (a number for a numeric default, true/false for a flag) is an
-    :class:`OptionValueError` naming the parameter and its owner. Returns the values read."""
-    import inspect
-
-    cls = owner if isinstance(owner, type) else type(owner)
-    names = cls.param_names()
-    label = f"{_kind_label(cls)} {(getattr(owner, 'name', '') or cls.__name__)!r}"
-    defaults = {
-        n: p.default
-        for n, p in inspect.signature(cls.__init__).parameters.items()
-        if n in names and p.default is not inspect.Parameter.empty
-    }
-    ranges = getattr(cls, "param_ranges", {}) or {}
-    out = {}
-    for k, v in params.items():
-        if k not in names:
-            raise UnknownOptionError(k, label, names)
-        option = f"option {k!r} of {label}"
-        r = ranges.get(k)
-        d = defaults.get(k)
-        if r is not None:
-            if v is None and r.none:
-                out[k] = None
-                continue
-            if r.choices:
-                if v not in r.choices:
-                    raise OptionValueError(option, v, "one of " + ", ".join(map(str, r.choices)))
-                out[k] = v
-                continue
-            out[k] = check_number(option, v, r.type, r.min, r.max, lo_open=r.min_open, none=r.none)
-        elif isinstance(d, bool):
-            if not isinstance(v, bool):
-                raise OptionValueError(option, v, "true or false")
-            out[k] = v
-        elif isinstance(d, (int, float)) and v is not None:
-            out[k] = check_number(option, v, int if isinstance(d, int) else float)
-        else:
-            out[k] = v
-    return out
-
-
-def _kind_label(cls: type) -> str:
-    from .interfaces import Measure, Predictor, Strategy
-
-    for base, label in ((Measure, "measure"), (Strategy, "strategy"), (Predictor, "predictor")):
-        if issubclass(cls, base):
-            return label
-    return cls.__name__
+    checked against its :class:`dsim.Range` (:meth:`dsim.Parameterised.check_params`)."""
+    return owner.check_params(params)
 
 
 # ---------------------------------------------------------------------------------- lists, names
@@ -208,43 +116,6 @@ def _backbone(option: str, name: str) -> None:
         raise OptionValueError(
             option, name, "a backbone name: smallcnn, a timm model, ...; `dsim plugins` lists them"
         )
-
-
-# ---------------------------------------------------------------------------------- run context
-#: the run-level facts a :class:`dsim.Context` may carry in ``options`` (the core sets them)
-CONTEXT_OPTIONS = ("label",)
-
-
-def check_context_options(options: Mapping[str, Any]) -> None:
-    """A :class:`dsim.Context`'s ``options`` hold run-level facts only (:data:`CONTEXT_OPTIONS`).
-    A measure's or strategy's parameter there would be ignored (parameters live on the object:
-    ``dsim.create_measure("otdd", otdd_inner="exact")``), so it is an error naming it."""
-    for k in options:
-        if k in CONTEXT_OPTIONS:
-            continue
-        owner = _parameter_owner(k)
-        if owner:
-            raise DsimError(
-                f"run context option {k!r} would be ignored: it is a parameter of {owner}; set it on "
-                f"the object ({_how(owner, k)}), not in Context(options=...)"
-            )
-        raise UnknownOptionError(k, "the run context (Context.options)", CONTEXT_OPTIONS)
-
-
-def _parameter_owner(name: str) -> str | None:
-    from .catalog import list_measures, list_strategies
-
-    for kind, items in (("measure", list_measures()), ("strategy", list_strategies())):
-        for n, obj in items.items():
-            if name in obj.param_names():
-                return f"{kind} {n!r}"
-    return None
-
-
-def _how(owner: str, k: str) -> str:
-    kind, name = owner.split(" ", 1)
-    fn = "create_measure" if kind == "measure" else "get_strategy"
-    return f"dsim.{fn}({name}, {k}=...) or -o {k}=..."
 
 
 # ---------------------------------------------------------------------------------- hyper-parameters

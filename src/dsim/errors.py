@@ -22,7 +22,24 @@ __all__ = [
     "closest",
     "one_line",
     "message_text",
+    "warn",
 ]
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str, key: str | None = None) -> None:
+    """``warning: <message>`` on stderr, once per message (or per ``key``) and process: what dsim
+    says about a problem it works around (a data-dir entry that is not a folder, a cache that
+    cannot be written)."""
+    import sys
+
+    key = key or message
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
 
 
 class DsimError(Exception):

@@ -62,6 +62,52 @@ class Range:
     min_open: bool = False
     choices: tuple = ()
 
+    def allowed(self) -> str:
+        """What the range allows, in words: ``a whole number >= 1``."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        what = "a whole number" if self.type is int else "a number"
+        lo, hi = self.min, self.max
+        if lo is not None and hi is not None:
+            what += f" > {lo} and <= {hi}" if self.min_open else f" from {lo} to {hi}"
+        elif lo is not None:
+            what += f" {'>' if self.min_open else '>='} {lo}"
+        elif hi is not None:
+            what += f" <= {hi}"
+        return what + (", or none" if self.none else "")
+
+    def read(self, option: str, value: Any) -> Any:
+        """``value`` checked (a numeric string is read as a number); else a one-line
+        :class:`dsim.OptionValueError` naming ``option``, the value and :meth:`allowed`."""
+        import math
+
+        from .errors import OptionValueError
+
+        if value is None and self.none:
+            return None
+        if self.choices:
+            if value not in self.choices:
+                raise OptionValueError(option, value, self.allowed())
+            return value
+        v = value
+        if isinstance(v, str):
+            try:
+                v = float(v.strip()) if v.strip() else None
+            except ValueError:
+                v = None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise OptionValueError(option, value, self.allowed())
+        if self.type is int:
+            if float(v) != int(float(v)):
+                raise OptionValueError(option, value, self.allowed())
+            v = int(v)
+        else:
+            v = float(v)
+        lo, hi = self.min, self.max
+        if lo is not None and (v < lo or (self.min_open and v == lo)) or hi is not None and v > hi:
+            raise OptionValueError(option, value, self.allowed())
+        return v
+
 
 class Parameterised:
     """Parameters in the scikit-learn style: every keyword argument of ``__init__`` is a
@@ -107,9 +153,51 @@ class Parameterised:
         """A new instance with ``params`` changed (the others as they are here)."""
         if not params:
             return self
-        from .checks import check_params
+        return type(self)(**{**self.get_params(), **self.check_params(params)})
 
-        return type(self)(**{**self.get_params(), **check_params(self, params)})
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` checked: an unknown name is an :class:`dsim.UnknownOptionError`; a value
+        outside the parameter's :class:`Range` (``param_ranges``) or, without one, of another
+        type than its default (a number for a numeric default, true/false for a flag) an
+        :class:`dsim.OptionValueError` naming the parameter and its owner. Returns the values
+        read (``"500"`` -> 500)."""
+        import inspect
+
+        from .errors import OptionValueError, UnknownOptionError
+
+        names = cls.param_names()
+        label = f"{cls._kind_label()} {(getattr(cls, 'name', '') or cls.__name__)!r}"
+        sig = inspect.signature(cls.__init__).parameters
+        out = {}
+        for k, v in params.items():
+            if k not in names:
+                raise UnknownOptionError(k, label, names)
+            option = f"option {k!r} of {label}"
+            r = cls.param_ranges.get(k)
+            d = sig[k].default
+            if r is not None:
+                out[k] = r.read(option, v)
+            elif isinstance(d, bool):
+                if not isinstance(v, bool):
+                    raise OptionValueError(option, v, "true or false")
+                out[k] = v
+            elif isinstance(d, (int, float)) and v is not None:
+                out[k] = Range(int if isinstance(d, int) else float).read(option, v)
+            else:
+                out[k] = v
+        return out
+
+    @classmethod
+    def _kind_label(cls) -> str:
+        for base, label in (("Measure", "measure"), ("Strategy", "strategy"), ("Predictor", "predictor")):
+            if any(b.__name__ == base and b.__module__ == __name__ for b in cls.__mro__):
+                return label
+        return cls.__name__
+
+
+#: the run-level facts a :class:`Context` may carry in ``options`` (the core sets them)
+CONTEXT_OPTIONS = ("label",)
 
 
 @dataclass
@@ -132,10 +220,16 @@ class Context:
     max_samples: int | None = None
 
     def __post_init__(self) -> None:
-        if self.options:  # run-level facts only: a parameter here would be dropped in silence
-            from .checks import check_context_options
+        for k in self.options:  # run-level facts only: a parameter here would be dropped in silence
+            if k not in CONTEXT_OPTIONS:
+                from .errors import DsimError
 
-            check_context_options(self.options)
+                raise DsimError(
+                    f"run context option {k!r} would be ignored: Context.options carries run-level "
+                    f"facts only ({', '.join(CONTEXT_OPTIONS)}); a measure's or strategy's parameter is "
+                    f"set on it (dsim.create_measure(name, {k}=...), dsim.get_strategy(name, {k}=...), "
+                    f"-o {k}=...)"
+                )
 
     def option(self, name: str, default: Any = None) -> Any:
         value = self.options.get(name)

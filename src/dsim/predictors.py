@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DsimError, one_line
+from .errors import DsimError, one_line, warn
 from .evaluation import pair_values
 from .interfaces import Predictor
 from .records import TransferResult, stable_hash
@@ -250,8 +250,6 @@ def evidence_predictor(
         cached.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
     except OSError as exc:  # a cache that cannot be written: fitted again next time, said once
-        from .checks import warn
-
         warn(
             f"cache {cached.parent} cannot be written ({one_line(exc)}); working uncached: set "
             "DSIM_CACHE_DIR to a writable folder to keep results between runs",
