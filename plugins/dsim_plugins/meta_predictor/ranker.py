@@ -29,8 +29,6 @@ class MetaRanker(dsim.Predictor):
     name = "meta-ranker"
     description = "learned pairwise ranker over measures + source/target card features (bootstrap ensemble)"
 
-    param_ranges = {"n_members": dsim.Range(int, 1), "seed": dsim.Range(int, 0)}
-
     def __init__(
         self,
         C="auto",
