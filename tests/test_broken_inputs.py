@@ -257,6 +257,18 @@ def cases(d: Path) -> list[Case]:
         Case("pretrain-max-samples", [*p, "--max-samples", "1"], ("--max-samples",)),
         Case("pretrain-hp", [*p, "--hp", "momentum=0.9"], ("momentum",)),
         Case("pretrain-source-empty", ["pretrain", "--source", ""], ("--source",)),
+        Case(
+            "pretrain-cache-under-a-file",
+            [*p, "--epochs", "1"],
+            ("checkpoint folder", "a_file", "DSIM_CACHE_DIR"),
+            {"DSIM_CACHE_DIR": str(d / "a_file" / "cache")},
+        ),
+        Case(
+            "validate-cache-under-a-file",
+            [*v, *src],
+            ("checkpoint folder", "a_file", "DSIM_CACHE_DIR"),
+            {"DSIM_CACHE_DIR": str(d / "a_file" / "cache")},
+        ),
         Case("pretrain-source-one-class", ["pretrain", "--source", str(d / "one_class.npz")], ("one_class",)),
     ]
     # ------------------------------------------------------------ results import

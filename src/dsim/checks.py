@@ -225,6 +225,26 @@ def file_problem(path: str | os.PathLike) -> str | None:
     return f"{p}: not a readable checkpoint (neither a torch file nor safetensors; {size} bytes)"
 
 
+def check_checkpoint_cache() -> None:
+    """Pretrained checkpoints are the product of pretraining, not a cache that can be skipped:
+    a checkpoint folder (``<DSIM_CACHE_DIR>/checkpoints``) that cannot be written is a
+    :class:`dsim.StorageError` naming it and what to do, before any training."""
+    from .cache import default_cache_dir
+    from .errors import StorageError, one_line
+
+    d = default_cache_dir() / "checkpoints"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        ok = os.access(d, os.W_OK | os.X_OK)
+    except OSError as exc:
+        raise StorageError(
+            f"checkpoint folder {d} cannot be created ({one_line(exc)}): set DSIM_CACHE_DIR to a "
+            "writable folder"
+        ) from None
+    if not ok:
+        raise StorageError(f"checkpoint folder {d} is not writable: set DSIM_CACHE_DIR to a writable folder")
+
+
 # ---------------------------------------------------------------------------------- commands
 def _rank_numbers(top, max_samples, seed) -> None:
     if top is not None:
@@ -323,6 +343,7 @@ def check_validate(target, cfg, *, sources=None) -> None:
         cfg.strategies,
         {"epochs": "--pretrain-epochs", "image_size": "--image-size"},
     )
+    check_checkpoint_cache()
 
 
 def check_pretrain(
@@ -338,3 +359,4 @@ def check_pretrain(
         check_number("--max-samples", max_samples, int, 2)
     check_number("--seed", seed, int, 0)
     check_hyperparameters(hyperparameters, "--hp", flags={"epochs": "--epochs", "image_size": "--image-size"})
+    check_checkpoint_cache()
