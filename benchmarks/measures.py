@@ -457,7 +457,7 @@ def _cell(queue, measure: str, n: int, s: int, opts: dict, ckpt: str | None):
     params = dict(opts)
     if name == "otdd":
         params.setdefault("otdd_max_samples", n)
-    if ckpt:
+    if ckpt and "source_checkpoints" in dsim.list_measures()[name].param_names():
         params["source_checkpoints"] = {src.name: ckpt for src in sources}
     m = dsim.create_measure(name, **params)  # parameters on the measure; the context has none
     ctx = dsim.Context(seed=0, device="auto", cache=None, max_samples=n)
