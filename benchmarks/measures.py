@@ -247,19 +247,35 @@ def compare_otdd(ref_dir: str, deps: str, n: int, size: int, names: list[str], e
     import torch
 
     import dsim
-    from dsim_plugins.otdd import OTDD
 
     DatasetDistance = _ref_otdd(ref_dir, deps)
+    ctx = dsim.Context(seed=0, cache=None)
+    # the parameters go to the measure itself (the run context carries none); the header says
+    # what the measure reports it runs with, not what was asked for
+    measures = {
+        inner: dsim.create_measure("otdd", otdd_inner=inner, otdd_image_size=size, otdd_max_samples=n)
+        for inner in ("gaussian", "exact")
+    }
+    conf = {**measures["gaussian"].config(ctx), **measures["gaussian"].compare_config(ctx)}
+    px, ch = int(conf["otdd_image_size"]), int(conf["otdd_channels"])
     out = [
-        f"OTDD, {len(names)} datasets x {n} images (stratified), raw pixels {size}x{size} grey in [0,1] "
-        f"(D={size * size}), p=2, lambda_x=lambda_y=1, min_labelcount=2. dsim: outer exact OT "
+        f"OTDD, {len(names)} datasets x {n} images (stratified), raw pixels {px}x{px} "
+        f"{'grey' if ch == 1 else f'{ch} channels'} in [0,1] (D={px * px * ch}), p={conf['otdd_p']}, "
+        f"lambda_x={conf['otdd_lambda_x']}, lambda_y={conf['otdd_lambda_y']}, "
+        f"min_labelcount={conf['otdd_min_labelcount']}. dsim: outer {conf['otdd_outer']} OT "
         f"(ot.emd2). microsoft/otdd: DatasetDistance(loss='sinkhorn', debiased_loss=True, "
         f"entreg={entreg}, precision='double', inner_ot_loss='wasserstein' for the exact inner cost), "
         "i.e. a debiased Sinkhorn divergence with a small blur, which approaches the exact OT value.",
+        *[
+            f"dsim's otdd as configured ({i}): "
+            + json.dumps({**m.config(ctx), **m.compare_config(ctx)}, sort_keys=True)
+            for i, m in measures.items()
+        ],
         "",
         "| pair | inner | dsim | microsoft/otdd | rel. diff | label costs max rel. diff | ref. label costs + exact outer: rel. diff | dsim s | ref s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    print("\n".join(out[:3]), flush=True)
     sets = {nm: load(nm, n) for nm in names}
     rel = {"gaussian": [], "exact": []}
     tt = {"gaussian": [0.0, 0.0], "exact": [0.0, 0.0]}
@@ -268,10 +284,7 @@ def compare_otdd(ref_dir: str, deps: str, n: int, size: int, names: list[str], e
     xrel = {"gaussian": [], "exact": []}
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     for inner, ref_inner in (("gaussian", "gaussian_approx"), ("exact", "exact")):
-        ctx = dsim.Context(
-            seed=0, options={"otdd_inner": inner, "otdd_image_size": size, "otdd_max_samples": n}
-        )
-        m = OTDD()
+        m = measures[inner]
         reps = {}
         t = time.perf_counter()
         for nm in names:
@@ -399,10 +412,14 @@ def otdd_scaling(ns: list[int], s_rank: int, n_rank: int) -> list[str]:
 
     target = load("pneumoniamnist.npz", n_rank, seed=0)
     sources = [load(DATASETS[i % len(DATASETS)], n_rank, seed=1 + i // len(DATASETS)) for i in range(s_rank)]
-    m = dsim.list_measures()["otdd"]
     vals = {}
     for inner in ("gaussian", "exact"):
-        ctx = dsim.Context(seed=0, cache=None, options={"otdd_inner": inner, "otdd_max_samples": n_rank})
+        m = dsim.create_measure("otdd", otdd_inner=inner, otdd_max_samples=n_rank)
+        ctx = dsim.Context(seed=0, cache=None)
+        out.append(
+            f"dsim's otdd as configured ({inner}): "
+            + json.dumps({**m.config(ctx), **m.compare_config(ctx)}, sort_keys=True)
+        )
         rt = dsim.representation_of(m, target, ctx)
         t0 = time.perf_counter()
         vals[inner] = [m.compare(dsim.representation_of(m, s, ctx), rt, ctx) for s in sources]
@@ -436,11 +453,14 @@ def _cell(queue, measure: str, n: int, s: int, opts: dict, ckpt: str | None):
     sources = [load(DATASETS[i % len(DATASETS)], n, seed=1 + i // len(DATASETS)) for i in range(s)]
     t_load = time.perf_counter() - t0
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    m = dsim.list_measures()["otdd" if measure == "otdd-exact" else measure]
-    o = {"max_samples": n, **opts}
-    if ckpt:
-        o["source_checkpoints"] = {src.name: ckpt for src in sources}
-    ctx = dsim.Context(seed=0, device="auto", cache=None, options=o)
+    name = "otdd" if measure == "otdd-exact" else measure
+    params = dict(opts)
+    if name == "otdd":
+        params.setdefault("otdd_max_samples", n)
+    if ckpt and "source_checkpoints" in dsim.list_measures()[name].param_names():
+        params["source_checkpoints"] = {src.name: ckpt for src in sources}
+    m = dsim.create_measure(name, **params)  # parameters on the measure; the context has none
+    ctx = dsim.Context(seed=0, device="auto", cache=None, max_samples=n)
     from dsim import representation_of
 
     t1 = time.perf_counter()
@@ -466,6 +486,7 @@ def _cell(queue, measure: str, n: int, s: int, opts: dict, ckpt: str | None):
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "base_rss_mb": base_rss / 1024,
             "device": str(ctx.torch_device()),
+            "config": {k: v for k, v in m.config(ctx).items() if k != "source_checkpoints"},
         }
     )
 
@@ -533,8 +554,11 @@ def grid(ns, ss, measures, out_json=None) -> list[str]:
                     f"| otdd vs otdd-exact | {n} | {s} | | | | | | otdd-exact {e:.2f} s | exact/gaussian time {e / g:.1f}x |"
                 )
                 print(rows[-1], flush=True)
+    rows.append("")
+    for meas, conf in {r["measure"]: r["config"] for r in results}.items():
+        rows.append(f"{meas} as configured: {json.dumps(conf, sort_keys=True, default=str)}")
     if out_json:
-        Path(out_json).write_text(json.dumps(results, indent=1))
+        Path(out_json).write_text(json.dumps(results, indent=1, default=str))
     return rows
 
 

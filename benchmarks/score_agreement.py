@@ -429,7 +429,7 @@ def agreement_table(feats, fus, refs) -> str:
             try:
                 r = float(pair.reference(c))
             except Exception as exc:  # the reference's own limits (e.g. more components than features)
-                failed.append(f"{c.name}: {type(exc).__name__}: {exc}")
+                failed.append(dsim.one_line(exc, c.name))
                 continue
             key = (pair.score, c.name)
             if key not in ours_memo:

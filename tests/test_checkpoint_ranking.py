@@ -71,9 +71,10 @@ def test_rank_mixed_checkpoints_for_a_users_folder(folder, tmp_path):
     assert rows["cifar10-resnet20"]["architecture"] == "cifar-resnet20"
     assert rows["my_smallcnn"]["architecture"] == "smallcnn"
     assert all(np.isfinite(x["contributions"]["logme"]["value"]) for x in rows.values())
-    # the timm checkpoint without cached weights: skipped, one line saying how to supply them
-    why = [s["reason"] for s in rk["skipped"] if s.get("source") == "timm:resnet18.a1_in1k"]
+    # the timm checkpoint without cached weights: failed, not ranked, one line saying how to supply them
+    why = [f["reason"] for f in rk["failed"] if f["source"] == "timm:resnet18.a1_in1k"]
     assert why and "DSIM_ALLOW_DOWNLOAD=1" in why[0]
+    assert "timm:resnet18.a1_in1k" not in rows
     # a second ranking reads every feature from the cache (nothing is extracted again)
     again = run_dsim(
         "rank",
@@ -109,9 +110,10 @@ def test_wrong_architecture_and_missing_files_are_one_line(folder, tmp_path):
         "--json",
         env_extra=env,
     )
-    assert r.returncode == 0, r.stderr  # the ranking goes on; the candidate is skipped, named
-    why = " ".join(s["reason"] for s in json.loads(r.stdout)["skipped"])
-    assert "cifar10_resnet20.pth" in why and "layer1.3.conv1.weight" in why
+    # the only candidate cannot be evaluated: nothing is ranked, the command fails naming it
+    assert r.returncode == 2 and not r.stdout, r.stdout
+    assert "cifar10_resnet20.pth" in r.stderr and "layer1.3.conv1.weight" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = run_dsim(
         "rank", "--target", str(folder), "--sources", str(tmp_path / "nope.pth"), "--arch", "smallcnn"
     )
@@ -204,18 +206,19 @@ def test_validate_fine_tunes_checkpoint_cards_in_their_own_architecture(folder, 
     assert row.auc is not None and 0.0 <= row.auc <= 1.0
 
     monkeypatch.setenv("DSIM_WEIGHTS_DIR", str(tmp_path / "empty"))
-    missing = dsim.validate(
-        str(folder),
-        sources=["cifar10-resnet20"],
-        backbone="smallcnn-w16",
-        folds=2,
-        hyperparameters={"epochs": 1, "image_size": 32},
-        store=tmp_path / "other.sqlite",
-        predict=False,
-    )
-    errors = [f["error"] for f in missing.failures]
-    assert errors and all("cifar10-resnet20" in e and "DSIM_WEIGHTS_DIR" in e for e in errors)
-    assert all("\n" not in e for e in errors)
+    with pytest.raises(dsim.DsimError) as e:  # refused before any run, the file and variable named
+        dsim.validate(
+            str(folder),
+            sources=["cifar10-resnet20"],
+            backbone="smallcnn-w16",
+            folds=2,
+            hyperparameters={"epochs": 1, "image_size": 32},
+            store=tmp_path / "other.sqlite",
+            predict=False,
+        )
+    msg = str(e.value)
+    assert "cifar10-resnet20" in msg and "cifar10_resnet20.pth" in msg and "DSIM_WEIGHTS_DIR" in msg, msg
+    assert not (tmp_path / "other.sqlite").exists()  # nothing was planned, nothing stored
 
 
 def test_validate_takes_the_card_names_of_a_zoo_file(folder, tmp_path, monkeypatch):
@@ -237,8 +240,8 @@ def test_validate_takes_the_card_names_of_a_zoo_file(folder, tmp_path, monkeypat
         hyperparameters={"epochs": 1, "image_size": 32},
         predict=False,
     )
-    without = dsim.validate(str(folder), store=tmp_path / "a.sqlite", **kw)
-    assert without.failures and "lab-net" in without.failures[0]["error"]  # unknown without the zoo
+    with pytest.raises(dsim.DsimError, match="lab-net.*unknown dataset 'lab-net'"):  # unknown without the zoo
+        dsim.validate(str(folder), store=tmp_path / "a.sqlite", **kw)
     report = dsim.validate(str(folder), store=tmp_path / "b.sqlite", zoo=[str(zoo)], **kw)
     assert not report.failures, report.failures
     st = dsim.ResultsStore(tmp_path / "b.sqlite")

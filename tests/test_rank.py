@@ -297,9 +297,15 @@ def test_every_registry_card_is_a_candidate_or_skipped_with_a_reason():
     "kwargs, needle",
     [
         ({"options": {"otdd_max_sample": 10}}, "unknown option 'otdd_max_sample'.*otdd_max_samples"),
-        ({"top": -1}, "top must be a whole number of at least 1"),
-        ({"top": 0}, "top must be a whole number of at least 1"),
-        ({"max_samples": 1}, "max_samples must be a whole number of at least 2"),
+        ({"top": -1}, r"--top: -1 is not allowed \(a whole number >= 1\)"),
+        ({"top": 0}, r"--top: 0 is not allowed \(a whole number >= 1\)"),
+        ({"max_samples": 1}, r"--max-samples: 1 is not allowed \(a whole number >= 2\)"),
+        (
+            {"options": {"knn_k": -5}, "measures": "knn"},
+            r"option 'knn_k' of measure 'knn': -5 is not allowed",
+        ),
+        ({"options": {"otdd_max_samples": "abc"}}, r"option 'otdd_max_samples' of measure 'otdd': 'abc'"),
+        ({"sources": ",,"}, r"--sources: ',,' is not allowed"),
         ({"measures": "expert", "options": {"task2vec_threads": 1}}, "parameter of measure 'task2vec'"),
         ({"options": {"nope.x": 1}}, "unknown measure 'nope'"),
     ],

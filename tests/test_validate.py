@@ -172,12 +172,10 @@ def test_resume_after_sigkill_recomputes_nothing_finished(tmp_path):
 # ------------------------------------------------------------------ bad input and faults
 def test_faults_are_named_and_other_runs_go_on(tmp_path, monkeypatch):
     store = ResultsStore(tmp_path / "r.sqlite")
-    rep = _small_validate(store, sources=["gen-s", str(tmp_path / "missing.pt")], folds=2)
-    errs = [f["error"] for f in rep.failures]
-    assert len(errs) == 2 and all("missing.pt" in e and "not found" in e for e in errs)
-    assert all(e.startswith(str(tmp_path / "missing.pt") + "->gen-t [finetune") for e in errs)
-    assert rep.runs_done == 4  # baseline and gen-s went on
-    assert len(store.failures()) == 2
+    # a source that cannot run at all is refused before any run, named with why
+    with pytest.raises(dsim.DsimError, match=r"1 of the sources cannot run: .*missing\.pt.*not found"):
+        _small_validate(store, sources=["gen-s", str(tmp_path / "missing.pt")], folds=2)
+    assert len(store) == 0 and not store.failures()  # nothing was run
 
 
 def test_one_class_target_and_fold_without_positives(tmp_path):
@@ -235,13 +233,12 @@ def test_card_with_wrong_number_of_classes(tmp_path, fresh_plugins, shared_data)
     fresh_plugins.register(Cards(), "test-cards")
     try:
         store = ResultsStore(tmp_path / "r.sqlite")
-        rep = _small_validate(store, sources=["breast-wrong", "gen-s"])
+        # a source that cannot be read is refused before any run, named with why
+        with pytest.raises(dsim.DsimError, match="breast-wrong: .*card says 3 classes but the data"):
+            _small_validate(store, sources=["breast-wrong", "gen-s"])
     finally:
         fresh_plugins.unregister("test-cards")
-    errs = [f["error"] for f in rep.failures]
-    assert len(errs) == 2 and all("card says 3 classes but the data" in e for e in errs)
-    assert all(e.startswith("breast-wrong->gen-t") for e in errs)
-    assert rep.runs_done == 4
+    assert len(store) == 0 and not store.failures()
 
 
 def test_nan_loss_run_fails_alone(tmp_path, monkeypatch):

@@ -388,6 +388,15 @@ class FilterStructure(dsim.Measure):
     kind = "score"
     needs = "checkpoint"
     opt_in = True  # activation maximisation costs minutes a checkpoint; no transfer signal found
+    param_ranges = {
+        "threshold": dsim.Range(float, 0, 1, min_open=True),
+        "min_effect": dsim.Range(float, 0),
+        "n_null": dsim.Range(int, 1),
+        "seed": dsim.Range(int, 0),
+        "image_size": dsim.Range(int, 8, 4096),
+        "steps": dsim.Range(int, 1),
+        "max_channels": dsim.Range(int, 1),
+    }
 
     def __init__(
         self,

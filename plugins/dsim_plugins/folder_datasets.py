@@ -138,13 +138,7 @@ def _open(path: Path, where: str):
     except FileNotFoundError:
         raise DatasetError(f"{where}: image file {path} not found") from None
     except Exception as exc:
-        raise DatasetError(
-            f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})"
-        ) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+        raise DatasetError(f"{where}: cannot read image {path} ({dsim.one_line(exc)})") from None
 
 
 def _to_array(im, path: Path, where: str, size_wh: tuple[int, int] | None) -> np.ndarray:
@@ -174,9 +168,7 @@ def _to_array(im, path: Path, where: str, size_wh: tuple[int, int] | None) -> np
     except DatasetError:
         raise
     except Exception as exc:
-        raise DatasetError(
-            f"{where}: cannot read image {path} ({type(exc).__name__}: {_one_line(exc)})"
-        ) from None
+        raise DatasetError(f"{where}: cannot read image {path} ({dsim.one_line(exc)})") from None
     finally:
         original.close()
 
@@ -371,11 +363,11 @@ class CsvLoader(DatasetLoader):
                     rows.append((reader.line_num, dict(zip(header, (c.strip() for c in row)))))
                 return header, rows, original
         except UnicodeDecodeError as exc:
-            raise DatasetError(f"{path}: not a UTF-8 text file ({_one_line(exc)})") from None
+            raise DatasetError(f"{path}: not a UTF-8 text file ({dsim.one_line(exc)})") from None
         except csv.Error as exc:
-            raise DatasetError(f"{path}: not a valid csv ({_one_line(exc)})") from None
+            raise DatasetError(f"{path}: not a valid csv ({dsim.one_line(exc)})") from None
         except OSError as exc:
-            raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {_one_line(exc)})") from None
+            raise DatasetError(f"{path}: cannot read ({dsim.one_line(exc)})") from None
 
     def load(self, args: Mapping[str, Any], name: str) -> ImageSet:
         if not args.get("path"):

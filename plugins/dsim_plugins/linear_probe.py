@@ -119,6 +119,7 @@ class LinearSVM(dsim.Strategy):
     name = "linear-svm"
     description = "frozen source features + one-vs-rest linear SVM (Fok's FE; one per label if multi-label)"
     uses_source = True
+    hyperparameters = ("svm_c",)  # the SVM's C (default 0.01), read from --hp
 
     def run(self, spec, data, ctx):
         from sklearn.pipeline import make_pipeline

@@ -206,7 +206,7 @@ class MedMNISTLoader(DatasetLoader):
             fetch(url, tmp)
         except Exception as exc:  # unreachable network, HTTP error, disk full...
             tmp.unlink(missing_ok=True)
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = dsim.one_line(exc)
             raise DataMissingError(f"{message} (download failed: {reason})") from None
         got = _md5(tmp)
         if md5 and got != md5:

@@ -59,7 +59,10 @@ def _read_checkpoint(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return dict(load_file(str(path)))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable: the candidate fails, named, never ranked
+        raise dsim.CheckpointError(f"{path}: not a readable checkpoint ({dsim.one_line(exc)})") from None
     return obj if isinstance(obj, dict) else {}
 
 
@@ -97,6 +100,12 @@ class _SourceModelScore(dsim.Measure):
     #: a costly score reads a seeded stratified part of this many target images (None: all);
     #: LP and FU take it as a parameter
     max_images: int | None = None
+    param_ranges = {
+        "image_size": dsim.Range(int, 8, 4096, none=True),
+        "source_num_classes": dsim.Range(int, 1, none=True),
+        "knn_k": dsim.Range(int, 1),
+        "max_images": dsim.Range(int, 2, none=True),
+    }
 
     def __init__(
         self, backbone="resnet18", image_size=None, source_checkpoints=None, source_num_classes=None

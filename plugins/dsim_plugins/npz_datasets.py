@@ -209,7 +209,7 @@ def _open(path: Path):
             raise DatasetError(f"{path}: not an .npz archive (not a zip file)") from None
         raise DatasetError(f"{path}: not a valid .npz archive ({exc})") from None
     except (OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: cannot read ({dsim.one_line(exc)})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise DatasetError(f"{path}: a single .npy array, not an .npz archive of images and labels")
     return z
@@ -225,7 +225,7 @@ def _array(z, key: str, path: Path) -> np.ndarray:
             ) from None
         raise DatasetError(f"{path}: array {key!r} is corrupt ({exc})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise DatasetError(f"{path}: array {key!r} is corrupt ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: array {key!r} is corrupt ({dsim.one_line(exc)})") from None
 
 
 def _given_names(z, keys, path, class_names) -> tuple[str, ...] | None:

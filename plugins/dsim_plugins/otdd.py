@@ -264,6 +264,19 @@ class OTDD(dsim.Measure):
     )
     kind = "distance"
     needs = "images"
+    param_ranges = {
+        "otdd_inner": dsim.Range(choices=("gaussian", "exact")),
+        "otdd_outer": dsim.Range(choices=("exact", "sinkhorn")),
+        "otdd_entreg": dsim.Range(float, 0, min_open=True),
+        "otdd_image_size": dsim.Range(int, 2, 1024),
+        "otdd_channels": dsim.Range(int, 1, 4),
+        "otdd_lambda_x": dsim.Range(float, 0),
+        "otdd_lambda_y": dsim.Range(float, 0),
+        "otdd_p": dsim.Range(int, 1, 2),
+        "otdd_max_samples": dsim.Range(int, 2),
+        "otdd_min_labelcount": dsim.Range(int, 1),
+        "image_size": dsim.Range(int, 8, 4096),
+    }
 
     def __init__(
         self,

@@ -168,6 +168,12 @@ class Radiomics(dsim.Strategy):
         "logistic regression and random forest by CV AUC (Romero et al.)"
     )
     uses_source = False
+    param_ranges = {
+        "n_iter": dsim.Range(int, 1),
+        "cv": dsim.Range(int, 2),
+        "n_estimators": dsim.Range(int, 1),
+        "levels": dsim.Range(int, 2, 256),
+    }
 
     def __init__(
         self, models=MODELS, n_iter: int = 8, cv: int = 3, n_estimators: int = 100, levels: int = 32

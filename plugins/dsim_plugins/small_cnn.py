@@ -92,14 +92,12 @@ class SmallCNNBackbones(dsim.BackboneFactory):
         path = Path(str(weights)).expanduser()
         if not path.is_file():
             raise dsim.WeightsMissingError(f"checkpoint file {str(weights)!r} not found")
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-            sd = sd["state_dict"]
+        sd = dsim.read_state_dict(path)  # unreadable, no tensors: a dsim.CheckpointError
         own = model.state_dict()
         body = [k for k in own if not k.startswith("fc.")]
         bad = [k for k in body if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
         if bad:
-            raise dsim.DsimError(
+            raise dsim.CheckpointError(
                 f"checkpoint {str(path)!r} does not fit backbone {model_name!r} with {in_chans} input "
                 f"channels: {len(bad)} of {len(body)} tensors missing or mis-shaped (e.g. {bad[0]})"
             )

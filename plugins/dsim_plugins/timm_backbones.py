@@ -112,25 +112,6 @@ def _cached_pretrained_file(model_name: str) -> str | None:
     return None
 
 
-def _read_state_dict(path: Path):
-    import torch
-
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(sd, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if key in sd and isinstance(sd[key], dict):
-                sd = sd[key]
-                break
-    if not isinstance(sd, dict) or not sd:
-        raise dsim.DsimError(f"{path}: not a checkpoint (expected a state dict of tensors)")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
-
-
 class TimmBackbones(dsim.BackboneFactory):
     name = "timm"
     catch_all = True  # handles() imports timm: asked after the other backbone factories
@@ -208,7 +189,7 @@ class TimmBackbones(dsim.BackboneFactory):
             model = timm.create_model(
                 model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans
             )
-            sd = _read_state_dict(Path(path))
+            sd = dsim.read_state_dict(path)  # unreadable, no tensors: a dsim.CheckpointError
             own = model.state_dict()
             adapted = {}
             for k, v in sd.items():
@@ -228,7 +209,7 @@ class TimmBackbones(dsim.BackboneFactory):
             body = [k for k in own if not k.startswith(_head_prefixes(model))]
             missing_body = [k for k in body if k not in adapted and not k.endswith("num_batches_tracked")]
             if loaded == 0 or len(missing_body) > 0.1 * len(body):
-                raise dsim.DsimError(
+                raise dsim.CheckpointError(
                     f"checkpoint {path!r} does not fit timm model {model_name!r}: "
                     f"{len(missing_body)} of {len(body)} backbone tensors missing or mis-shaped "
                     f"(e.g. {', '.join(missing_body[:3])})"

@@ -24,6 +24,25 @@ class Task2Vec(dsim.Measure):
     )
     kind = "distance"
     needs = "images"
+    param_ranges = {
+        "image_size": dsim.Range(int, 8, 4096),
+        "task2vec_skip_layers": dsim.Range(int, 0),
+        "task2vec_fisher_samples": dsim.Range(int, 2),
+        "task2vec_batch_size": dsim.Range(int, 1),
+        "task2vec_epochs": dsim.Range(int, 0),
+        "task2vec_lr": dsim.Range(float, 0, min_open=True),
+        "task2vec_weight_decay": dsim.Range(float, 0),
+        "task2vec_alpha": dsim.Range(float, 0),
+        "task2vec_subsets": dsim.Range(int, 1),
+        "task2vec_subset_fraction": dsim.Range(float, 0, 1, min_open=True),
+        "task2vec_subset_min": dsim.Range(int, 2),
+        "task2vec_pairs": dsim.Range(int, 1),
+        "task2vec_label_draws": dsim.Range(int, 1),
+        "task2vec_threads": dsim.Range(int, 0),
+        "task2vec_variational_samples": dsim.Range(int, 1),
+        "task2vec_variational_beta": dsim.Range(float, 0),
+        "task2vec_variational_lr": dsim.Range(float, 0, min_open=True),
+    }
 
     def __init__(
         self,

@@ -90,16 +90,18 @@ def _needs_plugin_commands(args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dsim errors into one-line messages."""
-    from dsim.kernel.errors import DsimError
+    from dsim.kernel.errors import DsimError, one_line
 
     try:
         if _needs_plugin_commands(sys.argv[1:] if argv is None else list(argv)):
             add_plugin_commands()
-        app(args=argv, prog_name="dsim", standalone_mode=False)
+        rc = app(args=argv, prog_name="dsim", standalone_mode=False)
+        if isinstance(rc, int) and rc:  # a command's typer.Exit(code): click returns the code
+            return rc
     except DsimError as exc:
         if os.environ.get("DSIM_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DSIM_DEBUG"):
             raise
         print(
-            f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (DSIM_DEBUG=1 shows the traceback)",
+            f"error: {one_line(exc)} (DSIM_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )
         return 1

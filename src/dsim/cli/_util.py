@@ -106,11 +106,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def split_list(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    return items or None
+def split_list(value: str | None, option: str = "list") -> list[str] | None:
+    """A comma-separated option as a list; an empty element (``",,"``) is an error naming
+    ``option``."""
+    from dsim.networks.checks import check_list
+
+    items = check_list(option, value)
+    return None if items is None else list(items)
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:

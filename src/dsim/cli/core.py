@@ -139,12 +139,12 @@ def rank(
     import dsim
 
     opts = parse_options(option)
-    _probe_flags(opts, split_list(measures), probe=probe, probe_weights=probe_weights)
+    _probe_flags(opts, split_list(measures, "--measures"), probe=probe, probe_weights=probe_weights)
     with Progress(enabled=not (as_json or as_csv)) as progress:
         ranking = dsim.rank(
             target,
-            sources=split_list(sources),
-            measures=split_list(measures),
+            sources=split_list(sources, "--sources"),
+            measures=split_list(measures, "--measures"),
             predictor=predictor,
             top=top,
             seed=seed,
@@ -233,6 +233,7 @@ def _cell(text: str):
 
 def _print_ranking(ranking) -> None:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     con = console()
@@ -323,6 +324,8 @@ def _print_ranking(ranking) -> None:
     )
     if any(r.tied_with_first for r in ranking.rows):
         con.print("≈: not told apart from #1 (closer than 1.28 sd of the difference)", highlight=False)
+    for f in ranking.failed:  # never ranked: listed apart, each with its reason
+        con.print(f"[red]failed[/red] {f['source']} (not ranked): {escape(f['reason'])}", highlight=False)
     for n in ranking.notes:
         con.print(f"[dim]note: {n}[/dim]")
     # one line per reason: which measures and which sources it kept out

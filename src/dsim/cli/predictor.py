@@ -145,7 +145,7 @@ def predictor_evaluate(
             raise DsimError(f"no results under setup {setup!r}; known setups: {', '.join(known)}")
     meta = meta_dataset(setup or "known results", results)
     suite = default_suite(sorted({v.measure for v in meta.values}))
-    wanted = split_list(predictors)
+    wanted = split_list(predictors, "--predictors")
     if wanted:
         unknown = sorted(set(wanted) - {s[0] for s in suite})
         if unknown:

@@ -55,6 +55,7 @@ def results(
 
     with ResultsStore(store) as st:
         if import_published:
+            st.check_writable()
             n = st.import_published()
             console(stderr=True).print(f"imported {n} published results into {st.path}")
         if failures:

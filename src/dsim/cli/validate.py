@@ -306,7 +306,7 @@ def validate(
         image_size = preset.get("image_size", image_size)
     config = ValidateConfig(
         top=top,
-        strategies=strategy,
+        strategies=tuple(split_list(strategy, "--strategy") or ()),
         backbone=backbone,
         folds=folds,
         train_sizes=train_sizes,
@@ -320,7 +320,7 @@ def validate(
         gpus_per_run=gpus_per_run,
         data_placement=data_placement,
         rank_options={
-            **({"measures": split_list(measures)} if measures else {}),
+            **({"measures": split_list(measures, "--measures")} if measures is not None else {}),
             **({"evidence": tuple(evidence)} if evidence else {}),
         },
         zoo=tuple(zoo or ()),
@@ -348,7 +348,7 @@ def validate(
             config,
             hyperparameters=hyper,
             pretrain_hyperparameters=php,
-            sources=split_list(sources),
+            sources=split_list(sources, "--sources"),
             store=store,
             progress=rp.overall,
             run_progress=rp.run,
@@ -367,8 +367,25 @@ def validate(
         print_json(report.to_dict())
     else:
         _print_report(report, plot)
-    if report.failures and report.runs_done == 0 and report.runs_skipped == 0:
+    failed = _not_measured(report)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _not_measured(report) -> str | None:
+    """Why the validation measured nothing worth its name, or None: no run succeeded, or a source
+    has no successful run at all (the baseline alone is never a success)."""
+    ok = {r.source for r in report.rows if r.folds - r.failed > 0 and r.auc is not None}
+    sources = list(dict.fromkeys(r.source for r in report.rows if r.source != report.target))
+    if not sources:
+        return "no source was validated: the target-only baseline alone measures no transfer"
+    if not ok & set(sources):
+        return f"no source run succeeded ({len(report.failures)} failed); see the failures above"
+    lost = [s for s in sources if s not in ok]
+    if lost:
+        return f"no successful run for {', '.join(lost)}; see the failures above"
+    return None
 
 
 def _f(x, d=3):
@@ -453,8 +470,14 @@ def _print_report(report, plot) -> None:
         con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
     for w in report.warnings:
         con.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False)
+    from dsim.validation.validate import same_failure
+
+    seen: dict[str, list] = {}  # one line per reason: the same failure in every fold is said once
     for f in report.failures:
-        con.print(f"[red]failed[/red] {escape(f['error'])}", highlight=False)
+        seen.setdefault(same_failure(f["error"]), []).append(f)
+    for reason, fs in seen.items():
+        times = f" ({len(fs)} runs)" if len(fs) > 1 else ""
+        con.print(f"[red]failed[/red]{times} {escape(reason)}", highlight=False)
     if plot:
         con.print(f"plot: {plot}")
 

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import platformdirs
 
 from dsim.data.tensors import to_tensor
-from dsim.kernel.errors import DataMissingError, DatasetError, DsimError
+from dsim.kernel.errors import DataMissingError, DatasetError, DsimError, one_line
 from dsim.kernel.lazy import lazy_module
 from dsim.kernel.multilabel import one_hot
 from dsim.kernel.plugins import named
@@ -100,9 +100,7 @@ def load_dataset(
     except (ValueError, OSError, KeyError) as exc:
         raise DatasetError(f"dataset {card.name!r}: {exc}") from None
     except Exception as exc:
-        raise DatasetError(
-            f"dataset {card.name!r}: loader {loader.name!r} raised {type(exc).__name__}: {exc}"
-        ) from None
+        raise DatasetError(f"dataset {card.name!r}: loader {loader.name!r} raised {one_line(exc)}") from None
     if len(data) == 0:
         raise DatasetError(f"dataset {card.name!r} ({data.source}): no images")
     data = _with_card_task(card, data)

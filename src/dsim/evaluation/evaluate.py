@@ -25,7 +25,7 @@ from dsim.kernel.catalog import (
     measure_kinds,
 )
 from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR, SUITE_MEASURES
-from dsim.kernel.errors import DsimError
+from dsim.kernel.errors import DsimError, one_line
 from dsim.kernel.interfaces import Candidate, Context, Predictor
 from dsim.kernel.metrics import (
     fold_transferability,
@@ -188,7 +188,7 @@ def pair_values(
             except DsimError:  # e.g. two cards that share no expert feature: no value for the pair
                 continue
             except Exception as exc:  # a measure plugin's bug: said once, that measure left out
-                record_failure(f"measure {m.name}", f"raised on {s} -> {t}: {type(exc).__name__}: {exc}")
+                record_failure(f"measure {m.name}", one_line(exc, f"raised on {s} -> {t}"))
                 break
             out.append(MeasureValue(m.name, s, t, value, None, "computed"))
     return out

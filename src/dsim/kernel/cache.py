@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dsim.kernel.errors import one_line, warn
 from dsim.kernel.files import atomic_write, user_path
 from dsim.kernel.lazy import lazy_module
 from dsim.kernel.records import Representation
@@ -32,6 +33,24 @@ class Cache:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.hits = 0
         self.misses = 0
+        #: False once a write failed: the work goes on uncached, said once
+        self.writable = True
+
+    def _write(self, path: Path, write) -> None:
+        """Write one entry; a cache that cannot be written (read-only, full, a file where a folder
+        should be) degrades to uncached work with one warning naming it."""
+        if not self.writable:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, write)
+        except OSError as exc:
+            self.writable = False
+            warn(
+                f"cache {self.root} cannot be written ({one_line(exc)}); working uncached: set "
+                "DSIM_CACHE_DIR to a writable folder to keep results between runs",
+                key="cache-unwritable",
+            )
 
     def _paths(self, measure: str, key: str) -> tuple[Path, Path]:
         d = self.root / "representations" / measure / key[:2]
@@ -60,12 +79,11 @@ class Cache:
 
     def put(self, rep: Representation) -> None:
         meta_path, arr_path = self._paths(rep.measure, rep.key)
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
         if rep.arrays:
-            atomic_write(arr_path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in rep.arrays.items()}))
+            self._write(arr_path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in rep.arrays.items()}))
         d = rep.to_dict()
         d.pop("arrays")
-        atomic_write(meta_path, lambda f: f.write(json.dumps(d, indent=1).encode()))
+        self._write(meta_path, lambda f: f.write(json.dumps(d, indent=1).encode()))
 
     def get_value(self, key: str) -> float | None:
         """A cached scalar (pair values of measures that cannot be split per dataset)."""
@@ -77,5 +95,4 @@ class Cache:
 
     def put_value(self, key: str, value: float, **meta) -> None:
         p = self.root / "values" / key[:2] / f"{key}.json"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(p, lambda f: f.write(json.dumps({"value": value, **meta}).encode()))
+        self._write(p, lambda f: f.write(json.dumps({"value": value, **meta}).encode()))

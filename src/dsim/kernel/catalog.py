@@ -18,6 +18,7 @@ from dsim.kernel.errors import (
     UnknownNameError,
     UnknownOptionError,
     WeightsMissingError,
+    one_line,
 )
 from dsim.kernel.interfaces import Measure, Predictor, Strategy
 from dsim.kernel.plugins import collect, named, on_reset, record_failure
@@ -107,11 +108,7 @@ def list_predictors() -> dict[str, type[Predictor]]:
 def get_predictor(name: str, **params: Any) -> Predictor:
     """Create a predictor by name (``dsim plugins`` lists them); unknown parameters are refused."""
     cls = named("dsim_register_predictors", "predictor", name)
-    names = cls.param_names()
-    for k in params:
-        if k not in names:
-            raise UnknownOptionError(k, f"predictor {name!r}", names)
-    return cls(**params)
+    return cls(**cls.check_params(params))
 
 
 def list_strategies() -> dict[str, Strategy]:
@@ -147,7 +144,7 @@ def create_backbone(
         try:
             ok = f.handles(model_name)
         except Exception as exc:  # a broken factory must not hide the others: recorded, skipped
-            record_failure(plugin, f"raised in handles({model_name!r}): {type(exc).__name__}: {exc}")
+            record_failure(plugin, one_line(exc, f"raised in handles({model_name!r})"))
             ok = False
         if ok:
             model = f.create(
@@ -164,7 +161,7 @@ def create_backbone(
         try:
             known += f.list_models("*")
         except Exception as exc:
-            record_failure(plugin, f"raised in list_models: {type(exc).__name__}: {exc}")
+            record_failure(plugin, one_line(exc, "raised in list_models"))
     raise UnknownNameError("backbone", model_name, known)
 
 
@@ -187,7 +184,7 @@ def backbone_missing(model_name: str, weights: str) -> str | None:
             if f.handles(model_name):
                 return f.missing(model_name, weights)
         except Exception as exc:
-            record_failure(plugin, f"raised in missing({model_name!r}): {type(exc).__name__}: {exc}")
+            record_failure(plugin, one_line(exc, f"raised in missing({model_name!r})"))
     return f"no backbone plugin builds {model_name!r} (`dsim plugins` lists the backbones)"
 
 

@@ -5,6 +5,7 @@ traceback (set ``DSIM_DEBUG=1`` to see one)."""
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Iterable
 
 __all__ = [
@@ -16,8 +17,28 @@ __all__ = [
     "PluginError",
     "WeightsMissingError",
     "WeightsChecksumError",
+    "CheckpointError",
+    "OptionValueError",
+    "StorageError",
     "closest",
+    "one_line",
+    "message_text",
+    "warn",
 ]
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str, key: str | None = None) -> None:
+    """``warning: <message>`` on stderr, once per message (or per ``key``) and process: what dsim
+    says about a problem it works around (a data-dir entry that is not a folder, a cache that
+    cannot be written)."""
+    key = key or message
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
 
 
 class DsimError(Exception):
@@ -80,6 +101,44 @@ class WeightsMissingError(DsimError):
 class WeightsChecksumError(WeightsMissingError):
     """A weights file whose content (sha256) is not the expected one: the right weights are not
     available here, as when they are missing."""
+
+
+class CheckpointError(DsimError):
+    """A checkpoint that cannot be evaluated: its file is unreadable, holds no tensors, or does
+    not fit its architecture; its architecture is unknown. ``dsim rank`` lists such a candidate
+    as ``failed`` apart from the ranking."""
+
+
+class OptionValueError(DsimError):
+    """An option or environment variable whose value is not allowed: the message names the option,
+    the value and what is allowed (``--epochs: -1 is not allowed (a whole number >= 1)``)."""
+
+    def __init__(self, option: str, value, allowed: str):
+        self.option, self.value, self.allowed = option, value, allowed
+        super().__init__(f"{option}: {value!r} is not allowed ({allowed})")
+
+
+class StorageError(DsimError):
+    """A file dsim must write (the results store, a cache) that cannot be written: the message
+    names the path and what to do."""
+
+
+def message_text(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (whitespace collapsed)."""
+    return " ".join(str(exc).split())
+
+
+def one_line(exc: BaseException, what: str = "") -> str:
+    """The one-line form of an error, the only one dsim prints: a :class:`DsimError` is its own
+    message; anything else ``Type: message`` (the type alone when there is no message). ``what``
+    (the run, the file, the plugin) goes first: ``one_line(exc, "chest fold 0")`` gives
+    ``chest fold 0: ValueError: bad shape``."""
+    text = message_text(exc)
+    if not isinstance(exc, DsimError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if what and not text.startswith(what):
+        text = f"{what}: {text}"
+    return text
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

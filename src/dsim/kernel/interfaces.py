@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
-from dsim.kernel.errors import DsimError, UnknownOptionError
+from dsim.kernel.errors import DsimError, OptionValueError, UnknownOptionError
 from dsim.kernel.records import (
     CheckpointCard,
     DatasetCard,
@@ -35,6 +36,7 @@ __all__ = [
     "data_fingerprint",
     "representation_of",
     "representation_key",
+    "Range",
     "Parameterised",
     "Context",
     "DatasetLoader",
@@ -56,14 +58,85 @@ def _no_progress(description: str, done: int, total: int) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class Range:
+    """What one parameter allows, declared beside it in ``param_ranges``:
+    ``Range(int, 1)`` a whole number >= 1, ``Range(float, 0, 1)`` a number from 0 to 1,
+    ``Range(float, 0, min_open=True)`` one > 0, ``none=True`` None as well,
+    ``choices=("exact", "gaussian")`` one of those values."""
+
+    type: type = float
+    min: float | None = None
+    max: float | None = None
+    none: bool = False
+    min_open: bool = False
+    choices: tuple = ()
+
+    def allowed(self) -> str:
+        """What the range allows, in words: ``a whole number >= 1``."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        what = "a whole number" if self.type is int else "a number"
+        lo, hi = self.min, self.max
+        if lo is not None and hi is not None:
+            what += f" > {lo} and <= {hi}" if self.min_open else f" from {lo} to {hi}"
+        elif lo is not None:
+            what += f" {'>' if self.min_open else '>='} {lo}"
+        elif hi is not None:
+            what += f" <= {hi}"
+        return what + (", or none" if self.none else "")
+
+    def read(self, option: str, value: Any) -> Any:
+        """``value`` checked (a numeric string is read as a number); else a one-line
+        :class:`dsim.OptionValueError` naming ``option``, the value and :meth:`allowed`."""
+        if value is None and self.none:
+            return None
+        if self.choices:
+            if value not in self.choices:
+                raise OptionValueError(option, value, self.allowed())
+            return value
+        v = value
+        if isinstance(v, str):
+            try:
+                v = float(v.strip()) if v.strip() else None
+            except ValueError:
+                v = None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise OptionValueError(option, value, self.allowed())
+        if self.type is int:
+            if float(v) != int(float(v)):
+                raise OptionValueError(option, value, self.allowed())
+            v = int(v)
+        else:
+            v = float(v)
+        lo, hi = self.min, self.max
+        if lo is not None and (v < lo or (self.min_open and v == lo)) or hi is not None and v > hi:
+            raise OptionValueError(option, value, self.allowed())
+        return v
+
+
 class Parameterised:
     """Parameters in the scikit-learn style: every keyword argument of ``__init__`` is a
     parameter, stored unchanged as the attribute of the same name; nothing else is state.
 
     :meth:`get_params` reads them back (measures use them as their cache config) and
     :meth:`with_params` makes a copy with some changed; an unknown name is a one-line
-    :class:`dsim.UnknownOptionError` naming it and the nearest valid ones.
+    :class:`dsim.UnknownOptionError` naming it and the nearest valid ones, a value out of the
+    parameter's :class:`Range` (``param_ranges``; without one, of another type than its
+    default) a one-line :class:`dsim.OptionValueError` naming the parameter, the value and what
+    is allowed.
+
+    Example::
+
+        class Knn(Measure):
+            param_ranges = {"knn_k": Range(int, 1)}
+
+            def __init__(self, knn_k: int = 10):
+                self.knn_k = knn_k
     """
+
+    #: parameter name -> the values it allows (checked by :meth:`with_params`)
+    param_ranges: ClassVar[Mapping[str, Range]] = {}
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -84,18 +157,47 @@ class Parameterised:
         """A new instance with ``params`` changed (the others as they are here)."""
         if not params:
             return self
+        return type(self)(**{**self.get_params(), **self.check_params(params)})
 
-        names = self.param_names()
-        for k in params:
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` checked: an unknown name is an :class:`dsim.UnknownOptionError`; a value
+        outside the parameter's :class:`Range` (``param_ranges``) or, without one, of another
+        type than its default (a number for a numeric default, true/false for a flag) an
+        :class:`dsim.OptionValueError` naming the parameter and its owner. Returns the values
+        read (``"500"`` -> 500)."""
+        names = cls.param_names()
+        label = f"{cls._kind_label()} {(getattr(cls, 'name', '') or cls.__name__)!r}"
+        sig = inspect.signature(cls.__init__).parameters
+        out = {}
+        for k, v in params.items():
             if k not in names:
-                raise UnknownOptionError(k, f"{self._kind_label()} {getattr(self, 'name', '?')!r}", names)
-        return type(self)(**{**self.get_params(), **params})
+                raise UnknownOptionError(k, label, names)
+            option = f"option {k!r} of {label}"
+            r = cls.param_ranges.get(k)
+            d = sig[k].default
+            if r is not None:
+                out[k] = r.read(option, v)
+            elif isinstance(d, bool):
+                if not isinstance(v, bool):
+                    raise OptionValueError(option, v, "true or false")
+                out[k] = v
+            elif isinstance(d, (int, float)) and v is not None:
+                out[k] = Range(int if isinstance(d, int) else float).read(option, v)
+            else:
+                out[k] = v
+        return out
 
-    def _kind_label(self) -> str:
-        for base, label in ((Measure, "measure"), (Strategy, "strategy"), (Predictor, "predictor")):
-            if isinstance(self, base):
+    @classmethod
+    def _kind_label(cls) -> str:
+        for base, label in (("Measure", "measure"), ("Strategy", "strategy"), ("Predictor", "predictor")):
+            if any(b.__name__ == base and b.__module__ == __name__ for b in cls.__mro__):
                 return label
-        return type(self).__name__
+        return cls.__name__
+
+
+#: the run-level facts a :class:`Context` may carry in ``options`` (the core sets them)
+CONTEXT_OPTIONS = ("label",)
 
 
 @dataclass
@@ -106,7 +208,8 @@ class Context:
     dataset) and run-level facts the core sets (``options``, e.g. a run's ``label``).
 
     A measure's or strategy's own parameters are not here: they are ``__init__`` arguments
-    (:class:`Parameterised`).
+    (:class:`Parameterised`); one given in ``options`` is an error naming it (it would be
+    ignored), as is any option besides the run-level facts (``label``).
     """
 
     seed: int = 0
@@ -115,6 +218,16 @@ class Context:
     progress: ProgressFn = _no_progress
     options: Mapping[str, Any] = field(default_factory=dict)
     max_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        for k in self.options:  # run-level facts only: a parameter here would be dropped in silence
+            if k not in CONTEXT_OPTIONS:
+                raise DsimError(
+                    f"run context option {k!r} would be ignored: Context.options carries run-level "
+                    f"facts only ({', '.join(CONTEXT_OPTIONS)}); a measure's or strategy's parameter is "
+                    f"set on it (dsim.create_measure(name, {k}=...), dsim.get_strategy(name, {k}=...), "
+                    f"-o {k}=...)"
+                )
 
     def option(self, name: str, default: Any = None) -> Any:
         value = self.options.get(name)
@@ -375,6 +488,9 @@ class Strategy(Parameterised):
     uses_source: bool = True
     #: the weights source pretraining starts from: ``"random"`` (seeded) or ``"imagenet"``
     pretrain_init: str = "random"
+    #: training hyper-parameters (``--hp key=value``) this strategy reads besides the training
+    #: loop's own (epochs, lr ...); any other key is refused, never dropped
+    hyperparameters: tuple[str, ...] = ()
 
     def pretrain_sources(self, source: str, target: str) -> str:
         """The dataset(s) to pretrain on for a run from ``source`` to ``target``: a name, or

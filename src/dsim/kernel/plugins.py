@@ -25,7 +25,7 @@ import pluggy
 
 from dsim.kernel import hookspecs
 from dsim.kernel.defaults import DEFAULT_PLUGINS
-from dsim.kernel.errors import PluginError, UnknownNameError, closest
+from dsim.kernel.errors import PluginError, UnknownNameError, closest, one_line
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -120,7 +120,7 @@ def _isolated(fn: Callable, plugin: str, hook: str) -> Callable:
         try:
             out = fn(*args, **kwargs)
         except Exception as exc:  # a broken plugin must not break dsim: recorded, skipped
-            record_failure(plugin, f"raised in {hook}: {type(exc).__name__}: {exc}")
+            record_failure(plugin, one_line(exc, f"raised in {hook}"))
             return None
         if hook in COLLECT_HOOKS:
             try:
@@ -196,7 +196,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         try:
             plugin = importlib.import_module(module)
         except Exception as exc:
-            record_failure(name, f"failed to load ({module}): {type(exc).__name__}: {exc}")
+            record_failure(name, one_line(exc, f"failed to load ({module})"))
             continue
         _register(pm, plugin, name, "dsim", builtin=True)
         modules[module] = name
@@ -215,7 +215,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             plugin = ep.load()
             _register(pm, plugin, name, dist)
         except Exception as exc:  # a broken third-party plugin must not break dsim
-            record_failure(name, f"failed to load ({ep.value}): {type(exc).__name__}: {exc}")
+            record_failure(name, one_line(exc, f"failed to load ({ep.value})"))
     for plugin, name in _state.extra:
         if not pm.has_plugin(name):
             _register(pm, plugin, name, "(registered in-process)")

@@ -554,6 +554,9 @@ class Ranking(_Record):
     notes: tuple[str, ...] = ()
     target_auc: float | None = None  # AUC(T) of the target-only baseline, when known
     target_auc_setup: str | None = None  # the one setup ``target_auc`` comes from
+    #: candidates that could not be evaluated, never ranked: {"source", "status": "failed",
+    #: "reason", "kind", "architecture"}
+    failed: tuple[Mapping[str, str], ...] = ()
 
     @property
     def sources(self) -> list[str]:
@@ -574,6 +577,7 @@ class Ranking(_Record):
         d["measures"] = tuple(d.get("measures", ()))
         d["skipped"] = tuple(d.get("skipped", ()))
         d["notes"] = tuple(d.get("notes", ()))
+        d["failed"] = tuple(d.get("failed", ()))
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 

@@ -28,6 +28,7 @@ from dsim.kernel.files import atomic_write
 from dsim.kernel.multilabel import iterative_split
 from dsim.kernel.records import ImageSet, _Record, file_digest, stable_hash
 from dsim.kernel.tracking import tracked_pretrain
+from dsim.networks.checks import check_pretrain
 from dsim.networks.training import TrainConfig, build_classifier, classification_metrics, fit, predict_proba
 
 __all__ = [
@@ -478,6 +479,14 @@ def pretrain(
     a call while another process trains the same checkpoint waits for it. ``track``: experiment
     trackers to log the checkpoint to, e.g. ``"mlflow"`` (:mod:`dsim.kernel.tracking`).
     """
+    check_pretrain(
+        source if not isinstance(source, ImageSet) else source.name,
+        backbone,
+        init=init,
+        hyperparameters=hyperparameters,
+        max_samples=max_samples,
+        seed=seed,
+    )
     if track:
         args = dict(init=init, hyperparameters=hyperparameters, max_samples=max_samples, seed=seed)
         args.update(device=device, progress=progress, exclude=exclude, force=force, inline=inline)

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import platformdirs
 
-from dsim.kernel.errors import DsimError, WeightsChecksumError, WeightsMissingError
+from dsim.kernel.errors import CheckpointError, WeightsChecksumError, WeightsMissingError, one_line
 from dsim.kernel.records import file_digest, stable_hash
 
 __all__ = [
@@ -106,15 +106,16 @@ def read_state_dict(path: str | os.PathLike) -> OrderedDict[str, Any]:
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DsimError(f"{path}: not a readable checkpoint ({first})") from None
+        first = one_line(exc)
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if isinstance(sd, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(sd.get(key), dict):
                 sd = sd[key]
                 break
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise DsimError(f"{path}: not a checkpoint (expected a state dict of tensors)")
+        what = "no tensors" if not isinstance(sd, dict) or not sd else "values that are not tensors"
+        raise CheckpointError(f"{path}: not a checkpoint (it holds {what}; expected a state dict of tensors)")
     out = OrderedDict((_strip_module(k), v) for k, v in sd.items())
     meta = getattr(sd, "_metadata", None)  # module versions, which some modules' loading reads
     if meta is not None:
@@ -127,17 +128,24 @@ def _strip_module(key: str) -> str:
     return key[7:] if key.startswith("module.") else ("" if key == "module" else key)
 
 
-def _mismatches(own: Mapping[str, Any], found: Mapping[str, Any], optional: Iterable[str]) -> list[str]:
+def _mismatches(
+    own: Mapping[str, Any], found: Mapping[str, Any], optional: Iterable[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """The model's keys the file lacks, the keys whose shapes differ (``key (file) vs (model)``)
+    and the file's keys the model does not have."""
     optional = tuple(optional)
-    out = []
-    for k, v in own.items():
-        if k not in found:
-            if not k.endswith(optional):
-                out.append(f"missing {k}")
-        elif tuple(found[k].shape) != tuple(v.shape):
-            out.append(f"{k} has shape {tuple(found[k].shape)}, not {tuple(v.shape)}")
-    out += [f"unexpected {k}" for k in found if k not in own]
-    return out
+    missing = [k for k in own if k not in found and not k.endswith(optional)]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in found and tuple(found[k].shape) != tuple(v.shape)
+    ]
+    unexpected = [k for k in found if k not in own]
+    return missing, shapes, unexpected
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
 def load_strict(
@@ -151,13 +159,27 @@ def load_strict(
     """Load ``state_dict`` into ``model`` key for key: every tensor of the model present with its
     shape and nothing else in the file. Keys ending in one of ``optional`` may be absent (BN's
     ``num_batches_tracked``, which files saved by old PyTorch versions lack). Otherwise a
-    :class:`dsim.DsimError` naming ``file``, ``backbone``, the first mismatch and their count."""
+    :class:`dsim.CheckpointError` naming ``file`` and ``backbone``, how many of the model's
+    tensors the file lacks or has with another shape, how many of the file's the model does not
+    take, and the first few keys on both sides."""
     own = model.state_dict()
-    bad = _mismatches(own, state_dict, optional)
-    if bad:
-        raise DsimError(
-            f"checkpoint {str(file)!r} does not fit backbone {backbone!r}: {bad[0]} "
-            f"({len(bad)} mismatched tensor{'s' if len(bad) != 1 else ''} of {len(own)})"
+    missing, shapes, unexpected = _mismatches(own, state_dict, optional)
+    if missing or shapes or unexpected:
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} of the model's {len(own)} tensors missing (model: {_first(missing)})"
+            )
+        if shapes:
+            parts.append(f"{len(shapes)} with another shape (file vs model: {_first(shapes, 2)})")
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} of the file's {len(state_dict)} tensors not in the model "
+                f"(file: {_first(unexpected)})"
+            )
+        raise CheckpointError(
+            f"checkpoint {str(file)!r} does not fit backbone {backbone!r}: {'; '.join(parts)} "
+            "(is --arch / the card's architecture the one it was saved from?)"
         )
     model.load_state_dict(state_dict, strict=False)
 

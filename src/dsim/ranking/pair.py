@@ -24,11 +24,12 @@ from dsim.kernel.catalog import (
     list_checkpoints,
     list_measures,
 )
-from dsim.kernel.errors import DsimError
+from dsim.kernel.errors import DsimError, one_line
 from dsim.kernel.interfaces import Context
 from dsim.kernel.plugins import named
 from dsim.kernel.records import DatasetCard, ImageSet
 from dsim.kernel.registry import get_registry
+from dsim.networks.checks import check_measure
 from dsim.ranking.rank import (
     DEFAULT_MAX_SAMPLES,
     RankConfig,
@@ -68,6 +69,7 @@ def measure(
     cache: Cache | None = None,
 ) -> dict[str, Any]:
     """One measure for one (source, target) pair: value, config, origin and timings."""
+    check_measure(source, target, measure, max_samples=max_samples, seed=seed)
     reg = get_registry()
     s = source if isinstance(source, DatasetCard) else reg.resolve(source)
     t = target if isinstance(target, DatasetCard) else reg.resolve(target)
@@ -103,10 +105,7 @@ def measure(
     except DsimError:
         raise
     except Exception as exc:  # a plugin that raises: one line naming the measure and the pair
-        raise DsimError(
-            f"measure {m.name!r} raised on {s.name} -> {t.name}: {type(exc).__name__}: "
-            f"{' '.join(str(exc).split())}"
-        ) from None
+        raise DsimError(one_line(exc, f"measure {m.name!r} raised on {s.name} -> {t.name}")) from None
     timings["measure_s"] = time.perf_counter() - t1
     return {
         "source": s.name,

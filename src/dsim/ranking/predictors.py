@@ -27,7 +27,7 @@ from dsim.kernel.catalog import (
     value_kinds,
 )
 from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
-from dsim.kernel.errors import DsimError
+from dsim.kernel.errors import DsimError, one_line, warn
 from dsim.kernel.files import atomic_write, user_path
 from dsim.kernel.interfaces import Predictor
 from dsim.kernel.records import TransferResult, stable_hash
@@ -238,8 +238,16 @@ def evidence_predictor(
     t0 = time.perf_counter()
     results, values, cards, kinds = evidence(results)
     pred = get_predictor(name, **params).fit(results, values, cards, kinds)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cached, json.dumps(_document(pred, results), sort_keys=True, indent=1))
+    except OSError as exc:  # a cache that cannot be written: fitted again next time, said once
+        warn(
+            f"cache {cached.parent} cannot be written ({one_line(exc)}); working uncached: set "
+            "DSIM_CACHE_DIR to a writable folder to keep results between runs",
+            key="cache-unwritable",
+        )
+        return pred, f"predictor: {what}; fitted now (not cached)"
     took = time.perf_counter() - t0
     return pred, f"predictor: {what}; fitted now in {took:.1f} s (the evidence changed) and cached ({cached})"
 

@@ -25,7 +25,7 @@ from dsim.kernel.catalog import (
     value_kinds,
 )
 from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES
-from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.errors import CheckpointError, DsimError, UnknownNameError, one_line
 from dsim.kernel.interfaces import (
     Candidate,
     Context,
@@ -44,6 +44,7 @@ from dsim.networks.checkpoints import (
     known_checkpoints,
     load_zoo,
 )
+from dsim.networks.checks import check_rank, checkpoint_problem
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
 
@@ -155,6 +156,7 @@ class _Values:
     origins: dict[str, dict[str, str]] = field(default_factory=dict)
     contributions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # candidate -> why it cannot be evaluated
 
     def put(self, source: str, measure: str, value: float, origin: str, contrib=None) -> None:
         self.values.setdefault(source, {})[measure] = float(value)
@@ -220,10 +222,23 @@ def rank(
     ``card`` (a YAML card file) state what the target is; the other arguments are those of
     :class:`RankConfig` (a predictor object may be passed as well). Numbers from real
     fine-tuning are marked *measured*, the rest *predicted*; what was left out is listed, with
-    why, in ``Ranking.skipped``.
+    why, in ``Ranking.skipped``; a candidate that cannot be evaluated (an
+    unreadable checkpoint, an unknown architecture, missing weights) in ``Ranking.failed``, never
+    ranked; when every candidate failed, a :class:`dsim.DsimError` naming each.
     """
     if labels is None and _looks_like_labels(target, sources):
         labels, sources = sources, None  # dsim.rank(images, labels)
+    check_rank(
+        target,
+        sources=sources,
+        measures=measures,
+        top=top,
+        max_samples=max_samples,
+        seed=seed,
+        arch=arch,
+        zoo=zoo,
+        predictor=predictor,
+    )
     rt = resolve_target(target, labels, facts=facts, card=card)
     cfg = RankConfig(
         sources=sources,
@@ -270,8 +285,11 @@ def rank(
             raise DsimError(
                 f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
             )
+    failed: dict[str, str] = {}  # candidate -> why it cannot be evaluated (never ranked)
     ckpt_notes: list[str] = []
-    cands, ckpt_of = _candidates(cfg, tcard, history, known_vals, target_missing is None, skipped, ckpt_notes)
+    cands, ckpt_of = _candidates(
+        cfg, tcard, history, known_vals, target_missing is None, skipped, ckpt_notes, failed
+    )
     overlap_notes: list[str] = []
     if target_missing is None:  # the target's own images are never a candidate for it
         cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
@@ -286,10 +304,12 @@ def rank(
             use.pop(m, None)
             skipped.append({"measure": m, "reason": reason})
     vals = _known_values(tcard, known_vals, use, cfg.measures)
+    vals.failed = failed
     for m in use.values():
         _compute(
             m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures
         )
+    cands = _without_failed(cands, ckpt_of, failed)
 
     candidates = [
         Candidate(
@@ -321,7 +341,12 @@ def rank(
         + ckpt_notes
     )
     notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
-    ranking = dataclasses.replace(ranking, skipped=tuple(skipped), notes=tuple(notes))
+    ranking = dataclasses.replace(
+        ranking,
+        skipped=tuple(skipped),
+        notes=tuple(notes),
+        failed=tuple(_failed_rows(failed, ckpt_of)),
+    )
     if cfg.top:
         ranking = ranking.top(cfg.top)
     notify("dsim_ranking_done", ranking=ranking)
@@ -342,6 +367,28 @@ def _facts_note(rt, tcard: DatasetCard) -> list[str]:
         return []
     shown = ", ".join(f"{k}={v}" for k, v in sorted({**dict(tcard.expert), **dict(rt.facts)}.items()))
     return [f"target {tcard.name!r} facts: {shown}"]
+
+
+def _without_failed(cands, ckpt_of, failed: Mapping[str, str]) -> list[DatasetCard]:
+    """The candidates that can be evaluated; when none can, one error naming each failure."""
+    left = [c for c in cands if c.name not in failed]
+    if failed and not left:
+        raise DsimError(
+            f"no candidate could be evaluated ({len(failed)} failed): "
+            + "; ".join(f"{n}: {why}" for n, why in failed.items())
+        )
+    return left
+
+
+def _failed_rows(failed: Mapping[str, str], ckpt_of) -> list[dict[str, str]]:
+    rows = []
+    for name, why in failed.items():
+        ck = ckpt_of.get(name)
+        row = {"source": name, "status": "failed", "reason": why, "kind": "checkpoint" if ck else "dataset"}
+        if ck is not None:
+            row["architecture"] = ck.architecture
+        rows.append(row)
+    return rows
 
 
 def _with_data_facts(card: DatasetCard, data: ImageSet) -> DatasetCard:
@@ -374,12 +421,15 @@ def _measures(cfg: RankConfig) -> dict[str, Measure]:
 
 
 def _candidates(
-    cfg, tcard, history, known_vals, target_has_data, skipped, notes
+    cfg, tcard, history, known_vals, target_has_data, skipped, notes, failed
 ) -> tuple[list[DatasetCard], dict]:
     """The candidate sources (dataset cards; a checkpoint as its pretraining set's card under its
     own name) and, by candidate name, the checkpoint card of each checkpoint candidate. A dataset
     ranking leaves the checkpoints whose weights are here out unless ``cfg.with_checkpoints``,
-    and says which in ``notes``."""
+    and says which in ``notes``. A checkpoint the user named (``sources``, ``zoo``) that cannot be
+    evaluated goes to ``failed`` (unknown architecture, missing or unreadable weights:
+    :func:`dsim.networks.checks.checkpoint_problem`); one found by default whose weights are missing is
+    skipped."""
     reg = get_registry()
     zoo_cards = [c for path in cfg.zoo for c in load_zoo(path)]  # each --zoo file read once
     known = known_checkpoints(cards=zoo_cards)
@@ -420,15 +470,28 @@ def _candidates(
     datasets = {c.name: c for c in reg}
     ckpt_of = {}
     family = reg.family(tcard)
+    named = cfg.sources is not None or bool(cfg.zoo)
     for ck in ckpts:
-        why = checkpoint_missing(ck)
         if ck.pretrained_on and ck.pretrained_on in family:
-            why = f"pretrained on {ck.pretrained_on}, the same data as the target"
+            skipped.append(
+                {
+                    "source": ck.name,
+                    "reason": f"pretrained on {ck.pretrained_on}, the same data as the target",
+                }
+            )
+            continue
+        why = checkpoint_problem(ck) if named else checkpoint_missing(ck)
+        if why and named:
+            failed[ck.name] = why
+            ckpt_of[ck.name] = ck
+            continue
         if why:
             skipped.append({"source": ck.name, "reason": why})
             continue
         cands.append(as_source_card(ck, datasets))
         ckpt_of[ck.name] = ck
+    if not cands and failed:
+        _without_failed([], ckpt_of, failed)
     if not cands:
         raise DsimError(
             f"no candidate sources for target {tcard.name!r}: none has data here, published results "
@@ -459,7 +522,7 @@ def _compute(
     m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, wanted
 ) -> None:
     """Every value of measure ``m`` not known yet, computed (through the cache)."""
-    todo = [c for c in cands if not vals.has(c.name, m.name)]
+    todo = [c for c in cands if not vals.has(c.name, m.name) and c.name not in vals.failed]
     if not todo:
         return
     why_m = m.unavailable()
@@ -522,6 +585,12 @@ def _compute(
                 s_obj, t_obj = images(c), target_data
             value = m.pair(s_obj, t_obj, ctx)
             contrib = _contributions(m, s_obj, t_obj, ctx, vals.notes) if m.needs == "card" else {}
+        except CheckpointError as exc:  # the network cannot be built: failed, never ranked
+            if c.name in ckpt_of:
+                vals.failed[c.name] = str(exc)
+                continue
+            skipped.append({"source": c.name, "measure": m.name, "reason": str(exc)})
+            continue
         except DsimError as exc:
             if exc.measure_wide:  # about the measure itself (e.g. missing probe weights): stop it
                 skipped.append({"measure": m.name, "reason": str(exc)})
@@ -533,7 +602,7 @@ def _compute(
                 {
                     "source": c.name,
                     "measure": m.name,
-                    "reason": f"measure plugin raised {type(exc).__name__}: {exc}",
+                    "reason": f"measure plugin raised {one_line(exc)}",
                 }
             )
             continue
@@ -545,7 +614,7 @@ def _applicable(m: Measure, card: DatasetCard) -> str | None:
     try:
         return m.applicable(card)
     except Exception as exc:
-        return f"measure plugin raised {type(exc).__name__}: {exc}"
+        return f"measure plugin raised {one_line(exc)}"
 
 
 def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> dict[str, float]:
@@ -553,8 +622,7 @@ def _contributions(m: Measure, s_obj, t_obj, ctx: Context, notes: list[str]) -> 
         return dict(m.contributions(representation_of(m, s_obj, ctx), representation_of(m, t_obj, ctx), ctx))
     except Exception as exc:  # the value stands; only its break-down is missing, and that is said
         notes.append(
-            f"{m.name}: no break-down of the value for {getattr(s_obj, 'name', '?')}: "
-            f"{type(exc).__name__}: {exc}"
+            f"{m.name}: no break-down of the value for {getattr(s_obj, 'name', '?')}: {one_line(exc)}"
         )
         return {}
 
@@ -586,7 +654,7 @@ def _report_estimate(m, ctx: Context, cards, images, target_data, notes: list[st
     except DsimError:  # e.g. missing probe weights: the measure's own skip line says so
         return
     except Exception as exc:
-        notes.append(f"{m.name}: no run-time estimate ({type(exc).__name__}: {exc})")
+        notes.append(f"{m.name}: no run-time estimate ({one_line(exc)})")
         return
     if seconds is not None:
         report(m.name, float(seconds), len(sizes))

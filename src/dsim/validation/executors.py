@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.errors import DsimError, UnknownNameError, one_line
 from dsim.kernel.interfaces import Executor
 from dsim.kernel.records import RunResult, RunSpec
 from dsim.networks.pretraining import (
@@ -68,7 +68,7 @@ def torch_threads(cpus: float | None) -> Iterator[None]:
 
 
 def _message(exc: BaseException, what: str) -> str:
-    return f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    return one_line(exc, what)
 
 
 # ------------------------------------------------------------------------------ local

@@ -303,6 +303,7 @@ def import_tracker_runs(
 def _import(table: ResultsTable, store) -> dict[str, Any]:
     known = set(_canonical_names().values()) | {c.name for c in get_registry()}
     with ResultsStore(store) as st:
+        st.check_writable()
         written, replaced = st.import_table(
             table.results,
             hyperparameters=table.hyperparameters,

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from dsim.data.loading import is_checkpoint_path, load_checked
-from dsim.kernel.errors import DsimError
+from dsim.kernel.errors import DsimError, one_line
 from dsim.kernel.plugins import named
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
 from dsim.networks.checkpoints import checkpoint_missing, network_name, network_spec
@@ -383,7 +383,7 @@ def execute_run(
         msg = str(exc)
         raise DsimError(msg if msg.startswith(label) else f"{label}: {msg}") from None
     except Exception as exc:
-        raise DsimError(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise DsimError(one_line(exc, label)) from None
     notes = tuple(metrics.pop("notes", ()) or ()) if isinstance(metrics.get("notes"), (list, tuple)) else ()
     history = metrics.pop("history", None)
     notes = tuple(fold_notes) + notes

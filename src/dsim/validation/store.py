@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from dsim.kernel.errors import DsimError
+from dsim.kernel.errors import StorageError, one_line
 from dsim.kernel.records import RunResult, RunSpec, TransferResult, stable_hash
 
 __all__ = ["ResultsStore", "default_store_path", "setup_of"]
@@ -134,8 +134,27 @@ class ResultsStore:
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.executescript(_SCHEMA)
             self._migrate()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StorageError(
+                f"results store {str(self.path)!r} cannot be opened ({one_line(exc)}): point --store or "
+                "DSIM_RESULTS at a file in a writable folder"
+            ) from None
+
+    def check_writable(self) -> None:
+        """A one-line :class:`dsim.StorageError` naming the store and what to do when it cannot
+        be written (a read-only file or folder), before any work; nothing is written."""
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                v = int(self._con.execute("PRAGMA user_version").fetchone()[0])
+                self._con.execute(f"PRAGMA user_version={v}")  # a write that changes nothing
+            finally:
+                self._con.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
-            raise DsimError(f"results store {str(self.path)!r} cannot be opened: {exc}") from None
+            raise StorageError(
+                f"results store {str(self.path)!r} cannot be written ({one_line(exc)}): make it and its "
+                "folder writable, or point --store / DSIM_RESULTS at another file"
+            ) from None
 
     def _columns(self) -> set[str]:
         return {r[1] for r in self._con.execute("PRAGMA table_info(runs)")}

@@ -25,7 +25,8 @@ from dsim.kernel.defaults import DEFAULT_BACKBONE
 from dsim.kernel.errors import DsimError, UnknownNameError
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
 from dsim.networks.checkpoints import checkpoint_from_spec, known_checkpoints, network_name
-from dsim.networks.pretraining import checkpoint_dir, pretrain
+from dsim.networks.checks import check_validate, checkpoint_problem, file_problem
+from dsim.networks.pretraining import _learnable, checkpoint_dir, pretrain
 from dsim.ranking.pair import rank
 from dsim.validation.config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
 from dsim.validation.report import (
@@ -135,6 +136,11 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
         for s in dropped:
             notes.append(f"source {s!r} not validated: {held[card_name(s)]}")
         sources = [s for s in sources if s not in dropped]
+        if dropped and not sources:  # nothing left to validate: refused before any run
+            raise DsimError(
+                "no source left to validate: "
+                + "; ".join(f"{s}: {held[card_name(s)].split(' (')[0]}" for s in dropped)
+            )
     return ranking, list(sources)
 
 
@@ -259,6 +265,24 @@ class _Estimate:
         )
 
 
+def _trainable(data: ImageSet) -> ImageSet:
+    """``data`` when a network can be pretrained on it (two classes or more); else a one-line
+    error naming it, before any work starts."""
+    if not _learnable(data):
+        raise DsimError(
+            f"source {data.name!r} has a single class ({data.source or data.name}): pretraining needs two or more"
+        )
+    return data
+
+
+def same_failure(error: str) -> str:
+    """A run's failure with its fold left out: the runs of one source that fail for one reason
+    in every fold give one key (reported once)."""
+    import re
+
+    return re.sub(r",? fold \d+\]", "]", error)
+
+
 def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
@@ -307,6 +331,7 @@ def validate(
     from dsim.validation.store import ResultsStore, setup_of
 
     cfg = ValidateConfig.build(config, **knobs)
+    check_validate(target, cfg, sources=sources)
     t0 = time.perf_counter()
     say = on_event or _noop
     inline = dict(inline or {})
@@ -320,6 +345,7 @@ def validate(
     # the target's data (its fingerprint enters every run key)
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
+    sources_given = sources
     ranking, sources = _choose_sources(rt, sources, cfg, notes, progress=run_progress)
     cards = _checkpoint_cards(sources, inline, cfg.zoo)
     sources = [
@@ -334,6 +360,15 @@ def validate(
     sources = [s for s in sources if s != tname]
     sizes = checkpoint_sizes({n: c for n, c in cards.items() if n in sources}, cfg, notes, say)
     fps = {tname: tdata.fingerprint()}
+    explicit = sources_given is not None
+    unusable: dict[str, str] = {}  # source -> why it cannot run at all
+    for s in sources:
+        why = checkpoint_problem(cards[s]) if s in cards else None
+        if why is None and is_checkpoint_path(s):
+            p = Path(s).expanduser()
+            why = f"checkpoint file {s!r} not found" if not p.is_file() else file_problem(p)
+        if why:
+            unusable[s] = why
 
     def fingerprint_of(strat: str, s: str) -> str:
         if s == "imagenet":
@@ -348,11 +383,14 @@ def validate(
             key = known[strat].pretrain_sources(s, tname)
             if key not in fps:
                 fps[key] = "+".join(
-                    load_checked(n, max_samples=cfg.source_max, seed=cfg.seed, inline=inline).fingerprint()
+                    _trainable(
+                        load_checked(n, max_samples=cfg.source_max, seed=cfg.seed, inline=inline)
+                    ).fingerprint()
                     for n in source_names(key)
                 )
         except DsimError as exc:
             fps[key] = "unavailable"
+            unusable.setdefault(s, str(exc))
             notes.append(f"source {s!r} ({strat}): {exc}")
         return fps[key]
 
@@ -365,7 +403,13 @@ def validate(
         backbones={n: network_name(c) for n, c in cards.items()},
         image_sizes=sizes,
     )
+    if unusable and explicit:  # refused before any work: each named with why
+        raise DsimError(
+            f"validate {tname!r}: {len(unusable)} of the sources cannot run: "
+            + "; ".join(f"{s}: {why}" for s, why in unusable.items())
+        )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    st.check_writable()  # before any run: a result that cannot be stored is lost work
     finished = st.keys()
     results: dict[str, RunResult] = {}
     todo: list[RunSpec] = []
@@ -391,6 +435,7 @@ def validate(
     failures: list[dict[str, str]] = []
     counts = {"runs": 0, "pretraining": 0, "pretrained": 0}
     estimate = _Estimate(work, slots, say)
+    said: set[str] = set()
     pr("pretraining", 0, len(work.jobs))
     pr("runs", 0, len(todo))
 
@@ -408,7 +453,10 @@ def validate(
             st.put_failure(spec, error or "failed")
             failures.append({"run": spec.label, "error": error or "failed"})
             notify("dsim_run_failed", spec=spec, error=error)
-            say("error", error or spec.label)
+            reason = same_failure(error or spec.label)
+            if reason not in said:  # the same failure in every fold: said once
+                said.add(reason)
+                say("error", error or spec.label)
         pr("runs", counts["runs"], len(todo))
 
     def on_pretrained(job, path: Path | None, error: str | None) -> None:
