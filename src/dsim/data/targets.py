@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from dsim.data.loading import data_missing, load_dataset
 from dsim.kernel.errors import DsimError
+from dsim.kernel.lazy import lazy_module
 from dsim.kernel.records import EXPERT_FEATURES, DatasetCard, ImageSet
 from dsim.kernel.registry import get_registry
+
+np = lazy_module("numpy")  # imported on first use: a card-only ranking needs no numpy
 
 __all__ = [
     "ResolvedTarget",

@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from dsim.kernel.catalog import (
     get_predictor,
     known_measure_values,
@@ -27,6 +25,7 @@ from dsim.kernel.catalog import (
 from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR, SUITE_MEASURES
 from dsim.kernel.errors import DsimError, one_line
 from dsim.kernel.interfaces import Candidate, Context, Predictor
+from dsim.kernel.lazy import lazy_module
 from dsim.kernel.metrics import (
     fold_transferability,
     measured_basis,
@@ -40,6 +39,8 @@ from dsim.kernel.metrics import (
 from dsim.kernel.plugins import record_failure
 from dsim.kernel.records import DatasetCard, MeasureValue, Ranking, RankingRow, TransferResult
 from dsim.kernel.registry import get_registry
+
+np = lazy_module("numpy")  # imported on first use: a card-only ranking needs no numpy
 
 __all__ = [
     "PairRow",

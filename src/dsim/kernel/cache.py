@@ -12,7 +12,9 @@ entry is treated as a miss and recomputed.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dsim.kernel.errors import one_line, warn
 from dsim.kernel.files import atomic_write, user_path
@@ -96,3 +98,23 @@ class Cache:
     def put_value(self, key: str, value: float, **meta) -> None:
         p = self.root / "values" / key[:2] / f"{key}.json"
         self._write(p, lambda f: f.write(json.dumps({"value": value, **meta}).encode()))
+
+    def get_json(self, kind: str, key: str) -> dict | None:
+        """A JSON document stored under ``kind``/``key`` (``put_json``), or None (a miss, or an
+        unreadable entry)."""
+        p = self.root / kind / key[:2] / f"{key}.json"
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        if not isinstance(doc, dict):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return doc
+
+    def put_json(self, kind: str, key: str, doc: Mapping[str, Any]) -> None:
+        """Store a JSON document under ``kind``/``key``, atomically, its keys in their order."""
+        p = self.root / kind / key[:2] / f"{key}.json"
+        self._write(p, lambda f: f.write(json.dumps(doc).encode()))  # order kept

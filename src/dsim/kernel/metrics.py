@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from dsim.kernel.defaults import DEFAULT_BACKBONE
+from dsim.kernel.lazy import lazy_module
+
+np = lazy_module("numpy")  # imported on first use: a card-only ranking needs no numpy
 
 __all__ = [
     "transferability",

@@ -45,6 +45,7 @@ from dsim.networks.checkpoints import (
     load_zoo,
 )
 from dsim.networks.checks import check_rank, checkpoint_problem
+from dsim.ranking.memo import remembered_rank
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
 
@@ -322,7 +323,8 @@ def rank(
         for c in cands
     ]
     kinds = value_kinds(known_vals)
-    ranking = pred.rank(tcard, candidates, history, kinds)
+    memo = None if isinstance(predictor, Predictor) else ctx.cache  # an object's state is its own
+    ranking = remembered_rank(pred, tcard, candidates, history, kinds, memo)
     ranked = set(ranking.sources)
     for c in cands:
         if c.name not in ranked and not any(
