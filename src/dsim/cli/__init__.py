@@ -88,13 +88,22 @@ def _needs_plugin_commands(args: list[str]) -> bool:
     return first not in own
 
 
+def _overview(args: list[str]) -> bool:
+    """``dsim`` or ``dsim --help``: the list of commands, nothing run."""
+    return all(a.startswith("-") for a in args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dsim errors into one-line messages."""
     from dsim.kernel.errors import DsimError, one_line
 
     try:
-        if _needs_plugin_commands(sys.argv[1:] if argv is None else list(argv)):
-            add_plugin_commands()
+        args = sys.argv[1:] if argv is None else list(argv)
+        if _needs_plugin_commands(args):
+            from dsim.kernel.plugins import add_builtin_commands
+
+            if not (_overview(args) and add_builtin_commands(app)):
+                add_plugin_commands()
         rc = app(args=argv, prog_name="dsim", standalone_mode=False)
         if isinstance(rc, int) and rc:  # a command's typer.Exit(code): click returns the code
             return rc
@@ -117,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # click usage errors and anything unexpected
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer >= 0.26 carries its own click (typer._click): its usage errors are TyperExceptions
+        usage = (click.exceptions.ClickException, getattr(typer, "TyperException", click.ClickException))
+        if isinstance(exc, usage) and hasattr(exc, "show"):
             exc.show()
             return exc.exit_code
         if os.environ.get("DSIM_DEBUG"):

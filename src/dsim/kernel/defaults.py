@@ -42,6 +42,11 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("mlflow_tracker", "dsim_plugins.mlflow_tracker"),
 )
 
+#: the built-in plugins that add CLI commands (``dsim_register_commands``): the overview (``dsim
+#: --help``) loads only these when no third-party plugin is installed (a test keeps the list equal
+#: to the built-ins that implement the hook)
+COMMAND_PLUGINS: tuple[str, ...] = ("filter_structure",)
+
 #: the predictor ``dsim rank`` uses when no fitted predictor is chosen
 DEFAULT_PREDICTOR = "rank-aggregation"
 #: the learned predictor ``dsim rank`` uses (fitted on every known result) and ``dsim predictor

@@ -18,14 +18,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import pluggy
 
 from dsim.kernel import hookspecs
-from dsim.kernel.defaults import DEFAULT_PLUGINS
+from dsim.kernel.defaults import COMMAND_PLUGINS, DEFAULT_PLUGINS
 from dsim.kernel.errors import PluginError, UnknownNameError, closest, one_line
+from dsim.kernel.lazy import lazy_module
+
+metadata = lazy_module("importlib.metadata")  # read on first use: `dsim --help` needs it not
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -42,6 +44,8 @@ __all__ = [
     "named",
     "require",
     "is_builtin",
+    "third_party_entry_points",
+    "add_builtin_commands",
 ]
 
 ENTRY_POINT_GROUP = "dsim"
@@ -223,6 +227,65 @@ def get_plugin_manager() -> pluggy.PluginManager:
         _trace(pm)
     _state.pm = pm
     return pm
+
+
+def _entry_point_values(text: str, group: str) -> list[str]:
+    """The values of ``group``'s entries in the text of an ``entry_points.txt`` (INI)."""
+    out, inside = [], False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            inside = line == f"[{group}]"
+        elif inside and "=" in line and not line.startswith(("#", ";")):
+            out.append(line.split("=", 1)[1].strip())
+    return out
+
+
+def third_party_entry_points() -> bool | None:
+    """Whether a distribution on ``sys.path`` declares a ``dsim`` entry point that is not a
+    built-in plugin, read from the distributions' ``entry_points.txt`` files themselves (importing
+    and scanning with :mod:`importlib.metadata` costs ``dsim --help`` a third of its time); None
+    when it cannot tell (a zip file on the path: ask :mod:`importlib.metadata`)."""
+    builtin = {module for _n, module in DEFAULT_PLUGINS}
+    for entry in sys.path:
+        try:
+            found = os.scandir(entry or ".")
+        except NotADirectoryError:
+            return None
+        except OSError:  # a folder on the path that does not exist: nothing there
+            continue
+        with found:
+            for d in found:
+                if not d.name.endswith((".dist-info", ".egg-info")):
+                    continue
+                try:
+                    with open(os.path.join(d.path, "entry_points.txt"), encoding="utf-8") as f:
+                        text = f.read()
+                except OSError:  # no entry points (or a PKG-INFO file named .egg-info)
+                    continue
+                if any(v not in builtin for v in _entry_point_values(text, ENTRY_POINT_GROUP)):
+                    return True
+    return False
+
+
+def add_builtin_commands(app: Any) -> bool:
+    """Let the built-in plugins that add commands (:data:`COMMAND_PLUGINS`) add them to ``app``
+    without loading every plugin, when they are all there is: no plugin manager built yet, none
+    registered in-process, no third-party entry point. Returns whether it did (else load them
+    all: :func:`get_plugin_manager`); a plugin that fails is recorded, as a hook call would."""
+    if _state.pm is not None or _state.extra or third_party_entry_points() is not False:
+        return False
+    disabled = {s.strip() for s in os.environ.get("DSIM_DISABLE_PLUGINS", "").split(",") if s.strip()}
+    for name, module in DEFAULT_PLUGINS:
+        if name not in COMMAND_PLUGINS or name in disabled:
+            continue
+        try:
+            hook = importlib.import_module(module).dsim_register_commands
+        except Exception as exc:  # a broken plugin must not break the overview
+            record_failure(name, one_line(exc, f"failed to load ({module})"))
+            continue
+        _isolated(hook, name, "dsim_register_commands")(app=app)
+    return True
 
 
 def register(plugin: object, name: str) -> None:
