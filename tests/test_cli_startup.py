@@ -66,3 +66,26 @@ def test_a_third_party_entry_point_or_a_zip_on_the_path_loads_every_plugin(tmp_p
         z.writestr("x.py", "")
     monkeypatch.syspath_prepend(str(tmp_path / "eggs.zip"))
     assert plugins.third_party_entry_points() is None
+
+
+def test_a_third_party_plugin_installed_beside_dsim_is_loaded(tmp_path, monkeypatch):
+    """The quick scan says a third-party entry point is there; importlib.metadata then loads it."""
+    site = tmp_path / "site"
+    (site / "lab_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "lab_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: lab-plugin\nVersion: 0.1\n"
+    )
+    (site / "lab_plugin-0.1.dist-info" / "entry_points.txt").write_text("[dsim]\nlab = lab_plugin\n")
+    (site / "lab_plugin.py").write_text(
+        "import dsim\n\n\n@dsim.hookimpl\ndef dsim_register_cards():\n    return []\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    plugins.reset()
+    try:
+        pm = plugins.get_plugin_manager()
+        assert pm.has_plugin("lab") and plugins.is_builtin("expert") and not plugins.is_builtin("lab")
+        assert not [f for f in plugins.failures() if f[0] == "lab"]
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("lab_plugin", None)
+        plugins.reset()
