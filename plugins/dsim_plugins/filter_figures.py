@@ -1,7 +1,9 @@
 """``dsim filters``: a checkpoint's filters as a figure, with their structure score (Fok 2019).
 
-The filter-structure plugin adds this command to the CLI (``dsim_register_commands``); the work is
-done by its ``filter-structure`` measure (found by name); this module draws and prints.
+A plugin of its own (``filter_figures``), apart from the measure, so that ``dsim --help`` lists the
+command without building the measure's classes: it adds the command (``dsim_register_commands``);
+the work is done by the filter-structure plugin's ``filter-structure`` measure (found by name when
+the command runs); this module draws and prints.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import dsim
 FILTER_MEASURE = "filter-structure"
 
 
-def register(app: typer.Typer) -> None:
+@dsim.hookimpl
+def dsim_register_commands(app: typer.Typer) -> None:
     """Add ``dsim filters`` to the CLI's ``app``."""
     app.command()(filters)
 

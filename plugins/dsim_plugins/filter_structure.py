@@ -506,10 +506,3 @@ class FilterStructure(dsim.Measure):
 @dsim.hookimpl
 def dsim_register_measures():
     return [FilterStructure()]
-
-
-@dsim.hookimpl
-def dsim_register_commands(app):
-    from .filter_figures import register  # typer and the drawing code only when the CLI asks
-
-    register(app)

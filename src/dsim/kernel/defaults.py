@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("domain_sources", "dsim_plugins.domain_sources"),
     ("radiomics", "dsim_plugins.radiomics"),
     ("filter_structure", "dsim_plugins.filter_structure"),
+    ("filter_figures", "dsim_plugins.filter_figures"),
     ("results_store", "dsim_plugins.results_store"),
     ("mlflow_tracker", "dsim_plugins.mlflow_tracker"),
 )
@@ -45,7 +46,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
 #: the built-in plugins that add CLI commands (``dsim_register_commands``): the overview (``dsim
 #: --help``) loads only these when no third-party plugin is installed (a test keeps the list equal
 #: to the built-ins that implement the hook)
-COMMAND_PLUGINS: tuple[str, ...] = ("filter_structure",)
+COMMAND_PLUGINS: tuple[str, ...] = ("filter_figures",)
 
 #: the predictor ``dsim rank`` uses when no fitted predictor is chosen
 DEFAULT_PREDICTOR = "rank-aggregation"
