@@ -276,6 +276,8 @@ def spearman(rows: Sequence[SourceRow]) -> tuple[float | None, int]:
     ]
     if len(pts) < 2:
         return None, len(pts)
+    if len({a for a, _ in pts}) < 2 or len({b for _, b in pts}) < 2:
+        return None, len(pts)  # a constant side: undefined (said in a note), not a scipy warning
     from scipy.stats import spearmanr
 
     rho = spearmanr([a for a, _ in pts], [b for _, b in pts]).statistic
