@@ -316,10 +316,10 @@ def _print_ranking(ranking) -> None:
     if len(keep) < len(headers):
         left = ", ".join(h for j, h in enumerate(headers) if j not in keep)
         con.print(f"[dim]{left}: left out to fit {con.width} columns (wider terminal, --csv or --json)[/dim]")
-    used = ", ".join(measures) or "no measure"
+    used = f"over {', '.join(measures)}" if measures else "from track records and card facts (no measure)"
     con.print(
         f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} "
-        f"over {used}",
+        f"{used}",
         highlight=False,
     )
     if any(r.tied_with_first for r in ranking.rows):
