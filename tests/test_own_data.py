@@ -382,10 +382,13 @@ def test_rank_says_when_sources_without_a_track_record_tie_and_how_to_compare():
     assert not any("sources tie at" in n for n in compared.notes)
 
 
-def test_validate_top_among_tied_sources_is_deterministic_and_said(breast_test, tmp_path):
+def test_validate_top_among_tied_sources_is_deterministic_and_said(breast_test, tmp_path, monkeypatch):
     """`--top 2` where the ranking ties the trainable sources: the first two by name that can
-    be trained here, and a note saying the choice is not a prediction (with the tie-break)."""
-    rep = dsim.validate(str(breast_test), top=2, store=tmp_path / "r.sqlite", **_CHEAP)
+    be trained here, and a note saying the choice is not a prediction (with the tie-break). The
+    next ranking puts its predictions on the measured T scale (the tied sources at the mean T of
+    the measured ones), not in z units beside measured T."""
+    monkeypatch.setenv("DSIM_RESULTS", str(tmp_path / "r.sqlite"))
+    rep = dsim.validate(str(breast_test), top=2, **_CHEAP)
     chosen = sorted(r.source for r in rep.rows if r.source != "my_scans")
     note = next(n for n in rep.notes if "chosen among" in n)
     assert note.startswith(", ".join(chosen) + " chosen among"), note
@@ -396,3 +399,11 @@ def test_validate_top_among_tied_sources_is_deterministic_and_said(breast_test, 
     # better-ranked sources that cannot be trained here: one grouped note, not one note each
     assert sum("passed over:" in n for n in rep.notes) == 1
     assert not any(n.startswith("ranked source") for n in rep.notes)
+    after = dsim.rank(str(breast_test), sources=[*chosen, "usps", "coil20", "imagenet"])
+    assert after.score_unit == "transferability %"
+    rows = {r.source: r for r in after.rows}
+    measured = [rows[s].score for s in chosen]
+    assert [rows[s].status for s in chosen] == ["measured", "measured"]
+    assert rows["usps"].score == pytest.approx(np.mean(measured))
+    assert rows["coil20"].score == pytest.approx(np.mean(measured))
+    assert rows["imagenet"].score != pytest.approx(np.mean(measured))
