@@ -64,7 +64,7 @@ class _RunProgress:
 
     def overall(self, desc: str, done: int, total: int) -> None:
         if self.lines is not None and total:
-            self.lines(f"validate: {desc}", done, total)
+            self.lines(f"validate {desc}", done, total)  # a stage each: pretraining, runs
         if not self.enabled:
             return
         if self._p is None:
