@@ -362,6 +362,15 @@ def test_revalidation_predicts_blind_to_the_targets_own_results(breast_test, tmp
     )
     blind = dsim.rank(str(breast_test), sources=srcs, measures="expert", holdout_target=True)
     assert {r.status for r in blind.rows} == {"predicted"}
+    assert {r.source: r.score for r in blind.rows} == pytest.approx({s: second[s].predicted for s in srcs})
+    r = run_dsim(
+        *("rank", "--target", str(breast_test), "--sources", ",".join(srcs), "--measures", "expert"),
+        *("--holdout-target", "--json"),
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert {row["status"] for row in doc["rows"]} == {"predicted"}
+    assert any(n.startswith("predicted without this target's own 6 results") for n in doc["notes"])
 
 
 def test_rank_says_when_sources_without_a_track_record_tie_and_how_to_compare():
