@@ -324,3 +324,95 @@ def test_validate_never_trains_on_a_named_source_holding_the_target(chest64, tmp
     assert any(
         n.startswith(f"source {str(copy)!r} not validated: holds the target's images") for n in rep.notes
     )
+
+
+# ------------------------------------------------------------------ re-validation and ties
+_CHEAP = dict(
+    backbone="smallcnn-w16",
+    folds=2,
+    epochs=1,
+    pretrain_epochs=1,
+    image_size=16,
+    target_max=100,
+    source_max=100,
+    device="cpu",
+)
+
+
+def test_revalidation_predicts_blind_to_the_targets_own_results(breast_test, tmp_path, monkeypatch):
+    """Validating the same target twice: the second report's predictions are the first's (made
+    as if the target's own results were unknown), not its measured T read back from the store;
+    the ranking says how many results it held out; a plain `dsim.rank` afterwards shows the
+    validated sources as measured."""
+    monkeypatch.setenv("DSIM_RESULTS", str(tmp_path / "r.sqlite"))
+    srcs = ["pneumoniamnist", "retinamnist"]  # both have a track record: distinct predictions
+    reps = [dsim.validate(str(breast_test), sources=srcs, measures="expert", **_CHEAP) for _ in range(2)]
+    first, second = ({r.source: r for r in rep.rows if r.source in srcs} for rep in reps)
+    assert reps[1].runs_skipped == reps[1].runs_total  # every run came from the store
+    for s in srcs:
+        assert second[s].predicted == pytest.approx(first[s].predicted)
+        assert second[s].predicted_status == "predicted"
+        assert second[s].predicted != pytest.approx(second[s].transferability)
+    assert not any("predicted without" in n for n in reps[0].notes)
+    assert any("predicted without this target's own 6 results" in n for n in reps[1].notes), reps[1].notes
+    after = dsim.rank(str(breast_test), sources=srcs, measures="expert")
+    assert {r.source: r.status for r in after.rows} == dict.fromkeys(srcs, "measured")
+    assert {r.source: r.score for r in after.rows} == pytest.approx(
+        {s: second[s].transferability for s in srcs}
+    )
+    blind = dsim.rank(str(breast_test), sources=srcs, measures="expert", holdout_target=True)
+    assert {r.status for r in blind.rows} == {"predicted"}
+    assert {r.source: r.score for r in blind.rows} == pytest.approx({s: second[s].predicted for s in srcs})
+    r = run_dsim(
+        *("rank", "--target", str(breast_test), "--sources", ",".join(srcs), "--measures", "expert"),
+        *("--holdout-target", "--json"),
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert {row["status"] for row in doc["rows"]} == {"predicted"}
+    assert any(n.startswith("predicted without this target's own 6 results") for n in doc["notes"])
+
+
+def test_rank_says_when_sources_without_a_track_record_tie_and_how_to_compare():
+    """Local sources with no track record and no evidence with held-out gain get the same
+    score: one note names them, says why and gives the flags that compare the target's images
+    with theirs; those flags do tell them apart."""
+    t = gratings(60, k=3, seed=5)
+    local = ["coil20", "mnist-test", "usps"]
+    ranking = dsim.rank(t.images, labels=t.labels, sources=["imagenet", *local], max_samples=60)
+    scores = {r.source: r.score for r in ranking.rows}
+    assert len({scores[s] for s in local}) == 1 and scores["imagenet"] != scores["usps"]
+    note = next(n for n in ranking.notes if "sources tie at" in n)
+    assert note.startswith("3 sources tie at") and "no track record" in note, note
+    hint = f"--sources {','.join(local)} --measures otdd"
+    assert hint in note
+    compared = dsim.rank(t.images, labels=t.labels, sources=local, measures="otdd", max_samples=60)
+    assert len({r.score for r in compared.rows}) == 3
+    assert not any("sources tie at" in n for n in compared.notes)
+
+
+def test_validate_top_among_tied_sources_is_deterministic_and_said(breast_test, tmp_path, monkeypatch):
+    """`--top 2` where the ranking ties the trainable sources: the first two by name that can
+    be trained here, and a note saying the choice is not a prediction (with the tie-break). The
+    next ranking puts its predictions on the measured T scale (the tied sources at the mean T of
+    the measured ones), not in z units beside measured T."""
+    monkeypatch.setenv("DSIM_RESULTS", str(tmp_path / "r.sqlite"))
+    rep = dsim.validate(str(breast_test), top=2, **_CHEAP)
+    chosen = sorted(r.source for r in rep.rows if r.source != "my_scans")
+    note = next(n for n in rep.notes if "chosen among" in n)
+    assert note.startswith(", ".join(chosen) + " chosen among"), note
+    tied = note.split("(also ")[1].split(")")[0].split(", ")
+    assert chosen[-1] < min(t for t in tied if " " not in t), note  # the first by name
+    assert "taken first, by name" in note and "not a prediction" in note
+    assert len({r.predicted for r in rep.rows if r.source in chosen}) == 1
+    # better-ranked sources that cannot be trained here: one grouped note, not one note each
+    assert sum("passed over:" in n for n in rep.notes) == 1
+    assert not any(n.startswith("ranked source") for n in rep.notes)
+    after = dsim.rank(str(breast_test), sources=[*chosen, "usps", "coil20", "imagenet"])
+    assert after.score_unit == "transferability %"
+    rows = {r.source: r for r in after.rows}
+    measured = [rows[s].score for s in chosen]
+    assert [rows[s].status for s in chosen] == ["measured", "measured"]
+    assert rows["usps"].score == pytest.approx(np.mean(measured))
+    assert rows["coil20"].score == pytest.approx(np.mean(measured))
+    assert rows["imagenet"].score != pytest.approx(np.mean(measured))

@@ -507,12 +507,16 @@ class PriorEvidence(dsim.Predictor):
         slope, intercept = 1.0, 0.0
         xs = [raw[s] for s in measured if s in raw]
         ys = [measured[s][0] for s in measured if s in raw]
-        calibrated = len(xs) >= 2 and np.ptp(xs) > 0
-        if calibrated:
+        calibrated = len(xs) >= 2
+        if calibrated and np.ptp(xs) > 0:
             slope, intercept = (float(v) for v in np.polyfit(xs, ys, 1))
             if slope <= 0:  # measured sources disagree with the model: keep the spread of T
                 slope = float(np.std(ys) or 1.0)
                 intercept = float(np.mean(ys))
+        elif calibrated:  # the model gives the measured sources one score (e.g. none has a track
+            # record): one z of the model is taken as the spread of their T, their mean T its level
+            slope = float(np.std(ys) or 1.0)
+            intercept = float(np.mean(ys)) - slope * float(np.mean(xs))
         scores = {s: intercept + slope * v for s, v in raw.items()}
         unc = {s: abs(slope) * e[4] for s, e in exp.items()}
         contrib = {}

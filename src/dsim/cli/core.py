@@ -120,6 +120,15 @@ def rank(
             "costs a forward pass of its network over the target; left out by default, named in a note)."
         ),
     ),
+    holdout_target: bool = typer.Option(
+        False,
+        "--holdout-target",
+        help=(
+            "Rank as if the target had never been measured: its own results (and those of its images "
+            "at another size) are held out of the evidence and the predictor's fit. What `dsim "
+            "validate` compares its measurements with."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON (for machines)."),
     as_csv: bool = typer.Option(
         False,
@@ -158,6 +167,7 @@ def rank(
             card=card,
             evidence=tuple(evidence or ()),
             with_checkpoints=with_checkpoints,
+            holdout_target=holdout_target,
         )
     if as_json:
         print_json(ranking.to_dict())
@@ -316,10 +326,10 @@ def _print_ranking(ranking) -> None:
     if len(keep) < len(headers):
         left = ", ".join(h for j, h in enumerate(headers) if j not in keep)
         con.print(f"[dim]{left}: left out to fit {con.width} columns (wider terminal, --csv or --json)[/dim]")
-    used = ", ".join(measures) or "no measure"
+    used = f"over {', '.join(measures)}" if measures else "from track records and card facts (no measure)"
     con.print(
         f"score: {ranking.score_unit}; measured = real fine-tuning results, predicted = {ranking.predictor} "
-        f"over {used}",
+        f"{used}",
         highlight=False,
     )
     if any(r.tied_with_first for r in ranking.rows):

@@ -64,7 +64,7 @@ class _RunProgress:
 
     def overall(self, desc: str, done: int, total: int) -> None:
         if self.lines is not None and total:
-            self.lines(f"validate: {desc}", done, total)
+            self.lines(f"validate {desc}", done, total)  # a stage each: pretraining, runs
         if not self.enabled:
             return
         if self._p is None:
@@ -97,7 +97,7 @@ class _RunProgress:
         if kind == "error":
             con.print(f"[red]failed[/red] {message}", highlight=False)
         elif kind == "warning":
-            con.print(f"[yellow]warning[/yellow] {message}", highlight=False)
+            con.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
         elif kind == "plan":
             con.print(message, highlight=False)
         elif kind == "info":
@@ -469,7 +469,7 @@ def _print_report(report, plot) -> None:
     for n in report.notes:
         con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
     for w in report.warnings:
-        con.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False)
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
     from dsim.validation.validate import same_failure
 
     seen: dict[str, list] = {}  # one line per reason: the same failure in every fold is said once

@@ -76,7 +76,11 @@ class RankConfig:
     :func:`dsim.data.evidence.select_evidence`: a setup, an origin, ``published`` or ``store``; a
     leading ``-`` leaves it out). ``with_checkpoints``: a ranking without ``sources`` or
     ``zoo`` also ranks the registered checkpoints whose weights files are here (each costs a
-    forward pass of its network over the target; left out by default, and named in a note)."""
+    forward pass of its network over the target; left out by default, and named in a note).
+    ``holdout_target``: rank as if this target's own measured results were unknown (every
+    result about it, or about the same images at another size, is held out of the evidence and
+    of the predictor's fit): the prediction ``dsim validate`` compares its measurements with,
+    which must not read them back."""
 
     sources: tuple[str, ...] | None = None
     measures: tuple[str, ...] | None = None
@@ -91,6 +95,7 @@ class RankConfig:
     zoo: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()
     with_checkpoints: bool = False
+    holdout_target: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zoo", tuple([self.zoo] if isinstance(self.zoo, str) else self.zoo or ()))
@@ -213,6 +218,7 @@ def rank(
     card: str | None = None,
     evidence: Sequence[str] | str = (),
     with_checkpoints: bool = False,
+    holdout_target: bool = False,
 ) -> Ranking:
     """Rank candidate sources for ``target``: a registered name, a path to the user's data
     (folder, .csv, .npz), a :class:`dsim.ImageSet`, arrays of images with their ``labels``
@@ -255,6 +261,7 @@ def rank(
         zoo=zoo,
         evidence=evidence,
         with_checkpoints=with_checkpoints,
+        holdout_target=holdout_target,
     )
     tcard = rt.card
     ctx = Context(
@@ -265,6 +272,7 @@ def rank(
         max_samples=cfg.max_samples,
     )
     history, chosen_note = select_evidence(known_results(), cfg.evidence)
+    history, held_note = _held_out(history, tcard, cfg.holdout_target)
     known_vals = known_measure_values()
     use = _measures(cfg)
     skipped: list[dict[str, str]] = []
@@ -298,8 +306,13 @@ def rank(
 
     pred, pred_note = choose_predictor(
         predictor if isinstance(predictor, Predictor) else cfg.predictor,
-        results=history if chosen_note else None,
+        results=history if chosen_note or held_note else None,
     )
+    if held_note and tcard.name in _trained_on(pred):
+        held_note += (
+            f"; but the chosen predictor was fitted on results about {tcard.name} too, so this "
+            "prediction is not blind to them (leave out --predictor for one fitted without them)"
+        )
     if cfg.measures is None:  # by default, measures the predictor gives no weight are not computed
         for m, reason in pred.unused_measures(use).items():
             use.pop(m, None)
@@ -341,8 +354,10 @@ def rank(
         + images.notes()
         + _facts_note(rt, tcard)
         + ckpt_notes
+        + tie_note(ranking, cands, skipped, use, target_has_data=target_data is not None)
     )
-    notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
+    notes += ([chosen_note] if chosen_note else []) + ([held_note] if held_note else [])
+    notes += evidence_notes(history, tcard.name)
     ranking = dataclasses.replace(
         ranking,
         skipped=tuple(skipped),
@@ -353,6 +368,86 @@ def rank(
         ranking = ranking.top(cfg.top)
     notify("dsim_ranking_done", ranking=ranking)
     return ranking
+
+
+def _held_out(
+    history: Sequence[TransferResult], tcard: DatasetCard, hold: bool
+) -> tuple[list[TransferResult], str | None]:
+    """``history`` without the results about ``tcard`` (or its family: the same images at another
+    size) when ``hold``, and a note saying how many were held out (None when none were)."""
+    if not hold:
+        return list(history), None
+    family = get_registry().family(tcard)
+    kept = [r for r in history if r.target not in family]
+    n = len(history) - len(kept)
+    if not n:
+        return kept, None
+    return kept, (
+        f"predicted without this target's own {n} result{'s' * (n != 1)} (held out, as if "
+        f"{tcard.name} had never been measured: what a validation compares its measurements with)"
+    )
+
+
+def _trained_on(pred: Predictor) -> set[str]:
+    """The targets a saved predictor (``dsim predictor fit``, a ``.json``) was fitted on."""
+    doc = getattr(pred, "fitted_from", None) or {}
+    return set(doc.get("trained_on", {}).get("targets", ()))
+
+
+def tie_note(
+    ranking: Ranking,
+    cands: Sequence[DatasetCard],
+    skipped: Sequence[Mapping[str, str]],
+    measures: Mapping[str, Measure],
+    *,
+    target_has_data: bool,
+) -> list[str]:
+    """One note on the largest group of predicted rows with the very same score (the best placed
+    of equal groups): nothing the predictor used tells them apart, so their order (by name) says
+    nothing; with why (no track record, no evidence with held-out gain) where the rows say so, and
+    how to compare the target's images with theirs (``--sources`` those tied sources whose images
+    are here, ``--measures`` an image measure: where no candidate has a track record the
+    evidence ranks alone)."""
+    groups: dict[float, list] = {}
+    for r in ranking.rows:
+        if r.status == "predicted":
+            groups.setdefault(round(float(r.score), 9), []).append(r)
+    tied = [g for g in groups.values() if len(g) >= 2]
+    if not tied:
+        return []
+    rows = max(tied, key=lambda g: (len(g), g[0].score))
+    names = [r.source for r in rows]
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    places = f"#{rows[0].rank}" + (f"-{rows[-1].rank}" if rows[-1].rank != rows[0].rank else "")
+    why = []
+    if all(dict(r.contributions.get("prior:track_record", {})).get("n", 1) == 0 for r in rows):
+        why.append("no track record")
+    if all(not any(k.startswith("evidence:") for k in r.contributions) for r in rows):
+        why.append("no evidence with held-out gain" if why else "no evidence for this target")
+    because = f"they have {' and '.join(why)}, so " if why else ""
+    note = (
+        f"{len(rows)} sources tie at {rows[0].score:.2f} ({places}: {shown}): {because}nothing the "
+        "predictor uses tells them apart and tied rows are listed by name"
+    )
+    by_name = {c.name: c for c in cands}
+    here = [n for n in names if n in by_name and data_missing(by_name[n]) is None]
+    if target_has_data and len(here) >= 2:
+        every = list_measures()
+        not_computed = {
+            s["measure"]
+            for s in skipped
+            if "source" not in s and "measure" in s and str(s.get("reason", "")).startswith("not computed")
+        }
+        image = [
+            m for m in sorted(not_computed | set(measures)) if getattr(every.get(m), "needs", "") == "images"
+        ]
+        pick = "otdd" if "otdd" in image else (image[0] if image else None)
+        if pick:
+            note += (
+                f"; to compare your images with theirs: --sources {','.join(here)} --measures {pick} "
+                "(among sources without a track record the image evidence ranks alone)"
+            )
+    return [note]
 
 
 def _looks_like_labels(target: Any, sources: Any) -> bool:

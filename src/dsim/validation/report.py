@@ -223,6 +223,13 @@ def separability(
         ]
         if close:
             notes.append(f"within the fold spread of T, so not told apart at this scale: {'; '.join(close)}")
+    for r in rows:  # a baseline at the ceiling: a source can only show harm, not help
+        if r.source == target and r.auc is not None and r.auc >= 0.97:
+            notes.append(
+                f"the from-scratch baseline{f' of {r.setup}' if r.setup else ''} already reaches AUC "
+                f"{r.auc:.3f}: T can rise by {100 * (1 - r.auc) / r.auc:.1f} % at most, so what a source "
+                "adds barely shows; T here mostly tells which sources hurt"
+            )
     if base_chance and not chance:
         ok = False
         notes.append(base_note)
@@ -276,6 +283,8 @@ def spearman(rows: Sequence[SourceRow]) -> tuple[float | None, int]:
     ]
     if len(pts) < 2:
         return None, len(pts)
+    if len({a for a, _ in pts}) < 2 or len({b for _, b in pts}) < 2:
+        return None, len(pts)  # a constant side: undefined (said in a note), not a scipy warning
     from scipy.stats import spearmanr
 
     rho = spearmanr([a for a, _ in pts], [b for _, b in pts]).statistic

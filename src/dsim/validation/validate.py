@@ -84,7 +84,7 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
     """The ranking of the very target that is validated (unless ``predict`` is off) and the
     sources to validate: the given ones, or the ``top`` best-ranked that have images here. A
     source the ranking found holding the target's own images is never validated."""
-    ranking = None
+    ranking, failed = None, "prediction is off"
     if isinstance(sources, str):
         sources = [s.strip() for s in sources.split(",") if s.strip()]
     if cfg.predict:
@@ -96,14 +96,19 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
                 else None,
                 seed=cfg.seed,
                 progress=progress,
+                holdout_target=True,  # blind to what was measured on it: else it predicts its own T
                 **rank_options(cfg),
             )
+            notes.extend(n for n in ranking.notes if n.startswith("predicted without this target's own"))
         except DsimError as exc:
+            failed = str(exc)
             notes.append(f"no prediction to compare with: ranking failed: {exc}")
     if sources is None:
         if ranking is None:
-            raise DsimError(f"validate {rt.name!r}: no sources given and the ranking failed; pass --sources")
-        sources = []
+            raise DsimError(
+                f"validate {rt.name!r}: no sources given and the ranking failed ({failed}); pass --sources"
+            )
+        sources, passed = [], {}
         for r in ranking.rows:
             # a checkpoint needs no source images: its weights were checked by the ranking
             why = (
@@ -114,11 +119,12 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
                 else data_missing(resolve_card(r.source))
             )
             if why:
-                notes.append(f"ranked source {r.source!r} skipped: {why}")
+                passed[r.source] = why
                 continue
             sources.append(r.source)
             if len(sources) >= cfg.top:
                 break
+        notes.extend(_passed_note(passed) + _tie_choice_note(ranking, sources))
     elif ranking is not None:
         held = {
             s["source"]: s["reason"]
@@ -142,6 +148,48 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
                 + "; ".join(f"{s}: {held[card_name(s)].split(' (')[0]}" for s in dropped)
             )
     return ranking, list(sources)
+
+
+def _passed_note(passed: Mapping[str, str]) -> list[str]:
+    """One note on the better-ranked sources ``--top`` passed over (they cannot be trained
+    here), those with the same reason (its source's name and checksum aside) grouped."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for name, why in passed.items():
+        key = re.sub(r" \(md5 [0-9a-f]+\)", "", why.replace(name, "<source>"))
+        groups.setdefault(key, []).append(name)
+    if not groups:
+        return []
+    parts = [
+        f"{', '.join(names)}: {key if len(names) > 1 else passed[names[0]]}" for key, names in groups.items()
+    ]
+    n = len(passed)
+    return [
+        f"{n} better-ranked source{'s' * (n != 1)} cannot be trained here, passed over: " + " | ".join(parts)
+    ]
+
+
+def _tie_choice_note(ranking, chosen: Sequence[str]) -> list[str]:
+    """A note when the sources ``--top`` chose tie (the very same predicted score) with ranked
+    sources left out: the choice among them is the ranking's order (by name), skipping those
+    without images here, not a prediction."""
+    score = {r.source: round(float(r.score), 9) for r in ranking.rows if r.status == "predicted"}
+    out = []
+    for value in sorted({score[s] for s in chosen if s in score}, reverse=True):
+        tied = [r.source for r in ranking.rows if score.get(r.source) == value]
+        picked = [s for s in tied if s in chosen]
+        left = [s for s in tied if s not in chosen]
+        if len(tied) < 2 or not left or not picked:
+            continue
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        out.append(
+            f"{', '.join(picked)} chosen among {len(tied)} sources the ranking ties at {value:.2f} "
+            f"(also {', '.join(left[:5])}{more}): nothing it knows tells them apart, so the choice "
+            "is not a prediction; tied sources with images here are taken first, by name (--sources "
+            "to choose others)"
+        )
+    return out
 
 
 def _imagenet_missing(backbone: str) -> str | None:
@@ -179,7 +227,7 @@ def rank_options(cfg: ValidateConfig) -> dict[str, Any]:
     if not size:
         return opts
     every = list_measures()
-    chosen = opts.get("measures") or list(every)
+    chosen = opts.get("measures") or [n for n, m in every.items() if not m.opt_in]
     if isinstance(chosen, str):
         chosen = [m.strip() for m in chosen.split(",") if m.strip()]
     options = dict(opts.get("options") or {})
