@@ -337,7 +337,7 @@ def _print_ranking(ranking) -> None:
     for f in ranking.failed:  # never ranked: listed apart, each with its reason
         con.print(f"[red]failed[/red] {f['source']} (not ranked): {escape(f['reason'])}", highlight=False)
     for n in ranking.notes:
-        con.print(f"[dim]note: {n}[/dim]")
+        con.print(f"[dim]note: {escape(n)}[/dim]", highlight=False)
     # one line per reason: which measures and which sources it kept out
     grouped: dict[str, tuple[list[str], list[str]]] = {}
     for s in ranking.skipped:
