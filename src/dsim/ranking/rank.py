@@ -45,6 +45,7 @@ from dsim.networks.checkpoints import (
     load_zoo,
 )
 from dsim.networks.checks import check_rank, checkpoint_problem
+from dsim.ranking.predictors import choose_predictor
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
 
@@ -293,7 +294,6 @@ def rank(
     overlap_notes: list[str] = []
     if target_missing is None:  # the target's own images are never a candidate for it
         cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
-    from dsim.ranking.predictors import choose_predictor
 
     pred, pred_note = choose_predictor(
         predictor if isinstance(predictor, Predictor) else cfg.predictor,

@@ -16,6 +16,7 @@ import numpy as np
 
 from dsim.data.loading import is_checkpoint_path, load_checked
 from dsim.kernel.errors import DsimError, one_line
+from dsim.kernel.interfaces import Context, FoldData
 from dsim.kernel.plugins import named
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
 from dsim.networks.checkpoints import checkpoint_missing, network_name, network_spec
@@ -324,7 +325,6 @@ def execute_run(
     ``target``: the target's data as planned (capped at ``target_max``); else it is loaded here.
     ``checkpoint``: what the run transfers from; else it is resolved here (and its source
     pretrained into this machine's cache if needed)."""
-    from dsim.kernel.interfaces import Context, FoldData
 
     t0 = time.perf_counter()
     label = spec.label

@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import platformdirs
+
+from dsim.kernel.defaults import BASELINE_STRATEGY, DEFAULT_STRATEGY
 from dsim.kernel.errors import StorageError, one_line
+from dsim.kernel.plugins import collect
 from dsim.kernel.records import RunResult, RunSpec, TransferResult, stable_hash
 
 __all__ = ["ResultsStore", "default_store_path", "setup_of"]
@@ -103,8 +107,6 @@ def default_store_path() -> Path:
     env = os.environ.get("DSIM_RESULTS")
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("dsim")) / "results.sqlite"
 
 
@@ -117,7 +119,7 @@ def setup_of(spec: RunSpec) -> str:
     parts = ["dsim", spec.backbone, f"{hp.get('image_size', 28)}px"]
     if hp.get("train_size"):
         parts.append(f"n{hp['train_size']}")
-    if spec.strategy not in ("finetune", "scratch"):
+    if spec.strategy not in (DEFAULT_STRATEGY, BASELINE_STRATEGY):
         parts.append(spec.strategy)
     return ":".join(str(p) for p in parts)
 
@@ -224,7 +226,7 @@ class ResultsStore:
                     m["accuracy"] = r.accuracy
                 if r.kappa is not None:
                     m["kappa"] = r.kappa
-                strategy = "scratch" if r.source == r.target else "finetune"
+                strategy = BASELINE_STRATEGY if r.source == r.target else DEFAULT_STRATEGY
                 self._con.execute(
                     _INSERT,
                     (
@@ -304,7 +306,7 @@ class ResultsStore:
                         r.source,
                         r.target,
                         bb or "",
-                        st or ("scratch" if r.source == r.target else "finetune"),
+                        st or (BASELINE_STRATEGY if r.source == r.target else DEFAULT_STRATEGY),
                         int(r.fold),
                         0,
                         r.setup,
@@ -331,8 +333,6 @@ class ResultsStore:
     def import_published(self) -> int:
         """Import every result the plugins bring as prior knowledge (``dsim_known_results``
         whose origin starts with ``published``)."""
-        from dsim.kernel.plugins import collect
-
         return self.import_results(
             r for plugin, r in collect("dsim_known_results") if str(r.origin).startswith("published")
         )

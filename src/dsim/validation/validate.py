@@ -8,6 +8,7 @@ Rank the target's sources (or take the given ones), plan the runs and their pret
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -21,14 +22,23 @@ from dsim.data.loading import (
     source_names,
 )
 from dsim.data.targets import ResolvedTarget, resolve_target
+from dsim.kernel.catalog import create_backbone, list_measures
 from dsim.kernel.defaults import DEFAULT_BACKBONE
-from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.errors import DsimError, UnknownNameError, WeightsMissingError
+from dsim.kernel.plugins import notify
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from dsim.networks.checkpoints import checkpoint_from_spec, known_checkpoints, network_name
+from dsim.kernel.tracking import tracked_validate
+from dsim.networks.checkpoints import (
+    checkpoint_from_spec,
+    checkpoint_input_size,
+    known_checkpoints,
+    network_name,
+)
 from dsim.networks.checks import check_validate, checkpoint_problem, file_problem
 from dsim.networks.pretraining import _learnable, checkpoint_dir, pretrain
 from dsim.ranking.pair import rank
 from dsim.validation.config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+from dsim.validation.executors import Callbacks, get_executor
 from dsim.validation.report import (
     SourceRow,
     ValidationReport,
@@ -39,6 +49,7 @@ from dsim.validation.report import (
     summarise,
 )
 from dsim.validation.runs import Work, execute_run, plan_runs, plan_work, strategies
+from dsim.validation.store import ResultsStore, setup_of
 
 __all__ = [
     "validate",
@@ -146,9 +157,6 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
 
 def _imagenet_missing(backbone: str) -> str | None:
     """Why ``backbone`` cannot start from ImageNet weights here (one line), or None."""
-    from dsim.kernel.catalog import create_backbone
-    from dsim.kernel.errors import WeightsMissingError
-
     try:
         create_backbone(backbone, weights="imagenet")
     except (WeightsMissingError, UnknownNameError) as exc:
@@ -172,8 +180,6 @@ def rank_options(cfg: ValidateConfig) -> dict[str, Any]:
     and, when the fine-tuning size is given (``image_size``), that size for every measure that
     scores a checkpoint's network on the target, so that a checkpoint is ranked at the size it is
     fine-tuned at (else both use its native size)."""
-    from dsim.kernel.catalog import list_measures
-
     opts: dict[str, Any] = {"zoo": cfg.zoo, **dict(cfg.rank_options)}
     size = cfg.hyperparameters.get("image_size")
     if not size:
@@ -201,8 +207,6 @@ def checkpoint_sizes(
     """The input size each checkpoint is fine-tuned (and ranked) at: its native size
     (:func:`dsim.checkpoint_input_size`) unless ``image_size`` is given; a size below the native
     one is warned about once per checkpoint (its T then mixes pretraining with lost resolution)."""
-    from dsim.networks.checkpoints import checkpoint_input_size
-
     given = cfg.hyperparameters.get("image_size")
     out: dict[str, int] = {}
     for name, card in cards.items():
@@ -278,8 +282,6 @@ def _trainable(data: ImageSet) -> ImageSet:
 def same_failure(error: str) -> str:
     """A run's failure with its fold left out: the runs of one source that fail for one reason
     in every fold give one key (reported once)."""
-    import re
-
     return re.sub(r",? fold \d+\]", "]", error)
 
 
@@ -322,14 +324,8 @@ def validate(
     """
     track = knobs.pop("track", None)
     if track:
-        from dsim.kernel.tracking import tracked_validate
-
         kw = dict(sources=sources, store=store, inline=inline, progress=progress, run_progress=run_progress)
         return tracked_validate(validate, track, target, config, on_event=on_event, **kw, **knobs)
-    from dsim.kernel.plugins import notify
-    from dsim.validation.executors import Callbacks, get_executor
-    from dsim.validation.store import ResultsStore, setup_of
-
     cfg = ValidateConfig.build(config, **knobs)
     check_validate(target, cfg, sources=sources)
     t0 = time.perf_counter()
