@@ -25,7 +25,7 @@ from dsim.networks.pretraining import (
     save_checkpoint,
     train_checkpoint,
 )
-from dsim.validation.runs import Work, execute_run
+from dsim.validation.runs import Work, execute_run, run_inputs
 
 __all__ = ["Callbacks", "LocalExecutor", "RayExecutor", "get_executor"]
 
@@ -117,12 +117,14 @@ class LocalExecutor(Executor):
                 if cb.run_progress is not None:
                     progress = lambda d, a, b, _l=spec.label: cb.run_progress(_l, a, b)  # noqa: E731
                 try:
-                    result = execute_run(
+                    target, checkpoint = run_inputs(
                         spec,
-                        device=work.device,
                         target=work.data.get(Work.target_key(spec)),
                         checkpoint=ready.get(cid) if cid else None,
-                        progress=progress,
+                        device=work.device,
+                    )
+                    result = execute_run(
+                        spec, target=target, checkpoint=checkpoint, device=work.device, progress=progress
                     )
                 except DsimError as exc:
                     cb.on_result(spec, None, str(exc))
@@ -165,6 +167,7 @@ def _run_task(spec: RunSpec, device: str, cpus: float, target, checkpoint) -> di
             return {"error": f"{spec.label}: {checkpoint['error']}"}
         checkpoint = Checkpoint(id=checkpoint["key"], blob=checkpoint["blob"])
     try:
+        target, checkpoint = run_inputs(spec, target=target, checkpoint=checkpoint, device=device)
         return {"result": execute_run(spec, device=device, target=target, checkpoint=checkpoint)}
     except DsimError as exc:
         return {"error": str(exc)}
