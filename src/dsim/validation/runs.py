@@ -16,7 +16,7 @@ import numpy as np
 
 from dsim.data.loading import is_checkpoint_path, load_checked
 from dsim.kernel.errors import DsimError, one_line
-from dsim.kernel.interfaces import Context, FoldData
+from dsim.kernel.interfaces import Context, FoldData, ProgressFn
 from dsim.kernel.plugins import named
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
 from dsim.networks.checkpoints import checkpoint_missing, network_name, network_spec
@@ -33,8 +33,6 @@ __all__ = [
     "strategies",
     "checkpoint_for",
 ]
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 def _noop(*_a) -> None:

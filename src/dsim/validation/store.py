@@ -221,37 +221,10 @@ class ResultsStore:
         try:
             for r in results:
                 key = "ext:" + stable_hash(r.to_dict())
-                m = {"auc": r.auc}
-                if r.accuracy is not None:
-                    m["accuracy"] = r.accuracy
-                if r.kappa is not None:
-                    m["kappa"] = r.kappa
-                strategy = BASELINE_STRATEGY if r.source == r.target else DEFAULT_STRATEGY
-                self._con.execute(
-                    _INSERT,
-                    (
-                        key,
-                        r.source,
-                        r.target,
-                        _backbone_of(r.setup),
-                        strategy,
-                        int(r.fold),
-                        0,
-                        r.setup,
-                        r.auc,
-                        r.accuracy,
-                        r.kappa,
-                        json.dumps(m),
-                        "{}",
-                        None,
-                        None,
-                        "[]",
-                        r.origin or "imported",
-                        time.time(),
-                        int(r.repeat),
-                        "{}",
-                    ),
+                row = _imported_row(
+                    key, r, _backbone_of(r.setup), None, r.origin or "imported", time.time(), "{}"
                 )
+                self._con.execute(_INSERT, row)
                 n += 1
             self._con.execute("COMMIT")
         except BaseException:
@@ -294,36 +267,9 @@ class ResultsStore:
                     "fold": r.fold,
                     "repeat": r.repeat,
                 }
-                m = {"auc": r.auc}
-                if r.accuracy is not None:
-                    m["accuracy"] = r.accuracy
-                if r.kappa is not None:
-                    m["kappa"] = r.kappa
-                self._con.execute(
-                    _INSERT,
-                    (
-                        prefix + stable_hash(ident),
-                        r.source,
-                        r.target,
-                        bb or "",
-                        st or (BASELINE_STRATEGY if r.source == r.target else DEFAULT_STRATEGY),
-                        int(r.fold),
-                        0,
-                        r.setup,
-                        r.auc,
-                        r.accuracy,
-                        r.kappa,
-                        json.dumps(m),
-                        "{}",
-                        None,
-                        None,
-                        "[]",
-                        r.origin,
-                        now,
-                        int(r.repeat),
-                        json.dumps(dict(hp), sort_keys=True, default=str),
-                    ),
-                )
+                hp_json = json.dumps(dict(hp), sort_keys=True, default=str)
+                row = _imported_row(prefix + stable_hash(ident), r, bb or "", st, r.origin, now, hp_json)
+                self._con.execute(_INSERT, row)
             self._con.execute("COMMIT")
         except BaseException:
             self._con.execute("ROLLBACK")
@@ -375,34 +321,11 @@ class ResultsStore:
         if origin is not None:
             where.append("origin LIKE ?")
             args.append(origin + "%")
-        sql = (
-            "SELECT key, source, target, backbone, strategy, fold, seed, setup, auc, accuracy, kappa, "
-            "metrics, timings, checkpoint, notes, origin, created, repeat, hyperparameters FROM runs"
-        )
+        cols = [c for c in _COLUMNS if c != "spec"]
+        sql = f"SELECT {', '.join(cols)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created, key"
-        cols = [
-            "key",
-            "source",
-            "target",
-            "backbone",
-            "strategy",
-            "fold",
-            "seed",
-            "setup",
-            "auc",
-            "accuracy",
-            "kappa",
-            "metrics",
-            "timings",
-            "checkpoint",
-            "notes",
-            "origin",
-            "created",
-            "repeat",
-            "hyperparameters",
-        ]
         out = []
         for r in self._con.execute(sql, args):
             d = dict(zip(cols, r))
@@ -460,6 +383,48 @@ class ResultsStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _imported_row(
+    key: str,
+    r: TransferResult,
+    backbone: str,
+    strategy: str | None,
+    origin: str,
+    created: float,
+    hp_json: str,
+) -> tuple:
+    """The ``runs`` row (in ``_COLUMNS`` order) of a result measured elsewhere: its metrics are
+    its AUC (accuracy, kappa when given); the strategy, when not given, full fine-tuning (the
+    from-scratch baseline when source is target)."""
+    m = {"auc": r.auc}
+    if r.accuracy is not None:
+        m["accuracy"] = r.accuracy
+    if r.kappa is not None:
+        m["kappa"] = r.kappa
+    strategy = strategy or (BASELINE_STRATEGY if r.source == r.target else DEFAULT_STRATEGY)
+    return (
+        key,
+        r.source,
+        r.target,
+        backbone,
+        strategy,
+        int(r.fold),
+        0,
+        r.setup,
+        r.auc,
+        r.accuracy,
+        r.kappa,
+        json.dumps(m),
+        "{}",
+        None,
+        None,
+        "[]",
+        origin,
+        created,
+        int(r.repeat),
+        hp_json,
+    )
 
 
 def _backbone_of(setup: str) -> str:

@@ -26,6 +26,7 @@ from dsim.data.targets import ResolvedTarget, resolve_target
 from dsim.kernel.catalog import create_backbone, list_measures
 from dsim.kernel.defaults import DEFAULT_BACKBONE
 from dsim.kernel.errors import DsimError, UnknownNameError, WeightsMissingError
+from dsim.kernel.interfaces import ProgressFn
 from dsim.kernel.plugins import notify
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
 from dsim.kernel.tracking import tracked_validate
@@ -66,8 +67,6 @@ __all__ = [
     "checkpoint_dir",
     "plot_report",
 ]
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 def _noop(*_a) -> None:
