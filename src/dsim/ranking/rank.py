@@ -273,7 +273,19 @@ def rank(
     target_missing = rt.missing()
     target_data: ImageSet | None = None
     if target_missing is None:  # read the target first: bad input fails before any work
-        target_data, tcard = _read_target(rt, tcard, images, cfg)
+        target_data = images.loaded[tcard.name] = rt.load(cfg.max_samples, cfg.seed, cfg.strict)
+        tcard = derived_expert(_with_data_facts(tcard, target_data), target_data)
+        if target_data.multilabel:
+            counts = target_data.class_counts()
+            if not ((counts > 0) & (counts < len(target_data))).any():
+                raise DsimError(
+                    f"target {tcard.name!r} ({target_data.source}): no label has both positive and "
+                    "negative images"
+                )
+        elif target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
+            raise DsimError(
+                f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
+            )
     failed: dict[str, str] = {}  # candidate -> why it cannot be evaluated (never ranked)
     ckpt_notes: list[str] = []
     cands, ckpt_of = _candidates(
@@ -299,43 +311,6 @@ def rank(
         )
     cands = _without_failed(cands, ckpt_of, failed)
 
-    ranking = _predict(pred, tcard, cands, ckpt_of, vals, history, value_kinds(known_vals), skipped)
-    notes = [*ranking.notes, *([pred_note] if pred_note else []), *overlap_notes, *vals.notes]
-    notes += images.notes() + _facts_note(rt, tcard) + ckpt_notes
-    notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
-    ranking = dataclasses.replace(
-        ranking,
-        skipped=tuple(skipped),
-        notes=tuple(notes),
-        failed=tuple(_failed_rows(failed, ckpt_of)),
-    )
-    if cfg.top:
-        ranking = ranking.top(cfg.top)
-    notify("dsim_ranking_done", ranking=ranking)
-    return ranking
-
-
-def _read_target(rt, tcard: DatasetCard, images: _Images, cfg: RankConfig) -> tuple[ImageSet, DatasetCard]:
-    """The target's images (kept in ``images``) and its card with what they show (the data's
-    facts, derived expert features); a target no classifier can be fitted on is refused."""
-    target_data = images.loaded[tcard.name] = rt.load(cfg.max_samples, cfg.seed, cfg.strict)
-    tcard = derived_expert(_with_data_facts(tcard, target_data), target_data)
-    if target_data.multilabel:
-        counts = target_data.class_counts()
-        if not ((counts > 0) & (counts < len(target_data))).any():
-            raise DsimError(
-                f"target {tcard.name!r} ({target_data.source}): no label has both positive and negative images"
-            )
-    elif target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
-        raise DsimError(
-            f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
-        )
-    return target_data, tcard
-
-
-def _predict(pred, tcard, cands, ckpt_of, vals, history, kinds, skipped: list[dict[str, str]]) -> Ranking:
-    """``pred``'s ranking of the candidates from their values; a candidate it could not rank
-    (and not skipped already) is added to ``skipped`` with why."""
     candidates = [
         Candidate(
             source=c,
@@ -346,6 +321,7 @@ def _predict(pred, tcard, cands, ckpt_of, vals, history, kinds, skipped: list[di
         )
         for c in cands
     ]
+    kinds = value_kinds(known_vals)
     ranking = pred.rank(tcard, candidates, history, kinds)
     ranked = set(ranking.sources)
     for c in cands:
@@ -355,6 +331,25 @@ def _predict(pred, tcard, cands, ckpt_of, vals, history, kinds, skipped: list[di
             skipped.append(
                 {"source": c.name, "reason": "no measure could describe it and no measured result"}
             )
+    notes = (
+        list(ranking.notes)
+        + ([pred_note] if pred_note else [])
+        + overlap_notes
+        + vals.notes
+        + images.notes()
+        + _facts_note(rt, tcard)
+        + ckpt_notes
+    )
+    notes += ([chosen_note] if chosen_note else []) + evidence_notes(history, tcard.name)
+    ranking = dataclasses.replace(
+        ranking,
+        skipped=tuple(skipped),
+        notes=tuple(notes),
+        failed=tuple(_failed_rows(failed, ckpt_of)),
+    )
+    if cfg.top:
+        ranking = ranking.top(cfg.top)
+    notify("dsim_ranking_done", ranking=ranking)
     return ranking
 
 
