@@ -98,12 +98,10 @@ class Progress:
 
 
 def format_duration(seconds: float) -> str:
-    """``40 s``, ``3 min``, ``1.5 h``."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
+    """``40 s``, ``3 min``, ``1.5 h``; at least ``1 s`` (an estimate is never nothing)."""
+    from dsim.kernel.progress import format_duration as duration
+
+    return duration(max(1.0, seconds))
 
 
 def split_list(value: str | None, option: str = "list") -> list[str] | None:
@@ -160,3 +158,13 @@ def fit_columns(
             break
         keep = [i for i in keep if headers[i] != name]
     return keep
+
+
+#: the help of ``--fact`` and ``--card``, which ``dsim rank`` and ``dsim validate`` share
+FACT_HELP = (
+    "A fact about your target, key=value (repeatable): origin (medical|natural), modality, colour "
+    "(grey|colour), content (objects|textures|both), subject, diversity (low|high), classes "
+    "(few|many), title, task. Gives it expert and card features; see also a YAML card beside the "
+    "data (my_data.dsim.yaml, or dsim.yaml in a folder)."
+)
+CARD_HELP = "A YAML card file of facts about your target (the keys of --fact)."

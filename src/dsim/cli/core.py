@@ -10,7 +10,7 @@ import typer
 from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES, DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 
 from . import app
-from ._util import Progress, console, fit_columns, parse_options, print_json, split_list
+from ._util import CARD_HELP, FACT_HELP, Progress, console, fit_columns, parse_options, print_json, split_list
 
 
 @app.command()
@@ -92,16 +92,9 @@ def rank(
     fact: Optional[List[str]] = typer.Option(
         None,
         "--fact",
-        help=(
-            "A fact about your target, key=value (repeatable): origin (medical|natural), modality, colour "
-            "(grey|colour), content (objects|textures|both), subject, diversity (low|high), classes "
-            "(few|many), title, task. Gives it expert and card features; see also a YAML card beside the "
-            "data (my_data.dsim.yaml, or dsim.yaml in a folder)."
-        ),
+        help=FACT_HELP,
     ),
-    card: Optional[str] = typer.Option(
-        None, "--card", help="A YAML card file of facts about your target (the keys of --fact)."
-    ),
+    card: Optional[str] = typer.Option(None, "--card", help=CARD_HELP),
     evidence: Optional[List[str]] = typer.Option(
         None,
         "--evidence",
@@ -242,9 +235,7 @@ def _cell(text: str):
 
 
 def _print_ranking(ranking) -> None:
-    from rich import box
     from rich.markup import escape
-    from rich.table import Table
 
     con = console()
     measures = list(ranking.measures)
@@ -308,7 +299,7 @@ def _print_ranking(ranking) -> None:
         wrap=tuple(h for h, _r, narrow in cols if narrow),
         per_column=2,
     )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = _listing_table(title)
     for i in keep:
         h, right, narrow = cols[i]
         table.add_column(_cell(h) if narrow else h, justify="right" if right else "left", no_wrap=not narrow)
@@ -428,8 +419,6 @@ def datasets(
     if as_json:
         print_json([{**c.to_dict(), "data_available": m is None, "data_missing": m} for c, m in rows])
         return
-    from rich import box
-    from rich.table import Table
 
     headers = ["name", "aliases", "origin", "modality", "ch", "classes", "images", "data here"]
     cells = [
@@ -456,13 +445,7 @@ def datasets(
         wrap=("aliases", "modality"),
         per_column=2,
     )
-    table = Table(
-        title="dsim dataset registry",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-    )
+    table = _listing_table("dsim dataset registry")
     for i in keep:
         table.add_column(headers[i], no_wrap=headers[i] not in ("aliases", "modality"))
     for row in cells:
@@ -503,12 +486,8 @@ def measures(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
     if as_json:
         print_json(rows)
         return
-    from rich import box
-    from rich.table import Table
 
-    table = Table(
-        title="dsim measures", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
-    )
+    table = _listing_table("dsim measures")
     table.add_column("name", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("needs", no_wrap=True)
@@ -566,16 +545,8 @@ def zoo(
     if as_json:
         print_json([{**c.to_dict(), "weights_here": m is None, "weights_missing": m} for c, m in rows])
         return
-    from rich import box
-    from rich.table import Table
 
-    table = Table(
-        title="dsim checkpoint zoo",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-    )
+    table = _listing_table("dsim checkpoint zoo")
     table.add_column("name", no_wrap=True)  # what --sources takes: never cut
     table.add_column("architecture")
     table.add_column("pretrained on", no_wrap=True)
@@ -594,3 +565,12 @@ def zoo(
     missing = [m for _, m in rows if m]
     if missing:
         con.print(f"[dim]{len(missing)} without weights here; e.g. {missing[0]}[/dim]", highlight=False)
+
+
+def _listing_table(title: str):
+    """A rich table of one listing (a ranking, the registry, the measures, the zoo): plain
+    header rule, no outer edge."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)

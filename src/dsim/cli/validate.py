@@ -12,7 +12,7 @@ import typer
 from dsim.validation.config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, QUICK, ValidateConfig
 
 from . import app
-from ._util import console, fit_columns, parse_options, print_json, split_list
+from ._util import CARD_HELP, FACT_HELP, console, fit_columns, parse_options, print_json, split_list
 
 #: the defaults every option below shows (one place: ValidateConfig's fields)
 _D = ValidateConfig()
@@ -247,16 +247,9 @@ def validate(
     fact: Optional[List[str]] = typer.Option(
         None,
         "--fact",
-        help=(
-            "A fact about your target, key=value (repeatable): origin (medical|natural), modality, colour "
-            "(grey|colour), content (objects|textures|both), subject, diversity (low|high), classes "
-            "(few|many), title, task. Gives it expert and card features; see also a YAML card beside the "
-            "data (my_data.dsim.yaml, or dsim.yaml in a folder)."
-        ),
+        help=FACT_HELP,
     ),
-    card: Optional[str] = typer.Option(
-        None, "--card", help="A YAML card file of facts about your target (the keys of --fact)."
-    ),
+    card: Optional[str] = typer.Option(None, "--card", help=CARD_HELP),
     evidence: Optional[List[str]] = typer.Option(
         None,
         "--evidence",

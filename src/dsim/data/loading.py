@@ -186,7 +186,7 @@ def source_names(source: str | Sequence[str]) -> list[str]:
 
 def is_checkpoint_path(name: str) -> bool:
     """Whether a source names a checkpoint file rather than a dataset."""
-    return Path(name).suffix.lower() in CHECKPOINT_SUFFIXES
+    return Path(str(name)).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")

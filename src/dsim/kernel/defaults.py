@@ -61,6 +61,8 @@ DEFAULT_BACKBONE = "smallcnn"
 DEFAULT_STRATEGY = "finetune"
 #: the from-scratch baseline strategy whose AUC is AUC(T) of transferability T
 BASELINE_STRATEGY = "scratch"
+#: the weights prefix of a checkpoint named by timm's pretrained tag (``timm:resnet50.a1_in1k``)
+TIMM_WEIGHTS = "timm:"
 #: the probe network image measures use by default
 DEFAULT_PROBE = "resnet18"
 #: images per dataset that image measures of a ranking look at (a seeded stratified subsample)

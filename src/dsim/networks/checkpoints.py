@@ -14,8 +14,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dsim.data.loading import CHECKPOINT_SUFFIXES, is_checkpoint_path
+from dsim.data.tensors import to_tensor
+from dsim.kernel.catalog import backbone_missing, create_backbone
+from dsim.kernel.defaults import TIMM_WEIGHTS
 from dsim.kernel.errors import DsimError
-from dsim.kernel.records import CheckpointCard, DatasetCard, ImageSet, stable_hash
+from dsim.kernel.records import CheckpointCard, DatasetCard, ImageSet, Representation
+from dsim.kernel.registry import get_registry
+from dsim.networks.weights import find_weights_file, locate_weights, weights_dirs
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -31,12 +37,6 @@ __all__ = [
     "is_checkpoint_path",
     "source_cards",
 ]
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-
-
-def is_checkpoint_path(spec: str) -> bool:
-    return Path(str(spec)).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 def load_zoo(path: str | os.PathLike) -> list[CheckpointCard]:
@@ -83,14 +83,14 @@ def checkpoint_from_spec(
     low = {n.lower(): c for n, c in known.items()}
     if spec.lower() in low:
         return low[spec.lower()]
-    if spec.startswith("timm:"):
-        name = spec[5:]
+    if spec.startswith(TIMM_WEIGHTS):
+        name = spec[len(TIMM_WEIGHTS) :]
         if not name:
-            raise DsimError("timm: needs a model name, e.g. timm:resnet50.a1_in1k")
+            raise DsimError(f"{TIMM_WEIGHTS} needs a model name, e.g. {TIMM_WEIGHTS}resnet50.a1_in1k")
         return CheckpointCard(
             name=spec,
             architecture=name,
-            weights=f"timm:{name}",
+            weights=f"{TIMM_WEIGHTS}{name}",
             pretrained_on="imagenet",
             family=name.split(".")[0].rstrip("0123456789_"),
             provider="command line",
@@ -120,11 +120,9 @@ def network_spec(card: CheckpointCard) -> tuple[str, str]:
     architecture with the path of the checked file; anything else (``random``, a backbone
     plugin's own names such as ``torchvision:...``) is handed to the backbone plugin as it is."""
     w = card.weights
-    if w.startswith("timm:"):
-        return w[5:] or card.architecture, "imagenet"
+    if w.startswith(TIMM_WEIGHTS):
+        return w[len(TIMM_WEIGHTS) :] or card.architecture, "imagenet"
     if w.startswith("file:"):
-        from dsim.networks.weights import locate_weights
-
         return card.architecture, str(
             locate_weights(w[5:], sha256=card.sha256, what=f"checkpoint {card.name!r}")
         )
@@ -134,7 +132,7 @@ def network_spec(card: CheckpointCard) -> tuple[str, str]:
 def network_name(card: CheckpointCard) -> str:
     """The backbone name that builds ``card``'s network (a ``timm:<tag>`` card: that tag's model)."""
     w = card.weights
-    return (w[5:] or card.architecture) if w.startswith("timm:") else card.architecture
+    return (w[len(TIMM_WEIGHTS) :] or card.architecture) if w.startswith(TIMM_WEIGHTS) else card.architecture
 
 
 def known_checkpoints(
@@ -143,8 +141,6 @@ def known_checkpoints(
     """Every checkpoint card a ``--sources`` entry may name, by name and alias: the registry's
     (registry.yaml and plugins), then those of the ``zoo`` YAML files, then ``cards`` (zoo cards
     a caller has read already); a later card wins."""
-    from dsim.kernel.registry import get_registry
-
     known = dict(get_registry().checkpoints)
     for card in [c for path in zoo for c in load_zoo(path)] + list(cards):
         known[card.name] = card
@@ -166,24 +162,20 @@ def checkpoint_missing(card: CheckpointCard) -> str | None:
     if w == "random":
         return None
     if w.startswith("file:"):
-        from dsim.networks.weights import find_weights_file, weights_dirs
-
         if find_weights_file(w[5:]) is None:
             dirs = os.pathsep.join(str(d) for d in weights_dirs())
             return f"weights file {Path(w[5:]).name!r} not here: put it in DSIM_WEIGHTS_DIR (searched {dirs})"
         return None
-    from dsim.kernel.catalog import backbone_missing
-
     model, weights = (
-        (w[5:] or card.architecture, "imagenet") if w.startswith("timm:") else (card.architecture, w)
+        (w[len(TIMM_WEIGHTS) :] or card.architecture, "imagenet")
+        if w.startswith(TIMM_WEIGHTS)
+        else (card.architecture, w)
     )
     return backbone_missing(model, weights)
 
 
 def load_checkpoint(card: CheckpointCard, *, num_classes: int = 0, in_chans: int = 3, seed: int = 0):
     """The network of ``card`` with its weights (a feature extractor with ``num_classes=0``)."""
-    from dsim.kernel.catalog import create_backbone
-
     model_name, weights = network_spec(card)
     return create_backbone(model_name, weights=weights, num_classes=num_classes, in_chans=in_chans, seed=seed)
 
@@ -257,10 +249,7 @@ def checkpoint_features(
     preprocessing, data fingerprint) and cached through ``ctx.cache``; every score reuses them.
     A card with a classifier (``num_classes``) gets its logits in the same pass, so feature
     scores and classifier scores (LEEP, NCE) share one extraction."""
-    import numpy as np
-
-    from dsim.data.tensors import to_tensor
-    from dsim.kernel.records import Representation
+    import numpy as np  # noqa: PLC0415 -- `dsim zoo` and the listings must not import numpy
 
     k = int(card.num_classes or 0)  # the classifier's outputs come along whenever there is one
     device = ctx.torch_device() if ctx is not None else None
@@ -324,29 +313,9 @@ def checkpoint_features(
     return F, L if with_logits else None
 
 
-def resolve_candidates(
-    specs: Sequence[str], *, arch: str | None, known: Mapping[str, CheckpointCard]
-) -> tuple[list[str], list[CheckpointCard]]:
-    """Split ``--sources`` entries into dataset names and checkpoint cards."""
-    datasets, ckpts = [], []
-    for s in specs:
-        c = checkpoint_from_spec(s, arch=arch, known=known)
-        if c is None:
-            datasets.append(s)
-        else:
-            ckpts.append(c)
-    return datasets, ckpts
-
-
-def zoo_key(cards: Sequence[CheckpointCard]) -> str:
-    return stable_hash([c.to_dict() for c in cards])
-
-
 def source_cards() -> dict[str, DatasetCard]:
     """Every card a candidate source can have: the registry's datasets, and each registered
     checkpoint as its pretraining set's card under the checkpoint's name (:func:`as_source_card`)."""
-    from dsim.kernel.registry import get_registry
-
     reg = get_registry()
     cards = {c.name: c for c in reg}
     for ck in reg.checkpoints.values():

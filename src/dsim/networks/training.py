@@ -342,6 +342,131 @@ def fit(
             result.history.clear()
 
 
+def _fit_tensors(model, train, val, cfg, tensors, label: str, cuda: bool):
+    """The training and validation tensors (prepared here unless ``tensors`` are given; pinned
+    on a GPU) and the number of outputs the network is trained for."""
+    num_classes = int(model.head.out_features) if hasattr(model, "head") else None
+    if tensors is None:
+        xtr, ytr = prepare(train, cfg)
+        xva, yva = prepare(val, cfg)
+    else:
+        xtr, ytr, xva, yva = tensors
+    multilabel = ytr.ndim == 2
+    if num_classes is None:
+        num_classes = int(ytr.shape[1]) if multilabel else int(max(ytr.max(), yva.max())) + 1
+    if len(ytr) == 0:
+        raise TrainingError(f"{label}: empty training set")
+    if cuda:
+        xtr, ytr, xva, yva = (t.pin_memory() for t in (xtr, ytr, xva, yva))
+    return xtr, ytr, xva, yva, num_classes
+
+
+def _optimizer(cfg, groups, lr_mults, total_steps: int):
+    """AdamW over the parameter groups (each at its learning-rate multiple) and the schedule
+    ``cfg.schedule`` names (None for a constant rate)."""
+    import torch
+
+    mults = list(lr_mults or [1.0] * len(groups))
+    param_groups = [{"params": list(g), "lr": cfg.lr * m} for g, m in zip(groups, mults)]
+    opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = None
+    if cfg.schedule == "one-cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=[pg["lr"] for pg in param_groups],
+            total_steps=total_steps,
+            pct_start=0.3,
+            div_factor=25.0,
+            final_div_factor=1000.0,
+            anneal_strategy="cos",
+        )
+    elif cfg.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=0.5, patience=max(1, cfg.patience // 2)
+        )
+    return opt, sched
+
+
+def _unfreezer(groups, unfreeze_at, total_steps: int) -> Callable[[int], None]:
+    """``set_trainable(step)``: each parameter group trains from the fraction of the steps
+    ``unfreeze_at`` gives it (None: frozen throughout)."""
+    unfreeze = list(unfreeze_at if unfreeze_at is not None else [0.0] * len(groups))
+    state: list = [None]
+
+    def set_trainable(step: int) -> None:
+        frac = step / max(1, total_steps)
+        flags = tuple(u is not None and frac >= u for u in unfreeze)
+        if flags == state[0]:
+            return  # only touch the parameters when a group freezes or thaws
+        state[0] = flags
+        for g, on in zip(groups, flags):
+            for p in g:
+                p.requires_grad_(on)
+
+    return set_trainable
+
+
+@dataclass
+class _Loop:
+    """What one training epoch steps with (:func:`_train_epoch`)."""
+
+    model: Any
+    opt: Any
+    sched: Any
+    scaler: Any
+    gen: Any
+    dev: Any
+    memfmt: Any
+    amp_dtype: Any
+    weight: Any
+    cfg: Any
+    label: str
+    total_steps: int
+    set_trainable: Callable[[int], None]
+
+
+def _train_epoch(loop: _Loop, xtr, ytr, batch: int, epoch: int, step: int):
+    """One pass over the training set in a seeded order; (summed loss, images seen, next step)."""
+    import torch
+
+    cfg, dev, memfmt, amp_dtype, opt = loop.cfg, loop.dev, loop.memfmt, loop.amp_dtype, loop.opt
+    loop.model.train()
+    perm = torch.randperm(len(ytr), generator=loop.gen)
+    tot, n_seen = 0.0, 0
+    for i in range(0, len(ytr), batch):
+        idx = perm[i : i + batch]
+        if len(idx) < 2 and len(ytr) > 2:  # batch norm cannot train on one image
+            continue
+        loop.set_trainable(step)
+        xb = xtr[idx]
+        if cfg.augment:
+            xb = _augment(xb, loop.gen)
+        xb = xb.to(dev, non_blocking=True, memory_format=memfmt)
+        yb = ytr[idx].to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = _forward(loop.model, xb)
+            loss = _loss(out.float(), yb, loop.weight, cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"{loop.label}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                f"(learning rate {opt.param_groups[-1]['lr']:.2g}); lower the learning rate"
+            )
+        opt.zero_grad(set_to_none=True)
+        if loop.scaler is not None:
+            loop.scaler.scale(loss).backward()
+            loop.scaler.step(opt)
+            loop.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        if cfg.schedule == "one-cycle" and step < loop.total_steps - 1:
+            loop.sched.step()
+        step += 1
+        tot += loss.detach() * len(idx)  # summed on device: no host sync per step
+        n_seen += len(idx)
+    return tot, n_seen, step
+
+
 def _fit_once(
     model,
     train,
@@ -365,19 +490,8 @@ def _fit_once(
     t0 = time.perf_counter()
     dev = _device(device)
     cuda = dev.type == "cuda"
-    num_classes = int(model.head.out_features) if hasattr(model, "head") else None
-    if tensors is None:
-        xtr, ytr = prepare(train, cfg)
-        xva, yva = prepare(val, cfg)
-    else:
-        xtr, ytr, xva, yva = tensors
+    xtr, ytr, xva, yva, num_classes = _fit_tensors(model, train, val, cfg, tensors, label, cuda)
     multilabel = ytr.ndim == 2
-    if num_classes is None:
-        num_classes = int(ytr.shape[1]) if multilabel else int(max(ytr.max(), yva.max())) + 1
-    if len(ytr) == 0:
-        raise TrainingError(f"{label}: empty training set")
-    if cuda:
-        xtr, ytr, xva, yva = (t.pin_memory() for t in (xtr, ytr, xva, yva))
     memfmt = torch.channels_last if cuda else torch.contiguous_format
     model.to(dev, memory_format=memfmt)
     amp_dtype = None
@@ -393,79 +507,18 @@ def _fit_once(
 
     if groups is None:
         groups = [[p for p in model.parameters()]]
-    mults = list(lr_mults or [1.0] * len(groups))
-    unfreeze = list(unfreeze_at if unfreeze_at is not None else [0.0] * len(groups))
-    param_groups = [{"params": list(g), "lr": cfg.lr * m} for g, m in zip(groups, mults)]
-    opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(ytr) / batch))
-    total_steps = steps_per_epoch * cfg.epochs
-    sched = None
-    if cfg.schedule == "one-cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt,
-            max_lr=[pg["lr"] for pg in param_groups],
-            total_steps=total_steps,
-            pct_start=0.3,
-            div_factor=25.0,
-            final_div_factor=1000.0,
-            anneal_strategy="cos",
-        )
-    elif cfg.schedule == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=0.5, patience=max(1, cfg.patience // 2)
-        )
-
-    state: list = [None]
-
-    def set_trainable(step: int) -> None:
-        frac = step / max(1, total_steps)
-        flags = tuple(u is not None and frac >= u for u in unfreeze)
-        if flags == state[0]:
-            return  # only touch the parameters when a group freezes or thaws
-        state[0] = flags
-        for g, on in zip(groups, flags):
-            for p in g:
-                p.requires_grad_(on)
-
+    total_steps = max(1, math.ceil(len(ytr) / batch)) * cfg.epochs
+    opt, sched = _optimizer(cfg, groups, lr_mults, total_steps)
+    set_trainable = _unfreezer(groups, unfreeze_at, total_steps)
+    loop = _Loop(
+        model, opt, sched, scaler, gen, dev, memfmt, amp_dtype, weight, cfg, label, total_steps, set_trainable
+    )
     best_state, best_loss, bad = None, float("inf"), 0
     step = 0
     result.history.clear()
     result.batch_size = batch
     for epoch in range(cfg.epochs):
-        model.train()
-        perm = torch.randperm(len(ytr), generator=gen)
-        tot, n_seen = 0.0, 0
-        for i in range(0, len(ytr), batch):
-            idx = perm[i : i + batch]
-            if len(idx) < 2 and len(ytr) > 2:  # batch norm cannot train on one image
-                continue
-            set_trainable(step)
-            xb = xtr[idx]
-            if cfg.augment:
-                xb = _augment(xb, gen)
-            xb = xb.to(dev, non_blocking=True, memory_format=memfmt)
-            yb = ytr[idx].to(dev, non_blocking=True)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = _forward(model, xb)
-                loss = _loss(out.float(), yb, weight, cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"{label}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                    f"(learning rate {opt.param_groups[-1]['lr']:.2g}); lower the learning rate"
-                )
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            if cfg.schedule == "one-cycle" and step < total_steps - 1:
-                sched.step()
-            step += 1
-            tot += loss.detach() * len(idx)  # summed on device: no host sync per step
-            n_seen += len(idx)
+        tot, n_seen, step = _train_epoch(loop, xtr, ytr, batch, epoch, step)
         outs: list | None = [] if on_epoch is not None else None
         val_loss = _val_loss(model, xva, yva, dev, memfmt, amp_dtype, weight, batch, keep=outs)
         record = {"epoch": epoch + 1, "train_loss": float(tot) / max(1, n_seen), "val_loss": val_loss}

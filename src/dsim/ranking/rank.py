@@ -46,6 +46,7 @@ from dsim.networks.checkpoints import (
 )
 from dsim.networks.checks import check_rank, checkpoint_problem
 from dsim.ranking.memo import remembered_rank
+from dsim.ranking.predictors import choose_predictor
 
 __all__ = ["RankConfig", "rank", "candidate_sources", "DEFAULT_MAX_SAMPLES"]
 
@@ -302,7 +303,6 @@ def rank(
     overlap_notes: list[str] = []
     if target_missing is None:  # the target's own images are never a candidate for it
         cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
-    from dsim.ranking.predictors import choose_predictor
 
     pred, pred_note = choose_predictor(
         predictor if isinstance(predictor, Predictor) else cfg.predictor,
@@ -629,27 +629,9 @@ def _compute(
         return
     networks = {}  # a network-based measure scores the candidates that are (or map to) a checkpoint
     if m.needs in ("source-model", "checkpoint"):
-        networks = {c.name: ckpt_of.get(c.name) or m.source_model(c) for c in todo}
-        networks = {n: ck for n, ck in networks.items() if ck is not None}
+        networks = _networks(m, todo, ckpt_of, skipped, wanted)
         if not networks:
-            if wanted:
-                skipped.append(
-                    {
-                        "measure": m.name,
-                        "reason": "scores pretrained networks: no candidate is a "
-                        "checkpoint (name some with --sources or --zoo)",
-                    }
-                )
             return
-        lacking = [c for c in todo if c.name not in networks]
-        for c in lacking:
-            skipped.append(
-                {
-                    "source": c.name,
-                    "measure": m.name,
-                    "reason": "a dataset, not a checkpoint (`dsim pretrain` makes one from it)",
-                }
-            )
         todo = [c for c in todo if c.name in networks]
     if m.needs in ("images", "source-model") and target_missing is not None:
         skipped.append(
@@ -672,14 +654,7 @@ def _compute(
             skipped.append({"source": c.name, "measure": m.name, "reason": why})
             continue
         try:
-            if m.needs == "card":
-                s_obj, t_obj = c, tcard
-            elif m.needs == "source-model":
-                s_obj, t_obj = networks[c.name], target_data
-            elif m.needs == "checkpoint":
-                s_obj, t_obj = networks[c.name], None
-            else:
-                s_obj, t_obj = images(c), target_data
+            s_obj, t_obj = _pair_of(m, c, tcard, target_data, networks, images)
             value = m.pair(s_obj, t_obj, ctx)
             contrib = _contributions(m, s_obj, t_obj, ctx, vals.notes) if m.needs == "card" else {}
         except CheckpointError as exc:  # the network cannot be built: failed, never ranked
@@ -705,6 +680,45 @@ def _compute(
             continue
         vals.put(c.name, m.name, value, "computed", contrib)
     ctx.progress(f"{m.name}", len(todo), len(todo))
+
+
+def _networks(m, todo, ckpt_of, skipped: list[dict[str, str]], wanted) -> dict[str, Any]:
+    """The networks a network-based measure ``m`` scores, by candidate: its checkpoint, or the
+    network the measure maps a dataset to; a candidate without one is skipped, with why."""
+    networks = {c.name: ckpt_of.get(c.name) or m.source_model(c) for c in todo}
+    networks = {n: ck for n, ck in networks.items() if ck is not None}
+    if not networks:
+        if wanted:
+            skipped.append(
+                {
+                    "measure": m.name,
+                    "reason": "scores pretrained networks: no candidate is a "
+                    "checkpoint (name some with --sources or --zoo)",
+                }
+            )
+        return networks
+    lacking = [c for c in todo if c.name not in networks]
+    for c in lacking:
+        skipped.append(
+            {
+                "source": c.name,
+                "measure": m.name,
+                "reason": "a dataset, not a checkpoint (`dsim pretrain` makes one from it)",
+            }
+        )
+    return networks
+
+
+def _pair_of(m, c: DatasetCard, tcard: DatasetCard, target_data, networks: Mapping[str, Any], images):
+    """What ``m.pair`` compares for candidate ``c``: cards, a network and the target's images, a
+    network alone, or the two sets of images, as ``m.needs`` says."""
+    if m.needs == "card":
+        return c, tcard
+    if m.needs == "source-model":
+        return networks[c.name], target_data
+    if m.needs == "checkpoint":
+        return networks[c.name], None
+    return images(c), target_data
 
 
 def _applicable(m: Measure, card: DatasetCard) -> str | None:

@@ -25,7 +25,7 @@ from dsim.networks.pretraining import (
     save_checkpoint,
     train_checkpoint,
 )
-from dsim.validation.runs import Work, execute_run
+from dsim.validation.runs import Work, execute_run, run_inputs
 
 __all__ = ["Callbacks", "LocalExecutor", "RayExecutor", "get_executor"]
 
@@ -84,7 +84,6 @@ class LocalExecutor(Executor):
     def run(self, work: Work, cb: Callbacks) -> None:
         ready: dict[str, Checkpoint] = dict(work.checkpoints)
         job_errors: dict[str, str] = {}
-        say = cb.on_event
         with torch_threads(work.cpus_per_run):
             for spec in work.runs:
                 if spec.key in work.failed:
@@ -92,45 +91,55 @@ class LocalExecutor(Executor):
                     continue
                 cid = work.checkpoint_of.get(spec.key)
                 if cid in work.jobs and cid not in ready and cid not in job_errors:
-                    job = work.jobs[cid]
-                    try:
-                        path = build(
-                            job,
-                            work.data[Work.job_key(job)],
-                            device=work.device,
-                            progress=cb.run_progress,
-                            on_wait=lambda m: say("info", m),
-                        )
-                    except DsimError as exc:
-                        job_errors[cid] = str(exc)
-                    except MemoryError:
-                        job_errors[cid] = f"pretrain {job.describe()}: out of host memory"
-                    except Exception as exc:  # reported on every dependent run, never lost
-                        job_errors[cid] = _message(exc, f"pretrain {job.describe()}")
-                    else:
-                        ready[cid] = Checkpoint(id=cid, path=str(path))
-                    cb.on_pretrained(job, None if cid in job_errors else path, job_errors.get(cid))
+                    self._pretrain(work, work.jobs[cid], ready, job_errors, cb)
                 if cid in job_errors:
                     cb.on_result(spec, None, f"{spec.label}: {job_errors[cid]}")
                     continue
-                progress = None
-                if cb.run_progress is not None:
-                    progress = lambda d, a, b, _l=spec.label: cb.run_progress(_l, a, b)  # noqa: E731
-                try:
-                    result = execute_run(
-                        spec,
-                        device=work.device,
-                        target=work.data.get(Work.target_key(spec)),
-                        checkpoint=ready.get(cid) if cid else None,
-                        progress=progress,
-                    )
-                except DsimError as exc:
-                    cb.on_result(spec, None, str(exc))
-                    continue
-                except MemoryError:
-                    cb.on_result(spec, None, f"{spec.label}: out of host memory")
-                    continue
-                cb.on_result(spec, result, None)
+                self._run_one(work, spec, ready.get(cid) if cid else None, cb)
+
+    @staticmethod
+    def _pretrain(work: Work, job: PretrainJob, ready: dict, job_errors: dict, cb: Callbacks) -> None:
+        """Build ``job`` (or wait for another process that trains it) into ``ready``, or its
+        one-line failure into ``job_errors``; reported to ``cb`` either way."""
+        cid = job.key
+        try:
+            path = build(
+                job,
+                work.data[Work.job_key(job)],
+                device=work.device,
+                progress=cb.run_progress,
+                on_wait=lambda m: cb.on_event("info", m),
+            )
+        except DsimError as exc:
+            job_errors[cid] = str(exc)
+        except MemoryError:
+            job_errors[cid] = f"pretrain {job.describe()}: out of host memory"
+        except Exception as exc:  # reported on every dependent run, never lost
+            job_errors[cid] = _message(exc, f"pretrain {job.describe()}")
+        else:
+            ready[cid] = Checkpoint(id=cid, path=str(path))
+        cb.on_pretrained(job, None if cid in job_errors else path, job_errors.get(cid))
+
+    @staticmethod
+    def _run_one(work: Work, spec: RunSpec, checkpoint: Checkpoint | None, cb: Callbacks) -> None:
+        """One run in this process, its result or one-line failure reported to ``cb``."""
+        progress = None
+        if cb.run_progress is not None:
+            progress = lambda d, a, b, _l=spec.label: cb.run_progress(_l, a, b)  # noqa: E731
+        try:
+            target, checkpoint = run_inputs(
+                spec, target=work.data.get(Work.target_key(spec)), checkpoint=checkpoint, device=work.device
+            )
+            result = execute_run(
+                spec, target=target, checkpoint=checkpoint, device=work.device, progress=progress
+            )
+        except DsimError as exc:
+            cb.on_result(spec, None, str(exc))
+            return
+        except MemoryError:
+            cb.on_result(spec, None, f"{spec.label}: out of host memory")
+            return
+        cb.on_result(spec, result, None)
 
 
 # ------------------------------------------------------------------------------ Ray tasks
@@ -165,6 +174,7 @@ def _run_task(spec: RunSpec, device: str, cpus: float, target, checkpoint) -> di
             return {"error": f"{spec.label}: {checkpoint['error']}"}
         checkpoint = Checkpoint(id=checkpoint["key"], blob=checkpoint["blob"])
     try:
+        target, checkpoint = run_inputs(spec, target=target, checkpoint=checkpoint, device=device)
         return {"result": execute_run(spec, device=device, target=target, checkpoint=checkpoint)}
     except DsimError as exc:
         return {"error": str(exc)}
@@ -274,111 +284,13 @@ class RayExecutor(Executor):
             return
         ray = self._init()
         cpus, gpus = self._resources(ray, work)
-        opts = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.max_retries}
-        pre_task = ray.remote(**opts)(_pretrain_task)
-        run_task = ray.remote(**opts)(_run_task)
-        device = work.device
-        stats = self.stats = {"datasets_put": 0, "checkpoints_put": 0, "pretrain_tasks": 0, "run_tasks": 0}
-
-        data_refs: dict[tuple, Any] = {}
-
-        def data_ref(key: tuple):
-            if key in work.shared or key not in work.data:
-                return None  # the worker reads it itself
-            if key not in data_refs:
-                data_refs[key] = ray.put(work.data[key])
-                stats["datasets_put"] += 1
-            return data_refs[key]
-
-        ck_refs: dict[str, Any] = {}  # checkpoint id -> object ref (a ready checkpoint, or a job's output)
-
-        def put_checkpoint(ck: Checkpoint) -> None:
-            ck_refs[ck.id] = ray.put(ck.shippable())
-            stats["checkpoints_put"] += 1
-
-        pending: dict[Any, tuple[str, Any]] = {}
-        claims: dict[str, Any] = {}
-        held_elsewhere: dict[str, PretrainJob] = {}
-        job_errors: dict[str, str] = {}
-
-        def start_job(job: PretrainJob, lock) -> None:
-            claims[job.key] = lock
-            ref = pre_task.options(name=f"dsim pretrain {job.describe()}").remote(
-                job, device, cpus, data_ref(Work.job_key(job))
-            )
-            stats["pretrain_tasks"] += 1
-            ck_refs[job.key] = ref
-            pending[ref] = ("job", job)
-
-        def submit(spec: RunSpec) -> None:
-            cid = work.checkpoint_of.get(spec.key)
-            ref = run_task.options(name=f"dsim {spec.label}").remote(
-                spec, device, cpus, data_ref(Work.target_key(spec)), ck_refs.get(cid) if cid else None
-            )
-            stats["run_tasks"] += 1
-            pending[ref] = ("run", spec)
-
-        def try_job(job: PretrainJob) -> bool:
-            """Claim and start a job, or use the checkpoint another process finished; False while
-            another live process trains it."""
-            lock = claim(job, wait=False)
-            if lock is not None:
-                start_job(job, lock)
-                return True
-            if job.path.exists():
-                put_checkpoint(Checkpoint(id=job.key, path=str(job.path)))
-                cb.on_event(
-                    "info", f"checkpoint of {job.describe()} was trained by another process meanwhile"
-                )
-                return True
-            return False
-
+        self.stats = {"datasets_put": 0, "checkpoints_put": 0, "pretrain_tasks": 0, "run_tasks": 0}
+        session = _RaySession(self, ray, work, cb, cpus, gpus)
         try:
-            for job in work.jobs.values():
-                if not try_job(job):
-                    held_elsewhere[job.key] = job
-                    cb.on_event(
-                        "info", f"another process is pretraining {job.describe()}; its runs wait for it"
-                    )
-            used = {work.checkpoint_of[s.key] for s in work.runs if s.key in work.checkpoint_of}
-            for cid, ck in work.checkpoints.items():
-                if cid in used:
-                    put_checkpoint(ck)
-            deferred: list[RunSpec] = []
-            for spec in work.runs:
-                if spec.key in work.failed:
-                    cb.on_result(spec, None, work.failed[spec.key])
-                elif work.checkpoint_of.get(spec.key) in held_elsewhere:
-                    deferred.append(spec)
-                else:
-                    submit(spec)
-            while pending or deferred:
-                for key, job in list(held_elsewhere.items()):
-                    if try_job(job):
-                        del held_elsewhere[key]
-                        for spec in [s for s in deferred if work.checkpoint_of.get(s.key) == key]:
-                            deferred.remove(spec)
-                            submit(spec)
-                if not pending:
-                    time.sleep(self.poll_s)
-                    continue
-                ready, _ = ray.wait(
-                    list(pending), num_returns=1, timeout=self.poll_s if held_elsewhere else None
-                )
-                for ref in ready:
-                    kind, obj = pending.pop(ref)
-                    out = self._get(ray, ref)
-                    if kind == "run" and out.get("crashed"):
-                        # Ray fails a task whose dependency failed: settle the job first, if so
-                        jref = ck_refs.get(work.checkpoint_of.get(obj.key, ""))
-                        if jref in pending and ray.wait([jref], timeout=0)[0]:
-                            self._job_done(pending.pop(jref)[1], self._get(ray, jref), claims, job_errors, cb)
-                    if kind == "job":
-                        self._job_done(obj, out, claims, job_errors, cb)
-                    else:
-                        self._run_done(obj, out, work, job_errors, cb)
+            session.start()
+            session.wait()
         finally:
-            for lock in claims.values():
+            for lock in session.claims.values():
                 lock.release()
 
     def _get(self, ray, ref) -> dict:
@@ -413,6 +325,126 @@ class RayExecutor(Executor):
             return
         msg = out["error"]
         cb.on_result(spec, None, msg if msg.startswith(spec.label) else f"{spec.label}: {msg}")
+
+
+class _RaySession:
+    """One :meth:`RayExecutor.run`: the object refs put so far (datasets, checkpoints), the tasks
+    pending, the jobs claimed here and those another process trains."""
+
+    def __init__(self, ex: RayExecutor, ray, work: Work, cb: Callbacks, cpus: float, gpus: float):
+        opts = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": ex.max_retries}
+        self.ex, self.ray, self.work, self.cb, self.cpus = ex, ray, work, cb, cpus
+        self.pre_task = ray.remote(**opts)(_pretrain_task)
+        self.run_task = ray.remote(**opts)(_run_task)
+        self.stats = ex.stats
+        self.data_refs: dict[tuple, Any] = {}
+        self.ck_refs: dict[
+            str, Any
+        ] = {}  # checkpoint id -> object ref (a ready checkpoint, or a job's output)
+        self.pending: dict[Any, tuple[str, Any]] = {}
+        self.claims: dict[str, Any] = {}
+        self.held_elsewhere: dict[str, PretrainJob] = {}
+        self.job_errors: dict[str, str] = {}
+        self.deferred: list[RunSpec] = []
+
+    def data_ref(self, key: tuple):
+        if key in self.work.shared or key not in self.work.data:
+            return None  # the worker reads it itself
+        if key not in self.data_refs:
+            self.data_refs[key] = self.ray.put(self.work.data[key])
+            self.stats["datasets_put"] += 1
+        return self.data_refs[key]
+
+    def put_checkpoint(self, ck: Checkpoint) -> None:
+        self.ck_refs[ck.id] = self.ray.put(ck.shippable())
+        self.stats["checkpoints_put"] += 1
+
+    def start_job(self, job: PretrainJob, lock) -> None:
+        self.claims[job.key] = lock
+        ref = self.pre_task.options(name=f"dsim pretrain {job.describe()}").remote(
+            job, self.work.device, self.cpus, self.data_ref(Work.job_key(job))
+        )
+        self.stats["pretrain_tasks"] += 1
+        self.ck_refs[job.key] = ref
+        self.pending[ref] = ("job", job)
+
+    def submit(self, spec: RunSpec) -> None:
+        cid = self.work.checkpoint_of.get(spec.key)
+        ref = self.run_task.options(name=f"dsim {spec.label}").remote(
+            spec,
+            self.work.device,
+            self.cpus,
+            self.data_ref(Work.target_key(spec)),
+            self.ck_refs.get(cid) if cid else None,
+        )
+        self.stats["run_tasks"] += 1
+        self.pending[ref] = ("run", spec)
+
+    def try_job(self, job: PretrainJob) -> bool:
+        """Claim and start a job, or use the checkpoint another process finished; False while
+        another live process trains it."""
+        lock = claim(job, wait=False)
+        if lock is not None:
+            self.start_job(job, lock)
+            return True
+        if job.path.exists():
+            self.put_checkpoint(Checkpoint(id=job.key, path=str(job.path)))
+            self.cb.on_event(
+                "info", f"checkpoint of {job.describe()} was trained by another process meanwhile"
+            )
+            return True
+        return False
+
+    def start(self) -> None:
+        """Every job claimed or waited for, every ready checkpoint put, every run submitted
+        (or deferred until the job it depends on is free)."""
+        work, cb = self.work, self.cb
+        for job in work.jobs.values():
+            if not self.try_job(job):
+                self.held_elsewhere[job.key] = job
+                cb.on_event("info", f"another process is pretraining {job.describe()}; its runs wait for it")
+        used = {work.checkpoint_of[s.key] for s in work.runs if s.key in work.checkpoint_of}
+        for cid, ck in work.checkpoints.items():
+            if cid in used:
+                self.put_checkpoint(ck)
+        for spec in work.runs:
+            if spec.key in work.failed:
+                cb.on_result(spec, None, work.failed[spec.key])
+            elif work.checkpoint_of.get(spec.key) in self.held_elsewhere:
+                self.deferred.append(spec)
+            else:
+                self.submit(spec)
+
+    def wait(self) -> None:
+        """Each task's output handed to the driver as it finishes, until none is left."""
+        ray, ex, work, pending, deferred = self.ray, self.ex, self.work, self.pending, self.deferred
+        while pending or deferred:
+            for key, job in list(self.held_elsewhere.items()):
+                if self.try_job(job):
+                    del self.held_elsewhere[key]
+                    for spec in [s for s in deferred if work.checkpoint_of.get(s.key) == key]:
+                        deferred.remove(spec)
+                        self.submit(spec)
+            if not pending:
+                time.sleep(ex.poll_s)
+                continue
+            ready, _ = ray.wait(
+                list(pending), num_returns=1, timeout=ex.poll_s if self.held_elsewhere else None
+            )
+            for ref in ready:
+                kind, obj = pending.pop(ref)
+                out = ex._get(ray, ref)
+                if kind == "run" and out.get("crashed"):
+                    # Ray fails a task whose dependency failed: settle the job first, if so
+                    jref = self.ck_refs.get(work.checkpoint_of.get(obj.key, ""))
+                    if jref in pending and ray.wait([jref], timeout=0)[0]:
+                        ex._job_done(
+                            pending.pop(jref)[1], ex._get(ray, jref), self.claims, self.job_errors, self.cb
+                        )
+                if kind == "job":
+                    ex._job_done(obj, out, self.claims, self.job_errors, self.cb)
+                else:
+                    ex._run_done(obj, out, work, self.job_errors, self.cb)
 
 
 def get_executor(executor: str | Executor = "local", *, address: str | None = None) -> Executor:

@@ -165,14 +165,9 @@ def _check_setup_origin(setup: str, origin: str) -> None:
         )
 
 
-def check_rows(
-    name: str, path: Path, header: list[str] | None, body: list, *, setup: str, origin: str
-) -> ResultsTable:
-    """Check a table's rows (``body``: ``(line number or label, values)`` each, in ``header``'s
-    column order); ``name`` starts every message. Raises :class:`ResultsTableError` at the first
-    bad row."""
-    _check_setup_origin(setup, origin)
-    setup, origin = setup.strip(), origin.strip()
+def _columns(name: str, header: list[str] | None) -> list[str]:
+    """The header's column names (stripped, lower case); a header without a name, with a name
+    twice, without a required column or with a ``setup`` column is refused."""
     if not header or not any(h.strip() for h in header):
         raise ResultsTableError(f"{name}: empty file (expected a header with {', '.join(REQUIRED)})")
     cols = [h.strip().lower() for h in header]
@@ -189,6 +184,37 @@ def check_rows(
         )
     if "setup" in cols:
         raise ResultsTableError(f"{name}, line 1: column 'setup': give the setup with --setup, one per table")
+    return cols
+
+
+def _row_numbers(row: dict[str, str], where: str) -> tuple[float, int, int, float | None, float | None]:
+    """A row's (auc, fold, repeat, accuracy, kappa), each checked against its range."""
+    if not row["auc"]:
+        raise ResultsTableError(f"{where}, column 'auc': empty")
+    auc = _number(row["auc"], where, "auc")
+    if not 0.0 <= auc <= 1.0:
+        hint = " (a table in percent? divide by 100)" if 1.0 < auc <= 100.0 else ""
+        raise ResultsTableError(f"{where}, column 'auc': {row['auc']} is outside [0, 1]{hint}")
+    fold = _index(row["fold"], where, "fold") if row.get("fold") else 0
+    repeat = _index(row["repeat"], where, "repeat") if row.get("repeat") else 0
+    acc = _number(row["accuracy"], where, "accuracy") if row.get("accuracy") else None
+    if acc is not None and not 0.0 <= acc <= 1.0:
+        raise ResultsTableError(f"{where}, column 'accuracy': {row['accuracy']} is outside [0, 1]")
+    kappa = _number(row["kappa"], where, "kappa") if row.get("kappa") else None
+    if kappa is not None and not -1.0 <= kappa <= 1.0:
+        raise ResultsTableError(f"{where}, column 'kappa': {row['kappa']} is outside [-1, 1]")
+    return auc, fold, repeat, acc, kappa
+
+
+def check_rows(
+    name: str, path: Path, header: list[str] | None, body: list, *, setup: str, origin: str
+) -> ResultsTable:
+    """Check a table's rows (``body``: ``(line number or label, values)`` each, in ``header``'s
+    column order); ``name`` starts every message. Raises :class:`ResultsTableError` at the first
+    bad row."""
+    _check_setup_origin(setup, origin)
+    setup, origin = setup.strip(), origin.strip()
+    cols = _columns(name, header)
     extra = [c for c in cols if c not in REQUIRED and c not in OPTIONAL]
     canon = _canonical_names()
     renamed: dict[str, str] = {}
@@ -209,20 +235,7 @@ def check_rows(
             names[c] = card or row[c]
             if card and card != row[c]:
                 renamed[row[c]] = card
-        if not row["auc"]:
-            raise ResultsTableError(f"{where}, column 'auc': empty")
-        auc = _number(row["auc"], where, "auc")
-        if not 0.0 <= auc <= 1.0:
-            hint = " (a table in percent? divide by 100)" if 1.0 < auc <= 100.0 else ""
-            raise ResultsTableError(f"{where}, column 'auc': {row['auc']} is outside [0, 1]{hint}")
-        fold = _index(row["fold"], where, "fold") if row.get("fold") else 0
-        repeat = _index(row["repeat"], where, "repeat") if row.get("repeat") else 0
-        acc = _number(row["accuracy"], where, "accuracy") if row.get("accuracy") else None
-        if acc is not None and not 0.0 <= acc <= 1.0:
-            raise ResultsTableError(f"{where}, column 'accuracy': {row['accuracy']} is outside [0, 1]")
-        kappa = _number(row["kappa"], where, "kappa") if row.get("kappa") else None
-        if kappa is not None and not -1.0 <= kappa <= 1.0:
-            raise ResultsTableError(f"{where}, column 'kappa': {row['kappa']} is outside [-1, 1]")
+        auc, fold, repeat, acc, kappa = _row_numbers(row, where)
         row_origin = row.get("origin") or origin
         if row_origin.startswith(RESERVED_ORIGIN):
             raise ResultsTableError(

@@ -16,15 +16,23 @@ import numpy as np
 
 from dsim.data.loading import is_checkpoint_path, load_checked
 from dsim.kernel.errors import DsimError, one_line
+from dsim.kernel.interfaces import Context, FoldData, ProgressFn
 from dsim.kernel.plugins import named
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, stable_hash
 from dsim.networks.checkpoints import checkpoint_missing, network_name, network_spec
 from dsim.networks.pretraining import Checkpoint, PretrainJob, build, checkpoint_dir, plan_job
 from dsim.validation.config import ValidateConfig
 
-__all__ = ["plan_runs", "plan_work", "Work", "execute_run", "strategy", "strategies", "checkpoint_for"]
-
-ProgressFn = Callable[[str, int, int], None]
+__all__ = [
+    "plan_runs",
+    "plan_work",
+    "Work",
+    "execute_run",
+    "run_inputs",
+    "strategy",
+    "strategies",
+    "checkpoint_for",
+]
 
 
 def _noop(*_a) -> None:
@@ -309,67 +317,99 @@ def _check_multilabel_fold(spec: RunSpec, target: ImageSet, train: ImageSet, tes
     return []
 
 
-def execute_run(
+def _failure(label: str, exc: BaseException) -> DsimError:
+    """A run's failure as one line that starts with the run's label."""
+    if isinstance(exc, DsimError):
+        msg = str(exc)
+        return DsimError(msg if msg.startswith(label) else f"{label}: {msg}")
+    return DsimError(one_line(exc, label))
+
+
+def run_inputs(
     spec: RunSpec,
     *,
-    device: str = "auto",
     target: ImageSet | None = None,
     checkpoint: Checkpoint | None = None,
     inline: Mapping[str, ImageSet] | None = None,
+    device: str = "auto",
+) -> tuple[ImageSet, Checkpoint | None]:
+    """What :func:`execute_run` needs, made ready where the run executes: the target's data as
+    planned (capped at ``target_max``; loaded here when not given) and the checkpoint the run
+    transfers from (when its strategy uses one and none is given: resolved here, and its source
+    pretrained into this machine's cache if needed). Raises :class:`DsimError` naming the run."""
+    try:
+        if target is None:
+            hp = spec.hyperparameters
+            target = load_checked(
+                spec.target, max_samples=hp.get("target_max"), seed=spec.seed, inline=inline
+            )
+        strat = strategy(spec.strategy)
+        if checkpoint is None and strat.uses_source and spec.source != spec.target:
+            found = checkpoint_for(spec, strat, inline=inline)
+            if not isinstance(found, Checkpoint):
+                job, data = found
+                found = Checkpoint(id=job.key, path=str(build(job, data, device=device)))
+            checkpoint = found
+    except Exception as exc:
+        raise _failure(spec.label, exc) from None
+    return target, checkpoint
+
+
+def _fold(spec: RunSpec, target: ImageSet) -> tuple[ImageSet, ImageSet, ImageSet, list[str]]:
+    """The run's (train, val, test) split of ``target`` and the notes on it; a split a run cannot
+    learn from or score is refused naming the class(es) it lacks."""
+    hp = spec.hyperparameters
+    classes = np.unique(target.labels)
+    if target.multilabel:
+        _check_multilabel_target(spec, target)
+    elif len(classes) < 2:
+        raise DsimError(
+            f"target {spec.target!r} has one class ({target.class_names[classes[0]] if len(classes) else 'none'}); nothing to classify"
+        )
+    folds = list(target.kfold(k=spec.folds, seed=spec.seed))
+    if spec.fold >= len(folds):
+        raise DsimError(f"fold {spec.fold} does not exist (folds={spec.folds})")
+    tr_i, va_i, te_i = folds[spec.fold]
+    train, val, test = target.take(tr_i), target.take(va_i), target.take(te_i)
+    if hp.get("train_size"):
+        train = train.subsample(int(hp["train_size"]), seed=spec.seed * 1000 + spec.fold)
+    fold_notes = _check_multilabel_fold(spec, target, train, test) if target.multilabel else []
+    for part, ds in () if target.multilabel else (("test", test), ("training", train)):
+        missing = [target.class_names[c] for c in classes if c not in set(ds.labels.tolist())]
+        if part == "test" and len(missing) >= len(classes) - 1:
+            raise DsimError(
+                f"fold {spec.fold}: the test split has no example of class(es) {', '.join(missing)}; use fewer folds or more images"
+            )
+        if part == "training" and missing:
+            raise DsimError(
+                f"fold {spec.fold}: the training split has no example of class(es) {', '.join(missing)}; use a larger --train-sizes value"
+            )
+    return train, val, test, fold_notes
+
+
+def execute_run(
+    spec: RunSpec,
+    *,
+    target: ImageSet,
+    checkpoint: Checkpoint | None = None,
+    device: str = "auto",
     progress: ProgressFn | None = None,
 ) -> RunResult:
-    """Run one fold of one (source, strategy) on the target; raises :class:`DsimError` naming the
-    run on any failure. Used by every executor (in the driver, or in a Ray worker).
-
-    ``target``: the target's data as planned (capped at ``target_max``); else it is loaded here.
-    ``checkpoint``: what the run transfers from; else it is resolved here (and its source
-    pretrained into this machine's cache if needed)."""
-    from dsim.kernel.interfaces import Context, FoldData
-
+    """Run one fold of one (source, strategy) on ``target``, the target's data as planned, from
+    ``checkpoint`` (what the run transfers from; :func:`run_inputs` makes both ready); raises
+    :class:`DsimError` naming the run on any failure. Used by every executor (in the driver, or
+    in a Ray worker)."""
     t0 = time.perf_counter()
     label = spec.label
     try:
         strat = strategy(spec.strategy)
-        hp = dict(spec.hyperparameters)
-        if target is None:
-            target = load_checked(
-                spec.target, max_samples=hp.get("target_max"), seed=spec.seed, inline=inline
-            )
-        classes = np.unique(target.labels)
-        if target.multilabel:
-            _check_multilabel_target(spec, target)
-        elif len(classes) < 2:
-            raise DsimError(
-                f"target {spec.target!r} has one class ({target.class_names[classes[0]] if len(classes) else 'none'}); nothing to classify"
-            )
-        folds = list(target.kfold(k=spec.folds, seed=spec.seed))
-        if spec.fold >= len(folds):
-            raise DsimError(f"fold {spec.fold} does not exist (folds={spec.folds})")
-        tr_i, va_i, te_i = folds[spec.fold]
-        train, val, test = target.take(tr_i), target.take(va_i), target.take(te_i)
-        if hp.get("train_size"):
-            train = train.subsample(int(hp["train_size"]), seed=spec.seed * 1000 + spec.fold)
-        fold_notes = _check_multilabel_fold(spec, target, train, test) if target.multilabel else []
-        for part, ds in () if target.multilabel else (("test", test), ("training", train)):
-            missing = [target.class_names[c] for c in classes if c not in set(ds.labels.tolist())]
-            if part == "test" and len(missing) >= len(classes) - 1:
-                raise DsimError(
-                    f"fold {spec.fold}: the test split has no example of class(es) {', '.join(missing)}; use fewer folds or more images"
-                )
-            if part == "training" and missing:
-                raise DsimError(
-                    f"fold {spec.fold}: the training split has no example of class(es) {', '.join(missing)}; use a larger --train-sizes value"
-                )
+        train, val, test, fold_notes = _fold(spec, target)
         t_load = time.perf_counter() - t0
         ckpt_path, ckpt_id, t_pre = None, None, 0.0
         if strat.uses_source and spec.source != spec.target:
-            t1 = time.perf_counter()
             if checkpoint is None:
-                found = checkpoint_for(spec, strat, inline=inline)
-                if not isinstance(found, Checkpoint):
-                    job, data = found
-                    found = Checkpoint(id=job.key, path=str(build(job, data, device=device)))
-                checkpoint = found
+                raise DsimError(f"no checkpoint of {spec.source!r} to transfer from")
+            t1 = time.perf_counter()
             ckpt_path = checkpoint.local_path()
             ckpt_id = None if checkpoint.id == "imagenet" else checkpoint.id
             t_pre = time.perf_counter() - t1
@@ -379,11 +419,8 @@ def execute_run(
             strat.run(spec, FoldData(train=train, val=val, test=test, source_checkpoint=ckpt_path), ctx)
         )
         t_train = time.perf_counter() - t2
-    except DsimError as exc:
-        msg = str(exc)
-        raise DsimError(msg if msg.startswith(label) else f"{label}: {msg}") from None
     except Exception as exc:
-        raise DsimError(one_line(exc, label)) from None
+        raise _failure(label, exc) from None
     notes = tuple(metrics.pop("notes", ()) or ()) if isinstance(metrics.get("notes"), (list, tuple)) else ()
     history = metrics.pop("history", None)
     notes = tuple(fold_notes) + notes

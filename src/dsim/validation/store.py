@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import platformdirs
+
+from dsim.kernel.defaults import BASELINE_STRATEGY, DEFAULT_STRATEGY
 from dsim.kernel.errors import StorageError, one_line
+from dsim.kernel.plugins import collect
 from dsim.kernel.records import RunResult, RunSpec, TransferResult, stable_hash
 
 __all__ = ["ResultsStore", "default_store_path", "setup_of"]
@@ -103,8 +107,6 @@ def default_store_path() -> Path:
     env = os.environ.get("DSIM_RESULTS")
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("dsim")) / "results.sqlite"
 
 
@@ -117,7 +119,7 @@ def setup_of(spec: RunSpec) -> str:
     parts = ["dsim", spec.backbone, f"{hp.get('image_size', 28)}px"]
     if hp.get("train_size"):
         parts.append(f"n{hp['train_size']}")
-    if spec.strategy not in ("finetune", "scratch"):
+    if spec.strategy not in (DEFAULT_STRATEGY, BASELINE_STRATEGY):
         parts.append(spec.strategy)
     return ":".join(str(p) for p in parts)
 
@@ -219,37 +221,10 @@ class ResultsStore:
         try:
             for r in results:
                 key = "ext:" + stable_hash(r.to_dict())
-                m = {"auc": r.auc}
-                if r.accuracy is not None:
-                    m["accuracy"] = r.accuracy
-                if r.kappa is not None:
-                    m["kappa"] = r.kappa
-                strategy = "scratch" if r.source == r.target else "finetune"
-                self._con.execute(
-                    _INSERT,
-                    (
-                        key,
-                        r.source,
-                        r.target,
-                        _backbone_of(r.setup),
-                        strategy,
-                        int(r.fold),
-                        0,
-                        r.setup,
-                        r.auc,
-                        r.accuracy,
-                        r.kappa,
-                        json.dumps(m),
-                        "{}",
-                        None,
-                        None,
-                        "[]",
-                        r.origin or "imported",
-                        time.time(),
-                        int(r.repeat),
-                        "{}",
-                    ),
+                row = _imported_row(
+                    key, r, _backbone_of(r.setup), None, r.origin or "imported", time.time(), "{}"
                 )
+                self._con.execute(_INSERT, row)
                 n += 1
             self._con.execute("COMMIT")
         except BaseException:
@@ -292,36 +267,9 @@ class ResultsStore:
                     "fold": r.fold,
                     "repeat": r.repeat,
                 }
-                m = {"auc": r.auc}
-                if r.accuracy is not None:
-                    m["accuracy"] = r.accuracy
-                if r.kappa is not None:
-                    m["kappa"] = r.kappa
-                self._con.execute(
-                    _INSERT,
-                    (
-                        prefix + stable_hash(ident),
-                        r.source,
-                        r.target,
-                        bb or "",
-                        st or ("scratch" if r.source == r.target else "finetune"),
-                        int(r.fold),
-                        0,
-                        r.setup,
-                        r.auc,
-                        r.accuracy,
-                        r.kappa,
-                        json.dumps(m),
-                        "{}",
-                        None,
-                        None,
-                        "[]",
-                        r.origin,
-                        now,
-                        int(r.repeat),
-                        json.dumps(dict(hp), sort_keys=True, default=str),
-                    ),
-                )
+                hp_json = json.dumps(dict(hp), sort_keys=True, default=str)
+                row = _imported_row(prefix + stable_hash(ident), r, bb or "", st, r.origin, now, hp_json)
+                self._con.execute(_INSERT, row)
             self._con.execute("COMMIT")
         except BaseException:
             self._con.execute("ROLLBACK")
@@ -331,8 +279,6 @@ class ResultsStore:
     def import_published(self) -> int:
         """Import every result the plugins bring as prior knowledge (``dsim_known_results``
         whose origin starts with ``published``)."""
-        from dsim.kernel.plugins import collect
-
         return self.import_results(
             r for plugin, r in collect("dsim_known_results") if str(r.origin).startswith("published")
         )
@@ -375,34 +321,11 @@ class ResultsStore:
         if origin is not None:
             where.append("origin LIKE ?")
             args.append(origin + "%")
-        sql = (
-            "SELECT key, source, target, backbone, strategy, fold, seed, setup, auc, accuracy, kappa, "
-            "metrics, timings, checkpoint, notes, origin, created, repeat, hyperparameters FROM runs"
-        )
+        cols = [c for c in _COLUMNS if c != "spec"]
+        sql = f"SELECT {', '.join(cols)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created, key"
-        cols = [
-            "key",
-            "source",
-            "target",
-            "backbone",
-            "strategy",
-            "fold",
-            "seed",
-            "setup",
-            "auc",
-            "accuracy",
-            "kappa",
-            "metrics",
-            "timings",
-            "checkpoint",
-            "notes",
-            "origin",
-            "created",
-            "repeat",
-            "hyperparameters",
-        ]
         out = []
         for r in self._con.execute(sql, args):
             d = dict(zip(cols, r))
@@ -460,6 +383,48 @@ class ResultsStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _imported_row(
+    key: str,
+    r: TransferResult,
+    backbone: str,
+    strategy: str | None,
+    origin: str,
+    created: float,
+    hp_json: str,
+) -> tuple:
+    """The ``runs`` row (in ``_COLUMNS`` order) of a result measured elsewhere: its metrics are
+    its AUC (accuracy, kappa when given); the strategy, when not given, full fine-tuning (the
+    from-scratch baseline when source is target)."""
+    m = {"auc": r.auc}
+    if r.accuracy is not None:
+        m["accuracy"] = r.accuracy
+    if r.kappa is not None:
+        m["kappa"] = r.kappa
+    strategy = strategy or (BASELINE_STRATEGY if r.source == r.target else DEFAULT_STRATEGY)
+    return (
+        key,
+        r.source,
+        r.target,
+        backbone,
+        strategy,
+        int(r.fold),
+        0,
+        r.setup,
+        r.auc,
+        r.accuracy,
+        r.kappa,
+        json.dumps(m),
+        "{}",
+        None,
+        None,
+        "[]",
+        origin,
+        created,
+        int(r.repeat),
+        hp_json,
+    )
 
 
 def _backbone_of(setup: str) -> str:

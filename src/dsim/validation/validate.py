@@ -8,7 +8,9 @@ Rank the target's sources (or take the given ones), plan the runs and their pret
 from __future__ import annotations
 
 import json
+import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -21,14 +23,24 @@ from dsim.data.loading import (
     source_names,
 )
 from dsim.data.targets import ResolvedTarget, resolve_target
+from dsim.kernel.catalog import create_backbone, list_measures
 from dsim.kernel.defaults import DEFAULT_BACKBONE
-from dsim.kernel.errors import DsimError, UnknownNameError
+from dsim.kernel.errors import DsimError, UnknownNameError, WeightsMissingError
+from dsim.kernel.interfaces import ProgressFn
+from dsim.kernel.plugins import notify
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from dsim.networks.checkpoints import checkpoint_from_spec, known_checkpoints, network_name
+from dsim.kernel.tracking import tracked_validate
+from dsim.networks.checkpoints import (
+    checkpoint_from_spec,
+    checkpoint_input_size,
+    known_checkpoints,
+    network_name,
+)
 from dsim.networks.checks import check_validate, checkpoint_problem, file_problem
 from dsim.networks.pretraining import _learnable, checkpoint_dir, pretrain
 from dsim.ranking.pair import rank
 from dsim.validation.config import DEFAULT_PRETRAIN, DEFAULT_TRAIN, ValidateConfig
+from dsim.validation.executors import Callbacks, get_executor
 from dsim.validation.report import (
     SourceRow,
     ValidationReport,
@@ -39,6 +51,7 @@ from dsim.validation.report import (
     summarise,
 )
 from dsim.validation.runs import Work, execute_run, plan_runs, plan_work, strategies
+from dsim.validation.store import ResultsStore, setup_of
 
 __all__ = [
     "validate",
@@ -54,8 +67,6 @@ __all__ = [
     "checkpoint_dir",
     "plot_report",
 ]
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 def _noop(*_a) -> None:
@@ -153,8 +164,6 @@ def _choose_sources(rt: ResolvedTarget, sources, cfg: ValidateConfig, notes: lis
 def _passed_note(passed: Mapping[str, str]) -> list[str]:
     """One note on the better-ranked sources ``--top`` passed over (they cannot be trained
     here), those with the same reason (its source's name and checksum aside) grouped."""
-    import re
-
     groups: dict[str, list[str]] = {}
     for name, why in passed.items():
         key = re.sub(r" \(md5 [0-9a-f]+\)", "", why.replace(name, "<source>"))
@@ -194,9 +203,6 @@ def _tie_choice_note(ranking, chosen: Sequence[str]) -> list[str]:
 
 def _imagenet_missing(backbone: str) -> str | None:
     """Why ``backbone`` cannot start from ImageNet weights here (one line), or None."""
-    from dsim.kernel.catalog import create_backbone
-    from dsim.kernel.errors import WeightsMissingError
-
     try:
         create_backbone(backbone, weights="imagenet")
     except (WeightsMissingError, UnknownNameError) as exc:
@@ -220,8 +226,6 @@ def rank_options(cfg: ValidateConfig) -> dict[str, Any]:
     and, when the fine-tuning size is given (``image_size``), that size for every measure that
     scores a checkpoint's network on the target, so that a checkpoint is ranked at the size it is
     fine-tuned at (else both use its native size)."""
-    from dsim.kernel.catalog import list_measures
-
     opts: dict[str, Any] = {"zoo": cfg.zoo, **dict(cfg.rank_options)}
     size = cfg.hyperparameters.get("image_size")
     if not size:
@@ -249,8 +253,6 @@ def checkpoint_sizes(
     """The input size each checkpoint is fine-tuned (and ranked) at: its native size
     (:func:`dsim.checkpoint_input_size`) unless ``image_size`` is given; a size below the native
     one is warned about once per checkpoint (its T then mixes pretraining with lost resolution)."""
-    from dsim.networks.checkpoints import checkpoint_input_size
-
     given = cfg.hyperparameters.get("image_size")
     out: dict[str, int] = {}
     for name, card in cards.items():
@@ -326,8 +328,6 @@ def _trainable(data: ImageSet) -> ImageSet:
 def same_failure(error: str) -> str:
     """A run's failure with its fold left out: the runs of one source that fail for one reason
     in every fold give one key (reported once)."""
-    import re
-
     return re.sub(r",? fold \d+\]", "]", error)
 
 
@@ -370,20 +370,45 @@ def validate(
     """
     track = knobs.pop("track", None)
     if track:
-        from dsim.kernel.tracking import tracked_validate
-
         kw = dict(sources=sources, store=store, inline=inline, progress=progress, run_progress=run_progress)
         return tracked_validate(validate, track, target, config, on_event=on_event, **kw, **knobs)
-    from dsim.kernel.plugins import notify
-    from dsim.validation.executors import Callbacks, get_executor
-    from dsim.validation.store import ResultsStore, setup_of
-
     cfg = ValidateConfig.build(config, **knobs)
     check_validate(target, cfg, sources=sources)
     t0 = time.perf_counter()
     say = on_event or _noop
-    inline = dict(inline or {})
-    rt = _target_of(target, inline, {"labels": labels, "facts": facts, "card": card})
+    target_opts = {"labels": labels, "facts": facts, "card": card}
+    plan = _resolve(target, cfg, sources, dict(inline or {}), target_opts, run_progress, say)
+    specs = _plan(plan, cfg)
+    st = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    st.check_writable()  # before any run: a result that cannot be stored is lost work
+    results, todo = _stored(specs, st, say)
+    work = _run(plan, cfg, specs, todo, st, results, progress, run_progress, say)
+    return _report(plan, cfg, specs, todo, results, work, st, time.perf_counter() - t0)
+
+
+@dataclass
+class _Plan:
+    """What :func:`validate` resolved before planning: the target, its ranking and the sources
+    (with their checkpoint cards, input sizes, and why some cannot run)."""
+
+    rt: ResolvedTarget
+    tdata: ImageSet
+    inline: dict[str, ImageSet]
+    ranking: Any
+    sources: list[str]
+    cards: dict[str, CheckpointCard]
+    sizes: dict[str, int]
+    unusable: dict[str, str]  # source -> why it cannot run at all
+    explicit: bool
+    notes: list[str] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    pretrained: int = 0
+
+
+def _resolve(target, cfg: ValidateConfig, sources, inline, target_opts, run_progress, say) -> _Plan:
+    """Resolve stage: the target (once), its data, its ranking and the sources to validate, each
+    named as the runs will name it; a source that cannot run is noted with why."""
+    rt = _target_of(target, inline, target_opts)
     tname = rt.name
     known = strategies()
     for s in cfg.strategies + ((cfg.baseline,) if cfg.baseline else ()):
@@ -393,7 +418,7 @@ def validate(
     # the target's data (its fingerprint enters every run key)
     tdata = load_checked(tname, max_samples=cfg.target_max, seed=cfg.seed, inline=inline)
     notes: list[str] = []
-    sources_given = sources
+    explicit = sources is not None
     ranking, sources = _choose_sources(rt, sources, cfg, notes, progress=run_progress)
     cards = _checkpoint_cards(sources, inline, cfg.zoo)
     sources = [
@@ -407,9 +432,7 @@ def validate(
     cards = {c.name: c for c in cards.values()}
     sources = [s for s in sources if s != tname]
     sizes = checkpoint_sizes({n: c for n, c in cards.items() if n in sources}, cfg, notes, say)
-    fps = {tname: tdata.fingerprint()}
-    explicit = sources_given is not None
-    unusable: dict[str, str] = {}  # source -> why it cannot run at all
+    unusable: dict[str, str] = {}
     for s in sources:
         why = checkpoint_problem(cards[s]) if s in cards else None
         if why is None and is_checkpoint_path(s):
@@ -417,6 +440,15 @@ def validate(
             why = f"checkpoint file {s!r} not found" if not p.is_file() else file_problem(p)
         if why:
             unusable[s] = why
+    return _Plan(rt, tdata, inline, ranking, sources, cards, sizes, unusable, explicit, notes)
+
+
+def _plan(plan: _Plan, cfg: ValidateConfig) -> list[RunSpec]:
+    """Plan stage: every run, keyed by the content of its source and target (a source that turns
+    out unusable while its fingerprint is taken is noted); named sources that cannot run are
+    refused here, before any work."""
+    tname, cards, inline, known = plan.rt.name, plan.cards, plan.inline, strategies()
+    fps = {tname: plan.tdata.fingerprint()}
 
     def fingerprint_of(strat: str, s: str) -> str:
         if s == "imagenet":
@@ -438,26 +470,29 @@ def validate(
                 )
         except DsimError as exc:
             fps[key] = "unavailable"
-            unusable.setdefault(s, str(exc))
-            notes.append(f"source {s!r} ({strat}): {exc}")
+            plan.unusable.setdefault(s, str(exc))
+            plan.notes.append(f"source {s!r} ({strat}): {exc}")
         return fps[key]
 
     specs = plan_runs(
         tname,
-        sources,
+        plan.sources,
         cfg,
         fingerprints=fps,
         fingerprint_of=fingerprint_of,
         backbones={n: network_name(c) for n, c in cards.items()},
-        image_sizes=sizes,
+        image_sizes=plan.sizes,
     )
-    if unusable and explicit:  # refused before any work: each named with why
+    if plan.unusable and plan.explicit:  # refused before any work: each named with why
         raise DsimError(
-            f"validate {tname!r}: {len(unusable)} of the sources cannot run: "
-            + "; ".join(f"{s}: {why}" for s, why in unusable.items())
+            f"validate {tname!r}: {len(plan.unusable)} of the sources cannot run: "
+            + "; ".join(f"{s}: {why}" for s, why in plan.unusable.items())
         )
-    st = store if isinstance(store, ResultsStore) else ResultsStore(store)
-    st.check_writable()  # before any run: a result that cannot be stored is lost work
+    return specs
+
+
+def _stored(specs: list[RunSpec], st: ResultsStore, say) -> tuple[dict[str, RunResult], list[RunSpec]]:
+    """The results ``st`` has already (by run key), and the runs still to do."""
     finished = st.keys()
     results: dict[str, RunResult] = {}
     todo: list[RunSpec] = []
@@ -470,18 +505,23 @@ def validate(
     skipped = len(specs) - len(todo)
     if skipped:
         say("info", f"{skipped} of {len(specs)} runs already in the results store ({st.path}); skipped")
+    return results, todo
 
-    work = plan_work(todo, config=cfg, inline=inline, cards=cards)
+
+def _run(plan: _Plan, cfg, specs, todo, st, results, progress, run_progress, say) -> Work:
+    """Pretrain and run stages: the pretraining jobs and runs of ``todo`` handed to the executor;
+    each result is stored on the driver as it arrives (into ``results``), each failure noted in
+    ``plan.failures``."""
+    work = plan_work(todo, config=cfg, inline=plan.inline, cards=plan.cards)
     ex = get_executor(cfg.executor, address=cfg.address)
     slots = ex.slots(work) if hasattr(ex, "slots") else 1
     say(
         "plan",
-        f"plan: {work.describe()} (of {_count(len(specs), 'run')}, {skipped} in the store); executor "
-        f"{getattr(ex, 'name', type(ex).__name__)}, {slots} at a time",
+        f"plan: {work.describe()} (of {_count(len(specs), 'run')}, {len(specs) - len(todo)} in the store); "
+        f"executor {getattr(ex, 'name', type(ex).__name__)}, {slots} at a time",
     )
     pr = progress or _noop
-    failures: list[dict[str, str]] = []
-    counts = {"runs": 0, "pretraining": 0, "pretrained": 0}
+    counts = {"runs": 0, "pretraining": 0}
     estimate = _Estimate(work, slots, say)
     said: set[str] = set()
     pr("pretraining", 0, len(work.jobs))
@@ -499,7 +539,7 @@ def validate(
             estimate.run_finished(result)
         else:
             st.put_failure(spec, error or "failed")
-            failures.append({"run": spec.label, "error": error or "failed"})
+            plan.failures.append({"run": spec.label, "error": error or "failed"})
             notify("dsim_run_failed", spec=spec, error=error)
             reason = same_failure(error or spec.label)
             if reason not in said:  # the same failure in every fold: said once
@@ -510,7 +550,7 @@ def validate(
     def on_pretrained(job, path: Path | None, error: str | None) -> None:
         counts["pretraining"] += 1
         if path is not None:
-            counts["pretrained"] += 1
+            plan.pretrained += 1
             say("done", f"pretrained {job.describe()}")
         estimate.job_finished(path)
         pr("pretraining", counts["pretraining"], len(work.jobs))
@@ -518,6 +558,12 @@ def validate(
     for s in todo:
         notify("dsim_run_started", spec=s)
     ex.run(work, Callbacks(on_result, on_pretrained, say, run_progress))
+    return work
+
+
+def _report(plan: _Plan, cfg, specs, todo, results, work: Work, st, seconds: float) -> ValidationReport:
+    """Report stage: the measured order against the predicted one, and what can be decided."""
+    tname, notes, ranking = plan.rt.name, plan.notes, plan.ranking
     rows, base_auc = summarise(specs, results, ranking, cfg.baseline, cfg.backbone)
     rows, regret = rank_check(rows, tname)
     rho, n_rho = spearman([r for r in rows if r.source != tname])
@@ -539,7 +585,6 @@ def validate(
         default_epochs=DEFAULT_TRAIN.get("epochs"),
         target_max=cfg.target_max,
     )
-
     return ValidationReport(
         target=tname,
         backbone=cfg.backbone,
@@ -550,14 +595,14 @@ def validate(
         spearman_n=n_rho,
         regret_auc=regret,
         runs_total=len(specs),
-        runs_done=len(todo) - len(failures),
-        runs_skipped=skipped,
-        failures=tuple(failures),
+        runs_done=len(todo) - len(plan.failures),
+        runs_skipped=len(specs) - len(todo),
+        failures=tuple(plan.failures),
         notes=tuple(notes),
         store=str(st.path),
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         pretraining_jobs=len(work.jobs) + len(work.cached_jobs),
-        pretrained=counts["pretrained"],
+        pretrained=plan.pretrained,
         decidable=decidable,
         warnings=tuple(warnings),
     )
