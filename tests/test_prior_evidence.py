@@ -213,3 +213,24 @@ def test_learned_predictors_by_name_are_fitted_on_the_evidence(tmp_path, monkeyp
     assert ranking.predictor == "track-record" and ranking.rows[0].source == "imagenet"
     assert any(n.startswith("predictor: track-record fitted on the evidence") for n in ranking.notes)
     assert dsim.rank("chest", predictor="rank-aggregation").predictor == "rank-aggregation"
+
+
+def test_fold_fitter_fits_each_fold_exactly_as_fit_on_the_rest():
+    """Leave-one-target-out shares the folds' work (each target's rows built once) and must give
+    the very fit that fit() on the remaining results gives, on the shipped evidence (every table,
+    its measures and cards) and on a table with evidence that is kept."""
+    shipped = meta_dataset("shipped", dsim.known_results())
+    gen = _table(n_targets=9, signal=1.0)
+    for results, values, cards, kinds, held in (
+        (shipped.results, shipped.values, shipped.cards, shipped.kinds, ["chest", "isic", "pathmnist"]),
+        (*gen, ["t0", "t4"]),
+    ):
+        fit_without = dsim.get_predictor("prior-evidence").fold_fitter(results, values, cards, kinds)
+        for t in held:
+            fam = dsim.get_registry().family(t) | {t}
+            rest_r = [r for r in results if r.target not in fam]
+            rest_v = [v for v in values if v.target not in fam]
+            fresh = _fit(rest_r, rest_v, cards, kinds).get_state()
+            shared = fit_without(fam).get_state()
+            assert shared == fresh and fresh["n_targets"] > 0
+    assert _fit(*gen).get_state()["evidence"]  # the generated table's evidence is kept (not a no-op)

@@ -148,10 +148,17 @@ def _groups(results, values, cards, kinds):
                 "target": target,
                 "sources": sources,
                 "z": np.array([z[s] for s in sources]),
-                "z_list": [z[s] for s in sources],
                 "feats": [feats[s] for s in sources],
             }
         )
+    # integer ids of each row's source and (source, target) pair, shared by every subset of groups
+    ids: dict[str, int] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for g in groups:
+        g["s_idx"] = np.array([ids.setdefault(s, len(ids)) for s in g["sources"]], int)
+        g["p_idx"] = np.array([pairs.setdefault((s, g["target"]), len(pairs)) for s in g["sources"]], int)
+    for g in groups:
+        g["n_ids"] = (len(ids), len(pairs))
     return groups
 
 
@@ -195,26 +202,25 @@ def _pairs(n: int):
 
 def _loo_priors(groups, k) -> list[np.ndarray]:
     """Per group, each source's :func:`_prior` leaving the group's own target out, in closed form
-    (a source's sum less its sum on that target, both summed in the groups' order): a fold's fit
-    computes it for every row."""
-    total: dict[str, list] = {}
-    own: dict[tuple[str, str], list] = {}
-    for g in groups:
-        t = g["target"]
-        for s, x in zip(g["sources"], g["z_list"]):
-            a = total.setdefault(s, [0.0, 0])
-            a[0] += x
-            a[1] += 1
-            b = own.setdefault((s, t), [0.0, 0])
-            b[0] += x
-            b[1] += 1
+    (a source's sum less its sum on that target; ``np.add.at`` sums in the groups' order, as the
+    track record does): a fold's fit computes it for every row."""
+    if not groups:
+        return []
+    n_src, n_pair = groups[0]["n_ids"]
+    s_idx = np.concatenate([g["s_idx"] for g in groups])
+    p_idx = np.concatenate([g["p_idx"] for g in groups])
+    z = np.concatenate([g["z"] for g in groups])
+    z_all, z_own = np.zeros(n_src), np.zeros(n_pair)
+    np.add.at(z_all, s_idx, z)
+    np.add.at(z_own, p_idx, z)
+    n_all = np.bincount(s_idx, minlength=n_src)
+    n_own = np.bincount(p_idx, minlength=n_pair)
     out = []
     for g in groups:
-        t, p = g["target"], []
-        for s in g["sources"]:
-            (z_all, n_all), (z_t, n_t) = total[s], own[(s, t)]
-            p.append((z_all - z_t) / (n_all - n_t + k) if n_all > n_t else 0.0)
-        out.append(np.array(p))
+        n = n_all[g["s_idx"]] - n_own[g["p_idx"]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = (z_all[g["s_idx"]] - z_own[g["p_idx"]]) / (n + k)
+        out.append(np.where(n > 0, p, 0.0))
     return out
 
 
@@ -407,10 +413,11 @@ class PriorEvidence(dsim.Predictor):
         return fit_without
 
     def _fit_groups(self, groups, kinds):
-        table: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        table: dict[str, list[list]] = defaultdict(list)  # source -> [[target, z], ...] (the state's form)
         for g in groups:
-            for s, z in zip(g["sources"], g["z"]):
-                table[s].append((g["target"], float(z)))
+            t = g["target"]
+            for s, z in zip(g["sources"], g["z"].tolist()):
+                table[s].append([t, z])
         k, sigma2 = _shrinkage(table)
         if self.shrink != "auto":
             k = float(self.shrink)
@@ -467,7 +474,7 @@ class PriorEvidence(dsim.Predictor):
             "model": erep["tau_loo"],
         }
         self.state_ = {
-            "track": {s: [[t, z] for t, z in v] for s, v in sorted(table.items())},
+            "track": dict(sorted(table.items())),
             "k": k,
             "sigma2_w": sigma2,
             "sigma2_res": sigma2_res,
@@ -488,7 +495,15 @@ class PriorEvidence(dsim.Predictor):
 
     def set_state(self, state):
         self.state_ = dict(state)
+        self._table = None
         return self
+
+    def _track_table(self):
+        """The state's track record as source -> [(target, z)] (built once per state)."""
+        st = self._state()
+        if getattr(self, "_table", None) is None or self._table[0] is not st:
+            self._table = (st, {s: [tuple(x) for x in v] for s, v in st["track"].items()})
+        return self._table[1]
 
     def _state(self):
         if self.state_ is None:
@@ -568,7 +583,7 @@ class PriorEvidence(dsim.Predictor):
         st = self._state()
         weights = self.evidence_weights(target, candidates)
         feats = features(target, candidates, {**st["kinds"], **dict(measure_kinds or {})}, sorted(weights))
-        table = {s: [tuple(x) for x in v] for s, v in st["track"].items()}
+        table = self._track_table()
         out = {}
         for c in candidates:
             s = c.source.name
