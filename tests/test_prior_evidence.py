@@ -240,3 +240,23 @@ def test_fold_fitter_fits_each_fold_exactly_as_fit_on_the_rest():
             shared = fit_without(fam).get_state()
             assert shared == fresh and fresh["n_targets"] > 0
     assert _fit(*gen).get_state()["evidence"]  # the generated table's evidence is kept (not a no-op)
+
+
+def test_cpu_matrices_ship_as_evidence_each_setup_with_its_baseline():
+    """dsim's own CPU matrices are known results (origin dsim:cpu-matrix): every setup has a
+    from-scratch baseline per target, so each (setup, target) is a task with a measured T, and
+    no (setup, source, target, fold, repeat) is measured twice (two experiments never share a
+    setup name); the default is fitted on them."""
+    from collections import Counter
+
+    own = [r for r in dsim.known_results() if r.origin == "dsim:cpu-matrix"]
+    assert len(own) > 1000
+    keys = Counter((r.setup, r.source, r.target, r.fold, r.repeat) for r in own)
+    assert max(keys.values()) == 1
+    setups = {r.setup for r in own}
+    for setup, target in {(r.setup, r.target) for r in own if r.source != r.target}:
+        assert any(r.setup == setup and r.source == r.target == target for r in own), (setup, target)
+    assert any(s.endswith(":per-repeat-pretraining") for s in setups)
+    pred, note = evidence_predictor()
+    assert "dsim:cpu-matrix" in note
+    assert any(t in {"cifar10-sample", "usps", "coil20"} for s in pred.get_state()["track"].values() for t, _ in s)
