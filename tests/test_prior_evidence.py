@@ -259,4 +259,6 @@ def test_cpu_matrices_ship_as_evidence_each_setup_with_its_baseline():
     assert any(s.endswith(":per-repeat-pretraining") for s in setups)
     pred, note = evidence_predictor()
     assert "dsim:cpu-matrix" in note
-    assert any(t in {"cifar10-sample", "usps", "coil20"} for s in pred.get_state()["track"].values() for t, _ in s)
+    assert any(
+        t in {"cifar10-sample", "usps", "coil20"} for s in pred.get_state()["track"].values() for t, _ in s
+    )
