@@ -35,6 +35,7 @@ residual variance of the model; rows within 1.28 sd of the difference from the f
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 
@@ -150,6 +151,14 @@ def _groups(results, values, cards, kinds):
                 "feats": [feats[s] for s in sources],
             }
         )
+    # integer ids of each row's source and (source, target) pair, shared by every subset of groups
+    ids: dict[str, int] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for g in groups:
+        g["s_idx"] = np.array([ids.setdefault(s, len(ids)) for s in g["sources"]], int)
+        g["p_idx"] = np.array([pairs.setdefault((s, g["target"]), len(pairs)) for s in g["sources"]], int)
+    for g in groups:
+        g["n_ids"] = (len(ids), len(pairs))
     return groups
 
 
@@ -181,6 +190,40 @@ def _prior(table, source, exclude, k) -> tuple[float, int]:
     return (float(sum(zs) / (len(zs) + k)) if zs else 0.0), len(zs)
 
 
+_PAIRS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pairs(n: int):
+    """The index pairs (i < j) of ``n`` rows (kept per ``n``: a fit asks thousands of times)."""
+    if n not in _PAIRS:
+        _PAIRS[n] = np.triu_indices(n, 1)
+    return _PAIRS[n]
+
+
+def _loo_priors(groups, k) -> list[np.ndarray]:
+    """Per group, each source's :func:`_prior` leaving the group's own target out, in closed form
+    (a source's sum less its sum on that target; ``np.add.at`` sums in the groups' order, as the
+    track record does): a fold's fit computes it for every row."""
+    if not groups:
+        return []
+    n_src, n_pair = groups[0]["n_ids"]
+    s_idx = np.concatenate([g["s_idx"] for g in groups])
+    p_idx = np.concatenate([g["p_idx"] for g in groups])
+    z = np.concatenate([g["z"] for g in groups])
+    z_all, z_own = np.zeros(n_src), np.zeros(n_pair)
+    np.add.at(z_all, s_idx, z)
+    np.add.at(z_own, p_idx, z)
+    n_all = np.bincount(s_idx, minlength=n_src)
+    n_own = np.bincount(p_idx, minlength=n_pair)
+    out = []
+    for g in groups:
+        n = n_all[g["s_idx"]] - n_own[g["p_idx"]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = (z_all[g["s_idx"]] - z_own[g["p_idx"]]) / (n + k)
+        out.append(np.where(n > 0, p, 0.0))
+    return out
+
+
 def _wtau_one(x: np.ndarray, y: np.ndarray) -> float:
     """Weighted tau of ``y`` against ``x`` with ``x``'s order (ties broken by ``y``) giving the
     importance: hyperbolic weigher 1/(r + 1), additive pair weights (Vigna 2015)."""
@@ -188,14 +231,48 @@ def _wtau_one(x: np.ndarray, y: np.ndarray) -> float:
     rank = np.empty(n, int)
     rank[np.lexsort((y, x))[::-1]] = np.arange(n)
     w = 1.0 / (rank + 1)
-    iu = np.triu_indices(n, 1)
-    pw = (w[:, None] + w[None, :])[iu]
-    dx = np.sign(x[:, None] - x[None, :])[iu]
-    dy = np.sign(y[:, None] - y[None, :])[iu]
+    i, j = _pairs(n)
+    pw = w[i] + w[j]
+    dx = np.sign(x[i] - x[j])
+    dy = np.sign(y[i] - y[j])
     tot, u, v = pw.sum(), pw[dx == 0].sum(), pw[dy == 0].sum()
     if tot == u or tot == v:
         return float("nan")
     return float((pw * dx * dy).sum() / np.sqrt((tot - u) * (tot - v)))
+
+
+def _wtau_rows(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """:func:`_wtau_one` of each row of ``X`` against the same row of ``Y`` (all of one length)."""
+    g, n = X.shape
+    rank = np.empty((g, n), int)
+    order = np.lexsort((Y, X), axis=-1)[:, ::-1]
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), (g, n)), axis=1)
+    w = 1.0 / (rank + 1)
+    i, j = _pairs(n)
+    pw = w[:, i] + w[:, j]
+    dx = np.sign(X[:, i] - X[:, j])
+    dy = np.sign(Y[:, i] - Y[:, j])
+    tot = pw.sum(1)
+    u = np.where(dx == 0, pw, 0.0).sum(1)
+    v = np.where(dy == 0, pw, 0.0).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (pw * dx * dy).sum(1) / np.sqrt((tot - u) * (tot - v))
+    return np.where((tot == u) | (tot == v), np.nan, t)
+
+
+def _wtau_many(scores, zs) -> np.ndarray:
+    """:func:`_wtau` of each (score, z) pair, the groups of one length in one array operation."""
+    out = np.zeros(len(zs))
+    by_n: dict[int, list[int]] = defaultdict(list)
+    for k, (sc, z) in enumerate(zip(scores, zs)):
+        if len(z) >= 2 and np.ptp(sc) != 0:
+            by_n[len(z)].append(k)
+    for idx in by_n.values():
+        X = np.array([scores[k] for k in idx], float)
+        Y = np.array([zs[k] for k in idx], float)
+        t = (_wtau_rows(X, Y) + _wtau_rows(Y, X)) / 2
+        out[idx] = np.where(np.isnan(t), 0.0, t)
+    return out
 
 
 def _wtau(score, z) -> float:
@@ -215,20 +292,26 @@ class _Stage:
     and a column is added while it raises the mean held-out weighted tau of ``base + fit`` (the
     metric the rankings are judged by)."""
 
-    def __init__(self, groups, resid, base, ridge=RIDGE):
+    def __init__(self, groups, resid, base, ridge=RIDGE, base_taus=None):
         self.groups = groups
         self.resid = resid  # per group: residual array (what the columns should explain)
         self.base = base  # per group: the held-out prediction so far
         self.ridge = ridge
+        # per group: weighted tau of the base alone (given when another stage has the same base)
+        self.base_taus = self.taus([np.zeros_like(r) for r in resid]) if base_taus is None else base_taus
         targets = sorted({g["target"] for g in groups})
         self.of = [targets.index(g["target"]) for g in groups]
         self.n_targets = len(targets)
 
     def column(self, g, name):
-        return np.array([f.get(name, 0.0) for f in self.groups[g]["feats"]])
+        # kept on the group: the folds of a leave-one-target-out share their groups
+        cols = self.groups[g].setdefault("columns", {})
+        if name not in cols:
+            cols[name] = np.array([f.get(name, 0.0) for f in self.groups[g]["feats"]])
+        return cols[name]
 
     def taus(self, pred) -> np.ndarray:
-        return np.array([_wtau(b + p, g["z"]) for b, p, g in zip(self.base, pred, self.groups)])
+        return _wtau_many([b + p for b, p in zip(self.base, pred)], [g["z"] for g in self.groups])
 
     def tau(self, pred) -> float:
         return float(self.taus(pred).mean())
@@ -241,7 +324,7 @@ class _Stage:
         remaining = [c for c in names if any(np.any(x != 0) for x in cols[c])]
         kept: list[str] = []
         best_res = {"weights": {}, "pred_loo": [np.zeros_like(r) for r in self.resid]}
-        best_res["taus_loo"] = self.taus(best_res["pred_loo"])
+        best_res["taus_loo"] = self.base_taus
         best_res["tau_loo"] = best_res["tau_in"] = float(best_res["taus_loo"].mean())
         start = best_res["tau_loo"]
         while remaining and (max_keep is None or len(kept) < max_keep):
@@ -313,19 +396,37 @@ class PriorEvidence(dsim.Predictor):
     # ---- fitting
     def fit(self, results, values, cards, measure_kinds):
         kinds = dict(measure_kinds)
+        return self._fit_groups(_groups(results, values, cards, kinds), kinds)
+
+    def fold_fitter(self, results, values, cards, measure_kinds):
+        """Each target's rows (its z-scored T and features) depend on that target's results and
+        values alone: built once, and each fold fits on the targets outside its held-out set,
+        exactly as :meth:`fit` on the remaining results would."""
+        kinds = dict(measure_kinds)
         groups = _groups(results, values, cards, kinds)
-        table: dict[str, list[tuple[str, float]]] = defaultdict(list)
+
+        def fit_without(held_out):
+            clone = copy.copy(self)
+            clone.state_ = None
+            return clone._fit_groups([g for g in groups if g["target"] not in held_out], kinds)
+
+        return fit_without
+
+    def _fit_groups(self, groups, kinds):
+        table: dict[str, list[list]] = defaultdict(list)  # source -> [[target, z], ...] (the state's form)
         for g in groups:
-            for s, z in zip(g["sources"], g["z"]):
-                table[s].append((g["target"], float(z)))
+            t = g["target"]
+            for s, z in zip(g["sources"], g["z"].tolist()):
+                table[s].append([t, z])
         k, sigma2 = _shrinkage(table)
         if self.shrink != "auto":
             k = float(self.shrink)
         # the prior of a training row leaves its own target out (as it will be for a new target)
-        priors = [np.array([_prior(table, s, {g["target"]}, k)[0] for s in g["sources"]]) for g in groups]
+        priors = _loo_priors(groups, k)
         resid = [g["z"] - p for g, p in zip(groups, priors)]
         loo_base = priors
         stage = _Stage(groups, resid, loo_base, self.ridge)
+        track_taus = stage.base_taus
         facts, frep = stage.select([f"fact:{f}" for f in FACTS], max_keep=self.max_facts)
         fact_w = frep["weights"]
         fpred = frep["pred_loo"]
@@ -336,7 +437,7 @@ class PriorEvidence(dsim.Predictor):
                 fit_f[g] = fit_f[g] + w * stage.column(g, f)
         resid2 = [r - p for r, p in zip(resid, fit_f)]
         base2 = [p + f for p, f in zip(priors, fpred)]
-        ev_stage = _Stage(groups, resid2, base2, self.ridge)
+        ev_stage = _Stage(groups, resid2, base2, self.ridge, base_taus=None if facts else track_taus)
         ev_names = sorted({k for g in groups for f in g["feats"] for k in f if k.startswith("ev:")})
         evs, erep = ev_stage.select(ev_names if self.evidence else [])
         ev_w = erep["weights"]
@@ -347,7 +448,7 @@ class PriorEvidence(dsim.Predictor):
         reliability = float(np.clip(gain_loo / gain_in, 0.0, 1.0)) if evs and gain_in > 0 else 0.0
         # held-out weighted-tau gain of each measure alone over the prior (what a note says)
         gains = {}
-        tau0 = [_wtau(base2[g], groups[g]["z"]) for g in range(len(groups))]
+        tau0 = ev_stage.base_taus
         for m in ev_names:
             col = {m: [ev_stage.column(g, m) for g in range(len(groups))]}
             have = [g for g in range(len(groups)) if np.any(col[m][g] != 0)]
@@ -368,12 +469,12 @@ class PriorEvidence(dsim.Predictor):
         n_rows = sum(len(r) for r in resid)
         sigma2_res = float(sum((r**2).sum() for r in final_loo) / max(1, n_rows))
         taus = {
-            "track": float(np.mean([_wtau(p, g["z"]) for p, g in zip(priors, groups)])) if groups else 0.0,
+            "track": float(np.mean(track_taus)) if groups else 0.0,
             "prior": frep["tau_loo"],
             "model": erep["tau_loo"],
         }
         self.state_ = {
-            "track": {s: [[t, z] for t, z in v] for s, v in sorted(table.items())},
+            "track": dict(sorted(table.items())),
             "k": k,
             "sigma2_w": sigma2,
             "sigma2_res": sigma2_res,
@@ -394,7 +495,15 @@ class PriorEvidence(dsim.Predictor):
 
     def set_state(self, state):
         self.state_ = dict(state)
+        self._table = None
         return self
+
+    def _track_table(self):
+        """The state's track record as source -> [(target, z)] (built once per state)."""
+        st = self._state()
+        if getattr(self, "_table", None) is None or self._table[0] is not st:
+            self._table = (st, {s: [tuple(x) for x in v] for s, v in st["track"].items()})
+        return self._table[1]
 
     def _state(self):
         if self.state_ is None:
@@ -474,7 +583,7 @@ class PriorEvidence(dsim.Predictor):
         st = self._state()
         weights = self.evidence_weights(target, candidates)
         feats = features(target, candidates, {**st["kinds"], **dict(measure_kinds or {})}, sorted(weights))
-        table = {s: [tuple(x) for x in v] for s, v in st["track"].items()}
+        table = self._track_table()
         out = {}
         for c in candidates:
             s = c.source.name

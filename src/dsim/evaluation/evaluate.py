@@ -336,6 +336,8 @@ def evaluate_loto(
         family = get_registry().family
     all_tasks = tasks(results)
     held = sorted({t.target for t in all_tasks} if targets is None else set(targets))
+    # a predictor may share the work its folds have in common (fitted exactly as fit() would be)
+    fit_without = make_predictor().fold_fitter(results, values, cards, measure_kinds)
     out = []
     for i, target in enumerate(held):
         if progress is not None:
@@ -345,7 +347,10 @@ def evaluate_loto(
         train_v = [v for v in values if v.target not in fam]
         if on_fit is not None:
             on_fit(target, train_r, train_v)
-        pred = make_predictor().fit(train_r, train_v, cards, measure_kinds)
+        if fit_without is not None:
+            pred = fit_without(fam)
+        else:
+            pred = make_predictor().fit(train_r, train_v, cards, measure_kinds)
         tvals = _target_values(values, target)
         tcard = cards.get(target) or DatasetCard(name=target)
         for task in (t for t in all_tasks if t.target == target):

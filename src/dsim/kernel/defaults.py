@@ -17,6 +17,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("expert", "dsim_plugins.expert"),
     ("published", "dsim_plugins.published"),
     ("published_juodelyte", "dsim_plugins.published_juodelyte"),
+    ("own_matrices", "dsim_plugins.own_matrices"),
     ("npz_datasets", "dsim_plugins.npz_datasets"),
     ("medmnist_datasets", "dsim_plugins.medmnist_datasets"),
     ("folder_datasets", "dsim_plugins.folder_datasets"),

@@ -562,6 +562,20 @@ class Predictor(Parameterised):
     ) -> Ranking:
         raise NotImplementedError
 
+    def fold_fitter(
+        self,
+        results: Sequence[TransferResult],
+        values: Sequence[MeasureValue],
+        cards: Mapping[str, DatasetCard],
+        measure_kinds: Mapping[str, str],
+    ) -> Callable[[set[str]], Predictor] | None:
+        """For leave-one-target-out: a function that, given a set of held-out targets, returns a
+        new predictor fitted on every result and value whose target is outside that set, exactly
+        as :meth:`fit` on those would be, sharing the work the folds have in common (say, what
+        each target's rows are). ``None`` (the default): the evaluation calls :meth:`fit` anew
+        for each fold. Example: ``fit_without = p.fold_fitter(r, v, c, k); fit_without({"chest"})``."""
+        return None
+
     def unused_measures(self, measures: Mapping[str, Any]) -> dict[str, str]:
         """Of ``measures`` (name -> :class:`Measure`, those a ranking would compute by default),
         the ones this predictor would give no weight, each with a one-line reason: the ranking
