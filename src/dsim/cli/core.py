@@ -100,7 +100,7 @@ def rank(
         "--evidence",
         help=(
             "Measured results to use: a setup (cats-scans:resnet50, dsim:smallcnn:28px), an origin "
-            "(published:cats-scans), 'published' or 'store' (your results store); a leading '-' leaves it "
+            "(published:cats-scans), 'published', 'shipped' (dsim's own measured matrices) or 'store' (your results store); a leading '-' leaves it "
             "out: --evidence=-published:cats-scans. Repeatable or comma-separated (default: all; the "
             "notes name what was used)."
         ),

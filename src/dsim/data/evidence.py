@@ -4,8 +4,9 @@ user's choice of them (``dsim rank --evidence``).
 Every measured result has an *origin* (``published:cats-scans``, ``dsim validate``,
 ``imported:<file>``) and a *setup* (the protocol it was measured under, e.g.
 ``cats-scans:resnet50`` or ``dsim:smallcnn:28px``). An ``--evidence`` term names either, or one of
-two groups: ``published`` (every published table) and ``store`` (the user's results store: ``dsim
-validate`` runs and imported tables). A term alone keeps only the results it names (several terms:
+three groups: ``published`` (every published table), ``shipped`` (the matrices dsim measured
+itself and ships, origins ``dsim:...``) and ``store`` (the user's results store: ``dsim validate``
+runs and imported tables). A term alone keeps only the results it names (several terms:
 their union); a term with a leading ``-`` (or ``not:``) leaves the results it names out.
 
 >>> select_evidence(results, ["-published:cats-scans"])        # doctest: +SKIP
@@ -23,11 +24,14 @@ from dsim.kernel.records import TransferResult, stable_hash
 __all__ = ["parse_evidence", "select_evidence", "evidence_notes", "evidence_id", "GROUPS"]
 
 #: the groups an ``--evidence`` term may name besides an origin or a setup
-GROUPS = ("published", "store")
+GROUPS = ("published", "shipped", "store")
 
 
 def _group(r: TransferResult) -> str:
-    return "published" if str(r.origin).startswith("published") else "store"
+    origin = str(r.origin)
+    if origin.startswith("published"):
+        return "published"
+    return "shipped" if origin.startswith("dsim:") else "store"
 
 
 def _matches(term: str, r: TransferResult) -> bool:
@@ -110,6 +114,12 @@ def evidence_notes(results: Sequence[TransferResult], target: str) -> list[str]:
     pub = Counter(str(r.origin) for r in by_group.get("published", []))
     if pub:
         parts.append("published tables " + ", ".join(f"{o} {n}" for o, n in sorted(pub.items())))
+    shipped = by_group.get("shipped", [])
+    if shipped:
+        origins = ", ".join(sorted({str(r.origin) for r in shipped}))
+        parts.append(
+            f"dsim's own shipped matrices {origins} {len(shipped)} ({len({r.setup for r in shipped})} setups)"
+        )
     own = by_group.get("store", [])
     if own:
         targets = sorted({r.target for r in own})
