@@ -278,6 +278,41 @@ def cases(d: Path) -> list[Case]:
         ),
         Case("pretrain-source-one-class", ["pretrain", "--source", str(d / "one_class.npz")], ("one_class",)),
     ]
+    # ------------------------------------------------------------ environment variables
+    for var, value, argv in [
+        ("DSIM_DEBUG", "maybe", [*rank, "-m", "expert"]),
+        ("DSIM_ALLOW_DOWNLOAD", "sometimes", [*v, *src]),
+        ("DSIM_OFFLINE", "2", [*m, "--measure", "otdd"]),
+        ("DSIM_TRACE", "on", [*p, "--epochs", "1"]),
+        ("DSIM_QUIET_PLUGIN_ERRORS", "quiet", [*rank, "-m", "expert"]),
+    ]:
+        out.append(Case(f"env-{var}-{argv[0]}", argv, (var, repr(value), "0, false, no"), {var: value}))
+    out += [
+        Case(
+            "env-results-a-folder",
+            [*rank, "-m", "expert"],
+            ("DSIM_RESULTS", "a_folder", "folder"),
+            {"DSIM_RESULTS": str(d / "a_folder")},
+        ),
+        Case(
+            "env-results-under-a-file",
+            [*v, *src],
+            ("DSIM_RESULTS", "a_file"),
+            {"DSIM_RESULTS": str(d / "a_file" / "r.sqlite")},
+        ),
+        Case(
+            "env-predictor-dir-a-file",
+            [*rank, "-m", "expert"],
+            ("DSIM_PREDICTOR_DIR", "a_file"),
+            {"DSIM_PREDICTOR_DIR": str(d / "a_file")},
+        ),
+        Case(
+            "env-predictor-dir-fit",
+            ["predictor", "fit"],
+            ("DSIM_PREDICTOR_DIR", "a_file"),
+            {"DSIM_PREDICTOR_DIR": str(d / "a_file" / "predictors")},
+        ),
+    ]
     # ------------------------------------------------------------ results import
     imp = ["results", "import"]
     out += [
@@ -518,3 +553,29 @@ def test_a_failure_in_every_fold_is_one_line():
 
     errs = [f"usps->t [finetune, smallcnn, fold {i}]: loss became nan" for i in range(5)]
     assert len({same_failure(e) for e in errs}) == 1
+
+
+def test_a_flag_variable_is_read_one_way(monkeypatch, capsys):
+    """1/true/yes are on, 0/false/no/empty off, in any case; anything else is one warning naming
+    the variable where it is read on its own (and an error before a command's work)."""
+    for value, on in [("1", True), ("TRUE", True), ("yes", True), ("0", False), ("no", False), ("", False)]:
+        monkeypatch.setenv("DSIM_ALLOW_DOWNLOAD", value)
+        assert dsim.env_flag("DSIM_ALLOW_DOWNLOAD") is on, value
+    monkeypatch.setenv("DSIM_ALLOW_DOWNLOAD", "yess")
+    assert dsim.env_flag("DSIM_ALLOW_DOWNLOAD") is False
+    err = capsys.readouterr().err
+    assert err.startswith("warning: DSIM_ALLOW_DOWNLOAD='yess'") and len(err.splitlines()) == 1, err
+
+
+def test_disabling_an_unknown_plugin_is_a_warning_naming_it(monkeypatch, capsys):
+    monkeypatch.setenv("DSIM_DISABLE_PLUGINS", "otdd,no_such_plugin")
+    dsim.kernel.plugins.reset()
+    try:
+        pm = dsim.kernel.plugins.get_plugin_manager()
+        assert not pm.has_plugin("otdd") and pm.has_plugin("task2vec")
+    finally:
+        monkeypatch.delenv("DSIM_DISABLE_PLUGINS")
+        dsim.kernel.plugins.reset()
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "DSIM_DISABLE_PLUGINS" in ln]
+    assert len(warnings) == 1 and "'no_such_plugin'" in warnings[0], warnings
+    assert "otdd" in warnings[0].split("the plugins are:")[1] and "'otdd'" not in warnings[0]

@@ -286,6 +286,36 @@ def test_pretrain_is_logged_once_per_checkpoint(mlflow_store, tmp_path):
     assert len(_runs(mlflow_store, "dsim-pretrain")) == 1
 
 
+def test_validate_logs_the_pretraining_it_does_once(mlflow_store, tmp_path, monkeypatch):
+    """A tracked validate that pretrains its source logs that pretraining job as its own run (in
+    ``dsim-pretrain``, beside ``dsim pretrain --track``'s); the same validate again (its folds in
+    the store), or with a new results store but the checkpoint in the cache, logs none."""
+    monkeypatch.setenv("DSIM_CACHE_DIR", str(tmp_path / "cache"))  # this test's own checkpoints
+    first = _validate(tmp_path / "results.sqlite")
+    assert first.pretrained == 1 and not first.failures
+    runs = _runs(mlflow_store, "dsim-pretrain")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    r = runs[0].data
+    assert (
+        r.tags["dsim.kind"] == "pretrain"
+        and r.params["source"] == "gen-s"
+        and r.params["backbone"] == BACKBONE
+    )
+    ckpt = r.tags["dsim.checkpoint"]
+    saved = Path(r.tags["dsim.path"])
+    assert saved.stem == ckpt and saved.is_file() and (tmp_path / "cache") in saved.parents
+    assert r.params["hp.epochs"] == str(TINY_PRETRAIN["epochs"]) and "val_auc" in r.metrics
+    # the fold runs name the checkpoint the pretraining run logged
+    folds = [x for x in _runs(mlflow_store, "dsim-gen-t") if x.data.tags.get("dsim.kind") == "fold"]
+    assert {x.data.params.get("checkpoint") for x in folds if x.data.params["source"] == "gen-s"} == {ckpt}
+
+    again = _validate(tmp_path / "results.sqlite")  # every fold from the store: nothing trained
+    assert again.pretrained == 0
+    cached = _validate(tmp_path / "other-results.sqlite")  # folds run again, checkpoint from the cache
+    assert cached.runs_done == 4 and cached.pretrained == 0
+    assert len(_runs(mlflow_store, "dsim-pretrain")) == 1
+
+
 def test_tracking_uri_and_experiment_name_from_the_environment(
     mlflow_store, empty_mlflow_db, tmp_path, monkeypatch
 ):

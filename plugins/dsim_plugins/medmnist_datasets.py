@@ -84,7 +84,7 @@ def fetch(url: str, dest: Path) -> None:
 
 
 def _offline() -> bool:
-    return os.environ.get("DSIM_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    return dsim.env_flag("DSIM_OFFLINE")
 
 
 def _md5(path: Path) -> str:

@@ -136,7 +136,7 @@ class TimmBackbones(dsim.BackboneFactory):
         if weights == "random":
             return None
         if weights == "imagenet":
-            if _cached_pretrained_file(model_name) or os.environ.get("DSIM_ALLOW_DOWNLOAD") == "1":
+            if _cached_pretrained_file(model_name) or dsim.env_flag("DSIM_ALLOW_DOWNLOAD"):
                 return None
             return _no_imagenet_weights(model_name)
         return None if Path(weights).expanduser().is_file() else f"checkpoint file {weights!r} not found"
@@ -164,7 +164,7 @@ class TimmBackbones(dsim.BackboneFactory):
                 return model
             if weights == "imagenet":
                 path = _cached_pretrained_file(model_name)
-                if path is None and os.environ.get("DSIM_ALLOW_DOWNLOAD") == "1":
+                if path is None and dsim.env_flag("DSIM_ALLOW_DOWNLOAD"):
                     import sys
 
                     print(f"downloading ImageNet weights for timm model {model_name!r}", file=sys.stderr)

@@ -226,7 +226,7 @@ def hub_file(arch: str) -> tuple[Path, str, str]:
 def _imagenet_file(model_name: str, arch: str) -> Path:
     path, url, prefix = hub_file(arch)
     if not path.is_file():
-        if os.environ.get("DSIM_ALLOW_DOWNLOAD") != "1":
+        if not dsim.env_flag("DSIM_ALLOW_DOWNLOAD"):
             raise dsim.WeightsMissingError(
                 f"no ImageNet weights for backbone {model_name!r} in torch hub's cache: put {path.name} "
                 f"(from {url}) in {path.parent}, allow a download with DSIM_ALLOW_DOWNLOAD=1 "
@@ -310,7 +310,7 @@ class TorchvisionBackbones(dsim.BackboneFactory):
             return None
         if weights in ("imagenet", f"torchvision:{arch}.IMAGENET1K_V1"):
             path, url, _ = hub_file(arch)
-            if path.is_file() or os.environ.get("DSIM_ALLOW_DOWNLOAD") == "1":
+            if path.is_file() or dsim.env_flag("DSIM_ALLOW_DOWNLOAD"):
                 return None
             return (
                 f"no ImageNet weights for {model_name!r} in torch hub's cache: put {path.name} (from {url}) "

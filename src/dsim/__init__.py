@@ -54,6 +54,7 @@ _EXPORTS = {
     "OptionValueError": "dsim.kernel.errors",
     "StorageError": "dsim.kernel.errors",
     "one_line": "dsim.kernel.errors",
+    "env_flag": "dsim.kernel.environment",
     "UnknownNameError": "dsim.kernel.errors",
     "UnknownOptionError": "dsim.kernel.errors",
     "Parameterised": "dsim.kernel.interfaces",

@@ -9,7 +9,6 @@ print one line ``error: ...`` and exit 2, without a traceback (``DSIM_DEBUG=1`` 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import typer
@@ -95,6 +94,7 @@ def _overview(args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dsim errors into one-line messages."""
+    from dsim.kernel.environment import env_flag
     from dsim.kernel.errors import DsimError, one_line
 
     try:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rc, int) and rc:  # a command's typer.Exit(code): click returns the code
             return rc
     except DsimError as exc:
-        if os.environ.get("DSIM_DEBUG"):
+        if env_flag("DSIM_DEBUG"):
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, usage) and hasattr(exc, "show"):
             exc.show()
             return exc.exit_code
-        if os.environ.get("DSIM_DEBUG"):
+        if env_flag("DSIM_DEBUG"):
             raise
         print(
             f"error: {one_line(exc)} (DSIM_DEBUG=1 shows the traceback)",

@@ -27,8 +27,10 @@ def predictor_fit(
 ) -> None:
     """Fit a predictor on every known result (published tables, imported tables and `dsim
     validate` runs) and save it; `dsim rank --predictor fitted` ranks with it."""
+    from dsim.networks.checks import check_environment
     from dsim.ranking.predictors import fit_default, fitted_info, save_fitted
 
+    check_environment()  # DSIM_PREDICTOR_DIR (where it is saved) and the rest, before fitting
     params = {"seed": seed} if "seed" in dsim_param_names(name) else {}
     with Progress(enabled=not as_json) as progress:
         progress.stage(f"predictor fit: fitting {name} on every known result")

@@ -260,6 +260,21 @@ def dsim_run_failed(spec, error):
 
 
 @hookspec
+def dsim_pretrain_finished(checkpoint, meta):
+    """Called on the driver when ``dsim validate`` has pretrained a network for its runs (once
+    per pretraining job it ran; a checkpoint taken from the cache is not announced again).
+    ``checkpoint`` is the file's :class:`pathlib.Path`, ``meta`` the dict saved beside it (source,
+    backbone, seed, the training curve ``history`` ...; empty when the file is on a worker only).
+
+    Example::
+
+        @hookimpl
+        def dsim_pretrain_finished(checkpoint, meta):
+            print("pretrained", meta.get("backbone"), "on", meta.get("source"), "->", checkpoint)
+    """
+
+
+@hookspec
 def dsim_ranking_done(ranking):
     """Called with every :class:`dsim.Ranking` that ``dsim.rank`` returns.
 

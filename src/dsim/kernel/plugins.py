@@ -24,7 +24,8 @@ import pluggy
 
 from dsim.kernel import hookspecs
 from dsim.kernel.defaults import COMMAND_PLUGINS, DEFAULT_PLUGINS
-from dsim.kernel.errors import PluginError, UnknownNameError, closest, one_line
+from dsim.kernel.environment import env_flag
+from dsim.kernel.errors import PluginError, UnknownNameError, closest, one_line, warn
 from dsim.kernel.lazy import lazy_module
 
 metadata = lazy_module("importlib.metadata")  # read on first use: `dsim --help` needs it not
@@ -71,6 +72,7 @@ EVENT_HOOKS = (
     "dsim_run_epoch",
     "dsim_run_finished",
     "dsim_run_failed",
+    "dsim_pretrain_finished",
     "dsim_ranking_done",
     "dsim_register_commands",
 )
@@ -102,7 +104,7 @@ _state = _State()
 
 
 def _say(text: str) -> None:
-    if not os.environ.get("DSIM_QUIET_PLUGIN_ERRORS"):
+    if not env_flag("DSIM_QUIET_PLUGIN_ERRORS"):
         print(text, file=sys.stderr)
 
 
@@ -182,6 +184,20 @@ def _trace(pm: pluggy.PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
+def disabled_plugins() -> set[str]:
+    """The plugin names ``DSIM_DISABLE_PLUGINS`` lists (comma-separated)."""
+    return {s.strip() for s in os.environ.get("DSIM_DISABLE_PLUGINS", "").split(",") if s.strip()}
+
+
+def check_disabled(disabled: set[str], known: list[str]) -> None:
+    """A name in ``DSIM_DISABLE_PLUGINS`` that is no plugin's (a typo disables nothing): one
+    warning naming it and the plugins there are."""
+    for name in sorted(disabled - set(known)):
+        warn(
+            f"DSIM_DISABLE_PLUGINS names {name!r}, which is no plugin; the plugins are: {', '.join(sorted(set(known)))}"
+        )
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, built on first use: the built-in plugins (importable
     from a source checkout too), then every ``dsim`` entry point, then in-process plugins."""
@@ -192,7 +208,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     _state.dists.clear()
     _state.order.clear()
     _state.builtin.clear()
-    disabled = {s.strip() for s in os.environ.get("DSIM_DISABLE_PLUGINS", "").split(",") if s.strip()}
+    disabled = disabled_plugins()
     modules: dict[str, str] = {}  # module name -> plugin name, of the registered built-ins
     for name, module in DEFAULT_PLUGINS:
         if name in disabled:
@@ -225,7 +241,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     for plugin, name in _state.extra:
         if not pm.has_plugin(name):
             _register(pm, plugin, name, "(registered in-process)")
-    if os.environ.get("DSIM_TRACE"):
+    check_disabled(disabled, [n for n, _m in DEFAULT_PLUGINS] + [ep.name for ep in eps])
+    if env_flag("DSIM_TRACE"):
         _trace(pm)
     _state.pm = pm
     return pm
@@ -278,7 +295,8 @@ def add_builtin_commands(app: Any) -> bool:
     all: :func:`get_plugin_manager`); a plugin that fails is recorded, as a hook call would."""
     if _state.pm is not None or _state.extra or third_party_entry_points() is not False:
         return False
-    disabled = {s.strip() for s in os.environ.get("DSIM_DISABLE_PLUGINS", "").split(",") if s.strip()}
+    disabled = disabled_plugins()
+    check_disabled(disabled, [n for n, _m in DEFAULT_PLUGINS])
     for name, module in DEFAULT_PLUGINS:
         if name not in COMMAND_PLUGINS or name in disabled:
             continue

@@ -2,7 +2,8 @@
 
 :func:`tracking` resolves the named trackers (a plugin's ``dsim_register_trackers``), refuses a
 tracker that cannot work here in one line before any work starts, and listens to the run-events
-hooks (``dsim_run_finished``, ``dsim_run_failed``) for the length of one command, on the driver.
+hooks (``dsim_run_finished``, ``dsim_run_failed``, and ``dsim_pretrain_finished`` for the
+networks a validation pretrains itself) for the length of one command, on the driver.
 Every call into a tracker is isolated: the first error is one warning, the tracker is left out
 for the rest of the command, and the runs go on (they are in dsim's results store already).
 Without ``--track`` this module is not imported, nor is any tracker's library.
@@ -23,7 +24,15 @@ from dsim.kernel.hookspecs import hookimpl
 from dsim.kernel.interfaces import Tracker
 from dsim.kernel.plugins import get_plugin_manager, named
 
-__all__ = ["tracker", "trackers", "tracking", "TrackingSession", "tracked_validate", "tracked_pretrain"]
+__all__ = [
+    "tracker",
+    "trackers",
+    "tracking",
+    "TrackingSession",
+    "tracked_validate",
+    "tracked_pretrain",
+    "checkpoint_meta",
+]
 
 Say = Callable[[str, str], None]
 _ids = itertools.count()
@@ -84,6 +93,10 @@ class TrackingSession:
     def dsim_run_failed(self, spec, error) -> None:
         self._call("run_failed", spec, error or "failed")
 
+    @hookimpl
+    def dsim_pretrain_finished(self, checkpoint, meta) -> None:
+        self.pretrain_done(checkpoint, meta)
+
     def validation_done(self, report) -> None:
         self._call("validation_done", report)
 
@@ -138,11 +151,19 @@ def tracked_validate(validate: Callable[..., Any], track, target, config, **kwar
     return report
 
 
+def checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The metadata saved beside a pretrained checkpoint (``<key>.json``); empty when there is
+    none here (a checkpoint on a Ray worker) or it cannot be read."""
+    meta_path = Path(path).with_suffix(".json")
+    try:
+        return dict(json.loads(meta_path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
 def tracked_pretrain(pretrain: Callable[..., Path], track, *args: Any, **kwargs: Any) -> Path:
     """``pretrain(*args, **kwargs)`` with the checkpoint and its metadata logged to ``track``."""
     with tracking(track) as session:
         path = pretrain(*args, **kwargs)
-        meta_path = Path(path).with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        session.pretrain_done(path, meta)
+        session.pretrain_done(path, checkpoint_meta(path))
     return path

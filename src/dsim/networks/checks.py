@@ -22,6 +22,7 @@ from typing import Any
 
 from dsim.kernel.cache import default_cache_dir
 from dsim.kernel.catalog import backbone_missing, list_measures, list_predictors, list_strategies
+from dsim.kernel.environment import check_flags
 from dsim.kernel.errors import (
     OptionValueError,
     StorageError,
@@ -99,13 +100,39 @@ def check_target(target: Any, option: str = "--target") -> None:
 
 
 def check_environment() -> None:
-    """Each entry of ``DSIM_DATA_DIR`` / ``DSIM_WEIGHTS_DIR`` that is not a folder: one warning
-    naming it (it is searched in vain)."""
+    """The environment variables dsim reads, before work starts: a flag variable
+    (``DSIM_DEBUG``, ``DSIM_ALLOW_DOWNLOAD`` ...) set to a value that is not a flag value, and
+    ``DSIM_RESULTS`` / ``DSIM_PREDICTOR_DIR`` naming something that cannot be what they name (a
+    folder for the results file, a file for a folder, a path under a file), are each a one-line :class:`OptionValueError` naming the variable; each entry of
+    ``DSIM_DATA_DIR`` / ``DSIM_WEIGHTS_DIR`` that is not a folder is one warning naming it (it is
+    searched in vain). (A ``DSIM_CACHE_DIR`` that cannot be written is not an error: work runs
+    uncached, with one warning, and pretraining names it in :func:`check_checkpoint_cache`.)"""
+    check_flags()
+    for var, folder in (("DSIM_RESULTS", False), ("DSIM_PREDICTOR_DIR", True)):
+        _check_path_variable(var, folder)
     for var in ("DSIM_DATA_DIR", "DSIM_WEIGHTS_DIR"):
         for entry in os.environ.get(var, "").split(os.pathsep):
             if entry and not Path(entry).expanduser().is_dir():
                 what = "a file" if Path(entry).expanduser().exists() else "not there"
                 warn(f"{var} entry {entry!r} is not a folder ({what}); it is left out of the search")
+
+
+def _check_path_variable(var: str, folder: bool) -> None:
+    """``$var`` (when set) names a folder (``folder``) or a file that is, or can be, there."""
+    value = os.environ.get(var, "")
+    if not value.strip():
+        return
+    path = Path(value).expanduser()
+    allowed = (
+        "a folder dsim can create and write" if folder else "a results file (SQLite) in a writable folder"
+    )
+    if folder and path.exists() and not path.is_dir():
+        raise OptionValueError(var, value, f"{allowed}; this is a file")
+    if not folder and path.is_dir():
+        raise OptionValueError(var, value, f"{allowed}; this is a folder")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise OptionValueError(var, value, f"{allowed}; {str(above)!r} above it is a file")
 
 
 def _strategy_names(names: Sequence[str]) -> None:

@@ -27,7 +27,7 @@ from dsim.kernel.catalog import (
     value_kinds,
 )
 from dsim.kernel.defaults import DEFAULT_PREDICTOR, LEARNED_PREDICTOR
-from dsim.kernel.errors import DsimError, one_line, warn
+from dsim.kernel.errors import DsimError, StorageError, one_line, warn
 from dsim.kernel.files import atomic_write, user_path
 from dsim.kernel.interfaces import Predictor
 from dsim.kernel.records import TransferResult, stable_hash
@@ -75,11 +75,17 @@ def save_fitted(pred: Predictor, results: Sequence[TransferResult], *, make_curr
     text = json.dumps(doc, sort_keys=True, indent=1)
     key = stable_hash(json.loads(text))[:16]
     d = predictor_dir()
-    d.mkdir(parents=True, exist_ok=True)
     path = d / f"{pred.name}-{key}.json"
-    atomic_write(path, text)
-    if make_current:
-        atomic_write(d / "current.json", json.dumps({"file": path.name}))
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)
+        if make_current:
+            atomic_write(d / "current.json", json.dumps({"file": path.name}))
+    except OSError as exc:
+        raise StorageError(
+            f"predictor folder {str(d)!r} cannot be written ({one_line(exc)}): set DSIM_PREDICTOR_DIR "
+            "to a writable folder"
+        ) from None
     return path
 
 

@@ -29,7 +29,7 @@ from dsim.kernel.errors import DsimError, UnknownNameError, WeightsMissingError
 from dsim.kernel.interfaces import ProgressFn
 from dsim.kernel.plugins import notify
 from dsim.kernel.records import CheckpointCard, ImageSet, RunResult, RunSpec, file_digest, stable_hash
-from dsim.kernel.tracking import tracked_validate
+from dsim.kernel.tracking import checkpoint_meta, tracked_validate
 from dsim.networks.checkpoints import (
     checkpoint_from_spec,
     checkpoint_input_size,
@@ -552,6 +552,7 @@ def _run(plan: _Plan, cfg, specs, todo, st, results, progress, run_progress, say
         if path is not None:
             plan.pretrained += 1
             say("done", f"pretrained {job.describe()}")
+            notify("dsim_pretrain_finished", checkpoint=Path(path), meta=checkpoint_meta(path))
         estimate.job_finished(path)
         pr("pretraining", counts["pretraining"], len(work.jobs))
 
