@@ -297,24 +297,21 @@ class _Run:
     cands: list[DatasetCard] = field(default_factory=list)
     ckpt_of: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def begin(cls, rt: ResolvedTarget, cfg: RankConfig, ctx: Context) -> _Run:
+        """The known results (``cfg.evidence``, less the target's own when held out), the known
+        measure values and the measures to use: what every later stage reads."""
+        history, chosen_note = select_evidence(known_results(), cfg.evidence)
+        history, held_note = _held_out(history, rt.card, cfg.holdout_target)
+        known, use = known_measure_values(), _measures(cfg)
+        images = _Images(cfg.max_samples, cfg.seed, cfg.strict)
+        return cls(rt, cfg, ctx, rt.card, history, chosen_note, held_note, known, use, images)
+
 
 def _rank_resolved(rt: ResolvedTarget, cfg: RankConfig, ctx: Context, predictor) -> Ranking:
     """:func:`rank`'s stages, in order: the target, the candidates, the predictor, the measures,
     the ranking with its notes."""
-    history, chosen_note = select_evidence(known_results(), cfg.evidence)
-    history, held_note = _held_out(history, rt.card, cfg.holdout_target)
-    run = _Run(
-        rt=rt,
-        cfg=cfg,
-        ctx=ctx,
-        tcard=rt.card,
-        history=history,
-        chosen_note=chosen_note,
-        held_note=held_note,
-        known_vals=known_measure_values(),
-        use=_measures(cfg),
-        images=_Images(cfg.max_samples, cfg.seed, cfg.strict),
-    )
+    run = _Run.begin(rt, cfg, ctx)
     _read_target(run)
     _choose_candidates(run)
     pred, pred_note = _choose_predictor(run, predictor)
