@@ -108,6 +108,7 @@ def test_every_backbone_follows_the_timm_interface_dsim_uses(name, tmp_path):
         f = m.forward_features(x)
         pooled = m.forward_head(f, pre_logits=True)
         assert pooled.shape == (2, m.num_features)
+        assert dsim.backbone_spec(m).num_features == m.num_features  # the declared contract
         assert torch.allclose(m.forward_head(f), m(x), atol=1e-6)
         assert torch.allclose(m.get_classifier()(pooled), m(x), atol=1e-6)
     ckpt = tmp_path / "src.pth"

@@ -293,3 +293,71 @@ def test_fu_is_opt_in_and_runs_when_named(tmp_path, monkeypatch):
     assert rk.rows[0].contributions["logme"]["value"] is not None
     rk = dsim.rank(str(target), zoo=str(zoo), measures="fu,logme", max_samples=40)
     assert calls == [1] and rk.rows[0].contributions["fu"]["value"] is not None
+
+
+def test_a_third_party_backbone_is_ranked_at_the_size_it_declares(folder, tmp_path, fresh_plugins):
+    """A backbone plugin whose network has none of timm's ``default_cfg`` declares its input size
+    and feature dimension through ``BackboneFactory.spec``: a checkpoint card without
+    ``input_size`` is ranked at that size, and a classifier is built on that feature dimension."""
+    import torch
+
+    seen: list[tuple[int, ...]] = []
+
+    class Net(torch.nn.Module):
+        num_classes = 0
+
+        def __init__(self, in_chans, num_classes):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(in_chans, 12, 3, padding=1)
+            self.fc = torch.nn.Linear(12, num_classes) if num_classes else torch.nn.Identity()
+
+        def forward_features(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return torch.relu(self.conv(x))
+
+        def forward_head(self, x, pre_logits=False):
+            x = x.mean(dim=(2, 3))
+            return x if pre_logits else self.fc(x)
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
+
+        def get_classifier(self):
+            return self.fc
+
+    class Declared(dsim.BackboneFactory):
+        name = "declared"
+
+        def handles(self, model_name):
+            return model_name == "declarednet"
+
+        def list_models(self, pattern="*"):
+            return ["declarednet"]
+
+        def create(self, model_name, *, weights="imagenet", num_classes=0, in_chans=3, seed=0):
+            torch.manual_seed(seed)
+            model = Net(in_chans, num_classes)
+            model.dsim_weights_id = dsim.random_weights_id(model_name, seed=seed, in_chans=in_chans)
+            return model
+
+        def spec(self, model_name, model):
+            return dsim.BackboneSpec(input_size=40, mean=(0.5,) * 3, std=(0.25,) * 3, num_features=12)
+
+    class P:
+        @dsim.hookimpl
+        def dsim_register_backbones(self):
+            return [Declared()]
+
+    fresh_plugins.register(P(), "declared-backbones")
+    net = dsim.create_backbone("declarednet", weights="random")
+    assert not hasattr(net, "default_cfg") and dsim.backbone_spec(net).num_features == 12
+    card = dsim.CheckpointCard(name="lab-net", architecture="declarednet", weights="random")
+    assert dsim.checkpoint_input_size(card) == 40
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text("checkpoints:\n  - {name: lab-net, architecture: declarednet, weights: random}\n")
+    seen.clear()
+    rk = dsim.rank(
+        str(folder), zoo=str(zoo), measures="logme", max_samples=60, cache=dsim.Cache(tmp_path / "c")
+    )
+    assert [r.source for r in rk.rows] == ["lab-net"] and rk.rows[0].kind == "checkpoint"
+    assert seen and set(seen) == {(40, 40)}

@@ -298,6 +298,9 @@ def test_timm_interface_shapes_grey_input_and_heads(weights_dir):
         g = mob.forward_features(torch.randn(2, 1, 64, 64))
         assert g.shape == (2, 256, 2, 2) and mob(torch.randn(2, 1, 64, 64)).shape == (2, 256)
     assert mob.default_cfg["input_size"] == (1, 224, 224) and mob.default_cfg["classifier"] == "fc"
+    # what dsim reads is the contract the factories declare (the same terms as their default_cfg)
+    assert (dsim.backbone_spec(m).input_size, dsim.backbone_spec(m).num_features) == (32, 64)
+    assert (dsim.backbone_spec(mob).input_size, dsim.backbone_spec(mob).num_features) == (224, 256)
 
     # the loaded model pickles by reference and computes the same afterwards
     again = pickle.loads(pickle.dumps(m))

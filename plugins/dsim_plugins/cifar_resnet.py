@@ -178,6 +178,11 @@ class CifarResNetBackbones(dsim.BackboneFactory):
         model.default_cfg.update(num_classes=num_classes, input_size=(in_chans, 32, 32))
         return model
 
+    def spec(self, model_name, model):
+        return dsim.BackboneSpec(
+            input_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_features=64
+        )
+
 
 @dsim.hookimpl
 def dsim_register_backbones():

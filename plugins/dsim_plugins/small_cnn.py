@@ -106,6 +106,11 @@ class SmallCNNBackbones(dsim.BackboneFactory):
         model.dsim_weights_id = h
         return model
 
+    def spec(self, model_name, model):
+        # fully convolutional with global pooling: no native size of its own, dsim's default 224
+        # stands unless the checkpoint's card gives its ``input_size`` (28 for these runs)
+        return dsim.BackboneSpec(num_features=int(model.num_features))
+
 
 @dsim.hookimpl
 def dsim_register_backbones():

@@ -218,6 +218,17 @@ class TimmBackbones(dsim.BackboneFactory):
             model.dsim_weights_id = _file_sha256(Path(path))
             return model
 
+    def spec(self, model_name, model):
+        """timm's own pretrained config of the model (input size, mean/std), ``num_features``."""
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+        base = dsim.BackboneSpec()
+        return dsim.BackboneSpec(
+            input_size=int((cfg.get("input_size") or (3, base.input_size, base.input_size))[-1]),
+            mean=tuple(cfg.get("mean") or base.mean),
+            std=tuple(cfg.get("std") or base.std),
+            num_features=int(getattr(model, "num_features", 0) or 0),
+        )
+
 
 def _head_prefixes(model) -> tuple[str, ...]:
     cls = model.default_cfg.get("classifier", "fc") if hasattr(model, "default_cfg") else "fc"

@@ -359,6 +359,15 @@ class TorchvisionBackbones(dsim.BackboneFactory):
         model.default_cfg.update(input_size=(in_chans, *model.default_cfg["input_size"][1:]))
         return model
 
+    def spec(self, model_name, model):
+        size = ARCHS[_arch_of(model_name)][5]
+        return dsim.BackboneSpec(
+            input_size=size,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            num_features=model.num_features,
+        )
+
 
 def _adapt_stem(model, in_chans: int) -> None:
     import torch

@@ -23,6 +23,7 @@ _EXPORTS = {
     # records
     "DatasetCard": "dsim.kernel.records",
     "CheckpointCard": "dsim.kernel.records",
+    "BackboneSpec": "dsim.kernel.records",
     "ImageSet": "dsim.kernel.records",
     "Representation": "dsim.kernel.records",
     "Ranking": "dsim.kernel.records",
@@ -72,6 +73,7 @@ _EXPORTS = {
     "list_measures": "dsim.kernel.catalog",
     "create_measure": "dsim.kernel.catalog",
     "create_backbone": "dsim.kernel.catalog",
+    "backbone_spec": "dsim.kernel.catalog",
     "list_checkpoints": "dsim.kernel.catalog",
     "list_predictors": "dsim.kernel.catalog",
     "list_strategies": "dsim.kernel.catalog",

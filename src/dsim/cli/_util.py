@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+import typer
+
 
 def print_json(obj: Any) -> None:
     from dsim.kernel.records import _json_default
@@ -168,3 +170,7 @@ FACT_HELP = (
     "data (my_data.dsim.yaml, or dsim.yaml in a folder)."
 )
 CARD_HELP = "A YAML card file of facts about your target (the keys of --fact)."
+
+#: the ``--fact`` and ``--card`` options themselves, declared once for both commands
+FACT_OPTION = typer.Option(None, "--fact", help=FACT_HELP)
+CARD_OPTION = typer.Option(None, "--card", help=CARD_HELP)

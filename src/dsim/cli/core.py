@@ -10,7 +10,16 @@ import typer
 from dsim.kernel.defaults import DEFAULT_MAX_SAMPLES, DEFAULT_PREDICTOR, LEARNED_PREDICTOR
 
 from . import app
-from ._util import CARD_HELP, FACT_HELP, Progress, console, fit_columns, parse_options, print_json, split_list
+from ._util import (
+    CARD_OPTION,
+    FACT_OPTION,
+    Progress,
+    console,
+    fit_columns,
+    parse_options,
+    print_json,
+    split_list,
+)
 
 
 @app.command()
@@ -89,12 +98,8 @@ def rank(
             "pretrained_on ...); without --sources its checkpoints are the candidates (repeatable)."
         ),
     ),
-    fact: Optional[List[str]] = typer.Option(
-        None,
-        "--fact",
-        help=FACT_HELP,
-    ),
-    card: Optional[str] = typer.Option(None, "--card", help=CARD_HELP),
+    fact: Optional[List[str]] = FACT_OPTION,
+    card: Optional[str] = CARD_OPTION,
     evidence: Optional[List[str]] = typer.Option(
         None,
         "--evidence",

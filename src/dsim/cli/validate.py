@@ -12,7 +12,7 @@ import typer
 from dsim.validation.config import DATA_PLACEMENTS, DEFAULT_PRETRAIN, DEFAULT_TRAIN, QUICK, ValidateConfig
 
 from . import app
-from ._util import CARD_HELP, FACT_HELP, console, fit_columns, parse_options, print_json, split_list
+from ._util import CARD_OPTION, FACT_OPTION, console, fit_columns, parse_options, print_json, split_list
 
 #: the defaults every option below shows (one place: ValidateConfig's fields)
 _D = ValidateConfig()
@@ -244,12 +244,8 @@ def validate(
     zoo: Optional[List[str]] = typer.Option(
         None, "--zoo", help="A checkpoint zoo YAML whose card names --sources may use (repeatable)."
     ),
-    fact: Optional[List[str]] = typer.Option(
-        None,
-        "--fact",
-        help=FACT_HELP,
-    ),
-    card: Optional[str] = typer.Option(None, "--card", help=CARD_HELP),
+    fact: Optional[List[str]] = FACT_OPTION,
+    card: Optional[str] = CARD_OPTION,
     evidence: Optional[List[str]] = typer.Option(
         None,
         "--evidence",

@@ -20,9 +20,9 @@ from dsim.kernel.errors import (
     WeightsMissingError,
     one_line,
 )
-from dsim.kernel.interfaces import Measure, Predictor, Strategy
+from dsim.kernel.interfaces import Measure, Predictor, Strategy, timm_like_spec
 from dsim.kernel.plugins import collect, named, on_reset, record_failure
-from dsim.kernel.records import CheckpointCard, MeasureValue, TransferResult
+from dsim.kernel.records import BackboneSpec, CheckpointCard, MeasureValue, TransferResult
 from dsim.kernel.registry import get_registry
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "list_strategies",
     "get_strategy",
     "create_backbone",
+    "backbone_spec",
     "list_checkpoints",
     "known_results",
     "known_measure_values",
@@ -155,6 +156,13 @@ def create_backbone(
                     f"backbone factory {f.name!r} (plugin {plugin!r}) built {model_name!r} without "
                     "dsim_weights_id, the content id of its weights that caches are keyed by"
                 )
+            spec = f.spec(model_name, model)
+            if not isinstance(spec, BackboneSpec):
+                raise PluginError(
+                    f"backbone factory {f.name!r} (plugin {plugin!r}) declared {model_name!r} with "
+                    f"a {type(spec).__name__}, not a dsim.BackboneSpec"
+                )
+            model.dsim_spec = spec
             return model
     known: list[str] = []
     for plugin, f in factories:
@@ -163,6 +171,14 @@ def create_backbone(
         except Exception as exc:
             record_failure(plugin, one_line(exc, "raised in list_models"))
     raise UnknownNameError("backbone", model_name, known)
+
+
+def backbone_spec(model: Any) -> BackboneSpec:
+    """What a built network declares about itself (native input size, mean/std, feature
+    dimension): the :class:`dsim.BackboneSpec` its factory gave ``dsim.create_backbone``, else what
+    a timm-like network's ``default_cfg`` says."""
+    spec = getattr(model, "dsim_spec", None)
+    return spec if isinstance(spec, BackboneSpec) else timm_like_spec(model)
 
 
 def _backbone_factories() -> list:

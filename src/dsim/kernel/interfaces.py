@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from dsim.kernel.errors import DsimError, OptionValueError, UnknownOptionError
 from dsim.kernel.records import (
+    BackboneSpec,
     CheckpointCard,
     DatasetCard,
     ImageSet,
@@ -314,6 +315,26 @@ class BackboneFactory:
     also carries ``dsim_weights_id``: the content id of its weights (a file's sha256, a pretrained
     tag, or a hash of architecture and seed for a random init), which every cache built on the
     network is keyed by; ``dsim.create_backbone`` refuses a network without it.
+
+    The network's own terms (its native input size, its normalisation mean/std, its feature
+    dimension) are declared by :meth:`spec`, which ``dsim.create_backbone`` asks once per built
+    network and attaches as ``model.dsim_spec`` (:func:`dsim.backbone_spec` reads it): a
+    checkpoint whose card gives no ``input_size`` is ranked at the declared size. The default reads
+    a timm-like network's ``default_cfg`` and ``num_features``, so a timm model needs nothing more::
+
+        class TinyNets(dsim.BackboneFactory):
+            name = "tiny"
+
+            def handles(self, model_name):
+                return model_name == "tinynet"
+
+            def create(self, model_name, *, weights="imagenet", num_classes=0, in_chans=3, seed=0):
+                model = TinyNet(in_chans, num_classes)  # forward_features, num_features, ...
+                model.dsim_weights_id = dsim.random_weights_id(model_name, seed=seed)
+                return model
+
+            def spec(self, model_name, model):
+                return dsim.BackboneSpec(input_size=64, mean=(0.5,) * 3, std=(0.25,) * 3, num_features=128)
     """
 
     name: str = ""
@@ -346,6 +367,27 @@ class BackboneFactory:
         seed: int = 0,
     ):
         raise NotImplementedError
+
+    def spec(self, model_name: str, model: Any) -> BackboneSpec:
+        """What ``model`` (built by :meth:`create` for ``model_name``) declares about itself: its
+        native input size, normalisation and feature dimension. The default reads the timm-like
+        ``default_cfg`` (``input_size``, ``mean``, ``std``) and ``num_features`` of the network,
+        else ImageNet's normalisation at 224 px; override it for a network without them."""
+        return timm_like_spec(model)
+
+
+def timm_like_spec(model: Any) -> BackboneSpec:
+    """The :class:`dsim.BackboneSpec` of a network that follows timm's conventions
+    (``default_cfg`` with ``input_size``, ``mean``, ``std``; ``num_features``), with defaults for
+    what it lacks."""
+    cfg = getattr(model, "default_cfg", None) or {}
+    base = BackboneSpec()
+    return BackboneSpec(
+        input_size=int((cfg.get("input_size") or (3, base.input_size, base.input_size))[-1]),
+        mean=tuple(cfg.get("mean") or base.mean),
+        std=tuple(cfg.get("std") or base.std),
+        num_features=int(getattr(model, "num_features", 0) or 0),
+    )
 
 
 class Measure(Parameterised):

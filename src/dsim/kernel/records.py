@@ -23,6 +23,7 @@ __all__ = [
     "EXPERT_FEATURES",
     "DatasetCard",
     "CheckpointCard",
+    "BackboneSpec",
     "ImageSet",
     "Representation",
     "RankingRow",
@@ -167,6 +168,19 @@ class DatasetCard(_Record):
     @property
     def all_names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class BackboneSpec(_Record):
+    """What a built backbone network declares about itself (:meth:`dsim.BackboneFactory.spec`):
+    the image size it runs at natively (``input_size`` px, square), the normalisation it was
+    trained with (per-channel ``mean``/``std`` of images in [0, 1]) and the dimension of its pooled
+    features (``num_features``; 0 when unknown)."""
+
+    input_size: int = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    num_features: int = 0
 
 
 @dataclass(frozen=True)

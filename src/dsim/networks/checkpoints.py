@@ -16,7 +16,7 @@ from typing import Any
 
 from dsim.data.loading import CHECKPOINT_SUFFIXES, is_checkpoint_path
 from dsim.data.tensors import to_tensor
-from dsim.kernel.catalog import backbone_missing, create_backbone
+from dsim.kernel.catalog import backbone_missing, backbone_spec, create_backbone
 from dsim.kernel.defaults import TIMM_WEIGHTS
 from dsim.kernel.errors import DsimError
 from dsim.kernel.records import CheckpointCard, DatasetCard, ImageSet, Representation
@@ -224,16 +224,14 @@ def _weights_identity(card: CheckpointCard, model) -> str:
 
 
 def checkpoint_input_size(card: CheckpointCard, model=None) -> int:
-    """The image size ``card``'s network runs at: the card's ``input_size``, else its backbone's
-    own (``default_cfg["input_size"]``: 32 for the CIFAR ResNets, 224 for ImageNet networks; the
-    network is built to ask when ``model`` is not given), else 224."""
+    """The image size ``card``'s network runs at: the card's ``input_size``, else the size its
+    backbone declares (:meth:`dsim.BackboneFactory.spec`: 32 for the CIFAR ResNets, 224 for
+    ImageNet networks; the network is built to ask when ``model`` is not given)."""
     if card.input_size:
         return int(card.input_size)
     if model is None:
         model = load_checkpoint(card, num_classes=0)
-    cfg = getattr(model, "default_cfg", None) or {}
-    size = cfg.get("input_size") or (3, 224, 224)
-    return int(size[-1])
+    return int(backbone_spec(model).input_size)
 
 
 def checkpoint_features(

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from dsim.data.tensors import to_tensor
-from dsim.kernel.catalog import create_backbone
+from dsim.kernel.catalog import backbone_spec, create_backbone
 from dsim.kernel.errors import DsimError
 from dsim.kernel.metrics import auc_weighted_ovr, label_aucs
 from dsim.kernel.plugins import notify
@@ -165,14 +165,14 @@ def build_classifier(backbone: str, *, weights: str, num_classes: int, in_chans:
     checkpoint path) and a seeded linear head of ``num_classes`` outputs.
 
     The returned ``torch.nn.Module`` is public API: ``model.backbone`` is the feature extractor
-    (timm's interface, ``num_features``; its ``state_dict`` is what a source checkpoint holds and
+    (timm's interface; its feature dimension from :func:`dsim.backbone_spec`; its ``state_dict`` is what a source checkpoint holds and
     is registered as the sub-module ``body``), ``model.head`` the ``torch.nn.Linear`` on top, and
     ``model(x)`` the logits. Strategies change weights through ``train_and_evaluate``'s
     ``transform_model``, which receives this model."""
     import torch
 
     body = create_backbone(backbone, weights=weights, num_classes=0, in_chans=in_chans, seed=seed)
-    nf = int(getattr(body, "num_features", 0) or 0)
+    nf = int(backbone_spec(body).num_features)  # declared by its factory (timm's num_features)
     if not nf:
         with torch.no_grad():
             nf = int(body.eval()(torch.zeros(1, in_chans, 32, 32)).shape[1])

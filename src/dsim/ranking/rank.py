@@ -15,7 +15,7 @@ from typing import Any
 from dsim.data.evidence import evidence_notes, select_evidence
 from dsim.data.loading import data_missing, load_dataset
 from dsim.data.overlap import exclude_overlaps
-from dsim.data.targets import derived_expert, resolve_target
+from dsim.data.targets import ResolvedTarget, derived_expert, resolve_target
 from dsim.kernel.cache import Cache
 from dsim.kernel.catalog import (
     configure_measures,
@@ -264,7 +264,6 @@ def rank(
         with_checkpoints=with_checkpoints,
         holdout_target=holdout_target,
     )
-    tcard = rt.card
     ctx = Context(
         seed=cfg.seed,
         device=cfg.device,
@@ -272,72 +271,148 @@ def rank(
         progress=progress or (lambda *a: None),
         max_samples=cfg.max_samples,
     )
-    history, chosen_note = select_evidence(known_results(), cfg.evidence)
-    history, held_note = _held_out(history, tcard, cfg.holdout_target)
-    known_vals = known_measure_values()
-    use = _measures(cfg)
-    skipped: list[dict[str, str]] = []
-    images = _Images(cfg.max_samples, cfg.seed, cfg.strict)
+    return _rank_resolved(rt, cfg, ctx, predictor)
 
-    target_missing = rt.missing()
+
+@dataclass
+class _Run:
+    """What one :func:`rank` call gathers on its way: its stages read and fill it in order."""
+
+    rt: ResolvedTarget
+    cfg: RankConfig
+    ctx: Context
+    tcard: DatasetCard
+    history: list[TransferResult]
+    chosen_note: str | None
+    held_note: str | None
+    known_vals: Any
+    use: dict[str, Measure]
+    images: _Images
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    target_missing: Any = None
     target_data: ImageSet | None = None
-    if target_missing is None:  # read the target first: bad input fails before any work
-        target_data = images.loaded[tcard.name] = rt.load(cfg.max_samples, cfg.seed, cfg.strict)
-        tcard = derived_expert(_with_data_facts(tcard, target_data), target_data)
-        if target_data.multilabel:
-            counts = target_data.class_counts()
-            if not ((counts > 0) & (counts < len(target_data))).any():
-                raise DsimError(
-                    f"target {tcard.name!r} ({target_data.source}): no label has both positive and "
-                    "negative images"
-                )
-        elif target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
-            raise DsimError(
-                f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
-            )
-    failed: dict[str, str] = {}  # candidate -> why it cannot be evaluated (never ranked)
-    ckpt_notes: list[str] = []
-    cands, ckpt_of = _candidates(
-        cfg, tcard, history, known_vals, target_missing is None, skipped, ckpt_notes, failed
-    )
-    overlap_notes: list[str] = []
-    if target_missing is None:  # the target's own images are never a candidate for it
-        cands = exclude_overlaps(rt, cands, ckpt_of, skipped, overlap_notes, ctx, load=images.full)
+    failed: dict[str, str] = field(default_factory=dict)
+    ckpt_notes: list[str] = field(default_factory=list)
+    overlap_notes: list[str] = field(default_factory=list)
+    cands: list[DatasetCard] = field(default_factory=list)
+    ckpt_of: dict[str, Any] = field(default_factory=dict)
 
-    pred, pred_note = choose_predictor(
-        predictor if isinstance(predictor, Predictor) else cfg.predictor,
-        results=history if chosen_note or held_note else None,
-    )
-    if held_note and tcard.name in _trained_on(pred):
-        held_note += (
-            f"; but the chosen predictor was fitted on results about {tcard.name} too, so this "
-            "prediction is not blind to them (leave out --predictor for one fitted without them)"
-        )
-    if cfg.measures is None:  # by default, measures the predictor gives no weight are not computed
-        for m, reason in pred.unused_measures(use).items():
-            use.pop(m, None)
-            skipped.append({"measure": m, "reason": reason})
-    vals = _known_values(tcard, known_vals, use, cfg.measures)
-    vals.failed = failed
-    for m in use.values():
-        _compute(
-            m, cands, ckpt_of, tcard, target_data, target_missing, vals, images, ctx, skipped, cfg.measures
-        )
-    cands = _without_failed(cands, ckpt_of, failed)
+    @classmethod
+    def begin(cls, rt: ResolvedTarget, cfg: RankConfig, ctx: Context) -> _Run:
+        """The known results (``cfg.evidence``, less the target's own when held out), the known
+        measure values and the measures to use: what every later stage reads."""
+        history, chosen_note = select_evidence(known_results(), cfg.evidence)
+        history, held_note = _held_out(history, rt.card, cfg.holdout_target)
+        known, use = known_measure_values(), _measures(cfg)
+        images = _Images(cfg.max_samples, cfg.seed, cfg.strict)
+        return cls(rt, cfg, ctx, rt.card, history, chosen_note, held_note, known, use, images)
 
+
+def _rank_resolved(rt: ResolvedTarget, cfg: RankConfig, ctx: Context, predictor) -> Ranking:
+    """:func:`rank`'s stages, in order: the target, the candidates, the predictor, the measures,
+    the ranking with its notes."""
+    run = _Run.begin(rt, cfg, ctx)
+    _read_target(run)
+    _choose_candidates(run)
+    pred, pred_note = _choose_predictor(run, predictor)
+    vals = _compute_measures(run, pred)
     candidates = [
         Candidate(
             source=c,
             values=vals.values.get(c.name, {}),
             origins=vals.origins.get(c.name, {}),
             contributions=vals.contributions.get(c.name, {}),
-            checkpoint=ckpt_of.get(c.name),
+            checkpoint=run.ckpt_of.get(c.name),
         )
-        for c in cands
+        for c in run.cands
     ]
-    kinds = value_kinds(known_vals)
+    kinds = value_kinds(run.known_vals)
     memo = None if isinstance(predictor, Predictor) else ctx.cache  # an object's state is its own
-    ranking = remembered_rank(pred, tcard, candidates, history, kinds, memo)
+    ranking = remembered_rank(pred, run.tcard, candidates, run.history, kinds, memo)
+    ranking = _assemble(run, ranking, vals, pred_note)
+    if cfg.top:
+        ranking = ranking.top(cfg.top)
+    notify("dsim_ranking_done", ranking=ranking)
+    return ranking
+
+
+def _read_target(run: _Run) -> None:
+    """Read the target first, so that bad input fails before any work; check its labels."""
+    run.target_missing = run.rt.missing()
+    if run.target_missing is not None:
+        return
+    cfg = run.cfg
+    target_data = run.images.loaded[run.tcard.name] = run.rt.load(cfg.max_samples, cfg.seed, cfg.strict)
+    run.target_data = target_data
+    run.tcard = tcard = derived_expert(_with_data_facts(run.tcard, target_data), target_data)
+    if target_data.multilabel:
+        counts = target_data.class_counts()
+        if not ((counts > 0) & (counts < len(target_data))).any():
+            raise DsimError(
+                f"target {tcard.name!r} ({target_data.source}): no label has both positive and "
+                "negative images"
+            )
+    elif target_data.num_classes < 2 or len(set(target_data.labels.tolist())) < 2:
+        raise DsimError(
+            f"target {tcard.name!r} ({target_data.source}): needs at least two classes, found one"
+        )
+
+
+def _choose_candidates(run: _Run) -> None:
+    """The candidates (datasets and checkpoints), less those that share the target's images."""
+    has_data = run.target_missing is None
+    run.cands, run.ckpt_of = _candidates(
+        run.cfg, run.tcard, run.history, run.known_vals, has_data, run.skipped, run.ckpt_notes, run.failed
+    )
+    if has_data:  # the target's own images are never a candidate for it
+        run.cands = exclude_overlaps(
+            run.rt, run.cands, run.ckpt_of, run.skipped, run.overlap_notes, run.ctx, load=run.images.full
+        )
+
+
+def _choose_predictor(run: _Run, predictor) -> tuple[Predictor, str | None]:
+    """The predictor, and the measures it gives no weight (not computed unless asked for)."""
+    pred, pred_note = choose_predictor(
+        predictor if isinstance(predictor, Predictor) else run.cfg.predictor,
+        results=run.history if run.chosen_note or run.held_note else None,
+    )
+    if run.held_note and run.tcard.name in _trained_on(pred):
+        run.held_note += (
+            f"; but the chosen predictor was fitted on results about {run.tcard.name} too, so this "
+            "prediction is not blind to them (leave out --predictor for one fitted without them)"
+        )
+    if run.cfg.measures is None:  # by default, measures the predictor gives no weight are not computed
+        for m, reason in pred.unused_measures(run.use).items():
+            run.use.pop(m, None)
+            run.skipped.append({"measure": m, "reason": reason})
+    return pred, pred_note
+
+
+def _compute_measures(run: _Run, pred: Predictor) -> _Values:
+    """Every measure's value per candidate (known ones reused); the failed candidates dropped."""
+    vals = _known_values(run.tcard, run.known_vals, run.use, run.cfg.measures)
+    vals.failed = run.failed
+    for m in run.use.values():
+        _compute(
+            m,
+            run.cands,
+            run.ckpt_of,
+            run.tcard,
+            run.target_data,
+            run.target_missing,
+            vals,
+            run.images,
+            run.ctx,
+            run.skipped,
+            run.cfg.measures,
+        )
+    run.cands = _without_failed(run.cands, run.ckpt_of, run.failed)
+    return vals
+
+
+def _assemble(run: _Run, ranking: Ranking, vals: _Values, pred_note: str | None) -> Ranking:
+    """``ranking`` with what was left out (and why), the failed candidates and every note."""
+    skipped, cands = run.skipped, run.cands
     ranked = set(ranking.sources)
     for c in cands:
         if c.name not in ranked and not any(
@@ -349,25 +424,21 @@ def rank(
     notes = (
         list(ranking.notes)
         + ([pred_note] if pred_note else [])
-        + overlap_notes
+        + run.overlap_notes
         + vals.notes
-        + images.notes()
-        + _facts_note(rt, tcard)
-        + ckpt_notes
-        + tie_note(ranking, cands, skipped, use, target_has_data=target_data is not None)
+        + run.images.notes()
+        + _facts_note(run.rt, run.tcard)
+        + run.ckpt_notes
+        + tie_note(ranking, cands, skipped, run.use, target_has_data=run.target_data is not None)
     )
-    notes += ([chosen_note] if chosen_note else []) + ([held_note] if held_note else [])
-    notes += evidence_notes(history, tcard.name)
-    ranking = dataclasses.replace(
+    notes += ([run.chosen_note] if run.chosen_note else []) + ([run.held_note] if run.held_note else [])
+    notes += evidence_notes(run.history, run.tcard.name)
+    return dataclasses.replace(
         ranking,
         skipped=tuple(skipped),
         notes=tuple(notes),
-        failed=tuple(_failed_rows(failed, ckpt_of)),
+        failed=tuple(_failed_rows(run.failed, run.ckpt_of)),
     )
-    if cfg.top:
-        ranking = ranking.top(cfg.top)
-    notify("dsim_ranking_done", ranking=ranking)
-    return ranking
 
 
 def _held_out(
