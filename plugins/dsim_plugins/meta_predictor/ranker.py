@@ -178,14 +178,10 @@ class MetaRanker(dsim.Predictor):
         m.fit(np.array(D), np.array(y), sample_weight=np.array(w))
         return m.coef_[0]
 
-    def fit(self, results, values, cards, measure_kinds):
-        groups = _groups(results, values, cards)
-        if not groups:
-            raise dsim.DsimError("meta-ranker: no target with two or more measured sources to learn from")
-        present = sorted({v.measure for v in values})
-        measures = sorted(self.measures) if self.measures else present
-        table = track_table(groups) if self.track else None
-        design = self._design(groups, measures, measure_kinds, table)
+    @staticmethod
+    def _standardise(design):
+        """The training table: feature names, imputed values, their mean and scale, and which
+        features are kept (one of each group identical or mirrored on the training pairs)."""
         feats = sorted({k for _, _, rows in design for r in rows for k in r})
         X = np.array([[r.get(k, np.nan) for k in feats] for _, _, rows in design for r in rows], float)
         finite = np.isfinite(X)
@@ -215,8 +211,12 @@ class MetaRanker(dsim.Predictor):
             Z = (Xf[start : start + len(rows)] - mean) / scale
             start += len(rows)
             mats.append((Z, T))
+        return feats, mean, scale, keep, mats
+
+    @staticmethod
+    def _folds(mats, design, groups, targets, feats, mean, scale, table):
+        """Inner leave-one-target-out folds, one per training target (none with fewer than two)."""
         jt = feats.index("track_record") if "track_record" in feats else None
-        targets = sorted({g["target"] for g in groups})
 
         def split(t):
             """Inner leave-one-target-out fold for target ``t``: (the other training groups, with
@@ -233,25 +233,29 @@ class MetaRanker(dsim.Predictor):
                 train.append((Z, T))
             return train, held
 
-        folds = {t: split(t) for t in targets} if len(targets) >= 2 else {}
-        # target-specific corrections: each source-side feature times each (standardised) target
-        # fact, so that a feature may weigh differently for grey or colour, small or large targets
-        inter = self._interaction_spec(feats, keep, groups) if self.interactions else None
-        if inter is not None:
-            tfs = [self._target_facts(g["tcard"], inter) for g in groups]
-            for t, (tr, te) in list(folds.items()):
-                tr_tf = [f for f, g in zip(tfs, groups) if g["target"] != t]
-                te_tf = [f for f, g in zip(tfs, groups) if g["target"] == t]
-                folds[t] = (
-                    [(self._expand(Z, f, inter), T) for (Z, T), f in zip(tr, tr_tf)],
-                    [(self._expand(Z, f, inter), T) for (Z, T), f in zip(te, te_tf)],
-                )
-            mats = [(self._expand(Z, f, inter), T) for (Z, T), f in zip(mats, tfs)]
-            feats = feats + inter["names"]
-            keep = np.concatenate([keep, np.ones(len(inter["names"]), bool)])
-            mean = np.concatenate([mean, np.zeros(len(inter["names"]))])
-            scale = np.concatenate([scale, np.ones(len(inter["names"]))])
-        # C: inner leave-one-target-out over the training targets
+        return {t: split(t) for t in targets} if len(targets) >= 2 else {}
+
+    def _add_interactions(self, inter, groups, folds, mats, feats, keep, mean, scale):
+        """Target-specific corrections: each source-side feature times each (standardised) target
+        fact, so that a feature may weigh differently for grey or colour, small or large targets.
+        Rewrites ``folds`` in place; returns the widened (mats, feats, keep, mean, scale)."""
+        tfs = [self._target_facts(g["tcard"], inter) for g in groups]
+        for t, (tr, te) in list(folds.items()):
+            tr_tf = [f for f, g in zip(tfs, groups) if g["target"] != t]
+            te_tf = [f for f, g in zip(tfs, groups) if g["target"] == t]
+            folds[t] = (
+                [(self._expand(Z, f, inter), T) for (Z, T), f in zip(tr, tr_tf)],
+                [(self._expand(Z, f, inter), T) for (Z, T), f in zip(te, te_tf)],
+            )
+        mats = [(self._expand(Z, f, inter), T) for (Z, T), f in zip(mats, tfs)]
+        feats = feats + inter["names"]
+        keep = np.concatenate([keep, np.ones(len(inter["names"]), bool)])
+        mean = np.concatenate([mean, np.zeros(len(inter["names"]))])
+        scale = np.concatenate([scale, np.ones(len(inter["names"]))])
+        return mats, feats, keep, mean, scale
+
+    def _choose_C(self, folds):
+        """C by inner leave-one-target-out over the training targets: (chosen C, Spearman per C)."""
         chosen, inner = self.C, {}
         if self.C == "auto":
             if folds:
@@ -265,11 +269,14 @@ class MetaRanker(dsim.Predictor):
                 chosen = min(C for C in C_GRID if inner[C] >= best - 1e-9)  # ties: stronger L2
             else:
                 chosen = 0.1
-        chosen = float(chosen)
-        # model selection: the learned weights, the skill-weighted rule mix and the single best
-        # rule are each scored by inner leave-one-target-out; the best generalising one is kept
-        # (ties to the simpler). With few or inconsistent targets a fitted linear model can rank a
-        # new target worse than chance, and a mix can dilute one strong rule with weak ones.
+        return float(chosen), inner
+
+    def _select_model(self, feats, keep, folds, mats, inner, chosen):
+        """Model selection: the learned weights, the skill-weighted rule mix and the single best
+        rule are each scored by inner leave-one-target-out; the best generalising one is kept
+        (ties to the simpler). With few or inconsistent targets a fitted linear model can rank a
+        new target worse than chance, and a mix can dilute one strong rule with weak ones.
+        Returns (rule_scores, model, w_fixed, mix_score, best_rule, best_score)."""
         rule_scores, model, w_fixed, mix_score, best_rule, best_score = {}, "learned", None, None, None, None
         if self.select and inner and folds:
             rules = self._rules(feats, keep)
@@ -292,28 +299,33 @@ class MetaRanker(dsim.Predictor):
                 model, w_fixed = "best-rule", rules[best_rule]
             elif w_mix is not None and mix_score >= inner[chosen] - 1e-9:
                 model, w_fixed = "skill-weighted", w_mix
+        return rule_scores, model, w_fixed, mix_score, best_rule, best_score
+
+    def _ensemble(self, model, mats, chosen, w_fixed, feats, keep):
+        """The bootstrap ensemble's member weights W and the point weights w."""
         rng = np.random.default_rng(self.seed)
         if model == "learned":
             W = [self._fit_w(mats, chosen)]
             for _ in range(max(0, self.n_members - 1)):
                 W.append(self._fit_w(mats, chosen, rng))
             W = np.array(W)
-            w = W.mean(axis=0)
-        else:
-            # the rule model refitted on bootstrap resamples of the training groups: the spread of
-            # its scores across the members is each row's own uncertainty; the point is the fit on all
-            W = [w_fixed]
-            rules = self._rules(feats, keep)
-            for _ in range(max(0, self.n_members - 1)):
-                boot = [mats[i] for i in rng.integers(0, len(mats), len(mats))]
-                w_b, skill_b = self._mix(rules, boot)
-                if model == "best-rule":
-                    top_b = max(skill_b, key=skill_b.get) if skill_b else None
-                    w_b = rules[top_b] if top_b and skill_b[top_b] > 0 else w_fixed
-                W.append(w_fixed if w_b is None else w_b)
-            W = np.array(W)
-            w = np.asarray(w_fixed, float)
-        # calibration: T = a * score + b_group
+            return W, W.mean(axis=0)
+        # the rule model refitted on bootstrap resamples of the training groups: the spread of
+        # its scores across the members is each row's own uncertainty; the point is the fit on all
+        W = [w_fixed]
+        rules = self._rules(feats, keep)
+        for _ in range(max(0, self.n_members - 1)):
+            boot = [mats[i] for i in rng.integers(0, len(mats), len(mats))]
+            w_b, skill_b = self._mix(rules, boot)
+            if model == "best-rule":
+                top_b = max(skill_b, key=skill_b.get) if skill_b else None
+                w_b = rules[top_b] if top_b and skill_b[top_b] > 0 else w_fixed
+            W.append(w_fixed if w_b is None else w_b)
+        return np.array(W), np.asarray(w_fixed, float)
+
+    @staticmethod
+    def _calibrate(mats, w):
+        """Calibration T = a * score + b_group: (slope a, mean intercept, residual sd)."""
         num = den = 0.0
         for Z, T in mats:
             s = Z @ w
@@ -327,6 +339,30 @@ class MetaRanker(dsim.Predictor):
             bs.append(b)
             resid += list(T - (a * s + b))
         dof = max(1, len(resid) - len(mats) - 1)
+        return a, float(np.mean(bs)), float(np.sqrt(np.sum(np.square(resid)) / dof))
+
+    def fit(self, results, values, cards, measure_kinds):
+        groups = _groups(results, values, cards)
+        if not groups:
+            raise dsim.DsimError("meta-ranker: no target with two or more measured sources to learn from")
+        present = sorted({v.measure for v in values})
+        measures = sorted(self.measures) if self.measures else present
+        table = track_table(groups) if self.track else None
+        design = self._design(groups, measures, measure_kinds, table)
+        feats, mean, scale, keep, mats = self._standardise(design)
+        targets = sorted({g["target"] for g in groups})
+        folds = self._folds(mats, design, groups, targets, feats, mean, scale, table)
+        inter = self._interaction_spec(feats, keep, groups) if self.interactions else None
+        if inter is not None:
+            mats, feats, keep, mean, scale = self._add_interactions(
+                inter, groups, folds, mats, feats, keep, mean, scale
+            )
+        chosen, inner = self._choose_C(folds)
+        rule_scores, model, w_fixed, mix_score, best_rule, best_score = self._select_model(
+            feats, keep, folds, mats, inner, chosen
+        )
+        W, w = self._ensemble(model, mats, chosen, w_fixed, feats, keep)
+        a, intercept, resid_sd = self._calibrate(mats, w)
         self.state_ = {
             "features": feats,
             "mean": mean.tolist(),
@@ -344,8 +380,8 @@ class MetaRanker(dsim.Predictor):
             "best_rule": best_rule if model == "best-rule" else None,
             "best_rule_spearman": best_score,
             "slope": a,
-            "intercept": float(np.mean(bs)),
-            "resid_sd": float(np.sqrt(np.sum(np.square(resid)) / dof)),
+            "intercept": intercept,
+            "resid_sd": resid_sd,
             "kinds": {m: measure_kinds.get(m, "distance") for m in measures},
             "targets": targets,
             "n_pairs": int(sum(len(T) for _, T in mats)),
