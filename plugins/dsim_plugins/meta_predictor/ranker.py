@@ -477,12 +477,11 @@ class MetaRanker(dsim.Predictor):
             out[:, b] = Zb @ W[b]
         return out
 
-    def rank(self, target, candidates, history, measure_kinds):
-        st = self.get_state()
+    def _standardised(self, st, target, candidates, history, measure_kinds):
+        """The candidates' features as the fitted model sees them: (names, raw X, which values
+        are missing, standardised Z with the target-fact corrections)."""
         feats, mean = st["features"], np.array(st["mean"])
         scale = np.array([np.inf if x is None else x for x in st["scale"]], float)
-        W = np.array(st["members"])
-        w = np.array(st["weights"]) if "weights" in st else W.mean(axis=0)
         desc = self.describe(target, candidates, history, measure_kinds)
         names, raw = [], []
         for c in candidates:
@@ -495,9 +494,11 @@ class MetaRanker(dsim.Predictor):
         if inter:  # the target-fact corrections, from the standardised base features
             nb = len(feats) - len(inter["names"])
             Z = self._expand(Z[:, :nb], self._target_facts(target, inter), inter)
-        s = Z @ w
-        member_s = self._member_scores(Z, W, feats, mean, scale, names, target, st)  # (n, members)
-        a = st["slope"]
+        return names, X, missing, Z
+
+    @staticmethod
+    def _model_notes(st) -> list[str]:
+        """Why a rule model, not the learned weights, ranks (nothing for the learned model)."""
         notes = []
         if st.get("model") == "best-rule":
             r = st["best_rule"]
@@ -515,13 +516,12 @@ class MetaRanker(dsim.Predictor):
                 + ", ".join(f"{k.removeprefix('rule:')} {v:.2f}" for v, k in top)
                 + "), because the learned model did not generalise across its training targets"
             )
-        measured = dsim.measured_transferability(history, target.name) if history else {}
-        known = [i for i, n in enumerate(names) if n in measured]
-        b = st["intercept"]
-        if a > 0 and known:
-            b = float(np.mean([measured[names[i]][0] - a * s[i] for i in known]))
-            notes.append(f"meta-ranker: intercept set from {len(known)} measured source(s) of {target.name}")
-        calibrated = a > 0
+        return notes
+
+    @staticmethod
+    def _scored(st, names, X, missing, Z, w, s, member_s, a, b, calibrated):
+        """Per source: the score, its uncertainty and each feature's value and contribution."""
+        feats = st["features"]
         scores, unc, contrib = {}, {}, {}
         for i, n in enumerate(names):
             if calibrated:
@@ -542,6 +542,12 @@ class MetaRanker(dsim.Predictor):
                 if key in cc:
                     cc[m] = {"contribution": cc[key]["contribution"]}
             contrib[n] = cc
+        return scores, unc, contrib
+
+    @staticmethod
+    def _data_notes(st, candidates, calibrated) -> list[str]:
+        """Measures the model was not trained with or has no values for, and a failed calibration."""
+        notes = []
         unused = sorted({m for c in candidates for m in c.values} - set(st["measures"]))
         if unused:
             notes.append(
@@ -552,6 +558,28 @@ class MetaRanker(dsim.Predictor):
             notes.append(f"no {', '.join(lacking)} values for this target; imputed with the target's average")
         if not calibrated:
             notes.append("meta-ranker could not be put on the T scale (non-positive slope on training data)")
+        return notes
+
+    def rank(self, target, candidates, history, measure_kinds):
+        st = self.get_state()
+        feats, mean = st["features"], np.array(st["mean"])
+        scale = np.array([np.inf if x is None else x for x in st["scale"]], float)
+        W = np.array(st["members"])
+        w = np.array(st["weights"]) if "weights" in st else W.mean(axis=0)
+        names, X, missing, Z = self._standardised(st, target, candidates, history, measure_kinds)
+        s = Z @ w
+        member_s = self._member_scores(Z, W, feats, mean, scale, names, target, st)  # (n, members)
+        a = st["slope"]
+        notes = self._model_notes(st)
+        measured = dsim.measured_transferability(history, target.name) if history else {}
+        known = [i for i, n in enumerate(names) if n in measured]
+        b = st["intercept"]
+        if a > 0 and known:
+            b = float(np.mean([measured[names[i]][0] - a * s[i] for i in known]))
+            notes.append(f"meta-ranker: intercept set from {len(known)} measured source(s) of {target.name}")
+        calibrated = a > 0
+        scores, unc, contrib = self._scored(st, names, X, missing, Z, w, s, member_s, a, b, calibrated)
+        notes += self._data_notes(st, candidates, calibrated)
         return dsim.assemble_ranking(
             self,
             target,
