@@ -86,17 +86,9 @@ def _pairs(results) -> list[dict[str, Any]]:
     return rows
 
 
-def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[str, Any]:
-    """Recompute the paper's correlation analysis from the shipped table.
-
-    Returns a JSON-able dict: ``pairs`` (one row per measured source -> target pair: mean AUC,
-    T mean and std over folds, expert and Task2Vec distances), ``correlations`` (per measure:
-    Spearman rho, p-value, n, the paper's value, and the same on per-fold values),
-    ``auc_table`` (mean AUC per source x target, baseline included) and ``figures`` (PNG paths,
-    when ``out`` is given and ``figures`` is true)."""
-    from scipy.stats import spearmanr
-
-    results, values = _published()
+def _distances(values):
+    """Per measure: the distances of each (source, target) pair (all folds), those per
+    (source, target, fold), and the measures in report order (expert, task2vec, then the rest)."""
     dist: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
     dist_fold: dict[str, dict[tuple[str, str, int], float]] = defaultdict(dict)
     for v in values:
@@ -104,21 +96,22 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
         if v.fold is not None:
             dist_fold[v.measure][(v.source, v.target, v.fold)] = float(v.value)
     measures = [m for m in ("expert", "task2vec") if m in dist] + sorted(set(dist) - {"expert", "task2vec"})
+    return dist, dist_fold, measures
 
-    pairs = []
-    for row in _pairs(results):
-        key = (row["source"], row["target"])
-        pairs.append(
-            {**row, **{m: float(np.mean(dist[m][key])) if key in dist[m] else None for m in measures}}
-        )
 
-    # per-fold transferability, for the per-fold variant of the correlation
+def _per_fold(results):
+    """Per-fold transferability, for the per-fold variant of the correlation."""
     base = {(r.target, r.fold): r.auc for r in results if r.source == r.target}
-    per_fold = [
+    return [
         (r.source, r.target, r.fold, (r.auc - base[(r.target, r.fold)]) / base[(r.target, r.fold)] * 100)
         for r in results
         if r.source != r.target and (r.target, r.fold) in base
     ]
+
+
+def _correlations(pairs, measures, dist, dist_fold, per_fold) -> dict[str, dict[str, Any]]:
+    """Per measure with three or more pairs: Spearman of distance vs mean T, and on per-fold values."""
+    from scipy.stats import spearmanr
 
     correlations = {}
     for m in measures:
@@ -137,13 +130,40 @@ def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[s
             rf = spearmanr([x for x, _ in fx], [y for _, y in fx])
             entry["per_fold"] = {"rho": float(rf.statistic), "p": float(rf.pvalue), "n": len(fx)}
         correlations[m] = entry
+    return correlations
 
+
+def _auc_table(results) -> dict[str, dict[str, float]]:
+    """Mean AUC per source x target, baselines (source == target) included."""
     auc: dict[str, dict[str, float]] = defaultdict(dict)
     acc: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in results:
         acc[(r.source, r.target)].append(r.auc)
     for (s, t), xs in acc.items():
         auc[s][t] = float(np.mean(xs))
+    return auc
+
+
+def cats_scans(out: str | Path | None = None, *, figures: bool = True) -> dict[str, Any]:
+    """Recompute the paper's correlation analysis from the shipped table.
+
+    Returns a JSON-able dict: ``pairs`` (one row per measured source -> target pair: mean AUC,
+    T mean and std over folds, expert and Task2Vec distances), ``correlations`` (per measure:
+    Spearman rho, p-value, n, the paper's value, and the same on per-fold values),
+    ``auc_table`` (mean AUC per source x target, baseline included) and ``figures`` (PNG paths,
+    when ``out`` is given and ``figures`` is true)."""
+    results, values = _published()
+    dist, dist_fold, measures = _distances(values)
+
+    pairs = []
+    for row in _pairs(results):
+        key = (row["source"], row["target"])
+        pairs.append(
+            {**row, **{m: float(np.mean(dist[m][key])) if key in dist[m] else None for m in measures}}
+        )
+
+    correlations = _correlations(pairs, measures, dist, dist_fold, _per_fold(results))
+    auc = _auc_table(results)
     best = {
         t: max((p for p in pairs if p["target"] == t), key=lambda p: p["t"])["source"]
         for t in sorted({p["target"] for p in pairs})
