@@ -38,8 +38,22 @@ def published(depth: int) -> dict[str, tuple[str, str]]:
     return {"cifar10": (file_name, sha)}
 
 
+def _default_cfg(depth: int, num_classes: int) -> dict:
+    """timm's ``default_cfg`` of ``cifar-resnet<depth>``."""
+    return {
+        "architecture": f"cifar-resnet{depth}",
+        "num_classes": num_classes,
+        "input_size": (3, 32, 32),
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "conv1",
+        "classifier": "linear",
+    }
+
+
 @functools.cache
-def _model_class():
+def _block_class():
+    """The basic block (conv3x3-BN-ReLU-conv3x3-BN plus the option-A shortcut, then ReLU)."""
     import torch.nn as nn
     import torch.nn.functional as F
 
@@ -65,6 +79,16 @@ def _model_class():
             out = self.bn2(self.conv2(out))
             return F.relu(out + self.shortcut(x))
 
+    return BasicBlock
+
+
+@functools.cache
+def _model_class():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    BasicBlock = _block_class()
+
     class CifarResNet(nn.Module):
         """He et al.'s CIFAR ResNet with timm's model interface (forward_features,
         forward_head, get_classifier, reset_classifier, num_features, default_cfg)."""
@@ -88,15 +112,7 @@ def _model_class():
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     nn.init.kaiming_normal_(m.weight)
-            self.default_cfg = {
-                "architecture": f"cifar-resnet{depth}",
-                "num_classes": num_classes,
-                "input_size": (3, 32, 32),
-                "mean": (0.485, 0.456, 0.406),
-                "std": (0.229, 0.224, 0.225),
-                "first_conv": "conv1",
-                "classifier": "linear",
-            }
+            self.default_cfg = _default_cfg(depth, num_classes)
             self.pretrained_cfg = self.default_cfg
 
         def reset_classifier(self, num_classes: int) -> None:
