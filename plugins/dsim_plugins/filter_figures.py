@@ -139,6 +139,111 @@ def _figure(checkpoints: list[dict[str, Any]], out: Path, show: int, method: str
     plt.close(fig)
 
 
+def _setup(
+    out: Path,
+    threads: Optional[int],
+    method,
+    threshold,
+    min_effect,
+    n_null,
+    seed,
+    image_size,
+    steps,
+    max_channels,
+):
+    """Check the output folder, make the measure with the options and set torch's threads."""
+    import torch
+
+    if not out.parent.exists():
+        raise dsim.DsimError(f"cannot write {str(out)!r}: directory {str(out.parent)!r} does not exist")
+    base = _measure(
+        method=method,
+        threshold=threshold,
+        min_effect=min_effect,
+        n_null=n_null,
+        seed=seed,
+        image_size=image_size,
+        steps=steps,
+        max_channels=max_channels,
+    )
+    if threads:
+        torch.set_num_threads(threads)
+    return base
+
+
+def _checkpoints(
+    base, arch: str, weights: str, compare_weights: Optional[str], layer, seed: int
+) -> list[dict[str, Any]]:
+    """Score the panels (first-layer kernels, then each ``layer``) of each checkpoint."""
+    checkpoints = []
+    for w in [weights] + ([compare_weights] if compare_weights else []):
+        model = _network(arch, w, seed)
+        layers = [base.layer_name(model, name) for name in (layer or [])]  # a bad name fails first
+        panels = [_panel(base, model, "first", "kernels")] + [
+            _panel(base, model, n, "images") for n in layers
+        ]
+        label = f"{arch} {w if w in ('random', 'imagenet') else _short(Path(w).name)}"
+        checkpoints.append(
+            {
+                "arch": arch,
+                "weights": w,
+                "weights_id": base.weights_id(model),
+                "label": label,
+                "panels": panels,
+            }
+        )
+    return checkpoints
+
+
+def _report(
+    checkpoints, out: Path, method: str, threshold: float, min_effect: float, n_null: int
+) -> dict[str, Any]:
+    """The scores as the ``--json`` report."""
+    return {
+        "figure": str(out),
+        "method": method,
+        "threshold": threshold,
+        "min_effect": min_effect,
+        "n_null": n_null,
+        "checkpoints": [
+            {
+                **{k: ck[k] for k in ("arch", "weights", "weights_id")},
+                "panels": [
+                    {
+                        "layer": p["layer"],
+                        "view": p["view"],
+                        "filters": len(p["structured"]),
+                        "structured": int(sum(p["structured"])),
+                        "share": round(p["share"], 4),
+                        "p": p["p"],
+                        "effect": p["effect"],
+                    }
+                    for p in ck["panels"]
+                ],
+            }
+            for ck in checkpoints
+        ],
+    }
+
+
+def _print_table(checkpoints, out: Path, method: str, threshold: float, min_effect: float) -> None:
+    """Print the scores as a table, then the figure's path."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"filter structure ({method}, p < {threshold}, effect >= {min_effect})")
+    for col in ("checkpoint", "layer", "view", "filters", "structured"):
+        table.add_column(col, justify="right" if col in ("filters", "structured") else "left")
+    for ck in checkpoints:
+        for p in ck["panels"]:
+            n, k = len(p["structured"]), int(sum(p["structured"]))
+            view = "kernels" if p["view"] == "kernels" else "act. max."
+            table.add_row(ck["label"], p["layer"], view, str(n), f"{k} ({100 * p['share']:.0f} %)")
+    con = Console(soft_wrap=False)
+    con.print(table)
+    con.print(f"figure: {out}")
+
+
 def filters(
     arch: str = typer.Option(..., "--arch", "-a", help="Backbone name (smallcnn, resnet18, ...)."),
     weights: str = typer.Option(
@@ -189,79 +294,11 @@ def filters(
     and print each panel's share of *structured* filters (Fok 2019: more structure, better
     transfer). A filter is structured when a permutation test of its spatial arrangement gives p <
     --threshold and an effect >= --min-effect (docs/filters.md). No data is needed."""
-    import torch
-
-    if not out.parent.exists():
-        raise dsim.DsimError(f"cannot write {str(out)!r}: directory {str(out.parent)!r} does not exist")
-    base = _measure(
-        method=method,
-        threshold=threshold,
-        min_effect=min_effect,
-        n_null=n_null,
-        seed=seed,
-        image_size=image_size,
-        steps=steps,
-        max_channels=max_channels,
-    )
-    if threads:
-        torch.set_num_threads(threads)
-    checkpoints = []
-    for w in [weights] + ([compare_weights] if compare_weights else []):
-        model = _network(arch, w, seed)
-        layers = [base.layer_name(model, name) for name in (layer or [])]  # a bad name fails first
-        panels = [_panel(base, model, "first", "kernels")] + [
-            _panel(base, model, n, "images") for n in layers
-        ]
-        label = f"{arch} {w if w in ('random', 'imagenet') else _short(Path(w).name)}"
-        checkpoints.append(
-            {
-                "arch": arch,
-                "weights": w,
-                "weights_id": base.weights_id(model),
-                "label": label,
-                "panels": panels,
-            }
-        )
+    base = _setup(out, threads, method, threshold, min_effect, n_null, seed, image_size, steps, max_channels)
+    checkpoints = _checkpoints(base, arch, weights, compare_weights, layer, seed)
     _figure(checkpoints, out, show, method, dpi)
-    report = {
-        "figure": str(out),
-        "method": method,
-        "threshold": threshold,
-        "min_effect": min_effect,
-        "n_null": n_null,
-        "checkpoints": [
-            {
-                **{k: ck[k] for k in ("arch", "weights", "weights_id")},
-                "panels": [
-                    {
-                        "layer": p["layer"],
-                        "view": p["view"],
-                        "filters": len(p["structured"]),
-                        "structured": int(sum(p["structured"])),
-                        "share": round(p["share"], 4),
-                        "p": p["p"],
-                        "effect": p["effect"],
-                    }
-                    for p in ck["panels"]
-                ],
-            }
-            for ck in checkpoints
-        ],
-    }
+    report = _report(checkpoints, out, method, threshold, min_effect, n_null)
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"filter structure ({method}, p < {threshold}, effect >= {min_effect})")
-    for col in ("checkpoint", "layer", "view", "filters", "structured"):
-        table.add_column(col, justify="right" if col in ("filters", "structured") else "left")
-    for ck in checkpoints:
-        for p in ck["panels"]:
-            n, k = len(p["structured"]), int(sum(p["structured"]))
-            view = "kernels" if p["view"] == "kernels" else "act. max."
-            table.add_row(ck["label"], p["layer"], view, str(n), f"{k} ({100 * p['share']:.0f} %)")
-    con = Console(soft_wrap=False)
-    con.print(table)
-    con.print(f"figure: {out}")
+    _print_table(checkpoints, out, method, threshold, min_effect)

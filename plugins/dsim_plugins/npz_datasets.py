@@ -239,6 +239,158 @@ def _given_names(z, keys, path, class_names) -> tuple[str, ...] | None:
     return None
 
 
+def _find_parts(
+    keys: list[str],
+    shown: str,
+    path: Path,
+    images_key: str | None,
+    labels_key: str | None,
+    split: str | None,
+) -> list[tuple[str | None, str, str]]:
+    """The (split, images key, labels key) triples to read, one per split kept."""
+    parts: list[tuple[str | None, str, str]] = []  # (split, images key, labels key)
+    if images_key or labels_key:
+        ik, lk = images_key or _single_keys(keys)[0], labels_key or _single_keys(keys)[1]
+        for what, k in (("images", ik), ("labels", lk)):
+            if k is None or k not in keys:
+                raise DatasetError(f"{path}: no {what} array {k!r} (keys found: {shown})")
+        parts.append((None, ik, lk))
+    else:
+        for s in SPLITS:
+            ik, lk = _split_keys(keys, s)
+            if ik is None:
+                continue
+            if lk is None:
+                raise DatasetError(
+                    f"{path}: images {ik!r} have no matching labels array (keys found: {shown})"
+                )
+            parts.append((s, ik, lk))
+        if not parts:
+            ik, lk = _single_keys(keys)
+            if ik is None or lk is None:
+                raise DatasetError(
+                    f"{path}: no recognisable image/label arrays (keys found: {shown}; expected "
+                    "images/labels, x_train/y_train... or train_images/train_labels..., or name "
+                    "them with images_key/labels_key)"
+                )
+            parts.append((None, ik, lk))
+    if split is not None:
+        if parts[0][0] is None:
+            raise DatasetError(f"{path}: has no splits, cannot keep split {split!r} (keys found: {shown})")
+        parts = [p for p in parts if p[0] == split]
+        if not parts:
+            raise DatasetError(f"{path}: has no {split!r} split (keys found: {shown})")
+    return parts
+
+
+def _read_parts(
+    z: Any,
+    keys: list[str],
+    path: Path,
+    parts: list[tuple[str | None, str, str]],
+    task: str | None,
+    class_names: Sequence[str] | None,
+) -> tuple[list[Any], list[Any], list[Any], tuple[str, ...] | None, bool]:
+    """Read and normalise each part's arrays: (images, labels, splits, names, multilabel)."""
+    images, labels, splits, names = [], [], [], None
+    raw = {lk: _array(z, lk, path) for _, _, lk in parts}
+    multilabel = task == "multi-label" or any(is_multi_hot(a) for a in raw.values())
+    given = _given_names(z, keys, path, class_names)
+    for s, ik, lk in parts:
+        img = normalise_images(_array(z, ik, path), f"{path} [{ik}]")
+        lab, lab_names = normalise_labels(raw[lk], f"{path} [{lk}]", multilabel=multilabel, names=given)
+        if len(img) != len(lab):
+            raise DatasetError(f"{path}: {len(img)} images in {ik!r} but {len(lab)} labels in {lk!r}")
+        if lab_names is not None:
+            if len(parts) > 1:  # string labels per split: map through the union later
+                lab = np.asarray(lab_names, dtype=object)[lab]
+            else:
+                names = lab_names
+        images.append(img)
+        labels.append(lab)
+        if s is not None:
+            splits.append(np.full(len(img), s, dtype="<U5"))
+    return images, labels, splits, names, multilabel
+
+
+def _join_splits(
+    path: Path,
+    parts: list[tuple[str | None, str, str]],
+    images: list[Any],
+    labels: list[Any],
+    names: tuple[str, ...] | None,
+    multilabel: bool,
+) -> tuple[Any, Any, tuple[str, ...] | None]:
+    """Concatenate the parts' images and labels: (all images, all labels, names)."""
+    if len(images) > 1:
+        shapes = {a.shape[1:] for a in images}
+        if len(shapes) > 1:
+            raise DatasetError(
+                f"{path}: splits have different image shapes "
+                f"({', '.join(f'{p[1]} {a.shape[1:]}' for p, a in zip(parts, images))})"
+            )
+        if any(lab.dtype == object for lab in labels):
+            if not all(lab.dtype == object for lab in labels):
+                raise DatasetError(f"{path}: some splits have string labels and some numbers")
+            allnames = np.concatenate(labels).astype(str)
+            uniq, idx = np.unique(allnames, return_inverse=True)
+            names, labels = tuple(str(u) for u in uniq), [idx.astype(np.int64)]
+        if multilabel and len({lab.shape[1] for lab in labels}) > 1:
+            raise DatasetError(
+                f"{path}: splits have different numbers of label columns "
+                f"({', '.join(f'{p[2]} {lab.shape[1]}' for p, lab in zip(parts, labels))})"
+            )
+        dtypes = {a.dtype for a in images}
+        if len(dtypes) > 1:
+            images = [a.astype(np.float32) for a in images]
+        all_images = np.concatenate(images)
+    else:
+        all_images = images[0]
+    all_labels = np.concatenate(labels) if len(labels) > 1 else labels[0]
+    return all_images, all_labels, names
+
+
+def _stored_names(z: Any, keys: list[str], path: Path, all_labels: Any, names: Any, multilabel: bool) -> Any:
+    """The class names stored in the file (``label_names``...), if usable; else ``names``."""
+    for k in keys:
+        if k.lower() in _CLASS_NAME_KEYS:
+            cn = _array(z, k, path)
+            if cn.dtype.kind in "US" and cn.ndim == 1:
+                if multilabel:
+                    if len(cn) != all_labels.shape[1]:
+                        raise DatasetError(
+                            f"{path}: {len(cn)} label names in {k!r} for {all_labels.shape[1]} label columns"
+                        )
+                    names = tuple(str(c) for c in cn.astype(str))
+                elif not len(all_labels) or len(cn) > int(all_labels.max()):
+                    names = tuple(str(c) for c in cn.astype(str))
+            break
+    return names
+
+
+def _given_class_names(
+    path: Path, class_names: Sequence[str] | None, names: Any, all_labels: Any, multilabel: bool
+) -> Any:
+    """Check the ``class_names`` loader arg against the labels; the names to use."""
+    if class_names is not None and multilabel:
+        class_names = tuple(str(c) for c in class_names)
+        if len(class_names) != all_labels.shape[1]:
+            raise DatasetError(
+                f"{path}: {len(class_names)} class names given for {all_labels.shape[1]} label columns"
+            )
+        names, class_names = class_names, None
+    if multilabel:
+        dsim.check_label_columns(all_labels, names or [str(i) for i in range(all_labels.shape[1])], str(path))
+    if class_names is not None:
+        class_names = tuple(str(c) for c in class_names)
+        if len(all_labels) and int(all_labels.max()) >= len(class_names):
+            raise DatasetError(
+                f"{path}: label {int(all_labels.max())} but only {len(class_names)} class names given"
+            )
+        names = class_names
+    return names
+
+
 def read_npz(
     path: Path,
     name: str,
@@ -258,115 +410,12 @@ def read_npz(
     with _open(path) as z:
         keys = list(z.files)
         shown = ", ".join(keys) if keys else "none"
-        parts: list[tuple[str | None, str, str]] = []  # (split, images key, labels key)
-        if images_key or labels_key:
-            ik, lk = images_key or _single_keys(keys)[0], labels_key or _single_keys(keys)[1]
-            for what, k in (("images", ik), ("labels", lk)):
-                if k is None or k not in keys:
-                    raise DatasetError(f"{path}: no {what} array {k!r} (keys found: {shown})")
-            parts.append((None, ik, lk))
-        else:
-            for s in SPLITS:
-                ik, lk = _split_keys(keys, s)
-                if ik is None:
-                    continue
-                if lk is None:
-                    raise DatasetError(
-                        f"{path}: images {ik!r} have no matching labels array (keys found: {shown})"
-                    )
-                parts.append((s, ik, lk))
-            if not parts:
-                ik, lk = _single_keys(keys)
-                if ik is None or lk is None:
-                    raise DatasetError(
-                        f"{path}: no recognisable image/label arrays (keys found: {shown}; expected "
-                        "images/labels, x_train/y_train... or train_images/train_labels..., or name "
-                        "them with images_key/labels_key)"
-                    )
-                parts.append((None, ik, lk))
-        if split is not None:
-            if parts[0][0] is None:
-                raise DatasetError(
-                    f"{path}: has no splits, cannot keep split {split!r} (keys found: {shown})"
-                )
-            parts = [p for p in parts if p[0] == split]
-            if not parts:
-                raise DatasetError(f"{path}: has no {split!r} split (keys found: {shown})")
-
-        images, labels, splits, names = [], [], [], None
-        raw = {lk: _array(z, lk, path) for _, _, lk in parts}
-        multilabel = task == "multi-label" or any(is_multi_hot(a) for a in raw.values())
-        given = _given_names(z, keys, path, class_names)
-        for s, ik, lk in parts:
-            img = normalise_images(_array(z, ik, path), f"{path} [{ik}]")
-            lab, lab_names = normalise_labels(raw[lk], f"{path} [{lk}]", multilabel=multilabel, names=given)
-            if len(img) != len(lab):
-                raise DatasetError(f"{path}: {len(img)} images in {ik!r} but {len(lab)} labels in {lk!r}")
-            if lab_names is not None:
-                if len(parts) > 1:  # string labels per split: map through the union later
-                    lab = np.asarray(lab_names, dtype=object)[lab]
-                else:
-                    names = lab_names
-            images.append(img)
-            labels.append(lab)
-            if s is not None:
-                splits.append(np.full(len(img), s, dtype="<U5"))
-        if len(images) > 1:
-            shapes = {a.shape[1:] for a in images}
-            if len(shapes) > 1:
-                raise DatasetError(
-                    f"{path}: splits have different image shapes "
-                    f"({', '.join(f'{p[1]} {a.shape[1:]}' for p, a in zip(parts, images))})"
-                )
-            if any(lab.dtype == object for lab in labels):
-                if not all(lab.dtype == object for lab in labels):
-                    raise DatasetError(f"{path}: some splits have string labels and some numbers")
-                allnames = np.concatenate(labels).astype(str)
-                uniq, idx = np.unique(allnames, return_inverse=True)
-                names, labels = tuple(str(u) for u in uniq), [idx.astype(np.int64)]
-            if multilabel and len({lab.shape[1] for lab in labels}) > 1:
-                raise DatasetError(
-                    f"{path}: splits have different numbers of label columns "
-                    f"({', '.join(f'{p[2]} {lab.shape[1]}' for p, lab in zip(parts, labels))})"
-                )
-            dtypes = {a.dtype for a in images}
-            if len(dtypes) > 1:
-                images = [a.astype(np.float32) for a in images]
-            all_images = np.concatenate(images)
-        else:
-            all_images = images[0]
-        all_labels = np.concatenate(labels) if len(labels) > 1 else labels[0]
+        parts = _find_parts(keys, shown, path, images_key, labels_key, split)
+        images, labels, splits, names, multilabel = _read_parts(z, keys, path, parts, task, class_names)
+        all_images, all_labels, names = _join_splits(path, parts, images, labels, names, multilabel)
         if names is None and class_names is None:
-            for k in keys:
-                if k.lower() in _CLASS_NAME_KEYS:
-                    cn = _array(z, k, path)
-                    if cn.dtype.kind in "US" and cn.ndim == 1:
-                        if multilabel:
-                            if len(cn) != all_labels.shape[1]:
-                                raise DatasetError(
-                                    f"{path}: {len(cn)} label names in {k!r} for "
-                                    f"{all_labels.shape[1]} label columns"
-                                )
-                            names = tuple(str(c) for c in cn.astype(str))
-                        elif not len(all_labels) or len(cn) > int(all_labels.max()):
-                            names = tuple(str(c) for c in cn.astype(str))
-                    break
-    if class_names is not None and multilabel:
-        class_names = tuple(str(c) for c in class_names)
-        if len(class_names) != all_labels.shape[1]:
-            raise DatasetError(
-                f"{path}: {len(class_names)} class names given for {all_labels.shape[1]} label columns"
-            )
-        names, class_names = class_names, None
-    if multilabel:
-        dsim.check_label_columns(all_labels, names or [str(i) for i in range(all_labels.shape[1])], str(path))
-    if class_names is not None:
-        class_names = tuple(str(c) for c in class_names)
-        if len(all_labels) and int(all_labels.max()) >= len(class_names):
-            raise DatasetError(
-                f"{path}: label {int(all_labels.max())} but only {len(class_names)} class names given"
-            )
-        names = class_names
+            names = _stored_names(z, keys, path, all_labels, names, multilabel)
+    names = _given_class_names(path, class_names, names, all_labels, multilabel)
     return ImageSet(
         name=name,
         images=all_images,

@@ -69,13 +69,8 @@ def bce_loss(out, y):
     return F.binary_cross_entropy_with_logits(out, y, reduction="sum") / len(y)
 
 
-def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[str, Any]:
-    import torch
-    import torch.nn.functional as F
-
-    progress = progress or (lambda *a: None)
-    device = device or torch.device("cpu")
-    opts = {**DEFAULTS, **opts}
+def _check_labels(labels) -> tuple[Any, int, int, bool]:
+    """The labels as the embedding uses them: ``(labels, n, k, multilabel)``; refuses too few."""
     multilabel = np.ndim(labels) == 2 and np.shape(labels)[1] > 1
     if multilabel:
         labels = np.asarray(labels, dtype=np.float32)
@@ -93,24 +88,13 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         raise dsim.DsimError(
             f"task2vec needs at least two images of two classes, got {n} images of {k} class(es)"
         )
-    loss_fn = bce_loss if multilabel else F.cross_entropy
-    size = int(opts["image_size"])
-    bs = int(opts["task2vec_batch_size"])
-    skip = int(opts["task2vec_skip_layers"])
-    n_draws = int(opts["task2vec_fisher_samples"])
-    if n_draws < bs:
-        raise Task2VecError(f"task2vec_fisher_samples={n_draws} is smaller than one batch ({bs})")
-    model = model.to(device)
-    probe = _Probe(model, skip)
-    _set_bn(model, str(opts["task2vec_bn"]))
-    if str(opts["task2vec_bn"]) not in ("train", "eval"):
-        raise Task2VecError(f"task2vec_bn={opts['task2vec_bn']!r}: use 'train' or 'eval'")
-    gen = torch.Generator().manual_seed(int(seed))
+    return labels, n, k, multilabel
 
-    def inputs(idx):
-        return dsim.to_tensor(images[idx], size=size, channels=3).to(device)
 
-    # 1. cache the body's features once (sequential batches, no autograd)
+def _cache_features(probe, inputs, n, bs, skip, progress):
+    """Step 1: the body's features, once (sequential batches, no autograd): (pooled, cached)."""
+    import torch
+
     cached, pooled = [], []
     n_fc = len(probe.layers) - 1
     with torch.inference_mode():
@@ -124,25 +108,27 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
             progress("task2vec: features", int(idx[-1]) + 1, n)
     pooled_t = torch.cat(pooled).clone()
     cached_t = torch.cat(cached).clone() if skip else None
-    y_all = torch.from_numpy(labels).to(device)
+    return pooled_t, cached_t
 
-    # class-balanced draws, as the reference's WeightedRandomSampler (uniform for multi-label)
+
+def _draw_weights(labels, n, k, multilabel):
+    """Class-balanced draws, as the reference's WeightedRandomSampler (uniform for multi-label)."""
+    import torch
+
     if multilabel:
         w = np.ones(n)
     else:
         counts = np.bincount(labels, minlength=k).astype(np.float64)
         w = 1.0 / counts[labels] / k
-    weights = torch.as_tensor(w / w.sum(), dtype=torch.double)
-    n_batches = n_draws // bs  # drop_last
-    label_draws = int(opts["task2vec_label_draws"])
-    precision = resolve_precision(opts["task2vec_precision"], device)
-    if label_draws < 1:
-        raise Task2VecError(f"task2vec_label_draws={label_draws}: use 1 or more")
+    return torch.as_tensor(w / w.sum(), dtype=torch.double)
 
-    def draws():
-        return torch.multinomial(weights, n_batches * bs, replacement=True, generator=gen).view(n_batches, bs)
 
-    # 2. fit the classifier on the cached pooled features
+def _fit_classifier(
+    model, probe, pooled_t, y_all, draws, loss_fn, opts, device, progress, multilabel
+) -> float:
+    """Step 2: fit the classifier on the cached pooled features; its training error."""
+    import torch
+
     clf = probe.classifier
     for p in model.parameters():
         p.requires_grad_(False)
@@ -167,36 +153,36 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
             train_error = float((clf(pooled_t).argmax(1) != y_all).float().mean())
     for p in clf.parameters():
         p.requires_grad_(False)
-    method = str(opts["task2vec_method"])
-    if method == "variational":
-        return _variational(
-            probe,
-            model,
-            cached_t if skip else None,
-            inputs,
-            y_all,
-            weights,
-            skip,
-            opts,
-            gen,
-            device,
-            progress,
-            train_error,
-            loss=loss_fn,
-        )
-    if method != "montecarlo":
-        raise Task2VecError(f"task2vec_method={method!r}: use 'montecarlo' or 'variational'")
+    return train_error
 
-    # 3. Monte-Carlo Fisher of the weights after layer ``skip``: ``n_batches`` draw-batches of
-    # 64 labels; each forward pass of a drawn batch of inputs serves ``label_draws`` independent
-    # label draws (one backward pass each, the graph kept between them). Every draw-batch is
-    # still the reference's squared batch gradient, so the expectation is unchanged; only the
-    # inputs are shared by ``label_draws`` consecutive draw-batches.
+
+def _montecarlo_fisher(
+    probe,
+    cached_t,
+    inputs,
+    skip,
+    order,
+    n_batches,
+    label_draws,
+    precision,
+    device,
+    multilabel,
+    loss_fn,
+    gen,
+    progress,
+):
+    """Step 3: Monte-Carlo Fisher of the weights after layer ``skip``: ``n_batches`` draw-batches
+    of 64 labels; each forward pass of a drawn batch of inputs serves ``label_draws`` independent
+    label draws (one backward pass each, the graph kept between them). Every draw-batch is still
+    the reference's squared batch gradient, so the expectation is unchanged; only the inputs are
+    shared by ``label_draws`` consecutive draw-batches. Returns the summed squared gradients."""
+    import torch
+    import torch.nn.functional as F
+
     params = probe.weights
     for p in params:
         p.requires_grad_(True)
     acc = [torch.zeros_like(p) for p in params]  # float32, as the reference
-    order = draws()
     done = 0
     for _i, b in enumerate(order):
         if done >= n_batches:
@@ -223,6 +209,11 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
     del out, loss, grads
     for p in params:
         p.requires_grad_(False)
+    return acc
+
+
+def _fisher_result(probe, acc, n_batches, train_error, precision) -> dict[str, Any]:
+    """The embedding from the summed squared gradients: per-filter means of the Fisher."""
     hess, sizes = [], []
     for a in acc:
         a = (a / n_batches).reshape(a.shape[0], -1).mean(dim=1)
@@ -236,3 +227,80 @@ def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[s
         "precision": precision,
         "scale": np.ones(sum(sizes)),
     }
+
+
+def _embedding(images, labels, model, *, opts, seed, device, progress) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    progress = progress or (lambda *a: None)
+    device = device or torch.device("cpu")
+    opts = {**DEFAULTS, **opts}
+    labels, n, k, multilabel = _check_labels(labels)
+    loss_fn = bce_loss if multilabel else F.cross_entropy
+    size = int(opts["image_size"])
+    bs = int(opts["task2vec_batch_size"])
+    skip = int(opts["task2vec_skip_layers"])
+    n_draws = int(opts["task2vec_fisher_samples"])
+    if n_draws < bs:
+        raise Task2VecError(f"task2vec_fisher_samples={n_draws} is smaller than one batch ({bs})")
+    model = model.to(device)
+    probe = _Probe(model, skip)
+    _set_bn(model, str(opts["task2vec_bn"]))
+    if str(opts["task2vec_bn"]) not in ("train", "eval"):
+        raise Task2VecError(f"task2vec_bn={opts['task2vec_bn']!r}: use 'train' or 'eval'")
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def inputs(idx):
+        return dsim.to_tensor(images[idx], size=size, channels=3).to(device)
+
+    pooled_t, cached_t = _cache_features(probe, inputs, n, bs, skip, progress)
+    y_all = torch.from_numpy(labels).to(device)
+    weights = _draw_weights(labels, n, k, multilabel)
+    n_batches = n_draws // bs  # drop_last
+    label_draws = int(opts["task2vec_label_draws"])
+    precision = resolve_precision(opts["task2vec_precision"], device)
+    if label_draws < 1:
+        raise Task2VecError(f"task2vec_label_draws={label_draws}: use 1 or more")
+
+    def draws():
+        return torch.multinomial(weights, n_batches * bs, replacement=True, generator=gen).view(n_batches, bs)
+
+    train_error = _fit_classifier(
+        model, probe, pooled_t, y_all, draws, loss_fn, opts, device, progress, multilabel
+    )
+    method = str(opts["task2vec_method"])
+    if method == "variational":
+        return _variational(
+            probe,
+            model,
+            cached_t if skip else None,
+            inputs,
+            y_all,
+            weights,
+            skip,
+            opts,
+            gen,
+            device,
+            progress,
+            train_error,
+            loss=loss_fn,
+        )
+    if method != "montecarlo":
+        raise Task2VecError(f"task2vec_method={method!r}: use 'montecarlo' or 'variational'")
+    acc = _montecarlo_fisher(
+        probe,
+        cached_t,
+        inputs,
+        skip,
+        draws(),
+        n_batches,
+        label_draws,
+        precision,
+        device,
+        multilabel,
+        loss_fn,
+        gen,
+        progress,
+    )
+    return _fisher_result(probe, acc, n_batches, train_error, precision)
