@@ -384,8 +384,11 @@ def test_an_unknown_experiment_is_one_line(mlflow_store, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ray_runs_are_logged_once_from_the_driver(mlflow_store, tmp_path):
-    pytest.importorskip("ray")
-    _validate(tmp_path / "results.sqlite", executor="ray", cpus_per_run=1)
+    ray = pytest.importorskip("ray")
+    try:
+        _validate(tmp_path / "results.sqlite", executor="ray", cpus_per_run=1)
+    finally:  # the Ray this test started is not left running for the cluster tests after it
+        ray.shutdown()
     runs = _runs(mlflow_store, "dsim-gen-t")
     folds = [r for r in runs if r.data.tags.get("dsim.kind") == "fold"]
     assert len(folds) == 4 and len({r.data.tags["dsim.run_key"] for r in folds}) == 4
