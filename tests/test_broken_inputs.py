@@ -444,22 +444,9 @@ def test_failed_candidates_are_listed_apart_not_ranked(corpus, store, capsys):
     import json
 
     good, bad = str(corpus / "good_smallcnn.pth"), str(corpus / "truncated.pth")
-    rc = main(
-        [
-            "rank",
-            "--target",
-            str(corpus / "target.npz"),
-            "--sources",
-            f"{good},{bad}",
-            "--arch",
-            "smallcnn",
-            "-m",
-            "logme",
-            "--max-samples",
-            "40",
-            "--json",
-        ]
-    )
+    argv = ["rank", "--target", str(corpus / "target.npz"), "--sources", f"{good},{bad}"]
+    argv += ["--arch", "smallcnn", "-m", "logme", "--max-samples", "40"]
+    rc = main([*argv, "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert [r["source"] for r in out["rows"]] == ["good_smallcnn"]
@@ -469,21 +456,7 @@ def test_failed_candidates_are_listed_apart_not_ranked(corpus, store, capsys):
         and failed["status"] == "failed"
         and "truncated.pth" in failed["reason"]
     )
-    rc = main(
-        [
-            "rank",
-            "--target",
-            str(corpus / "target.npz"),
-            "--sources",
-            f"{good},{bad}",
-            "--arch",
-            "smallcnn",
-            "-m",
-            "logme",
-            "--max-samples",
-            "40",
-        ]
-    )
+    rc = main(argv)
     table = capsys.readouterr().out
     assert rc == 0 and "failed truncated (not ranked)" in " ".join(table.split())
 

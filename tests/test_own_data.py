@@ -112,6 +112,12 @@ def test_validate_a_npz_path_with_top_2_shows_predicted_beside_measured(breast_t
     assert not any("ranking failed" in n for n in rep["notes"]), rep["notes"]
 
 
+#: the smallest validation that trains every run (a CPU check, not a measurement)
+_CHEAP = dict(
+    backbone="smallcnn-w16", folds=2, epochs=1, pretrain_epochs=1, image_size=16, source_max=100, device="cpu"
+)
+
+
 def test_validate_ranks_the_same_in_memory_target(tmp_path):
     """dsim.validate on arrays: the ranking it compares with is of those arrays (the in-memory
     sources are not in the registry, so the prediction is for the registered ones)."""
@@ -120,16 +126,10 @@ def test_validate_ranks_the_same_in_memory_target(tmp_path):
         t.images,
         labels=t.labels,
         sources=["usps"],
-        backbone="smallcnn-w16",
-        folds=2,
-        epochs=1,
-        pretrain_epochs=1,
-        image_size=16,
-        source_max=100,
         measures="expert",
         facts={"origin": "natural", "content": "textures"},
         store=tmp_path / "r.sqlite",
-        device="cpu",
+        **_CHEAP,
     )
     assert rep.target.startswith("target-") and not rep.failures
     usps = next(r for r in rep.rows if r.source == "usps")
@@ -282,16 +282,10 @@ def test_validate_a_multilabel_array_target_compares_with_its_ranking(tmp_path):
     rep = dsim.validate(
         t,
         sources=["usps"],
-        backbone="smallcnn-w16",
-        folds=2,
-        epochs=1,
-        pretrain_epochs=1,
-        image_size=16,
-        source_max=100,
         measures="expert",
         facts={"origin": "medical", "subject": "blood"},
         store=tmp_path / "r.sqlite",
-        device="cpu",
+        **_CHEAP,
     )
     assert rep.target == "cells" and not rep.failures, rep.failures
     usps = next(r for r in rep.rows if r.source == "usps")
@@ -308,17 +302,11 @@ def test_validate_never_trains_on_a_named_source_holding_the_target(chest64, tmp
     rep = dsim.validate(
         str(path),
         sources=[str(copy), "usps"],
-        backbone="smallcnn-w16",
-        folds=2,
-        epochs=1,
-        pretrain_epochs=1,
-        image_size=16,
         target_max=100,
-        source_max=100,
         measures="expert",
         facts={"origin": "medical"},
         store=tmp_path / "r.sqlite",
-        device="cpu",
+        **_CHEAP,
     )
     assert {r.source for r in rep.rows} == {"xrays64", "usps"} and not rep.failures
     assert any(
@@ -327,18 +315,6 @@ def test_validate_never_trains_on_a_named_source_holding_the_target(chest64, tmp
 
 
 # ------------------------------------------------------------------ re-validation and ties
-_CHEAP = dict(
-    backbone="smallcnn-w16",
-    folds=2,
-    epochs=1,
-    pretrain_epochs=1,
-    image_size=16,
-    target_max=100,
-    source_max=100,
-    device="cpu",
-)
-
-
 def test_revalidation_predicts_blind_to_the_targets_own_results(breast_test, tmp_path, monkeypatch):
     """Validating the same target twice: the second report's predictions are the first's (made
     as if the target's own results were unknown), not its measured T read back from the store;
@@ -346,7 +322,10 @@ def test_revalidation_predicts_blind_to_the_targets_own_results(breast_test, tmp
     validated sources as measured."""
     monkeypatch.setenv("DSIM_RESULTS", str(tmp_path / "r.sqlite"))
     srcs = ["pneumoniamnist", "retinamnist"]  # both have a track record: distinct predictions
-    reps = [dsim.validate(str(breast_test), sources=srcs, measures="expert", **_CHEAP) for _ in range(2)]
+    reps = [
+        dsim.validate(str(breast_test), sources=srcs, measures="expert", target_max=100, **_CHEAP)
+        for _ in range(2)
+    ]
     first, second = ({r.source: r for r in rep.rows if r.source in srcs} for rep in reps)
     assert reps[1].runs_skipped == reps[1].runs_total  # every run came from the store
     for s in srcs:
@@ -408,7 +387,7 @@ def test_validate_top_among_tied_sources_is_deterministic_and_said(breast_test, 
 
 
 def _tied_validation_and_next_ranking(breast_test) -> None:
-    rep = dsim.validate(str(breast_test), top=2, **_CHEAP)
+    rep = dsim.validate(str(breast_test), top=2, target_max=100, **_CHEAP)
     chosen = sorted(r.source for r in rep.rows if r.source != "my_scans")
     note = next(n for n in rep.notes if "chosen among" in n)
     assert note.startswith(", ".join(chosen) + " chosen among"), note
